@@ -1,0 +1,223 @@
+import os from 'node:os';
+import path from 'node:path';
+import { z } from 'zod';
+
+/**
+ * Every setting comes from the environment (a `.env` file is loaded by the CLI first), validated here
+ * once. Missing provider credentials are not an error: those tools answer `not_configured` instead.
+ */
+
+const emptyToUndefined = (v: unknown) => (typeof v === 'string' && v.trim() === '' ? undefined : v);
+const optionalString = z.preprocess(emptyToUndefined, z.string().trim().optional());
+const int = (def: number, min: number, max: number) =>
+  z.preprocess(emptyToUndefined, z.coerce.number().int().min(min).max(max).default(def));
+const url = (def: string) =>
+  z.preprocess(
+    emptyToUndefined,
+    z
+      .string()
+      .url()
+      .refine((u) => /^https?:\/\//.test(u), 'must start with http:// or https://')
+      .default(def)
+      .transform((u) => u.replace(/\/+$/, '')),
+  );
+const bool = (def: boolean) =>
+  z.preprocess(
+    emptyToUndefined,
+    z
+      .enum(['true', 'false', '1', '0', 'yes', 'no'])
+      .default(def ? 'true' : 'false')
+      .transform((v) => v === 'true' || v === '1' || v === 'yes'),
+  );
+
+const envSchema = z.object({
+  LOG_LEVEL: z.preprocess(
+    emptyToUndefined,
+    z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  ),
+  CS_MCP_DATA_DIR: optionalString,
+  DATABASE_URL: z.preprocess(
+    emptyToUndefined,
+    z
+      .string()
+      .refine((u) => /^(postgres|postgresql|sqlite|file):/.test(u) || !u.includes('://'), {
+        message: 'must be a postgres:// URL, a sqlite: / file: URL, or a path to a SQLite file',
+      })
+      .optional(),
+  ),
+
+  MCP_HTTP_HOST: z.preprocess(emptyToUndefined, z.string().default('127.0.0.1')),
+  MCP_HTTP_PORT: int(3000, 0, 65535),
+  MCP_HTTP_TOKEN: optionalString,
+  MCP_HTTP_ALLOWED_HOSTS: optionalString,
+
+  RETRY_MAX_RETRIES: int(3, 0, 10),
+  RETRY_BASE_DELAY_MS: int(1000, 0, 60_000),
+  RETRY_MAX_DELAY_MS: int(60_000, 0, 600_000),
+  CIRCUIT_BREAKER_FAILURE_THRESHOLD: int(5, 1, 1000),
+  CIRCUIT_BREAKER_RESET_MS: int(60_000, 10, 3_600_000),
+  HTTP_TIMEOUT_MS: int(10_000, 10, 300_000),
+
+  INTERCOM_ACCESS_TOKEN: optionalString,
+  INTERCOM_BASE_URL: url('https://api.intercom.io'),
+  INTERCOM_ADMIN_ID: optionalString,
+
+  SENDGRID_API_KEY: optionalString,
+  SENDGRID_BASE_URL: url('https://api.sendgrid.com'),
+  SENDGRID_FROM_EMAIL: z.preprocess(emptyToUndefined, z.string().email().optional()),
+  SENDGRID_FROM_NAME: optionalString,
+  SENDGRID_UNSUBSCRIBE_GROUP_ID: z.preprocess(emptyToUndefined, z.coerce.number().int().positive().optional()),
+  SENDGRID_SANDBOX: bool(false),
+
+  MIXPANEL_PROJECT_TOKEN: optionalString,
+  MIXPANEL_PROJECT_ID: optionalString,
+  MIXPANEL_SERVICE_ACCOUNT_USERNAME: optionalString,
+  MIXPANEL_SERVICE_ACCOUNT_SECRET: optionalString,
+  MIXPANEL_API_SECRET: optionalString,
+  MIXPANEL_API_HOST: url('https://api.mixpanel.com'),
+  MIXPANEL_FLUSH_INTERVAL_MS: int(2000, 10, 600_000),
+
+  CAMPAIGN_CONFIRMATION_TTL_S: int(900, 1, 86_400),
+  CAMPAIGN_DISPATCH_CONCURRENCY: int(8, 1, 64),
+  CAMPAIGN_DISPATCH_POLL_MS: int(1000, 10, 60_000),
+  CAMPAIGN_LEASE_MS: int(30_000, 500, 3_600_000),
+});
+
+export type Env = z.input<typeof envSchema>;
+
+export interface ResilienceConfig {
+  maxRetries: number;
+  baseDelayMs: number;
+  maxDelayMs: number;
+  breakerThreshold: number;
+  breakerResetMs: number;
+  timeoutMs: number;
+}
+
+export interface Config {
+  logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  dataDir: string;
+  /** `postgres://…` for PostgreSQL; otherwise the SQLite file path. */
+  database: { kind: 'postgres'; url: string } | { kind: 'sqlite'; file: string };
+  http: { host: string; port: number; token?: string; allowedHosts?: string[] };
+  resilience: ResilienceConfig;
+  intercom: { accessToken?: string; baseUrl: string; adminId?: string };
+  sendgrid: {
+    apiKey?: string;
+    baseUrl: string;
+    fromEmail?: string;
+    fromName?: string;
+    unsubscribeGroupId?: number;
+    sandbox: boolean;
+  };
+  mixpanel: {
+    projectToken?: string;
+    projectId?: string;
+    serviceAccountUsername?: string;
+    serviceAccountSecret?: string;
+    apiSecret?: string;
+    apiHost: string;
+    flushIntervalMs: number;
+  };
+  campaigns: { confirmationTtlS: number; dispatchConcurrency: number; dispatchPollMs: number; leaseMs: number };
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+/** Where local state lives when CS_MCP_DATA_DIR is unset: the platform's per-user data folder. */
+export function defaultDataDir(env: NodeJS.ProcessEnv = process.env): string {
+  const home = os.homedir();
+  if (process.platform === 'win32') {
+    return path.join(env.LOCALAPPDATA ?? path.join(home, 'AppData', 'Local'), 'customer-success-mcp');
+  }
+  if (process.platform === 'darwin') {
+    return path.join(home, 'Library', 'Application Support', 'customer-success-mcp');
+  }
+  return path.join(env.XDG_DATA_HOME ?? path.join(home, '.local', 'share'), 'customer-success-mcp');
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const parsed = envSchema.safeParse(env);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => {
+      const name = String(i.path[0] ?? '?');
+      const shown = name.includes('TOKEN') || name.includes('KEY') || name.includes('SECRET') ? '(hidden)' : JSON.stringify(env[name]);
+      return `${name}=${shown}: ${i.message}`;
+    });
+    throw new ConfigError(`Invalid configuration:\n  ${lines.join('\n  ')}\nFix the variable(s) above (see README, "Configuration") and start again.`);
+  }
+  const e = parsed.data;
+  const dataDir = path.resolve(e.CS_MCP_DATA_DIR ?? defaultDataDir(env));
+  let database: Config['database'];
+  const dbUrl = e.DATABASE_URL;
+  if (dbUrl && /^postgres(ql)?:\/\//.test(dbUrl)) database = { kind: 'postgres', url: dbUrl };
+  else if (dbUrl) database = { kind: 'sqlite', file: path.resolve(dbUrl.replace(/^(sqlite|file):(\/\/)?/, '')) };
+  else database = { kind: 'sqlite', file: path.join(dataDir, 'customer-success.db') };
+
+  return {
+    logLevel: e.LOG_LEVEL,
+    dataDir,
+    database,
+    http: {
+      host: e.MCP_HTTP_HOST,
+      port: e.MCP_HTTP_PORT,
+      token: e.MCP_HTTP_TOKEN,
+      allowedHosts: e.MCP_HTTP_ALLOWED_HOSTS?.split(',').map((h) => h.trim()).filter(Boolean),
+    },
+    resilience: {
+      maxRetries: e.RETRY_MAX_RETRIES,
+      baseDelayMs: e.RETRY_BASE_DELAY_MS,
+      maxDelayMs: e.RETRY_MAX_DELAY_MS,
+      breakerThreshold: e.CIRCUIT_BREAKER_FAILURE_THRESHOLD,
+      breakerResetMs: e.CIRCUIT_BREAKER_RESET_MS,
+      timeoutMs: e.HTTP_TIMEOUT_MS,
+    },
+    intercom: { accessToken: e.INTERCOM_ACCESS_TOKEN, baseUrl: e.INTERCOM_BASE_URL, adminId: e.INTERCOM_ADMIN_ID },
+    sendgrid: {
+      apiKey: e.SENDGRID_API_KEY,
+      baseUrl: e.SENDGRID_BASE_URL,
+      fromEmail: e.SENDGRID_FROM_EMAIL,
+      fromName: e.SENDGRID_FROM_NAME,
+      unsubscribeGroupId: e.SENDGRID_UNSUBSCRIBE_GROUP_ID,
+      sandbox: e.SENDGRID_SANDBOX,
+    },
+    mixpanel: {
+      projectToken: e.MIXPANEL_PROJECT_TOKEN,
+      projectId: e.MIXPANEL_PROJECT_ID,
+      serviceAccountUsername: e.MIXPANEL_SERVICE_ACCOUNT_USERNAME,
+      serviceAccountSecret: e.MIXPANEL_SERVICE_ACCOUNT_SECRET,
+      apiSecret: e.MIXPANEL_API_SECRET,
+      apiHost: e.MIXPANEL_API_HOST,
+      flushIntervalMs: e.MIXPANEL_FLUSH_INTERVAL_MS,
+    },
+    campaigns: {
+      confirmationTtlS: e.CAMPAIGN_CONFIRMATION_TTL_S,
+      dispatchConcurrency: e.CAMPAIGN_DISPATCH_CONCURRENCY,
+      dispatchPollMs: e.CAMPAIGN_DISPATCH_POLL_MS,
+      leaseMs: e.CAMPAIGN_LEASE_MS,
+    },
+  };
+}
+
+/** Every secret value in the config, so the logger and error shaping can scrub them from any text. */
+export function configSecrets(config: Config): string[] {
+  return [
+    config.http.token,
+    config.intercom.accessToken,
+    config.sendgrid.apiKey,
+    config.mixpanel.projectToken,
+    config.mixpanel.serviceAccountSecret,
+    config.mixpanel.apiSecret,
+    config.database.kind === 'postgres' ? passwordOf(config.database.url) : undefined,
+  ].filter((s): s is string => typeof s === 'string' && s.length >= 4);
+}
+
+function passwordOf(dbUrl: string): string | undefined {
+  try {
+    return decodeURIComponent(new URL(dbUrl).password) || undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,192 @@
+import { Drop, Liquid, type FilterImplOptions, type Template } from 'liquidjs';
+import { invalidInput } from '../result.js';
+
+/**
+ * Personalization with Liquid, sandboxed: no file system (includes resolve against an empty in-memory
+ * map), own properties only, bounded parse/render time and memory, no JavaScript evaluation.
+ *
+ * A value that is missing (absent, null or empty) renders through `fallback` / `default` as usual; used
+ * anywhere else it makes the recipient's render fail with the variable named, so the recipient is held
+ * back instead of seeing "Hi ," or a raw {{…}}.
+ */
+
+export const SCOPE_ROOTS = ['contact', 'client', 'sender', 'campaign', 'tokens'] as const;
+
+/** A value the template asked for that the recipient does not have. Passes through filters unchanged. */
+class MissingValue extends Drop {
+  constructor(readonly path: string) {
+    super();
+  }
+  override liquidMethodMissing(key: string | number): MissingValue {
+    return new MissingValue(`${this.path}.${String(key)}`);
+  }
+  override valueOf(): null {
+    return null; // falsy in {% if %}, empty for `default`
+  }
+}
+
+/** A record exposed to templates: present, non-empty fields only; anything else is a MissingValue. */
+class RecordDrop extends Drop {
+  constructor(
+    private readonly path: string,
+    data: Record<string, unknown>,
+  ) {
+    super();
+    for (const [k, v] of Object.entries(data)) {
+      if (v === null || v === undefined || v === '') continue;
+      (this as Record<string, unknown>)[k] =
+        typeof v === 'object' && !Array.isArray(v) && !(v instanceof Date) ? new RecordDrop(`${path}.${k}`, v as Record<string, unknown>) : v;
+    }
+  }
+  override liquidMethodMissing(key: string | number): MissingValue {
+    return new MissingValue(`${this.path}.${String(key)}`);
+  }
+}
+
+const TOLERANT_FILTERS = new Set(['fallback', 'default']);
+
+class MissingValueUsed extends Error {
+  constructor(readonly path: string) {
+    super(`missing value: ${path}`);
+  }
+}
+
+function createEngine(escapeHtml: boolean): Liquid {
+  const engine = new Liquid({
+    templates: {}, // no file system: {% include %} / {% render %} can read nothing
+    ownPropertyOnly: true,
+    strictFilters: true,
+    parseLimit: 100_000,
+    renderLimit: 1_000,
+    memoryLimit: 10_000_000,
+  });
+  // Intercom's syntax: {{ contact.first_name | fallback: "there" }}.
+  engine.registerFilter('fallback', engine.filters.default!);
+  // Every other filter refuses a missing input or argument: the output would silently be blank.
+  for (const [name, impl] of Object.entries(engine.filters)) {
+    if (TOLERANT_FILTERS.has(name)) continue;
+    const original = impl as FilterImplOptions;
+    const handler = typeof original === 'function' ? original : original.handler;
+    const guarded = function (this: unknown, ...args: unknown[]) {
+      for (const a of args) if (a instanceof MissingValue) throw new MissingValueUsed(a.path);
+      return (handler as (...a: unknown[]) => unknown).apply(this, args);
+    };
+    engine.registerFilter(name, typeof original === 'function' ? guarded : { ...original, handler: guarded });
+  }
+  // Outputs with no filter at all end up here (outputEscape runs last on every output).
+  const escape = engine.filters.escape as (...a: unknown[]) => unknown;
+  engine.registerFilter('__cs_output', function (this: unknown, v: unknown) {
+    if (v instanceof MissingValue) throw new MissingValueUsed(v.path);
+    return escapeHtml ? escape.call(this, v) : v;
+  });
+  (engine.options as { outputEscape?: unknown }).outputEscape = engine.filters.__cs_output;
+  return engine;
+}
+
+const textEngine = createEngine(false);
+const htmlEngine = createEngine(true);
+
+export interface TemplateSources {
+  subject: string;
+  text: string;
+  html?: string;
+}
+
+export interface CompiledTemplates {
+  subject: Template[];
+  text: Template[];
+  html?: Template[];
+}
+
+const FIELD_OF: Record<keyof TemplateSources, string> = { subject: 'subject_line', text: 'body_text', html: 'body_html' };
+
+/** Parses all parts once; a syntax error or an unknown variable root is invalid_input naming the field. */
+export function compileTemplates(src: TemplateSources, tokenNames: string[]): CompiledTemplates {
+  const known = new Set<string>([...SCOPE_ROOTS, ...tokenNames]);
+  const out: Partial<CompiledTemplates> = {};
+  for (const key of ['subject', 'text', 'html'] as const) {
+    const source = src[key];
+    if (source === undefined) continue;
+    const engine = key === 'html' ? htmlEngine : textEngine;
+    let parsed: Template[];
+    try {
+      parsed = engine.parse(source);
+    } catch (err) {
+      throw invalidInput(`${FIELD_OF[key]} is not a valid template: ${(err as Error).message.split('\n')[0]}. Fix the Liquid syntax and call again.`, {
+        field: FIELD_OF[key],
+      });
+    }
+    let roots: Set<string>;
+    try {
+      roots = new Set(engine.globalVariableSegmentsSync(parsed).map((seg) => String(seg[0])));
+    } catch (err) {
+      // Static analysis follows includes; there are none to follow in the sandbox.
+      throw invalidInput(
+        `${FIELD_OF[key]} cannot be used: ${(err as Error).message.split('\n')[0]}. Campaign templates are self-contained: {% include %}, {% render %} and {% layout %} are not available.`,
+        { field: FIELD_OF[key] },
+      );
+    }
+    const unknown = [...roots].filter((r) => !known.has(r));
+    if (unknown.length) {
+      throw invalidInput(
+        `${FIELD_OF[key]} uses ${unknown.map((u) => `{{ ${u} }}`).join(', ')}, which ${unknown.length === 1 ? 'is' : 'are'} not known. ` +
+          `Use contact.*, client.*, sender.*, campaign.*, or pass a value in personalization_tokens.`,
+        { field: FIELD_OF[key], unknown_variables: unknown },
+      );
+    }
+    out[key] = parsed;
+  }
+  return out as CompiledTemplates;
+}
+
+export interface RenderScope {
+  contact: Record<string, unknown>;
+  client: Record<string, unknown>;
+  sender: Record<string, unknown>;
+  campaign: Record<string, unknown>;
+  tokens: Record<string, unknown>;
+}
+
+export type RenderOutcome =
+  | { ok: true; subject: string; text: string; html?: string }
+  | { ok: false; missing: string[]; reason: 'missing_value' | 'unrendered_template_syntax' | 'render_error'; detail: string };
+
+const LEFTOVER_SYNTAX = /\{\{|\}\}|\{%|%\}/;
+
+/** Renders every part for one recipient; never returns text containing Liquid syntax. */
+export function renderForRecipient(compiled: CompiledTemplates, scope: RenderScope): RenderOutcome {
+  const context: Record<string, unknown> = { ...scope.tokens };
+  for (const root of SCOPE_ROOTS) context[root] = new RecordDrop(root, scope[root]);
+  const parts: Record<string, string> = {};
+  for (const key of ['subject', 'text', 'html'] as const) {
+    const tpl = compiled[key];
+    if (!tpl) continue;
+    try {
+      parts[key] = (key === 'html' ? htmlEngine : textEngine).renderSync(tpl, context) as string;
+    } catch (err) {
+      const missing = findMissing(err);
+      if (missing) return { ok: false, reason: 'missing_value', missing: [missing], detail: `${FIELD_OF[key]} needs ${missing}, which is empty for this recipient (add | fallback: "…" to send anyway)` };
+      return { ok: false, reason: 'render_error', missing: [], detail: `${FIELD_OF[key]}: ${(err as Error).message.split('\n')[0]}` };
+    }
+    if (LEFTOVER_SYNTAX.test(parts[key]!)) {
+      return { ok: false, reason: 'unrendered_template_syntax', missing: [], detail: `${FIELD_OF[key]} would show raw template syntax to the customer` };
+    }
+  }
+  if (key(parts.subject).trim() === '') {
+    return { ok: false, reason: 'missing_value', missing: [], detail: 'subject_line renders empty for this contact' };
+  }
+  return { ok: true, subject: parts.subject!, text: parts.text ?? '', html: parts.html };
+}
+
+function key(v: string | undefined): string {
+  return v ?? '';
+}
+
+function findMissing(err: unknown): string | undefined {
+  for (let e: unknown = err, depth = 0; e && depth < 6; depth++) {
+    if (e instanceof MissingValueUsed) return e.path;
+    e = (e as { originalError?: unknown; cause?: unknown }).originalError ?? (e as { cause?: unknown }).cause;
+  }
+  const m = /missing value: ([\w.[\]-]+)/.exec(String((err as Error)?.message ?? ''));
+  return m?.[1];
+}

@@ -1,0 +1,128 @@
+import type { Server } from '@modelcontextprotocol/sdk/server/index.js';
+import { UriTemplate } from '@modelcontextprotocol/sdk/shared/uriTemplate.js';
+import {
+  CallToolRequestSchema,
+  ErrorCode,
+  ListResourcesRequestSchema,
+  ListResourceTemplatesRequestSchema,
+  ListToolsRequestSchema,
+  McpError,
+  ReadResourceRequestSchema,
+  type CallToolResult,
+} from '@modelcontextprotocol/sdk/types.js';
+import { z } from 'zod';
+import type { Logger } from '../log.js';
+import { fromZodError, toErrorBody, ToolError } from '../result.js';
+import { scrubValue } from '../secrets.js';
+import type { Services } from '../services.js';
+import { annotationsFor, publishedOutputSchema, successSchema, type AnyToolDefinition } from './tool.js';
+
+export interface ResourceDefinition {
+  name: string;
+  title: string;
+  description: string;
+  uriTemplate: string;
+  mimeType: string;
+  list(services: Services): Promise<Array<{ uri: string; name: string; description?: string }>>;
+  read(params: Record<string, string>, services: Services): Promise<unknown>;
+}
+
+function jsonSchema(schema: z.ZodType, io: 'input' | 'output') {
+  const out = z.toJSONSchema(schema, { io, unrepresentable: 'any' }) as Record<string, unknown>;
+  delete out.$schema;
+  return out as { type: 'object'; [k: string]: unknown };
+}
+
+/**
+ * The adapter: lists every declared tool with its schemas and annotations, and runs calls through
+ * one path that validates input (structured invalid_input naming each field), runs the handler,
+ * checks the result against the declared output, and shapes every outcome into the contract.
+ */
+export function registerTools(server: Server, tools: AnyToolDefinition[], services: Services, log: Logger): void {
+  const byName = new Map(tools.map((t) => [t.name, t]));
+  const listed = tools.map((t) => ({
+    name: t.name,
+    title: t.title,
+    description: t.description,
+    inputSchema: jsonSchema(t.input, 'input'),
+    outputSchema: jsonSchema(publishedOutputSchema(t), 'output'),
+    annotations: annotationsFor(t),
+  }));
+  const strictOutput = new Map(tools.map((t) => [t.name, successSchema(t)]));
+
+  server.setRequestHandler(ListToolsRequestSchema, async () => ({ tools: listed }));
+
+  server.setRequestHandler(CallToolRequestSchema, async (request, extra): Promise<CallToolResult> => {
+    const tool = byName.get(request.params.name);
+    if (!tool) throw new McpError(ErrorCode.InvalidParams, `Unknown tool: ${request.params.name}`);
+    const started = Date.now();
+    const toolLog = log.child({ tool: tool.name });
+    const progressToken = request.params._meta?.progressToken;
+    try {
+      const parsed = tool.input.safeParse(request.params.arguments ?? {});
+      if (!parsed.success) throw fromZodError(parsed.error, `Invalid arguments for ${tool.name}`);
+      const data = await tool.handle(parsed.data, {
+        services,
+        log: toolLog,
+        signal: extra.signal,
+        progressRequested: progressToken !== undefined,
+        progress: async (progress, total, message) => {
+          if (progressToken === undefined) return;
+          await extra
+            .sendNotification({ method: 'notifications/progress', params: { progressToken, progress, total, message } })
+            .catch(() => undefined); // progress is best-effort; a closed client must not fail the call
+        },
+      });
+      const checked = strictOutput.get(tool.name)!.safeParse({ success: true, ...(data as object) });
+      if (!checked.success) {
+        toolLog.error({ issues: checked.error.issues }, 'tool returned a result that does not match its declared output');
+        throw new ToolError('provider_error', `Internal error: ${tool.name} produced an invalid result. This is a bug; the server logs have details.`);
+      }
+      const structured = scrubValue(checked.data as Record<string, unknown>);
+      toolLog.info({ ms: Date.now() - started, success: true }, 'tool call');
+      return { content: [{ type: 'text', text: JSON.stringify(structured) }], structuredContent: structured };
+    } catch (err) {
+      const error = toErrorBody(err);
+      if (!(err instanceof ToolError) && !(err instanceof z.ZodError)) toolLog.error({ err }, 'tool crashed');
+      toolLog.info({ ms: Date.now() - started, success: false, code: error.code }, 'tool call');
+      const structured = { success: false, error };
+      return { content: [{ type: 'text', text: JSON.stringify(structured) }], structuredContent: structured, isError: true };
+    }
+  });
+}
+
+export function registerResources(server: Server, resources: ResourceDefinition[], services: Services): void {
+  const templates = resources.map((r) => ({ def: r, template: new UriTemplate(r.uriTemplate) }));
+
+  server.setRequestHandler(ListResourceTemplatesRequestSchema, async () => ({
+    resourceTemplates: resources.map((r) => ({
+      name: r.name,
+      title: r.title,
+      uriTemplate: r.uriTemplate,
+      description: r.description,
+      mimeType: r.mimeType,
+    })),
+  }));
+
+  server.setRequestHandler(ListResourcesRequestSchema, async () => {
+    const lists = await Promise.all(resources.map(async (r) => (await r.list(services)).map((item) => ({ ...item, mimeType: r.mimeType }))));
+    return { resources: lists.flat() };
+  });
+
+  server.setRequestHandler(ReadResourceRequestSchema, async (request) => {
+    const uri = request.params.uri;
+    for (const { def, template } of templates) {
+      const params = template.match(uri);
+      if (!params) continue;
+      const flat = Object.fromEntries(Object.entries(params).map(([k, v]) => [k, Array.isArray(v) ? v[0] : v]));
+      try {
+        const data = await def.read(flat as Record<string, string>, services);
+        return { contents: [{ uri, mimeType: def.mimeType, text: JSON.stringify(scrubValue(data), null, 2) }] };
+      } catch (err) {
+        const body = toErrorBody(err);
+        throw new McpError(body.code === 'not_found' ? ErrorCode.InvalidParams : ErrorCode.InternalError, body.message);
+      }
+    }
+    throw new McpError(ErrorCode.InvalidParams, `No resource matches ${uri}`);
+  });
+}

@@ -1,0 +1,87 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import SQLite from 'better-sqlite3';
+import { Kysely, Migrator, PostgresDialect, type MigrationProvider } from 'kysely';
+import pg from 'pg';
+import type { Config } from '../config.js';
+import type { Logger } from '../log.js';
+import { migrations } from './migrations/index.js';
+import { RosterRepository } from './roster.js';
+import { ImmediateSqliteDialect } from './sqlite-dialect.js';
+import type { Database } from './schema.js';
+import { TimelineRepository, type ActivityInput } from './timeline.js';
+
+export type { ActivityInput } from './timeline.js';
+
+/** Who a provider call was about, as the provider tools know it. */
+export interface RecipientRef {
+  email?: string;
+  external_user_id?: string;
+  intercom_contact_id?: string;
+}
+
+export interface Store {
+  readonly dialect: 'sqlite' | 'postgres';
+  readonly db: Kysely<Database>;
+  readonly roster: RosterRepository;
+  readonly timeline: TimelineRepository;
+  /** Appends to the timeline of every roster contact matching the recipient; returns how many matched. */
+  recordActivityForRecipient(ref: RecipientRef, entry: ActivityInput): Promise<number>;
+  /** Remembers Intercom's contact id on the roster contact(s) with this email / external id. */
+  linkIntercomContact(ref: RecipientRef, intercomContactId: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+// PostgreSQL returns COUNT(*) as int8 text; our counts fit in a JS number.
+pg.types.setTypeParser(20, (v) => Number(v));
+
+function createDb(config: Config): { db: Kysely<Database>; dialect: Store['dialect'] } {
+  if (config.database.kind === 'postgres') {
+    const pool = new pg.Pool({ connectionString: config.database.url, max: 10 });
+    return { db: new Kysely<Database>({ dialect: new PostgresDialect({ pool }) }), dialect: 'postgres' };
+  }
+  const file = config.database.file;
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  const sqlite = new SQLite(file);
+  // WAL: readers never block the writer; NORMAL sync is durable across a process kill (not a power cut).
+  sqlite.pragma('journal_mode = WAL');
+  sqlite.pragma('synchronous = NORMAL');
+  sqlite.pragma('busy_timeout = 5000');
+  sqlite.pragma('foreign_keys = ON');
+  return { db: new Kysely<Database>({ dialect: new ImmediateSqliteDialect({ database: sqlite }) }), dialect: 'sqlite' };
+}
+
+export async function migrateToLatest(db: Kysely<Database>): Promise<string[]> {
+  const provider: MigrationProvider = { getMigrations: async () => migrations };
+  const { error, results } = await new Migrator({ db, provider }).migrateToLatest();
+  if (error) throw error instanceof Error ? error : new Error(String(error));
+  return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);
+}
+
+/** Opens the roster database (SQLite by default, PostgreSQL for DATABASE_URL=postgres://…) and migrates it. */
+export async function openStore(config: Config, log: Logger): Promise<Store> {
+  const { db, dialect } = createDb(config);
+  try {
+    const applied = await migrateToLatest(db);
+    if (applied.length) log.info({ applied, dialect }, 'database migrated');
+  } catch (err) {
+    await db.destroy();
+    const where = config.database.kind === 'postgres' ? 'the PostgreSQL database in DATABASE_URL' : config.database.file;
+    throw new Error(`Could not open or migrate ${where}: ${(err as Error).message}`);
+  }
+  const timeline = new TimelineRepository(db);
+  const roster = new RosterRepository(db, dialect, timeline);
+  return {
+    dialect,
+    db,
+    roster,
+    timeline,
+    recordActivityForRecipient: async (ref, entry) => {
+      const contacts = await roster.findContacts(ref);
+      for (const c of contacts) await timeline.append(db, { client_id: c.client_id, contact_id: c.contact_id, ...entry });
+      return contacts.length;
+    },
+    linkIntercomContact: (ref, id) => roster.linkIntercomContact(ref, id),
+    close: () => db.destroy(),
+  };
+}

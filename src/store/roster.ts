@@ -1,0 +1,377 @@
+import { randomUUID } from 'node:crypto';
+import { sql, type Expression, type Kysely, type Selectable, type SqlBool } from 'kysely';
+import { invalidInput, ToolError } from '../result.js';
+import type { ClientPatch, ContactInput, NewClient } from './roster-model.js';
+import type { ClientsTable, ContactsTable, Database } from './schema.js';
+import type { TimelineRepository } from './timeline.js';
+
+export type ContactRow = Selectable<ContactsTable>;
+
+export interface ClientView {
+  client_id: string;
+  name: string;
+  tier: ClientsTable['tier'];
+  segments: string[];
+  lifecycle_stage: ClientsTable['lifecycle_stage'];
+  health_score: number | null;
+  mrr: number | null;
+  renewal_date: string | null;
+  owner_email: string | null;
+  custom_attributes: Record<string, unknown>;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface ContactView {
+  contact_id: string;
+  client_id: string;
+  email: string;
+  name: string | null;
+  first_name: string | null;
+  role: string | null;
+  phone: string | null;
+  external_user_id: string | null;
+  intercom_contact_id: string | null;
+  linked_to_intercom: boolean;
+  unsubscribed: boolean;
+  unsubscribed_at: string | null;
+  unsubscribe_source: string | null;
+  unsubscribe_reason: string | null;
+}
+
+export const SORT_FIELDS = ['name', 'health_score', 'mrr', 'renewal_date', 'created_at'] as const;
+export type SortField = (typeof SORT_FIELDS)[number];
+
+export interface ClientFilter {
+  tier?: string[];
+  segment?: string;
+  lifecycle_stage?: string[];
+  health_min?: number;
+  health_max?: number;
+  renewal_within_days?: number;
+  owner_email?: string;
+  search?: string;
+}
+
+const nowIso = () => new Date().toISOString();
+
+/** A fresh, subscribed contact row (shared by upsert_contact and the CSV import). */
+export function newContactRow(clientId: string, input: ContactInput, now: string): ContactRow {
+  return {
+    contact_id: `ct_${randomUUID()}`,
+    client_id: clientId,
+    email: input.email,
+    name: input.name ?? null,
+    first_name: input.first_name ?? null,
+    role: input.role ?? null,
+    phone: input.phone ?? null,
+    external_user_id: input.external_user_id ?? null,
+    intercom_contact_id: null,
+    unsubscribed: 0,
+    unsubscribed_at: null,
+    unsubscribe_source: null,
+    unsubscribe_reason: null,
+    created_at: now,
+    updated_at: now,
+  };
+}
+
+export function toContactView(c: ContactRow): ContactView {
+  return {
+    contact_id: c.contact_id,
+    client_id: c.client_id,
+    email: c.email,
+    name: c.name,
+    first_name: c.first_name,
+    role: c.role,
+    phone: c.phone,
+    external_user_id: c.external_user_id,
+    intercom_contact_id: c.intercom_contact_id,
+    linked_to_intercom: Boolean(c.intercom_contact_id),
+    unsubscribed: Boolean(c.unsubscribed),
+    unsubscribed_at: c.unsubscribed_at,
+    unsubscribe_source: c.unsubscribe_source,
+    unsubscribe_reason: c.unsubscribe_reason,
+  };
+}
+
+/** Clients and contacts; every change that belongs together is one transaction with its timeline entry. */
+export class RosterRepository {
+  constructor(
+    private readonly db: Kysely<Database>,
+    readonly dialect: 'sqlite' | 'postgres',
+    private readonly timeline: TimelineRepository,
+  ) {}
+
+  async getClient(clientId: string, db: Kysely<Database> = this.db): Promise<ClientView | undefined> {
+    const row = await db.selectFrom('clients').selectAll().where('client_id', '=', clientId).executeTakeFirst();
+    if (!row) return undefined;
+    const segments = await db.selectFrom('client_segments').select('segment').where('client_id', '=', clientId).orderBy('segment').execute();
+    return toClientView(row, segments.map((s) => s.segment));
+  }
+
+  async requireClient(clientId: string, db: Kysely<Database> = this.db): Promise<ClientView> {
+    const c = await this.getClient(clientId, db);
+    if (!c) throw new ToolError('not_found', `No client "${clientId}" in the roster. Use list_clients to find it, or register_client to add it.`);
+    return c;
+  }
+
+  async createClient(input: NewClient, actor?: string): Promise<ClientView> {
+    return this.db.transaction().execute(async (trx) => {
+      if (await trx.selectFrom('clients').select('client_id').where('client_id', '=', input.client_id).executeTakeFirst()) {
+        throw new ToolError('conflict', `A client "${input.client_id}" already exists. Use update_client_info to change it.`);
+      }
+      await this.writeClient(trx, input, true);
+      await this.timeline.append(trx, { client_id: input.client_id, type: 'profile_change', channel: 'roster', actor, summary: `Client registered: ${input.name}`, outcome: 'success', data: { client: input } });
+      return (await this.getClient(input.client_id, trx))!;
+    });
+  }
+
+  /** Insert or update one client row and its segment set (no timeline). */
+  async writeClient(db: Kysely<Database>, input: NewClient, insert: boolean): Promise<void> {
+    const now = nowIso();
+    const values = {
+      name: input.name,
+      tier: input.tier,
+      lifecycle_stage: input.lifecycle_stage,
+      health_score: input.health_score ?? null,
+      mrr: input.mrr ?? null,
+      renewal_date: input.renewal_date ?? null,
+      owner_email: input.owner_email ?? null,
+      custom_attributes: JSON.stringify(input.custom_attributes ?? {}),
+      updated_at: now,
+    };
+    if (insert) await db.insertInto('clients').values({ client_id: input.client_id, ...values, created_at: now }).execute();
+    else await db.updateTable('clients').set(values).where('client_id', '=', input.client_id).execute();
+    if (input.segments) await this.replaceSegments(db, input.client_id, input.segments);
+  }
+
+  private async replaceSegments(db: Kysely<Database>, clientId: string, segments: string[]): Promise<void> {
+    await db.deleteFrom('client_segments').where('client_id', '=', clientId).execute();
+    const unique = [...new Set(segments)];
+    if (unique.length) await db.insertInto('client_segments').values(unique.map((segment) => ({ client_id: clientId, segment }))).execute();
+  }
+
+  async updateClient(clientId: string, patch: ClientPatch, actor?: string): Promise<{ client: ClientView; changes: Record<string, { from: unknown; to: unknown }> }> {
+    return this.db.transaction().execute(async (trx) => {
+      const before = await this.requireClient(clientId, trx);
+      const changes: Record<string, { from: unknown; to: unknown }> = {};
+      for (const [k, v] of Object.entries(patch)) {
+        if (v === undefined) continue;
+        const old = (before as unknown as Record<string, unknown>)[k];
+        const next = k === 'segments' ? [...new Set(v as string[])].sort() : v;
+        if (JSON.stringify(old) !== JSON.stringify(next)) changes[k] = { from: old, to: next };
+      }
+      if (Object.keys(changes).length) {
+        const merged = { ...before, ...Object.fromEntries(Object.entries(patch).filter(([, v]) => v !== undefined)) } as NewClient;
+        await this.writeClient(trx, { ...merged, segments: patch.segments ?? undefined }, false);
+        await this.timeline.append(trx, {
+          client_id: clientId,
+          type: 'profile_change',
+          channel: 'roster',
+          actor,
+          summary: `Updated ${Object.keys(changes).join(', ')}`,
+          outcome: 'success',
+          data: { changes },
+        });
+      }
+      return { client: (await this.getClient(clientId, trx))!, changes };
+    });
+  }
+
+  async contactsOf(clientId: string): Promise<ContactView[]> {
+    const rows = await this.db.selectFrom('contacts').selectAll().where('client_id', '=', clientId).orderBy('email').execute();
+    return rows.map(toContactView);
+  }
+
+  /** Creates or updates the contact with this email at this client. */
+  async upsertContact(clientId: string, input: ContactInput, actor?: string, db?: Kysely<Database>): Promise<{ created: boolean; contact: ContactView }> {
+    const run = async (trx: Kysely<Database>) => {
+      const result = await this.writeContact(trx, clientId, input);
+      await this.timeline.append(trx, {
+        client_id: clientId,
+        contact_id: result.contact.contact_id,
+        type: 'contact_change',
+        channel: 'roster',
+        actor,
+        summary: `${result.created ? 'Added' : 'Updated'} contact ${input.email}`,
+        outcome: 'success',
+        data: { contact: input },
+      });
+      return result;
+    };
+    return db ? run(db) : this.db.transaction().execute(run);
+  }
+
+  /** The row write alone (also used by the import, which records its own timeline entry). */
+  async writeContact(db: Kysely<Database>, clientId: string, input: ContactInput): Promise<{ created: boolean; contact: ContactView }> {
+    await this.requireClient(clientId, db);
+    const now = nowIso();
+    const existing = await db.selectFrom('contacts').selectAll().where('client_id', '=', clientId).where('email', '=', input.email).executeTakeFirst();
+    const fields: Partial<ContactRow> = {};
+    for (const k of ['name', 'first_name', 'role', 'phone', 'external_user_id'] as const) if (input[k] !== undefined) fields[k] = input[k];
+    if (existing) {
+      await db.updateTable('contacts').set({ ...fields, updated_at: now }).where('contact_id', '=', existing.contact_id).execute();
+      return { created: false, contact: toContactView({ ...existing, ...fields, updated_at: now }) };
+    }
+    const row = newContactRow(clientId, input, now);
+    await db.insertInto('contacts').values(row).execute();
+    return { created: true, contact: toContactView(row) };
+  }
+
+  async removeContact(clientId: string, email: string, actor?: string): Promise<ContactView> {
+    return this.db.transaction().execute(async (trx) => {
+      const c = await trx.selectFrom('contacts').selectAll().where('client_id', '=', clientId).where('email', '=', email).executeTakeFirst();
+      if (!c) throw new ToolError('not_found', `No contact ${email} at client "${clientId}". get_client_overview lists its contacts.`);
+      await trx.deleteFrom('contacts').where('contact_id', '=', c.contact_id).execute();
+      await this.timeline.append(trx, { client_id: clientId, contact_id: c.contact_id, type: 'contact_change', channel: 'roster', actor, summary: `Removed contact ${email}`, outcome: 'success' });
+      return toContactView(c);
+    });
+  }
+
+  /** Unsubscribes or resubscribes every contact with this email (at one client, or everywhere). */
+  async setSubscription(email: string, opts: { client_id?: string; subscribed: boolean; reason?: string; source: string; actor?: string }): Promise<ContactView[]> {
+    return this.db.transaction().execute(async (trx) => {
+      let q = trx.selectFrom('contacts').selectAll().where('email', '=', email);
+      if (opts.client_id) q = q.where('client_id', '=', opts.client_id);
+      const rows = await q.execute();
+      if (!rows.length) throw new ToolError('not_found', `No contact ${email}${opts.client_id ? ` at client "${opts.client_id}"` : ' in the roster'}.`);
+      const now = nowIso();
+      const set = opts.subscribed
+        ? { unsubscribed: 0, unsubscribed_at: null, unsubscribe_source: null, unsubscribe_reason: null, updated_at: now }
+        : { unsubscribed: 1, unsubscribed_at: now, unsubscribe_source: opts.source, unsubscribe_reason: opts.reason ?? null, updated_at: now };
+      await trx.updateTable('contacts').set(set).where('contact_id', 'in', rows.map((r) => r.contact_id)).execute();
+      for (const r of rows) {
+        await this.timeline.append(trx, {
+          client_id: r.client_id,
+          contact_id: r.contact_id,
+          type: 'subscription',
+          channel: 'roster',
+          actor: opts.actor,
+          summary: `${opts.subscribed ? 'Resubscribed' : 'Unsubscribed'} ${email}${opts.reason ? `: ${opts.reason}` : ''}`,
+          outcome: 'success',
+          data: { source: opts.source, reason: opts.reason },
+        });
+      }
+      return rows.map((r) => toContactView({ ...r, ...set }));
+    });
+  }
+
+  async findContacts(ref: { email?: string; external_user_id?: string; intercom_contact_id?: string }): Promise<ContactRow[]> {
+    const conds: Array<['email' | 'external_user_id' | 'intercom_contact_id', string]> = [];
+    if (ref.email) conds.push(['email', ref.email.trim().toLowerCase()]);
+    if (ref.external_user_id) conds.push(['external_user_id', ref.external_user_id]);
+    if (ref.intercom_contact_id) conds.push(['intercom_contact_id', ref.intercom_contact_id]);
+    if (!conds.length) return [];
+    return this.db
+      .selectFrom('contacts')
+      .selectAll()
+      .where((eb) => eb.or(conds.map(([col, v]) => eb(col, '=', v))))
+      .execute();
+  }
+
+  async linkIntercomContact(ref: { email?: string; external_user_id?: string }, intercomContactId: string): Promise<void> {
+    const matches = await this.findContacts(ref);
+    const ids = matches.filter((m) => m.intercom_contact_id !== intercomContactId).map((m) => m.contact_id);
+    if (ids.length) await this.db.updateTable('contacts').set({ intercom_contact_id: intercomContactId, updated_at: nowIso() }).where('contact_id', 'in', ids).execute();
+  }
+
+  async listClients(
+    filter: ClientFilter,
+    sort: { field: SortField; direction: 'asc' | 'desc' },
+    limit: number,
+    cursor?: string,
+  ): Promise<{ clients: Array<ClientView & { contact_count: number }>; total: number; next_cursor?: string }> {
+    const where = (eb: any): Expression<SqlBool> => {
+      const parts: Expression<SqlBool>[] = [];
+      if (filter.tier?.length) parts.push(eb('clients.tier', 'in', filter.tier));
+      if (filter.lifecycle_stage?.length) parts.push(eb('clients.lifecycle_stage', 'in', filter.lifecycle_stage));
+      if (filter.health_min !== undefined) parts.push(eb('clients.health_score', '>=', filter.health_min));
+      if (filter.health_max !== undefined) parts.push(eb('clients.health_score', '<=', filter.health_max));
+      if (filter.owner_email) parts.push(eb('clients.owner_email', '=', filter.owner_email.toLowerCase()));
+      if (filter.segment) {
+        parts.push(eb('clients.client_id', 'in', eb.selectFrom('client_segments').select('client_id').where('segment', '=', filter.segment.toLowerCase())));
+      }
+      if (filter.renewal_within_days !== undefined) {
+        const today = new Date().toISOString().slice(0, 10);
+        const until = new Date(Date.now() + filter.renewal_within_days * 86_400_000).toISOString().slice(0, 10);
+        parts.push(eb.and([eb('clients.renewal_date', '>=', today), eb('clients.renewal_date', '<=', until)]));
+      }
+      if (filter.search) {
+        const like = `%${filter.search.toLowerCase().replace(/[%_\\]/g, (m) => `\\${m}`)}%`;
+        parts.push(
+          eb.or([
+            eb(sql`lower(clients.name)`, 'like', sql`${like} escape '\\'`),
+            eb('clients.client_id', 'in', eb.selectFrom('contacts').select('client_id').where('email', 'like', sql`${like} escape '\\'`)),
+          ]),
+        );
+      }
+      return parts.length ? eb.and(parts) : sql<SqlBool>`1 = 1`;
+    };
+    const totalRow = await this.db.selectFrom('clients').select((eb) => eb.fn.countAll<number>().as('n')).where(where).executeTakeFirst();
+    const total = Number(totalRow?.n ?? 0);
+
+    // Keyset pagination on (sort key, client_id); NULLs sort as the lowest value so the order is total.
+    const numeric = sort.field === 'health_score' || sort.field === 'mrr';
+    const key = numeric
+      ? sql<string | number>`coalesce(${sql.ref(`clients.${sort.field}`)}, -1)`
+      : sql<string | number>`coalesce(${sql.ref(`clients.${sort.field}`)}, '')`;
+    const dir = sort.direction;
+    let q = this.db.selectFrom('clients').selectAll('clients').select(key.as('sort_key')).where(where);
+    if (cursor) {
+      const [k, id] = decodeCursor(cursor, sort);
+      const op = dir === 'asc' ? '>' : '<';
+      q = q.where((eb) => eb.or([eb(key, op, k as never), eb.and([eb(key, '=', k as never), eb('clients.client_id', op, id)])]));
+    }
+    const rows = await q.orderBy(key, dir).orderBy('clients.client_id', dir).limit(limit + 1).execute();
+    const page = rows.slice(0, limit);
+    const ids = page.map((r) => r.client_id);
+    const segs = ids.length ? await this.db.selectFrom('client_segments').selectAll().where('client_id', 'in', ids).execute() : [];
+    const counts = ids.length
+      ? await this.db.selectFrom('contacts').select(['client_id', (eb) => eb.fn.countAll<number>().as('n')]).where('client_id', 'in', ids).groupBy('client_id').execute()
+      : [];
+    const clients = page.map((r) => ({
+      ...toClientView(r, segs.filter((s) => s.client_id === r.client_id).map((s) => s.segment).sort()),
+      contact_count: Number(counts.find((c) => c.client_id === r.client_id)?.n ?? 0),
+    }));
+    const last = page[page.length - 1];
+    return {
+      clients,
+      total,
+      next_cursor: rows.length > limit && last ? Buffer.from(JSON.stringify([sort.field, dir, (last as { sort_key: unknown }).sort_key, last.client_id])).toString('base64url') : undefined,
+    };
+  }
+}
+
+function decodeCursor(cursor: string, sort: { field: string; direction: string }): [unknown, string] {
+  try {
+    const [field, dir, k, id] = JSON.parse(Buffer.from(cursor, 'base64url').toString()) as [string, string, unknown, string];
+    if (field === sort.field && dir === sort.direction && typeof id === 'string') return [k, id];
+  } catch {
+    // fall through
+  }
+  throw invalidInput('cursor does not belong to this sort order (or was not returned by this server). Call list_clients again without a cursor.', { field: 'cursor' });
+}
+
+export function toClientView(row: Selectable<ClientsTable>, segments: string[]): ClientView {
+  let custom: Record<string, unknown> = {};
+  try {
+    custom = JSON.parse(row.custom_attributes) as Record<string, unknown>;
+  } catch {
+    // stored by us as JSON; an unreadable value shows as empty rather than failing the read
+  }
+  return {
+    client_id: row.client_id,
+    name: row.name,
+    tier: row.tier,
+    segments,
+    lifecycle_stage: row.lifecycle_stage,
+    health_score: row.health_score === null ? null : Number(row.health_score),
+    mrr: row.mrr === null ? null : Number(row.mrr),
+    renewal_date: row.renewal_date,
+    owner_email: row.owner_email,
+    custom_attributes: custom,
+    created_at: row.created_at,
+    updated_at: row.updated_at,
+  };
+}

@@ -1,0 +1,126 @@
+import type { ColumnType, Generated } from 'kysely';
+
+/**
+ * The tables, for Kysely. Same schema on SQLite and PostgreSQL: booleans are 0/1 integers, JSON is
+ * stored as text, timestamps are UTC ISO-8601 text, dates are 'YYYY-MM-DD' text, so one set of
+ * queries serves both dialects.
+ */
+
+export interface ClientsTable {
+  client_id: string;
+  name: string;
+  tier: 'starter' | 'standard' | 'professional' | 'enterprise';
+  lifecycle_stage: 'onboarding' | 'adopting' | 'mature' | 'renewal' | 'churned';
+  health_score: number | null;
+  mrr: number | null;
+  renewal_date: string | null;
+  owner_email: string | null;
+  /** JSON object, as text. */
+  custom_attributes: string;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface ClientSegmentsTable {
+  client_id: string;
+  segment: string;
+}
+
+export interface ContactsTable {
+  contact_id: string;
+  client_id: string;
+  /** Lower-cased; unique per client. */
+  email: string;
+  name: string | null;
+  first_name: string | null;
+  role: string | null;
+  phone: string | null;
+  external_user_id: string | null;
+  intercom_contact_id: string | null;
+  unsubscribed: number;
+  unsubscribed_at: string | null;
+  unsubscribe_source: string | null;
+  unsubscribe_reason: string | null;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface TimelineTable {
+  entry_id: Generated<number>;
+  client_id: string;
+  contact_id: string | null;
+  occurred_at: string;
+  /** profile_change | contact_change | subscription | message | note | tag | event | email | campaign | import */
+  type: string;
+  /** roster | intercom | sendgrid | mixpanel | campaign */
+  channel: string;
+  actor: string | null;
+  summary: string;
+  /** success | failed | unknown */
+  outcome: string;
+  /** JSON object of provider ids (message_id, note_id, …), as text. */
+  provider_ids: string;
+  /** JSON object with the details, as text. */
+  data: string;
+}
+
+export interface CampaignsTable {
+  campaign_id: string;
+  name: string;
+  template_type: string;
+  /** JSON: the confirmed content, targeting, channels, schedule. */
+  definition: string;
+  content_hash: string;
+  created_by: string | null;
+  scheduled_at: string | null;
+  created_at: string;
+  confirmed_at: string | null;
+  cancelled_at: string | null;
+}
+
+export interface CampaignPreviewsTable {
+  token: string;
+  /** Hash of content + audience + schedule: the token confirms exactly this. */
+  fingerprint: string;
+  campaign_name: string;
+  expires_at: string;
+  used_at: string | null;
+  campaign_id: string | null;
+  created_at: string;
+}
+
+export interface OutboxTable {
+  outbox_id: Generated<number>;
+  campaign_id: string;
+  contact_id: string;
+  client_id: string;
+  channel: string;
+  /** Unique: (campaign, contact, channel). Sent to providers where they accept one. */
+  idempotency_key: string;
+  recipient_email: string;
+  /** JSON: the rendered subject/body for this recipient. */
+  payload: string;
+  /** queued | sending | sent | failed | cancelled | unknown */
+  state: string;
+  attempts: number;
+  not_before: string;
+  provider_message_id: string | null;
+  error_code: string | null;
+  error_message: string | null;
+  updated_at: string;
+  sent_at: string | null;
+  lease_owner: string | null;
+  lease_until: string | null;
+}
+
+export interface Database {
+  clients: ClientsTable;
+  client_segments: ClientSegmentsTable;
+  contacts: ContactsTable;
+  timeline: TimelineTable;
+  campaigns: CampaignsTable;
+  campaign_previews: CampaignPreviewsTable;
+  outbox: OutboxTable;
+}
+
+export type JsonText = ColumnType<string, string, string>;

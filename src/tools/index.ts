@@ -1,0 +1,17 @@
+import type { AnyToolDefinition } from '../mcp/tool.js';
+import { analyticsTools } from './analytics.js';
+import { campaignTools } from './campaigns.js';
+import { clientTools } from './clients.js';
+import { emailTools } from './email.js';
+import { intercomTools } from './intercom.js';
+import { statusTools } from './status.js';
+
+/** Every tool the server offers, grouped by capability, one file per group. */
+export const allTools: AnyToolDefinition[] = [
+  ...intercomTools,
+  ...emailTools,
+  ...analyticsTools,
+  ...clientTools,
+  ...campaignTools,
+  ...statusTools,
+];

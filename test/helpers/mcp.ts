@@ -1,0 +1,106 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
+import { InMemoryTransport } from '@modelcontextprotocol/sdk/inMemory.js';
+import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import { Writable } from 'node:stream';
+import { loadConfig, configSecrets } from '../../src/config.js';
+import { createLogger } from '../../src/log.js';
+import { registerSecrets } from '../../src/secrets.js';
+import { createMcpServer } from '../../src/server.js';
+import { createServices, type ServiceOverrides, type Services } from '../../src/services.js';
+
+export const DIST_CLI = path.resolve(import.meta.dirname, '../../dist/cli.js');
+
+/** A fresh temporary data folder; removed by the returned cleanup. */
+export function tempDataDir(prefix = 'csmcp-test-'): { dir: string; cleanup: () => void } {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  return { dir, cleanup: () => fs.rmSync(dir, { recursive: true, force: true }) };
+}
+
+/** Test defaults: fast retries and breaker, no credentials, a private data folder. */
+export function testEnv(extra: Record<string, string | undefined> = {}, dataDir?: string): Record<string, string> {
+  const env: Record<string, string | undefined> = {
+    LOG_LEVEL: 'silent',
+    RETRY_MAX_RETRIES: '2',
+    RETRY_BASE_DELAY_MS: '10',
+    RETRY_MAX_DELAY_MS: '2000',
+    CIRCUIT_BREAKER_FAILURE_THRESHOLD: '5',
+    CIRCUIT_BREAKER_RESET_MS: '500',
+    HTTP_TIMEOUT_MS: '1000',
+    CS_MCP_DATA_DIR: dataDir,
+    ...extra,
+  };
+  return Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined)) as Record<string, string>;
+}
+
+export interface InMemoryHarness {
+  client: Client;
+  services: Services;
+  /** Every log line the server wrote (JSON strings). */
+  logs: string[];
+  call(name: string, args?: Record<string, unknown>): Promise<CallToolResult & { structuredContent: Record<string, any> }>;
+  close(): Promise<void>;
+}
+
+/** The real server (real services, real adapter) connected to the SDK client over an in-memory transport pair. */
+export async function startInMemory(env: Record<string, string>, overrides: ServiceOverrides = {}): Promise<InMemoryHarness> {
+  const config = loadConfig(env as NodeJS.ProcessEnv);
+  registerSecrets(configSecrets(config));
+  const logs: string[] = [];
+  const sink = new Writable({
+    write(chunk, _enc, cb) {
+      logs.push(String(chunk));
+      cb();
+    },
+  });
+  const log = createLogger(env.LOG_LEVEL === 'silent' ? 'debug' : (env.LOG_LEVEL ?? 'debug'), sink);
+  const services = await createServices(config, log, overrides);
+  const server = createMcpServer(services);
+  const [clientTransport, serverTransport] = InMemoryTransport.createLinkedPair();
+  const client = new Client({ name: 'test-client', version: '1.0.0' });
+  await Promise.all([server.connect(serverTransport), client.connect(clientTransport)]);
+  return {
+    client,
+    services,
+    logs,
+    call: async (name, args = {}) => (await client.callTool({ name, arguments: args })) as any,
+    close: async () => {
+      await client.close();
+      await server.close();
+      await services.close();
+    },
+  };
+}
+
+export interface StdioHarness {
+  client: Client;
+  /** The server process id (to kill it mid-work). */
+  pid: number | null;
+  stderr: () => string;
+  call(name: string, args?: Record<string, unknown>): Promise<CallToolResult & { structuredContent: Record<string, any> }>;
+  close(): Promise<void>;
+}
+
+/** The built binary (dist/cli.js) spawned over stdio, as Claude Desktop runs it. */
+export async function startStdio(env: Record<string, string>): Promise<StdioHarness> {
+  const transport = new StdioClientTransport({
+    command: process.execPath,
+    args: [DIST_CLI],
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env },
+    stderr: 'pipe',
+  });
+  let stderr = '';
+  transport.stderr?.on('data', (d) => (stderr += String(d)));
+  const client = new Client({ name: 'test-client', version: '1.0.0' });
+  await client.connect(transport);
+  return {
+    client,
+    pid: transport.pid,
+    stderr: () => stderr,
+    call: async (name, args = {}) => (await client.callTool({ name, arguments: args })) as any,
+    close: () => client.close(),
+  };
+}

@@ -1,0 +1,212 @@
+import type { Kysely } from 'kysely';
+import pino from 'pino';
+import { loadConfig } from '../../src/config.js';
+import { openStore, type Store } from '../../src/store/index.js';
+import { availableDialects, createTarget, type DatabaseTarget } from '../helpers/databases.js';
+import { testEnv } from '../helpers/mcp.js';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { insertOutboxRows, OutboxRepository, type OutboxRow } from '../../src/engine/outbox.js';
+import { OutboxDispatcher, type DeliveryOutcome, type DeliveryPort, type DeliveryReceipt } from '../../src/engine/outbox-dispatcher.js';
+import { runRequestHook } from '../../src/resilience/request-hooks.js';
+import { ToolError } from '../../src/result.js';
+import type { Database as Schema } from '../../src/store/schema.js';
+
+const log = pino({ level: 'silent' });
+
+const dialects = await availableDialects();
+
+async function seed(db: Kysely<Schema>, n: number, campaignId = 'cmp_test', notBefore = new Date().toISOString()) {
+  const now = new Date().toISOString();
+  await db
+    .insertInto('campaigns')
+    .values({ campaign_id: campaignId, name: 'T', template_type: 'custom', definition: '{}', content_hash: 'x', created_by: null, scheduled_at: null, created_at: now, confirmed_at: now, cancelled_at: null })
+    .execute();
+  await db.transaction().execute((trx) =>
+    insertOutboxRows(
+      trx,
+      campaignId,
+      Array.from({ length: n }, (_, i) => ({
+        contact_id: `c${i}`,
+        client_id: 'acme',
+        channel: 'email' as const,
+        payload: { subject: 's', text: 't', to_email: `p${i}@acme.test` },
+      })),
+      notBefore,
+      now,
+    ),
+  );
+}
+
+/** A provider stand-in for the port: records every send that really "went out". */
+class FakePort implements DeliveryPort {
+  sent: string[] = [];
+  settledRows: Array<{ key: string; state: string }> = [];
+  maxConcurrent = 0;
+  private concurrent = 0;
+  failWith?: (row: OutboxRow, attempt: number) => ToolError | undefined;
+  delayMs = 2;
+  private attempts = new Map<string, number>();
+
+  async prepare(row: OutboxRow): Promise<() => Promise<DeliveryReceipt>> {
+    return async () => {
+      this.concurrent += 1;
+      this.maxConcurrent = Math.max(this.maxConcurrent, this.concurrent);
+      try {
+        await runRequestHook(); // what the observed fetch does right before writing the request
+        const n = (this.attempts.get(row.idempotency_key) ?? 0) + 1;
+        this.attempts.set(row.idempotency_key, n);
+        await new Promise((r) => setTimeout(r, this.delayMs));
+        const err = this.failWith?.(row, n);
+        if (err) throw err;
+        this.sent.push(row.idempotency_key);
+        return { provider_message_id: `msg-${row.outbox_id}` };
+      } finally {
+        this.concurrent -= 1;
+      }
+    };
+  }
+
+  async settled(row: OutboxRow, outcome: DeliveryOutcome): Promise<void> {
+    this.settledRows.push({ key: row.idempotency_key, state: outcome.state });
+  }
+}
+
+async function until(cond: () => Promise<boolean> | boolean, ms = 5000) {
+  const end = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error('condition not reached in time');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+describe.each(dialects)('OutboxDispatcher on %s', (dialect) => {
+  let target: DatabaseTarget;
+  let store: Store;
+  let db: Kysely<Schema>;
+  let repo: OutboxRepository;
+  let port: FakePort;
+  let dispatcher: OutboxDispatcher | undefined;
+  const make = (over: Partial<ConstructorParameters<typeof OutboxDispatcher>[0]> = {}) =>
+    new OutboxDispatcher({ repo, port, log, concurrency: 4, pollMs: 20, leaseMs: 2000, blockedChannels: () => [], retryBaseMs: 10, ...over });
+  const states = async () =>
+    Object.fromEntries(
+      (await db.selectFrom('outbox').select(['state', (eb) => eb.fn.countAll<number>().as('n')]).groupBy('state').execute()).map((r) => [r.state, Number(r.n)]),
+    );
+
+  beforeEach(async () => {
+    target = await createTarget(dialect);
+    store = await openStore(loadConfig(testEnv(target.env) as NodeJS.ProcessEnv), log);
+    db = store.db;
+    repo = new OutboxRepository(db, store.dialect);
+    port = new FakePort();
+  });
+  afterEach(async () => {
+    await dispatcher?.stop();
+    dispatcher = undefined;
+    await store.close();
+    await target.cleanup();
+  });
+
+  it('delivers every row exactly once at bounded concurrency', async () => {
+    await seed(db, 60);
+    dispatcher = make();
+    dispatcher.start();
+    await until(async () => (await states()).sent === 60);
+    expect(new Set(port.sent).size).toBe(60);
+    expect(port.sent).toHaveLength(60);
+    expect(port.maxConcurrent).toBeLessThanOrEqual(4);
+    const rows = await db.selectFrom('outbox').selectAll().execute();
+    expect(rows.every((r) => r.attempts === 1 && r.provider_message_id && r.sent_at && r.lease_owner === null)).toBe(true);
+  });
+
+  it('two dispatchers on the same outbox never deliver a row twice', async () => {
+    await seed(db, 80);
+    const a = make();
+    const b = make();
+    a.start();
+    b.start();
+    try {
+      await until(async () => (await states()).sent === 80);
+    } finally {
+      await a.stop();
+      await b.stop();
+    }
+    expect(port.sent).toHaveLength(80);
+    expect(new Set(port.sent).size).toBe(80);
+  });
+
+  it('marks a send with unknown outcome as unknown and never resends it', async () => {
+    await seed(db, 3);
+    port.failWith = (row) =>
+      row.contact_id === 'c1' ? new ToolError('timeout', 'no answer', { outcomeUnknown: true, retryable: true }) : undefined;
+    dispatcher = make();
+    dispatcher.start();
+    await until(async () => (await states()).sent === 2 && (await states()).unknown === 1);
+    await new Promise((r) => setTimeout(r, 100));
+    const row = await db.selectFrom('outbox').selectAll().where('contact_id', '=', 'c1').executeTakeFirstOrThrow();
+    expect(row).toMatchObject({ state: 'unknown', attempts: 1, error_code: 'timeout' });
+    expect(port.settledRows).toContainEqual({ key: row.idempotency_key, state: 'unknown' });
+  });
+
+  it('retries a provably unsent delivery (429) and fails a definitive rejection without retrying', async () => {
+    await seed(db, 2);
+    port.failWith = (row, attempt) => {
+      if (row.contact_id === 'c0' && attempt < 3) return new ToolError('rate_limited', 'slow down', { retryAfterMs: 20 });
+      if (row.contact_id === 'c1') return new ToolError('invalid_input', 'bad address');
+      return undefined;
+    };
+    dispatcher = make();
+    dispatcher.start();
+    await until(async () => (await states()).sent === 1 && (await states()).failed === 1);
+    const c0 = await db.selectFrom('outbox').selectAll().where('contact_id', '=', 'c0').executeTakeFirstOrThrow();
+    const c1 = await db.selectFrom('outbox').selectAll().where('contact_id', '=', 'c1').executeTakeFirstOrThrow();
+    expect(c0).toMatchObject({ state: 'sent', attempts: 3 });
+    expect(c1).toMatchObject({ state: 'failed', attempts: 1, error_code: 'invalid_input' });
+  });
+
+  it('leaves rows of a blocked channel (open circuit) waiting instead of failing them', async () => {
+    await seed(db, 5);
+    let blocked = true;
+    dispatcher = make({ blockedChannels: () => (blocked ? ['email'] : []) });
+    dispatcher.start();
+    await new Promise((r) => setTimeout(r, 150));
+    expect(await states()).toEqual({ queued: 5 });
+    blocked = false;
+    dispatcher.wake();
+    await until(async () => (await states()).sent === 5);
+  });
+
+  it('does not send rows before their scheduled time', async () => {
+    await seed(db, 3, 'cmp_later', new Date(Date.now() + 400).toISOString());
+    dispatcher = make();
+    dispatcher.start();
+    await new Promise((r) => setTimeout(r, 200));
+    expect(port.sent).toHaveLength(0);
+    await until(async () => (await states()).sent === 3, 3000);
+  });
+
+  it('cancelling stops queued rows, including ones already claimed but not yet sending', async () => {
+    await seed(db, 10);
+    const claimed = await repo.claim('someone-else', 10, [], 60_000);
+    expect(claimed).toHaveLength(10);
+    expect(await repo.cancelQueued('cmp_test')).toBe(10);
+    for (const row of claimed) expect(await repo.markSending(row, 'someone-else', 60_000)).toBe(false);
+    expect(await states()).toEqual({ cancelled: 10 });
+  });
+
+  it('recovers after a crash: claimed rows are retried, rows caught mid-send become unknown', async () => {
+    await seed(db, 4);
+    // A previous process claimed all four and had started sending two when it died.
+    const claimed = await repo.claim('dead-process', 4, [], 50);
+    await repo.markSending(claimed[0]!, 'dead-process', 50);
+    await repo.markSending(claimed[1]!, 'dead-process', 50);
+    await new Promise((r) => setTimeout(r, 80)); // its leases run out
+    dispatcher = make();
+    dispatcher.start();
+    await until(async () => {
+      const s = await states();
+      return s.sent === 2 && s.unknown === 2;
+    });
+    expect(port.sent.sort()).toEqual([claimed[2]!.idempotency_key, claimed[3]!.idempotency_key].sort());
+  });
+});

@@ -1,0 +1,180 @@
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Kysely } from 'kysely';
+import pino from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config.js';
+import { openStore } from '../../src/store/index.js';
+import { availableDialects, createTarget, type DatabaseTarget } from '../helpers/databases.js';
+import { startInMemory, testEnv, type InMemoryHarness } from '../helpers/mcp.js';
+
+const EXAMPLE = path.resolve(import.meta.dirname, '../../examples/clients.csv');
+const dialects = await availableDialects();
+
+describe.each(dialects)('customer roster on %s', (dialect) => {
+  let target: DatabaseTarget;
+  let h: InMemoryHarness;
+  beforeAll(async () => {
+    target = await createTarget(dialect);
+    h = await startInMemory(testEnv(target.env));
+  });
+  afterAll(async () => {
+    await h?.close();
+    await target?.cleanup();
+  });
+
+  it('registers a client, refuses a duplicate id, and names a bad field', async () => {
+    const r = await h.call('register_client', {
+      client_id: 'northwind',
+      name: 'Northwind Traders',
+      tier: 'enterprise',
+      segments: ['high_value', 'at_risk', 'at_risk'],
+      health_score: 45,
+      mrr: 12000,
+      renewal_date: '2027-02-01',
+      owner_email: 'Dana@OurCo.example',
+      actor: 'dana@ourco.example',
+    });
+    expect(r.structuredContent).toMatchObject({ success: true, client: { client_id: 'northwind', segments: ['at_risk', 'high_value'], owner_email: 'dana@ourco.example' } });
+    const dup = await h.call('register_client', { client_id: 'northwind', name: 'Again' });
+    expect(dup.isError).toBe(true);
+    expect(dup.structuredContent.error).toMatchObject({ code: 'conflict', retryable: false });
+    const bad = await h.call('register_client', { client_id: 'No Spaces!', name: 'x', health_score: 140 });
+    expect(bad.structuredContent.error.code).toBe('invalid_input');
+    const fields = bad.structuredContent.error.details.fields.map((f: { field: string }) => f.field);
+    expect(fields).toEqual(expect.arrayContaining(['client_id', 'health_score']));
+  });
+
+  it('updates a client partially and records before → after in the timeline (one transaction)', async () => {
+    const r = await h.call('update_client_info', { client_id: 'northwind', health_score: 38, lifecycle_stage: 'renewal', actor: 'dana' });
+    expect(r.structuredContent.changes).toEqual({ health_score: { from: 45, to: 38 }, lifecycle_stage: { from: 'onboarding', to: 'renewal' } });
+    expect(r.structuredContent.client.tier).toBe('enterprise');
+    const t = await h.call('get_client_timeline', { client_id: 'northwind', types: ['profile_change'] });
+    expect(t.structuredContent.entries[0]).toMatchObject({ type: 'profile_change', actor: 'dana', data: { changes: { health_score: { from: 45, to: 38 } } } });
+    const missing = await h.call('update_client_info', { client_id: 'nobody-here', health_score: 1 });
+    expect(missing.structuredContent.error.code).toBe('not_found');
+  });
+
+  it('keeps contacts unique per client, validates emails, and tracks subscription', async () => {
+    const a = await h.call('upsert_contact', { client_id: 'northwind', email: 'Anna@Northwind.example', name: 'Anna Berg', role: 'Champion' });
+    expect(a.structuredContent).toMatchObject({ created: true, contact: { email: 'anna@northwind.example', role: 'champion', linked_to_intercom: false } });
+    const again = await h.call('upsert_contact', { client_id: 'northwind', email: 'anna@northwind.example', phone: '+46 8 123' });
+    expect(again.structuredContent).toMatchObject({ created: false, contact: { name: 'Anna Berg', phone: '+46 8 123' } });
+    const bad = await h.call('upsert_contact', { client_id: 'northwind', email: 'not-an-email' });
+    expect(bad.structuredContent.error).toMatchObject({ code: 'invalid_input' });
+    expect(bad.structuredContent.error.message).toMatch(/email/);
+    const unsub = await h.call('set_contact_subscription', { email: 'anna@northwind.example', subscribed: false, reason: 'asked by phone' });
+    expect(unsub.structuredContent.contacts[0]).toMatchObject({ unsubscribed: true, unsubscribe_reason: 'asked by phone', unsubscribe_source: 'csm_request' });
+    const re = await h.call('set_contact_subscription', { email: 'anna@northwind.example', subscribed: true });
+    expect(re.structuredContent.contacts[0].unsubscribed).toBe(false);
+    await h.call('upsert_contact', { client_id: 'northwind', email: 'temp@northwind.example' });
+    const removed = await h.call('remove_contact', { client_id: 'northwind', email: 'temp@northwind.example' });
+    expect(removed.structuredContent.removed.email).toBe('temp@northwind.example');
+    const ov = await h.call('get_client_overview', { client_id: 'northwind' });
+    expect(ov.structuredContent.contacts.map((c: { email: string }) => c.email)).toEqual(['anna@northwind.example']);
+    expect(ov.structuredContent.recent_timeline.length).toBeGreaterThan(3);
+    expect(ov.structuredContent.renewal.date).toBe('2027-02-01');
+  });
+
+  it('imports the sample CSV, and re-importing it changes nothing', async () => {
+    const first = await h.call('import_clients', { file_path: EXAMPLE });
+    expect(first.structuredContent).toMatchObject({ imported: true, rows: 6, clients_created: 4, contacts_created: 6, rows_skipped: 0, errors: [] });
+    const second = await h.call('import_clients', { file_path: EXAMPLE });
+    expect(second.structuredContent).toMatchObject({ imported: true, clients_created: 0, clients_updated: 4, contacts_created: 0, contacts_updated: 6 });
+    const acme = await h.call('get_client_overview', { client_id: 'acme-corp' });
+    expect(acme.structuredContent.client).toMatchObject({ tier: 'enterprise', health_score: 42, segments: ['at_risk', 'high_value'], custom_attributes: { region: 'emea' } });
+    expect(acme.structuredContent.contacts).toHaveLength(2);
+  });
+
+  it('validates every row first, reports row numbers, and imports nothing unless skip_invalid', async () => {
+    const file = path.join(target.env.CS_MCP_DATA_DIR!, 'bad.csv');
+    fs.writeFileSync(
+      file,
+      [
+        'client_id,client_name,tier,health_score,contact_email',
+        'wayne-ent,Wayne Enterprises,enterprise,70,bruce@wayne.example',
+        'wayne-ent,Wayne Enterprises,starter,70,lucius@wayne.example',
+        'Bad Id,Someone,standard,50,x@y.example',
+        'stark,Stark,standard,101,tony@stark.example',
+        'stark,Stark,standard,,not-an-email',
+        'oscorp,Oscorp,standard,60,norman@oscorp.example',
+      ].join('\n'),
+    );
+    const r = await h.call('import_clients', { file_path: file });
+    expect(r.structuredContent.imported).toBe(false);
+    expect(r.structuredContent.errors).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ row: 3, field: 'tier' }),
+        expect.objectContaining({ row: 4, field: 'client_id' }),
+        expect.objectContaining({ row: 5, field: 'health_score' }),
+        expect.objectContaining({ row: 6, field: 'contact_email' }),
+      ]),
+    );
+    expect((await h.call('get_client_overview', { client_id: 'wayne-ent' })).structuredContent.error.code).toBe('not_found');
+    const skipped = await h.call('import_clients', { file_path: file, skip_invalid: true });
+    expect(skipped.structuredContent).toMatchObject({ imported: true, rows_skipped: 4, clients_created: 2, contacts_created: 2 });
+  });
+
+  it('lists clients with filters, counts, sorting and stable cursor pagination', async () => {
+    const ent = await h.call('list_clients', { tier: ['enterprise'], health_max: 50, sort_by: 'health_score' });
+    expect(ent.structuredContent.clients.map((c: { client_id: string }) => c.client_id)).toEqual(['northwind', 'acme-corp']);
+    expect(ent.structuredContent.total).toBe(2);
+    const seg = await h.call('list_clients', { segment: 'high_value' });
+    expect(seg.structuredContent.total).toBe(3);
+    const text = await h.call('list_clients', { search: 'GLOBEX.example' });
+    expect(text.structuredContent.clients.map((c: { client_id: string }) => c.client_id)).toEqual(['globex']);
+    const renewing = await h.call('list_clients', { renewal_within_days: 3650, owner_email: 'lee@ourco.example' });
+    expect(renewing.structuredContent.total).toBe(2);
+
+    const seen: string[] = [];
+    let cursor: string | undefined;
+    do {
+      const page = await h.call('list_clients', { limit: 2, sort_by: 'mrr', sort_direction: 'desc', ...(cursor ? { cursor } : {}) });
+      seen.push(...page.structuredContent.clients.map((c: { client_id: string }) => c.client_id));
+      cursor = page.structuredContent.next_cursor;
+    } while (cursor);
+    const all = await h.call('list_clients', { limit: 200, sort_by: 'mrr', sort_direction: 'desc' });
+    expect(seen).toEqual(all.structuredContent.clients.map((c: { client_id: string }) => c.client_id));
+    expect(new Set(seen).size).toBe(all.structuredContent.total);
+  });
+
+  it('offers customer://clients/{client_id} resources', async () => {
+    const { resources } = await h.client.listResources();
+    expect(resources.map((r) => r.uri)).toContain('customer://clients/acme-corp');
+    const read = await h.client.readResource({ uri: 'customer://clients/acme-corp' });
+    const body = JSON.parse(String((read.contents[0] as { text: string }).text));
+    expect(body.client.name).toBe('Acme Corp');
+    expect(body.contacts).toHaveLength(2);
+  });
+});
+
+/** Opens (and so migrates) the store in a separate process, as a second server instance would. */
+function openStoreInChildProcess(env: Record<string, string>): Promise<number> {
+  const script = `
+    const { loadConfig } = await import(${JSON.stringify(path.resolve('dist/config.js'))});
+    const { openStore } = await import(${JSON.stringify(path.resolve('dist/store/index.js'))});
+    const pino = (await import('pino')).default;
+    const store = await openStore(loadConfig(process.env), pino({ level: 'silent' }));
+    await store.close();`;
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit'] });
+    child.on('exit', (code) => resolve(code ?? 1));
+  });
+}
+
+describe.each(dialects)('migrations on %s', (dialect) => {
+  it('several instances migrating the same fresh database at once all succeed', async () => {
+    const target = await createTarget(dialect);
+    try {
+      const codes = await Promise.all([1, 2, 3].map(() => openStoreInChildProcess(target.env)));
+      expect(codes).toEqual([0, 0, 0]);
+      const store = await openStore(loadConfig(testEnv(target.env) as NodeJS.ProcessEnv), pino({ level: 'silent' }));
+      const applied = await (store.db as unknown as Kysely<any>).selectFrom('kysely_migration').select('name').orderBy('name').execute();
+      expect(applied.map((t: { name: string }) => t.name)).toEqual(['0001_roster', '0002_campaigns']);
+      await store.close();
+    } finally {
+      await target.cleanup();
+    }
+  });
+});
