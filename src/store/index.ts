@@ -35,9 +35,12 @@ export interface Store {
 // PostgreSQL returns COUNT(*) as int8 text; our counts fit in a JS number.
 pg.types.setTypeParser(20, (v) => Number(v));
 
-function createDb(config: Config): { db: Kysely<Database>; dialect: Store['dialect'] } {
+function createDb(config: Config, log: Logger): { db: Kysely<Database>; dialect: Store['dialect'] } {
   if (config.database.kind === 'postgres') {
     const pool = new pg.Pool({ connectionString: config.database.url, max: 10 });
+    // An idle connection dropped by the server (restart, failover) must not crash the process: the
+    // pool discards it and the next query opens a fresh one.
+    pool.on('error', (err) => log.warn({ err: { message: err.message, code: (err as { code?: string }).code } }, 'PostgreSQL dropped an idle connection'));
     return { db: new Kysely<Database>({ dialect: new PostgresDialect({ pool }) }), dialect: 'postgres' };
   }
   const file = config.database.file;
@@ -60,7 +63,7 @@ export async function migrateToLatest(db: Kysely<Database>): Promise<string[]> {
 
 /** Opens the roster database (SQLite by default, PostgreSQL for DATABASE_URL=postgres://…) and migrates it. */
 export async function openStore(config: Config, log: Logger): Promise<Store> {
-  const { db, dialect } = createDb(config);
+  const { db, dialect } = createDb(config, log);
   try {
     const applied = await migrateToLatest(db);
     if (applied.length) log.info({ applied, dialect }, 'database migrated');

@@ -2,11 +2,12 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Kysely } from 'kysely';
+import pg from 'pg';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { openStore } from '../../src/store/index.js';
-import { availableDialects, createTarget, type DatabaseTarget } from '../helpers/databases.js';
+import { availableDialects, createTarget, POSTGRES_ADMIN_URL, type DatabaseTarget } from '../helpers/databases.js';
 import { startInMemory, testEnv, type InMemoryHarness } from '../helpers/mcp.js';
 
 const EXAMPLE = path.resolve(import.meta.dirname, '../../examples/clients.csv');
@@ -174,6 +175,29 @@ describe.each(dialects)('migrations on %s', (dialect) => {
       expect(applied.map((t: { name: string }) => t.name)).toEqual(['0001_roster', '0002_campaigns']);
       await store.close();
     } finally {
+      await target.cleanup();
+    }
+  });
+});
+
+describe.skipIf(!dialects.includes('postgres'))('PostgreSQL connection loss', () => {
+  it('a server-side kill of idle connections is logged, not fatal, and the next query reconnects', async () => {
+    const target = await createTarget('postgres');
+    const lines: string[] = [];
+    const log = pino({ level: 'warn' }, { write: (l: string) => void lines.push(l) });
+    const store = await openStore(loadConfig(testEnv(target.env) as NodeJS.ProcessEnv), log);
+    try {
+      await store.roster.getClient('warm-up'); // leaves an idle pooled connection behind
+      const dbName = new URL(target.env.DATABASE_URL!).pathname.slice(1);
+      const admin = new pg.Client({ connectionString: POSTGRES_ADMIN_URL });
+      await admin.connect();
+      await admin.query('select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()', [dbName]);
+      await admin.end();
+      await new Promise((r) => setTimeout(r, 200)); // the pool sees the dropped socket
+      expect(lines.some((l) => l.includes('PostgreSQL dropped an idle connection'))).toBe(true);
+      expect(await store.roster.getClient('still-works')).toBeUndefined();
+    } finally {
+      await store.close();
       await target.cleanup();
     }
   });
