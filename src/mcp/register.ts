@@ -37,6 +37,10 @@ function jsonSchema(schema: z.ZodType, io: 'input' | 'output') {
  * The adapter: lists every declared tool with its schemas and annotations, and runs calls through
  * one path that validates input (structured invalid_input naming each field), runs the handler,
  * checks the result against the declared output, and shapes every outcome into the contract.
+ *
+ * Why the SDK's low-level Server rather than McpServer.registerTool: McpServer (1.32) answers a
+ * schema-invalid call with a text-only isError result and no structuredContent, so the model would
+ * not get our `invalid_input` error with `details.fields`; here one path gives every failure that shape.
  */
 export function registerTools(server: Server, tools: AnyToolDefinition[], services: Services, log: Logger): void {
   const byName = new Map(tools.map((t) => [t.name, t]));
