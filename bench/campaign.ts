@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { startInMemory, tempDataDir, testEnv } from '../test/helpers/mcp.js';
 import { startSendGridStandIn, type SendGridStandIn } from '../test/stand-ins/sendgrid.js';
-import { fmt, line, withPeakMemory } from './util.js';
+import { fmt, line, memoryLine, withPeakMemory } from './util.js';
 
 const RECIPIENTS = Number(process.env.BENCH_RECIPIENTS ?? 2000);
 const LIMIT = 200;
@@ -40,7 +40,7 @@ async function viaServer(csv: string, dataDir: string): Promise<void> {
     };
     const preview = await h.call('send_personalized_email', args);
     await alignToWindow();
-    const { result, peakRssMiB, peakHeapMiB } = await withPeakMemory(async () => {
+    const memory = await withPeakMemory(async () => {
       const started = performance.now();
       const confirmed = await h.call('send_personalized_email', { ...args, confirmation_token: preview.structuredContent.confirmation_token });
       const id = confirmed.structuredContent.campaign_id;
@@ -51,6 +51,7 @@ async function viaServer(csv: string, dataDir: string): Promise<void> {
         await new Promise((r) => setTimeout(r, 25));
       }
     });
+    const result = memory.result;
     const rate = result.totals.sent / result.secs;
     // Budget use: what was sent against what the windows the run touched allowed.
     const windows = Math.ceil((result.secs * 1000) / WINDOW_MS);
@@ -59,7 +60,7 @@ async function viaServer(csv: string, dataDir: string): Promise<void> {
     line(`  budget used: sent / (${LIMIT} × ${windows} windows touched)`, `${fmt((100 * result.totals.sent) / (LIMIT * windows), 1)} % of allowed`);
     line(`  raw rate msg/s (allowed ${ALLOWED_PER_S}/s; the last window is not waited out)`, fmt(rate, 1));
     line('  429s received / duplicates', `${sg.rate.rejected} / ${duplicates(sg)}`);
-    line('  peak RSS / heap MiB', `${fmt(peakRssMiB, 1)} / ${fmt(peakHeapMiB, 1)}`);
+    line('  peak RSS / heap MiB', memoryLine(memory));
   } finally {
     await h.close();
     await sg.stop();

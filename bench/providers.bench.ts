@@ -5,7 +5,7 @@
 import { startInMemory, tempDataDir, testEnv } from '../test/helpers/mcp.js';
 import { startMixpanelStandIn } from '../test/stand-ins/mixpanel.js';
 import { startSendGridStandIn } from '../test/stand-ins/sendgrid.js';
-import { fmt, line, withPeakMemory } from './util.js';
+import { fmt, line, memoryLine, withPeakMemory } from './util.js';
 
 export default async function run(): Promise<void> {
   const mp = await startMixpanelStandIn();
@@ -28,7 +28,7 @@ export default async function run(): Promise<void> {
   try {
     const EVENTS = 10_000;
     const started = performance.now();
-    const { peakRssMiB, peakHeapMiB } = await withPeakMemory(async () => {
+    const memory = await withPeakMemory(async () => {
       for (let i = 0; i < EVENTS; i++) {
         await h.call('mixpanel_track_event', { distinct_id: `user-${i % 500}`, event: 'Report Viewed', properties: { report: `r${i % 37}`, i } });
       }
@@ -38,7 +38,7 @@ export default async function run(): Promise<void> {
     line(`Mixpanel: ${EVENTS} events via mixpanel_track_event → /import requests`, String(mp.matching(/^POST \/import/).length));
     line('Mixpanel: events stored at the stand-in', String(mp.events.size));
     line('Mixpanel: events/s through the tool (incl. delivery)', fmt(EVENTS / secs, 0));
-    line('Mixpanel: peak RSS / heap MiB', `${fmt(peakRssMiB, 1)} / ${fmt(peakHeapMiB, 1)}`);
+    line('Mixpanel: peak RSS / heap MiB', memoryLine(memory));
 
     const RECIPIENTS = 5000;
     const recipients = Array.from({ length: RECIPIENTS }, (_, i) => ({ email: `reader${i}@example.org`, substitutions: { '-first_name-': `R${i}` } }));

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { createTarget, postgresUnavailableReason } from '../test/helpers/databases.js';
 import { startInMemory, tempDataDir, testEnv } from '../test/helpers/mcp.js';
-import { fmt, line, summarize, withPeakMemory } from './util.js';
+import { fmt, line, memoryLine, summarize, withPeakMemory } from './util.js';
 
 const CLIENTS = 10_000;
 const PER_CLIENT = 5;
@@ -34,13 +34,14 @@ async function benchDialect(name: 'sqlite' | 'postgres', csv: string): Promise<v
   const h = await startInMemory(testEnv({ ...target.env, LOG_LEVEL: 'silent' }));
   try {
     const t = performance.now();
-    const { result, peakRssMiB, peakHeapMiB } = await withPeakMemory(() => h.call('import_clients', { file_path: csv }));
+    const memory = await withPeakMemory(() => h.call('import_clients', { file_path: csv }));
+    const result = memory.result;
     const secs = (performance.now() - t) / 1000;
     const r = result.structuredContent;
     if (!r.imported) throw new Error(JSON.stringify(r).slice(0, 500));
     line(`[${name}] import ${r.rows} rows (${r.clients_created} clients, ${r.contacts_created} contacts) s`, fmt(secs, 1));
     line(`[${name}] import rows/s`, fmt(r.rows / secs, 0));
-    line(`[${name}] import peak RSS / heap MiB`, `${fmt(peakRssMiB, 1)} / ${fmt(peakHeapMiB, 1)}`);
+    line(`[${name}] import peak RSS / heap MiB`, memoryLine(memory));
     const samples: number[] = [];
     let total = 0;
     for (let i = 0; i < 220; i++) {

@@ -11,10 +11,21 @@ export function summarize(samplesMs: number[]): { p50: number; p99: number; mean
   return { p50: percentile(s, 50), p99: percentile(s, 99), mean: s.reduce((a, b) => a + b, 0) / s.length, n: s.length };
 }
 
-/** Samples RSS and heap while a piece of work runs; reports the peaks in MiB. */
-export async function withPeakMemory<T>(work: () => Promise<T>): Promise<{ result: T; peakRssMiB: number; peakHeapMiB: number }> {
-  let peakRss = process.memoryUsage().rss;
-  let peakHeap = process.memoryUsage().heapUsed;
+export interface PeakMemory<T> {
+  result: T;
+  peakRssMiB: number;
+  peakHeapMiB: number;
+  /** What the process already used when the work started (earlier benchmarks share the process). */
+  startRssMiB: number;
+  startHeapMiB: number;
+}
+
+/** Samples RSS and heap while a piece of work runs; reports the peaks, and the starting point, in MiB. */
+export async function withPeakMemory<T>(work: () => Promise<T>): Promise<PeakMemory<T>> {
+  (globalThis as { gc?: () => void }).gc?.(); // with --expose-gc: start from live memory only
+  const start = process.memoryUsage();
+  let peakRss = start.rss;
+  let peakHeap = start.heapUsed;
   const timer = setInterval(() => {
     const m = process.memoryUsage();
     peakRss = Math.max(peakRss, m.rss);
@@ -23,7 +34,13 @@ export async function withPeakMemory<T>(work: () => Promise<T>): Promise<{ resul
   try {
     const result = await work();
     const m = process.memoryUsage();
-    return { result, peakRssMiB: Math.max(peakRss, m.rss) / 2 ** 20, peakHeapMiB: Math.max(peakHeap, m.heapUsed) / 2 ** 20 };
+    return {
+      result,
+      peakRssMiB: Math.max(peakRss, m.rss) / 2 ** 20,
+      peakHeapMiB: Math.max(peakHeap, m.heapUsed) / 2 ** 20,
+      startRssMiB: start.rss / 2 ** 20,
+      startHeapMiB: start.heapUsed / 2 ** 20,
+    };
   } finally {
     clearInterval(timer);
   }
@@ -33,4 +50,9 @@ export const fmt = (n: number, digits = 2) => n.toFixed(digits);
 
 export function line(label: string, value: string): void {
   process.stdout.write(`${label.padEnd(58)} ${value}\n`);
+}
+
+/** "peak RSS / heap (at start)" in MiB, for one line of output. */
+export function memoryLine(m: PeakMemory<unknown>): string {
+  return `${fmt(m.peakRssMiB, 1)} / ${fmt(m.peakHeapMiB, 1)} (at start ${fmt(m.startRssMiB, 1)} / ${fmt(m.startHeapMiB, 1)})`;
 }

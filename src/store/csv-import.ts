@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import { parse } from 'csv-parse';
 import { z } from 'zod';
+import type { Logger } from '../log.js';
 import { invalidInput } from '../result.js';
 import type { Store } from './index.js';
 import { clientFieldsSchema, clientIdSchema, contactFieldsSchema, type NewClient } from './roster-model.js';
@@ -23,6 +24,8 @@ import type { ContactsTable } from './schema.js';
 
 const MAX_ERRORS = 200;
 const BATCH = 1000;
+/** An import this large changes the tables enough that the planner's statistics need a refresh. */
+const ANALYZE_AFTER_ROWS = 1000;
 
 const rowSchema = z.object({
   client_id: clientIdSchema,
@@ -92,7 +95,7 @@ function parseRecord(row: number, record: Record<string, string>): { ok: true; p
 export async function importClientsCsv(
   store: Store,
   file: string,
-  opts: { skipInvalid: boolean; actor?: string; onProgress?: (rows: number) => Promise<void> | void },
+  opts: { skipInvalid: boolean; actor?: string; onProgress?: (rows: number) => Promise<void> | void; log?: Logger },
 ): Promise<ImportResult> {
   // Only CSV files: the tool reads the server's disk, and its error messages quote what it read.
   if (!/\.csv$/i.test(file)) {
@@ -267,6 +270,9 @@ export async function importClientsCsv(
       });
     }
   });
+  if (rows >= ANALYZE_AFTER_ROWS) {
+    await store.refreshStatistics().catch((err: unknown) => opts.log?.warn({ err }, 'refreshing planner statistics after the import failed'));
+  }
   result.imported = true;
   return result;
 }

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import SQLite from 'better-sqlite3';
-import { Kysely, Migrator, PostgresDialect, type MigrationProvider } from 'kysely';
+import { Kysely, Migrator, PostgresDialect, sql, type MigrationProvider } from 'kysely';
 import pg from 'pg';
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
@@ -29,6 +29,8 @@ export interface Store {
   recordActivityForRecipient(ref: RecipientRef, entry: ActivityInput): Promise<number>;
   /** Remembers Intercom's contact id on the roster contact(s) with this email / external id. */
   linkIntercomContact(ref: RecipientRef, intercomContactId: string): Promise<void>;
+  /** Refreshes the query planner's statistics of the roster tables (after a bulk load). */
+  refreshStatistics(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -85,6 +87,11 @@ export async function openStore(config: Config, log: Logger): Promise<Store> {
       return contacts.length;
     },
     linkIntercomContact: (ref, id) => roster.linkIntercomContact(ref, id),
+    refreshStatistics: async () => {
+      // Without fresh statistics PostgreSQL plans a just-loaded table as nearly empty and scans it whole.
+      if (dialect === 'postgres') await sql`analyze clients, client_segments, contacts`.execute(db);
+      else await sql`pragma optimize`.execute(db);
+    },
     close: () => db.destroy(),
   };
 }

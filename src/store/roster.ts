@@ -308,8 +308,7 @@ export class RosterRepository {
       }
       return parts.length ? eb.and(parts) : sql<SqlBool>`1 = 1`;
     };
-    const totalRow = await this.db.selectFrom('clients').select((eb) => eb.fn.countAll<number>().as('n')).where(where).executeTakeFirst();
-    const total = Number(totalRow?.n ?? 0);
+    const totalRow = this.db.selectFrom('clients').select((eb) => eb.fn.countAll<number>().as('n')).where(where).executeTakeFirst();
 
     // Keyset pagination on (sort key, client_id); NULLs sort as the lowest value so the order is total.
     const numeric = sort.field === 'health_score' || sort.field === 'mrr';
@@ -323,13 +322,17 @@ export class RosterRepository {
       const op = dir === 'asc' ? '>' : '<';
       q = q.where((eb) => eb.or([eb(key, op, k as never), eb.and([eb(key, '=', k as never), eb('clients.client_id', op, id)])]));
     }
-    const rows = await q.orderBy(key, dir).orderBy('clients.client_id', dir).limit(limit + 1).execute();
+    // Independent reads run side by side: on PostgreSQL each is a round trip on its own pooled connection.
+    const [rows, totalOf] = await Promise.all([q.orderBy(key, dir).orderBy('clients.client_id', dir).limit(limit + 1).execute(), totalRow]);
+    const total = Number(totalOf?.n ?? 0);
     const page = rows.slice(0, limit);
     const ids = page.map((r) => r.client_id);
-    const segs = ids.length ? await this.db.selectFrom('client_segments').selectAll().where('client_id', 'in', ids).execute() : [];
-    const counts = ids.length
-      ? await this.db.selectFrom('contacts').select(['client_id', (eb) => eb.fn.countAll<number>().as('n')]).where('client_id', 'in', ids).groupBy('client_id').execute()
-      : [];
+    const [segs, counts] = ids.length
+      ? await Promise.all([
+          this.db.selectFrom('client_segments').selectAll().where('client_id', 'in', ids).execute(),
+          this.db.selectFrom('contacts').select(['client_id', (eb) => eb.fn.countAll<number>().as('n')]).where('client_id', 'in', ids).groupBy('client_id').execute(),
+        ])
+      : [[], []];
     const clients = page.map((r) => ({
       ...toClientView(r, segs.filter((s) => s.client_id === r.client_id).map((s) => s.segment).sort()),
       contact_count: Number(counts.find((c) => c.client_id === r.client_id)?.n ?? 0),

@@ -244,8 +244,8 @@ export const clientTools = [
       errors: z.array(z.object({ row: z.number(), field: z.string(), problem: z.string() })),
       errors_truncated: z.boolean(),
     },
-    async handle({ file_path, skip_invalid, actor }, { services, progress }) {
-      return importClientsCsv(services.store, file_path, { skipInvalid: skip_invalid, actor, onProgress: (n) => progress(n) });
+    async handle({ file_path, skip_invalid, actor }, { services, progress, log }) {
+      return importClientsCsv(services.store, file_path, { skipInvalid: skip_invalid, actor, onProgress: (n) => progress(n), log });
     },
   }),
 ];
