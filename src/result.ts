@@ -20,6 +20,9 @@ export type ErrorCode = (typeof ERROR_CODES)[number];
 export const PROVIDERS = ['intercom', 'sendgrid', 'mixpanel'] as const;
 export type ProviderName = (typeof PROVIDERS)[number];
 
+/** How people write the providers' names, for messages. */
+export const PROVIDER_LABEL: Record<ProviderName, string> = { intercom: 'Intercom', sendgrid: 'SendGrid', mixpanel: 'Mixpanel' };
+
 export interface ToolErrorOptions {
   retryable?: boolean;
   provider?: ProviderName;
@@ -92,7 +95,7 @@ export function invalidInput(message: string, details?: Record<string, unknown>)
 export function notConfigured(provider: ProviderName, variables: string[]): ToolError {
   return new ToolError(
     'not_configured',
-    `${provider} is not configured: set ${variables.join(' and ')} in the server's environment (or .env) and restart the server.`,
+    `${PROVIDER_LABEL[provider]} is not configured: set ${variables.join(' and ')} in the server's environment (or .env) and restart the server.`,
     { provider },
   );
 }

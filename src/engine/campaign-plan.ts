@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Config } from '../config.js';
-import { invalidInput, notConfigured, type ProviderName } from '../result.js';
+import { invalidInput, notConfigured, ToolError, type ProviderName } from '../result.js';
 import type { Audience, AudienceMember, Exclusion } from './audience.js';
 import type { CampaignRequest, Channel } from './campaign-request.js';
 import { compileTemplates, renderForRecipient } from './templating.js';
@@ -72,6 +72,13 @@ export interface CampaignPlan {
 }
 
 export function resolveChannels(req: CampaignRequest, configured: Record<ProviderName, boolean>): Channel[] {
+  if (!req.channels && !configured.sendgrid && !configured.intercom) {
+    throw new ToolError(
+      'not_configured',
+      'No channel can deliver this campaign: set SENDGRID_API_KEY and SENDGRID_FROM_EMAIL (email through SendGrid) or INTERCOM_ACCESS_TOKEN ' +
+        "(Intercom email and in-app) in the server's environment (or .env) and restart the server. Nothing was sent.",
+    );
+  }
   const channels: Channel[] = req.channels ? [...new Set(req.channels)] : [configured.sendgrid ? 'email' : 'intercom_email'];
   for (const ch of channels) {
     const provider = PROVIDER_OF_CHANNEL[ch];

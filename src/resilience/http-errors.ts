@@ -1,4 +1,4 @@
-import { ToolError, type ProviderName } from '../result.js';
+import { PROVIDER_LABEL, ToolError, type ProviderName } from '../result.js';
 import { resetToEpochMs } from './rate-budget.js';
 
 type HeaderSource = Headers | Record<string, string | string[] | undefined> | undefined;
@@ -29,8 +29,6 @@ export function retryAfterMs(headers: HeaderSource, now = Date.now(), useRateLim
   }
   return undefined;
 }
-
-const PROVIDER_LABEL: Record<ProviderName, string> = { intercom: 'Intercom', sendgrid: 'SendGrid', mixpanel: 'Mixpanel' };
 
 /**
  * Maps an HTTP failure to the shared vocabulary. `detail` is the provider's own explanation, already

@@ -13,7 +13,7 @@ import {
 } from 'cockatiel';
 import type { ResilienceConfig } from '../config.js';
 import type { Logger } from '../log.js';
-import { ToolError, type ProviderName } from '../result.js';
+import { PROVIDER_LABEL, ToolError, type ProviderName } from '../result.js';
 
 export interface CallOptions {
   /** Short name of the operation, for logs. */
@@ -186,7 +186,7 @@ export class ProviderPolicy {
     const wait = this.msUntilHalfOpen();
     return new ToolError(
       'circuit_open',
-      `${this.provider} has failed ${this.cfg.breakerThreshold} times in a row, so calls are paused to let it recover` +
+      `${PROVIDER_LABEL[this.provider]} has failed ${this.cfg.breakerThreshold} times in a row, so calls are paused to let it recover` +
         (wait !== undefined ? `; the next trial is allowed in about ${Math.ceil(wait / 1000)} s.` : '.') +
         ' Nothing was sent. Try again after that.',
       { provider: this.provider, retryable: true, retryAfterMs: wait },
@@ -197,5 +197,5 @@ export class ProviderPolicy {
 export function asToolError(e: unknown, provider: ProviderName): ToolError {
   if (e instanceof ToolError) return e;
   const message = e instanceof Error ? e.message : String(e);
-  return new ToolError('provider_error', `Unexpected failure talking to ${provider}: ${message}`, { provider, cause: e });
+  return new ToolError('provider_error', `Unexpected failure talking to ${PROVIDER_LABEL[provider]}: ${message}`, { provider, cause: e });
 }

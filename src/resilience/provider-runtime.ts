@@ -1,6 +1,6 @@
 import type { ResilienceConfig } from '../config.js';
 import type { Logger } from '../log.js';
-import { notConfigured, ToolError, type ProviderName } from '../result.js';
+import { notConfigured, PROVIDER_LABEL, ToolError, type ProviderName } from '../result.js';
 import { httpStatusError } from './http-errors.js';
 import { createObservedFetch, withAttemptRecord, type AttemptRecord } from './observed-fetch.js';
 import { ProviderPolicy, type CallOptions, type CircuitStateName, type LastError, type PolicyOptions } from './policy.js';
@@ -98,7 +98,7 @@ export class ProviderRuntime {
       return httpStatusError(this.provider, record.response.status, record.response.headers, describe?.(e));
     }
     const message = e instanceof Error ? e.message : String(e);
-    return new ToolError('provider_error', `Unexpected failure talking to ${this.provider}: ${message}`, { provider: this.provider, cause: e });
+    return new ToolError('provider_error', `Unexpected failure talking to ${PROVIDER_LABEL[this.provider]}: ${message}`, { provider: this.provider, cause: e });
   }
 
   status(): ProviderStatus {

@@ -82,6 +82,11 @@ describe('campaign plan', () => {
     expect(() => resolveChannels(request({ channels: ['email'] }), { sendgrid: false, intercom: true, mixpanel: false })).toThrow(/SENDGRID_API_KEY/);
   });
 
+  it('with no delivery provider configured, names both ways to enable sending', () => {
+    const none = { sendgrid: false, intercom: false, mixpanel: true };
+    expect(() => resolveChannels(request(), none)).toThrow(expect.objectContaining({ code: 'not_configured', message: expect.stringMatching(/SENDGRID_API_KEY.*INTERCOM_ACCESS_TOKEN/) }));
+  });
+
   it('request validation names the field: targeting, schedule conflicts', () => {
     const r = campaignRequestSchema.safeParse({ campaign_name: 'x', template_type: 'custom', subject_line: 's', body_text: 'b' });
     expect(r.success).toBe(false);
