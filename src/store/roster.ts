@@ -308,7 +308,7 @@ export class RosterRepository {
       }
       return parts.length ? eb.and(parts) : sql<SqlBool>`1 = 1`;
     };
-    const totalRow = this.db.selectFrom('clients').select((eb) => eb.fn.countAll<number>().as('n')).where(where).executeTakeFirst();
+    const countQuery = this.db.selectFrom('clients').select((eb) => eb.fn.countAll<number>().as('n')).where(where);
 
     // Keyset pagination on (sort key, client_id); NULLs sort as the lowest value so the order is total.
     const numeric = sort.field === 'health_score' || sort.field === 'mrr';
@@ -323,8 +323,8 @@ export class RosterRepository {
       q = q.where((eb) => eb.or([eb(key, op, k as never), eb.and([eb(key, '=', k as never), eb('clients.client_id', op, id)])]));
     }
     // Independent reads run side by side: on PostgreSQL each is a round trip on its own pooled connection.
-    const [rows, totalOf] = await Promise.all([q.orderBy(key, dir).orderBy('clients.client_id', dir).limit(limit + 1).execute(), totalRow]);
-    const total = Number(totalOf?.n ?? 0);
+    const [rows, totalRow] = await Promise.all([q.orderBy(key, dir).orderBy('clients.client_id', dir).limit(limit + 1).execute(), countQuery.executeTakeFirst()]);
+    const total = Number(totalRow?.n ?? 0);
     const page = rows.slice(0, limit);
     const ids = page.map((r) => r.client_id);
     const [segs, counts] = ids.length
