@@ -1,6 +1,8 @@
 import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
+import type { RenderBudget } from './engine/campaigns/plan.js';
+import { APPROVAL_POLICIES, type ApprovalPolicy } from './safety/approval.js';
 
 /**
  * Every setting comes from the environment (a `.env` file is loaded by the CLI first), validated here
@@ -81,6 +83,24 @@ const envSchema = z.object({
   CAMPAIGN_DISPATCH_CONCURRENCY: int(8, 1, 64),
   CAMPAIGN_DISPATCH_POLL_MS: int(1000, 10, 60_000),
   CAMPAIGN_LEASE_MS: int(30_000, 500, 3_600_000),
+  CAMPAIGN_RENDER_BUDGET_MS: int(20_000, 100, 600_000),
+  CAMPAIGN_FREQUENCY_CAP: bool(false),
+
+  // Outbound safety (see README "Safety").
+  CS_MCP_APPROVAL: z.preprocess(emptyToUndefined, z.enum(APPROVAL_POLICIES).default('auto')),
+  CS_MCP_APPROVAL_THRESHOLD: int(1, 1, 1_000_000),
+  CS_MCP_APPROVAL_TIMEOUT_S: int(600, 5, 86_400),
+  CS_MCP_MAX_RECIPIENTS_PER_SEND: int(100, 1, 1000),
+  CS_MCP_DAILY_SEND_LIMIT: int(10_000, 0, 10_000_000),
+  CS_MCP_READ_ONLY: bool(false),
+  CS_MCP_TOOLSETS: optionalString,
+  CS_MCP_TOOLS_DENY: optionalString,
+  CS_MCP_IDEMPOTENCY_RETENTION_H: int(168, 1, 24 * 365),
+  CS_MCP_DUPLICATE_WINDOW_S: int(600, 0, 86_400),
+  CS_MCP_AUDIT_RETENTION_DAYS: int(90, 1, 3650),
+  CS_MCP_AUDIT_BODIES: z.preprocess(emptyToUndefined, z.enum(['redact', 'full']).default('redact')),
+  AUTOMATION_MAX_MESSAGES_PER_CONTACT_PER_DAY: int(1, 1, 1000),
+  AUTOMATION_MAX_MESSAGES_PER_CONTACT_PER_WEEK: int(3, 1, 10_000),
 });
 
 export type Env = z.input<typeof envSchema>;
@@ -119,7 +139,33 @@ export interface Config {
     apiHost: string;
     flushIntervalMs: number;
   };
-  campaigns: { confirmationTtlS: number; dispatchConcurrency: number; dispatchPollMs: number; leaseMs: number };
+  campaigns: {
+    confirmationTtlS: number;
+    dispatchConcurrency: number;
+    dispatchPollMs: number;
+    leaseMs: number;
+    /** The whole-audience render budget of one preview or confirmation, and each recipient's share. */
+    renderBudget: RenderBudget;
+    /** Campaign messages count against, and are held by, the automations' per-contact frequency cap. */
+    frequencyCap: boolean;
+  };
+  safety: {
+    approval: ApprovalPolicy;
+    approvalThreshold: number;
+    approvalTimeoutMs: number;
+    maxRecipientsPerSend: number;
+    /** 0: no limit. */
+    dailySendLimit: number;
+    readOnly: boolean;
+    /** undefined: every toolset. */
+    toolsets?: string[];
+    toolsDeny: string[];
+    idempotencyRetentionMs: number;
+    duplicateWindowMs: number;
+    auditRetentionDays: number;
+    auditBodies: 'redact' | 'full';
+  };
+  automations: { maxPerContactPerDay: number; maxPerContactPerWeek: number };
 }
 
 export class ConfigError extends Error {
@@ -197,8 +243,33 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       dispatchConcurrency: e.CAMPAIGN_DISPATCH_CONCURRENCY,
       dispatchPollMs: e.CAMPAIGN_DISPATCH_POLL_MS,
       leaseMs: e.CAMPAIGN_LEASE_MS,
+      renderBudget: { totalMs: e.CAMPAIGN_RENDER_BUDGET_MS, perRecipient: { timeMs: Math.min(250, e.CAMPAIGN_RENDER_BUDGET_MS), maxChars: 1_000_000 } },
+      frequencyCap: e.CAMPAIGN_FREQUENCY_CAP,
+    },
+    safety: {
+      approval: e.CS_MCP_APPROVAL,
+      approvalThreshold: e.CS_MCP_APPROVAL_THRESHOLD,
+      approvalTimeoutMs: e.CS_MCP_APPROVAL_TIMEOUT_S * 1000,
+      maxRecipientsPerSend: e.CS_MCP_MAX_RECIPIENTS_PER_SEND,
+      dailySendLimit: e.CS_MCP_DAILY_SEND_LIMIT,
+      readOnly: e.CS_MCP_READ_ONLY,
+      toolsets: list(e.CS_MCP_TOOLSETS),
+      toolsDeny: list(e.CS_MCP_TOOLS_DENY) ?? [],
+      idempotencyRetentionMs: e.CS_MCP_IDEMPOTENCY_RETENTION_H * 3_600_000,
+      duplicateWindowMs: e.CS_MCP_DUPLICATE_WINDOW_S * 1000,
+      auditRetentionDays: e.CS_MCP_AUDIT_RETENTION_DAYS,
+      auditBodies: e.CS_MCP_AUDIT_BODIES,
+    },
+    automations: {
+      maxPerContactPerDay: e.AUTOMATION_MAX_MESSAGES_PER_CONTACT_PER_DAY,
+      maxPerContactPerWeek: e.AUTOMATION_MAX_MESSAGES_PER_CONTACT_PER_WEEK,
     },
   };
+}
+
+function list(v: string | undefined): string[] | undefined {
+  const items = v?.split(',').map((x) => x.trim()).filter(Boolean);
+  return items?.length ? items : undefined;
 }
 
 /** Every secret value in the config, so the logger and error shaping can scrub them from any text. */

@@ -1,7 +1,11 @@
 import { z } from 'zod';
 import { scrubSecrets } from './secrets.js';
 
-/** The one error vocabulary every tool and every provider speaks. */
+/**
+ * The one error vocabulary every tool and every provider speaks. `forbidden` also covers a refusal by
+ * this server's own policy (read-only, consent, recipient limit, approval unavailable: details.policy
+ * says which); `declined` means a person said no to an approval request.
+ */
 export const ERROR_CODES = [
   'not_configured',
   'invalid_input',
@@ -14,6 +18,7 @@ export const ERROR_CODES = [
   'circuit_open',
   'provider_unavailable',
   'provider_error',
+  'declined',
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
 
@@ -74,6 +79,7 @@ const DEFAULT_RETRYABLE: Record<ErrorCode, boolean> = {
   circuit_open: true,
   provider_unavailable: true,
   provider_error: false,
+  declined: false,
 };
 
 export const errorBodySchema = z.object({

@@ -1,6 +1,7 @@
 import { createRequire } from 'node:module';
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import { registerResources, registerTools } from './mcp/register.js';
+import { enabledTools } from './mcp/toolsets.js';
 import { allResources } from './resources/index.js';
 import type { Services } from './services.js';
 import { allTools } from './tools/index.js';
@@ -24,7 +25,7 @@ export function createMcpServer(services: Services): Server {
     { name: SERVER_NAME, version: SERVER_VERSION },
     { capabilities: { tools: {}, resources: {} }, instructions: INSTRUCTIONS },
   );
-  registerTools(server, allTools, services, services.log);
+  registerTools(server, enabledTools(services.config, allTools), services, services.log);
   registerResources(server, allResources, services);
   return server;
 }

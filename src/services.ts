@@ -1,12 +1,17 @@
 import type { Config } from './config.js';
 import type { Logger } from './log.js';
-import { CampaignService } from './engine/campaign-service.js';
-import { ChannelDelivery } from './engine/channels.js';
+import { CampaignService } from './engine/campaigns/service.js';
+import { Delivery } from './engine/delivery/index.js';
+import { RenderGate } from './engine/render-gate.js';
 import { IntercomService } from './providers/intercom/service.js';
 import { MixpanelService } from './providers/mixpanel/service.js';
 import { SendGridService } from './providers/sendgrid/service.js';
 import { ProviderRuntime } from './resilience/provider-runtime.js';
 import type { ProviderName } from './result.js';
+import { AuditLog } from './safety/audit.js';
+import { DailySendLimit } from './safety/daily-limit.js';
+import { DirectSendGuard } from './safety/direct-send.js';
+import { IdempotencyStore } from './safety/idempotency.js';
 import { openStore, type Store } from './store/index.js';
 
 /** Everything the tools can use. Built once per server process; tools receive it in their context. */
@@ -18,7 +23,13 @@ export interface Services {
   sendgrid: SendGridService;
   mixpanel: MixpanelService;
   store: Store;
+  delivery: Delivery;
   campaigns: CampaignService;
+  renderGate: RenderGate;
+  dailyLimit: DailySendLimit;
+  idempotency: IdempotencyStore;
+  audit: AuditLog;
+  directSends: DirectSendGuard;
   /** Stops background work (flushing what is buffered) and closes the store. Safe to call twice. */
   close(): Promise<void>;
 }
@@ -52,18 +63,31 @@ export async function createServices(config: Config, log: Logger, overrides: Ser
   const intercom = new IntercomService({ config, log: log.child({ provider: 'intercom' }), runtime: runtimes.intercom });
   const sendgrid = new SendGridService({ config, log: log.child({ provider: 'sendgrid' }), runtime: runtimes.sendgrid });
   const mixpanel = new MixpanelService({ config, log: log.child({ provider: 'mixpanel' }), runtime: runtimes.mixpanel });
-  const campaignLog = log.child({ component: 'campaigns' });
-  const port = new ChannelDelivery({
+  const dailyLimit = new DailySendLimit(config.safety.dailySendLimit);
+  const deliveryLog = log.child({ component: 'delivery' });
+  const delivery = new Delivery({ config, log: deliveryLog, store, runtimes, email: sendgrid, intercom, analytics: mixpanel, dailyLimit });
+  const renderGate = new RenderGate();
+  const campaigns = new CampaignService({
+    config,
+    log: log.child({ component: 'campaigns' }),
     store,
-    log: campaignLog,
     runtimes,
-    email: sendgrid,
-    intercom,
-    analytics: mixpanel,
+    outbox: delivery.outbox,
+    wakeDelivery: () => delivery.wake(),
+    renderGate,
   });
-  const campaigns = new CampaignService({ config, log: campaignLog, store, runtimes, port });
+  const idempotency = new IdempotencyStore(store.db, config.safety);
+  const audit = new AuditLog(store.db, config.safety, log.child({ component: 'audit' }));
+  const directSends = new DirectSendGuard({ config, store, dailyLimit, idempotency });
   mixpanel.start();
-  campaigns.start();
+  await campaigns.start();
+  delivery.start();
+  // Retention: expired idempotency records and old audit entries, now and hourly.
+  const housekeeping = () =>
+    Promise.all([audit.prune(), idempotency.prune()]).catch((err: unknown) => log.warn({ err }, 'pruning the audit log / idempotency records failed'));
+  void housekeeping();
+  const housekeepingTimer = setInterval(housekeeping, 3_600_000);
+  housekeepingTimer.unref();
 
   let closing: Promise<void> | undefined;
   const services: Services = {
@@ -74,11 +98,19 @@ export async function createServices(config: Config, log: Logger, overrides: Ser
     sendgrid,
     mixpanel,
     store,
+    delivery,
     campaigns,
+    renderGate,
+    dailyLimit,
+    idempotency,
+    audit,
+    directSends,
     close: () =>
       (closing ??= (async () => {
-        await campaigns.close().catch((err) => log.error({ err }, 'stopping campaigns failed'));
+        clearInterval(housekeepingTimer);
+        await delivery.stop().catch((err) => log.error({ err }, 'stopping delivery failed'));
         await mixpanel.close().catch((err) => log.error({ err }, 'flushing Mixpanel failed'));
+        await audit.flush();
         await store.close().catch((err) => log.error({ err }, 'closing the store failed'));
       })()),
   };

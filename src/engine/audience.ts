@@ -13,7 +13,7 @@ export interface Targeting {
   contact_roles?: string[];
 }
 
-export type ExclusionReason = 'unsubscribed' | 'missing_email' | 'duplicate_address' | 'role_not_targeted';
+export type ExclusionReason = 'unsubscribed' | 'email_suppressed' | 'missing_email' | 'duplicate_address' | 'role_not_targeted';
 
 export interface AudienceMember {
   contact: ContactsTable;

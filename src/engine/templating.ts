@@ -116,6 +116,13 @@ export function compileTemplates(src: TemplateSources, tokenNames: string[]): Co
         field: FIELD_OF[key],
       });
     }
+    if (key === 'html' && /\|\s*raw\b/.test(source)) {
+      // HTML bodies escape every value; `raw` would let a contact's own value (from an import, a webhook) inject markup.
+      throw invalidInput(
+        `${FIELD_OF[key]} uses the raw filter, which is not available: every value in an HTML body is HTML-escaped. Write fixed markup in the template itself.`,
+        { field: FIELD_OF[key] },
+      );
+    }
     let roots: Set<string>;
     try {
       roots = new Set(engine.globalVariableSegmentsSync(parsed).map((seg) => String(seg[0])));
@@ -153,8 +160,21 @@ export type RenderOutcome =
 
 const LEFTOVER_SYNTAX = /\{\{|\}\}|\{%|%\}/;
 
+/** Limits of one recipient's render; the caller divides a total budget into them. */
+export interface RenderLimits {
+  /** Milliseconds for each part's render. */
+  timeMs: number;
+  /** Characters each rendered part may have. */
+  maxChars: number;
+}
+
+export const DEFAULT_RENDER_LIMITS: RenderLimits = { timeMs: 250, maxChars: 1_000_000 };
+/** Output nodes (tags, text, values) one part may render: bounds loops whatever the machine's speed. */
+const TEMPLATE_LIMIT = 200_000;
+const MEMORY_LIMIT = 20_000_000;
+
 /** Renders every part for one recipient; never returns text containing Liquid syntax. */
-export function renderForRecipient(compiled: CompiledTemplates, scope: RenderScope): RenderOutcome {
+export function renderForRecipient(compiled: CompiledTemplates, scope: RenderScope, limits: RenderLimits = DEFAULT_RENDER_LIMITS): RenderOutcome {
   const context: Record<string, unknown> = { ...scope.tokens };
   for (const root of SCOPE_ROOTS) context[root] = new RecordDrop(root, scope[root]);
   const parts: Record<string, string> = {};
@@ -162,24 +182,32 @@ export function renderForRecipient(compiled: CompiledTemplates, scope: RenderSco
     const tpl = compiled[key];
     if (!tpl) continue;
     try {
-      parts[key] = (key === 'html' ? htmlEngine : textEngine).renderSync(tpl, context) as string;
+      parts[key] = (key === 'html' ? htmlEngine : textEngine).renderSync(tpl, context, {
+        renderLimit: Math.max(1, limits.timeMs),
+        templateLimit: TEMPLATE_LIMIT,
+        memoryLimit: MEMORY_LIMIT,
+      }) as string;
     } catch (err) {
       const missing = findMissing(err);
       if (missing) return { ok: false, reason: 'missing_value', missing: [missing], detail: `${FIELD_OF[key]} needs ${missing}, which is empty for this recipient (add | fallback: "…" to send anyway)` };
       return { ok: false, reason: 'render_error', missing: [], detail: `${FIELD_OF[key]}: ${(err as Error).message.split('\n')[0]}` };
     }
+    if (parts[key]!.length > limits.maxChars) {
+      return { ok: false, reason: 'render_error', missing: [], detail: `${FIELD_OF[key]} renders to more than ${limits.maxChars} characters for this recipient` };
+    }
     if (LEFTOVER_SYNTAX.test(parts[key]!)) {
       return { ok: false, reason: 'unrendered_template_syntax', missing: [], detail: `${FIELD_OF[key]} would show raw template syntax to the customer` };
     }
   }
-  if (key(parts.subject).trim() === '') {
+  // A subject is one header line: line breaks from a contact's value must never reach the provider.
+  const subject = (parts.subject ?? '').replace(/[\r\n]+/g, ' ').trim();
+  if (subject === '') {
     return { ok: false, reason: 'missing_value', missing: [], detail: 'subject_line renders empty for this contact' };
   }
-  return { ok: true, subject: parts.subject!, text: parts.text ?? '', html: parts.html };
-}
-
-function key(v: string | undefined): string {
-  return v ?? '';
+  if (subject.length > 998) {
+    return { ok: false, reason: 'render_error', missing: [], detail: 'subject_line renders to more than 998 characters for this contact' };
+  }
+  return { ok: true, subject, text: parts.text ?? '', html: parts.html };
 }
 
 function findMissing(err: unknown): string | undefined {

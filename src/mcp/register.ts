@@ -2,6 +2,7 @@ import type { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import { UriTemplate } from '@modelcontextprotocol/sdk/shared/uriTemplate.js';
 import {
   CallToolRequestSchema,
+  ElicitResultSchema,
   ErrorCode,
   ListResourcesRequestSchema,
   ListResourceTemplatesRequestSchema,
@@ -13,8 +14,10 @@ import {
 import { z } from 'zod';
 import type { Logger } from '../log.js';
 import { fromZodError, toErrorBody, ToolError } from '../result.js';
+import { createApprover } from '../safety/approval.js';
 import { scrubValue } from '../secrets.js';
 import type { Services } from '../services.js';
+import { boundResult, MAX_RESULT_BYTES } from './bound-result.js';
 import { annotationsFor, publishedOutputSchema, successSchema, type AnyToolDefinition } from './tool.js';
 
 export interface ResourceDefinition {
@@ -56,12 +59,39 @@ export function registerTools(server: Server, tools: AnyToolDefinition[], servic
 
   server.setRequestHandler(ListToolsRequestSchema, async () => ({ tools: listed }));
 
+  const { safety } = services.config;
+  const approvalOptions = { policy: safety.approval, threshold: safety.approvalThreshold, timeoutMs: safety.approvalTimeoutMs };
+
   server.setRequestHandler(CallToolRequestSchema, async (request, extra): Promise<CallToolResult> => {
     const tool = byName.get(request.params.name);
     if (!tool) throw new McpError(ErrorCode.InvalidParams, `Unknown tool: ${request.params.name}`);
     const started = Date.now();
     const toolLog = log.child({ tool: tool.name });
     const progressToken = request.params._meta?.progressToken;
+    const audit: Record<string, unknown> = {};
+    // Approval asks the person through the client that made this call, on this call's own stream.
+    const approve = createApprover(approvalOptions, {
+      capabilities: () => server.getClientCapabilities(),
+      elicit: (message, requestedSchema, timeoutMs) =>
+        extra.sendRequest({ method: 'elicitation/create', params: { message, requestedSchema } }, ElicitResultSchema, { timeout: timeoutMs, signal: extra.signal }),
+    });
+    const record = (outcome: string, error?: { message: string; details?: Record<string, unknown> }) => {
+      const policy = typeof error?.details?.policy === 'string' ? error.details.policy : undefined;
+      if (tool.kind === 'read' && !policy) return;
+      const client = server.getClientVersion();
+      void services.audit.record({
+        tool: tool.name,
+        kind: tool.kind,
+        client: { name: client?.name, version: client?.version },
+        session_id: extra.sessionId ?? 'stdio',
+        arguments: request.params.arguments ?? {},
+        outcome,
+        message: error?.message,
+        policy,
+        details: audit,
+        duration_ms: Date.now() - started,
+      });
+    };
     try {
       const parsed = tool.input.safeParse(request.params.arguments ?? {});
       if (!parsed.success) throw fromZodError(parsed.error, `Invalid arguments for ${tool.name}`);
@@ -69,6 +99,8 @@ export function registerTools(server: Server, tools: AnyToolDefinition[], servic
         services,
         log: toolLog,
         signal: extra.signal,
+        approve,
+        audit,
         progressRequested: progressToken !== undefined,
         progress: async (progress, total, message) => {
           if (progressToken === undefined) return;
@@ -82,14 +114,17 @@ export function registerTools(server: Server, tools: AnyToolDefinition[], servic
         toolLog.error({ issues: checked.error.issues }, 'tool returned a result that does not match its declared output');
         throw new ToolError('provider_error', `Internal error: ${tool.name} produced an invalid result. This is a bug; the server logs have details.`);
       }
-      const structured = scrubValue(checked.data as Record<string, unknown>);
+      // Never a failure once the work is done (a send must not be followed by an error): an oversized result is cut, with a note.
+      const structured = boundResult(scrubValue(checked.data as Record<string, unknown>), MAX_RESULT_BYTES);
       toolLog.info({ ms: Date.now() - started, success: true }, 'tool call');
+      record('success');
       return { content: [{ type: 'text', text: JSON.stringify(structured) }], structuredContent: structured };
     } catch (err) {
       const error = toErrorBody(err);
       if (!(err instanceof ToolError) && !(err instanceof z.ZodError)) toolLog.error({ err }, 'tool crashed');
       toolLog.info({ ms: Date.now() - started, success: false, code: error.code }, 'tool call');
-      const structured = { success: false, error };
+      record(error.code, error);
+      const structured = boundResult({ success: false, error } as Record<string, unknown>, MAX_RESULT_BYTES);
       return { content: [{ type: 'text', text: JSON.stringify(structured) }], structuredContent: structured, isError: true };
     }
   });

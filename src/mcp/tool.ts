@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import type { Logger } from '../log.js';
 import { errorBodySchema } from '../result.js';
+import type { Approver } from '../safety/approval.js';
 import type { Services } from '../services.js';
 
 /**
@@ -16,10 +17,21 @@ import type { Services } from '../services.js';
  */
 export type ToolKind = 'read' | 'write' | 'send' | 'destructive';
 
+/**
+ * Toolsets group tools by capability (CS_MCP_TOOLSETS enables a subset). `status` is always on: it
+ * only reports on the server itself.
+ */
+export const TOOLSETS = ['intercom', 'sendgrid', 'mixpanel', 'roster', 'campaigns', 'automations', 'audit', 'status'] as const;
+export type Toolset = (typeof TOOLSETS)[number];
+
 export interface ToolContext {
   services: Services;
   log: Logger;
   signal: AbortSignal;
+  /** Asks a person (MCP elicitation) where the approval policy requires it; throws when refused. */
+  approve: Approver;
+  /** Facts for this call's audit entry (recipients, ids, overrides); the adapter writes them. */
+  audit: Record<string, unknown>;
   /** Sends an MCP progress notification when the client asked for one; otherwise does nothing. */
   progress(progress: number, total?: number, message?: string): Promise<void>;
   /** The client sent a progress token: it wants to follow long work as it happens. */
@@ -32,6 +44,7 @@ export interface ToolDefinition<I extends z.ZodObject = z.ZodObject, O extends z
   /** Written for the model: what it does, when to use it, what it returns, what it costs. */
   description: string;
   kind: ToolKind;
+  toolset: Toolset;
   /** Calling twice with the same input leaves the same state (writes only; reads always are). */
   idempotent?: boolean;
   /** Talks to a provider outside this server (Intercom, SendGrid, Mixpanel). */
@@ -78,5 +91,9 @@ export function publishedOutputSchema(tool: AnyToolDefinition) {
     success: z.boolean().describe('true: the data fields below are present; false: see error'),
     ...optional,
     error: errorBodySchema.optional().describe('present when success is false'),
+    result_truncated: z
+      .object({ note: z.string(), fields: z.array(z.string()) })
+      .optional()
+      .describe('present when the result was too large and was shortened: which fields, and how to see the rest'),
   });
 }

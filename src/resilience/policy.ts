@@ -14,6 +14,7 @@ import {
 import type { ResilienceConfig } from '../config.js';
 import type { Logger } from '../log.js';
 import { PROVIDER_LABEL, ToolError, type ProviderName } from '../result.js';
+import { callerRetries } from './request-hooks.js';
 
 export interface CallOptions {
   /** Short name of the operation, for logs. */
@@ -48,6 +49,7 @@ export class ProviderPolicy {
   readonly breaker: CircuitBreakerPolicy;
   private readonly retryIdempotent: RetryPolicy;
   private readonly retrySend: RetryPolicy;
+  private readonly noRetry: RetryPolicy;
   private openedAt?: number;
   private last?: LastError;
   private readonly random: () => number;
@@ -79,6 +81,7 @@ export class ProviderPolicy {
     );
     this.retryIdempotent = retry(handleWhen((e) => this.shouldRetry(e, true)), { maxAttempts: cfg.maxRetries, backoff });
     this.retrySend = retry(handleWhen((e) => this.shouldRetry(e, false)), { maxAttempts: cfg.maxRetries, backoff });
+    this.noRetry = retry(handleWhen(() => false), { maxAttempts: 0 });
     for (const r of [this.retryIdempotent, this.retrySend]) {
       r.onRetry((ev) => {
         const err = 'error' in ev ? ev.error : undefined;
@@ -134,7 +137,7 @@ export class ProviderPolicy {
    * and HTTP failures before they get here).
    */
   async execute<T>(opts: CallOptions, attempt: (ctx: { attempt: number; signal: AbortSignal }) => Promise<T>): Promise<T> {
-    const policy = opts.idempotent ? this.retryIdempotent : this.retrySend;
+    const policy = callerRetries() ? this.noRetry : opts.idempotent ? this.retryIdempotent : this.retrySend;
     // A signal of this call's own: without one cockatiel hands every call the same never-aborted
     // signal, and SDKs that attach abort listeners to it (intercom-client does) would leak them forever.
     const controller = new AbortController();

@@ -28,7 +28,7 @@ export interface Store {
   /** Appends to the timeline of every roster contact matching the recipient; returns how many matched. */
   recordActivityForRecipient(ref: RecipientRef, entry: ActivityInput): Promise<number>;
   /** Remembers Intercom's contact id on the roster contact(s) with this email / external id. */
-  linkIntercomContact(ref: RecipientRef, intercomContactId: string): Promise<void>;
+  linkIntercomContact(ref: RecipientRef, intercomContactId: string, role?: 'user' | 'lead'): Promise<void>;
   /** Refreshes the query planner's statistics of the roster tables (after a bulk load). */
   refreshStatistics(): Promise<void>;
   close(): Promise<void>;
@@ -86,7 +86,7 @@ export async function openStore(config: Config, log: Logger): Promise<Store> {
       for (const c of contacts) await timeline.append(db, { client_id: c.client_id, contact_id: c.contact_id, ...entry });
       return contacts.length;
     },
-    linkIntercomContact: (ref, id) => roster.linkIntercomContact(ref, id),
+    linkIntercomContact: (ref, id, role) => roster.linkIntercomContact(ref, id, role),
     refreshStatistics: async () => {
       // Without fresh statistics PostgreSQL plans a just-loaded table as nearly empty and scans it whole.
       if (dialect === 'postgres') await sql`analyze clients, client_segments, contacts`.execute(db);

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { isValidTimezone } from '../engine/delivery/send-window.js';
 
 /** The roster's field rules, shared by the tools and the CSV import so both validate the same way. */
 
@@ -47,5 +48,13 @@ export const contactFieldsSchema = z.object({
   role: z.string().trim().toLowerCase().max(50).nullable().optional().describe('e.g. champion, decision_maker, user'),
   phone: z.string().trim().max(50).nullable().optional(),
   external_user_id: z.string().trim().max(200).nullable().optional().describe('your own user id (Intercom external_id)'),
+  timezone: z
+    .string()
+    .trim()
+    .max(64)
+    .refine(isValidTimezone, 'an IANA time zone such as "Europe/Berlin" or "America/New_York"')
+    .nullable()
+    .optional()
+    .describe("the contact's IANA time zone; automations' send windows use it"),
 });
 export type ContactInput = z.output<typeof contactFieldsSchema>;

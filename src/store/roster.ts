@@ -37,6 +37,11 @@ export interface ContactView {
   unsubscribed_at: string | null;
   unsubscribe_source: string | null;
   unsubscribe_reason: string | null;
+  /** Email-only suppression (unsubscribed by email, bounced, spam report): email channels skip the contact. */
+  email_status: string | null;
+  email_status_at: string | null;
+  email_status_source: string | null;
+  timezone: string | null;
 }
 
 export const SORT_FIELDS = ['name', 'health_score', 'mrr', 'renewal_date', 'created_at'] as const;
@@ -67,10 +72,16 @@ export function newContactRow(clientId: string, input: ContactInput, now: string
     phone: input.phone ?? null,
     external_user_id: input.external_user_id ?? null,
     intercom_contact_id: null,
+    intercom_role: null,
     unsubscribed: 0,
     unsubscribed_at: null,
     unsubscribe_source: null,
     unsubscribe_reason: null,
+    email_status: null,
+    email_status_at: null,
+    email_status_source: null,
+    email_status_reason: null,
+    timezone: input.timezone ?? null,
     created_at: now,
     updated_at: now,
   };
@@ -92,6 +103,10 @@ export function toContactView(c: ContactRow): ContactView {
     unsubscribed_at: c.unsubscribed_at,
     unsubscribe_source: c.unsubscribe_source,
     unsubscribe_reason: c.unsubscribe_reason,
+    email_status: c.email_status,
+    email_status_at: c.email_status_at,
+    email_status_source: c.email_status_source,
+    timezone: c.timezone,
   };
 }
 
@@ -209,7 +224,7 @@ export class RosterRepository {
     const now = nowIso();
     const existing = await db.selectFrom('contacts').selectAll().where('client_id', '=', clientId).where('email', '=', input.email).executeTakeFirst();
     const fields: Partial<ContactRow> = {};
-    for (const k of ['name', 'first_name', 'role', 'phone', 'external_user_id'] as const) if (input[k] !== undefined) fields[k] = input[k];
+    for (const k of ['name', 'first_name', 'role', 'phone', 'external_user_id', 'timezone'] as const) if (input[k] !== undefined) fields[k] = input[k];
     if (existing) {
       await db.updateTable('contacts').set({ ...fields, updated_at: now }).where('contact_id', '=', existing.contact_id).execute();
       return { created: false, contact: toContactView({ ...existing, ...fields, updated_at: now }) };
@@ -238,7 +253,8 @@ export class RosterRepository {
       if (!rows.length) throw new ToolError('not_found', `No contact ${email}${opts.client_id ? ` at client "${opts.client_id}"` : ' in the roster'}.`);
       const now = nowIso();
       const set = opts.subscribed
-        ? { unsubscribed: 0, unsubscribed_at: null, unsubscribe_source: null, unsubscribe_reason: null, updated_at: now }
+        ? // A resubscribe on request also lifts an email suppression (the person asked to hear from us again).
+          { unsubscribed: 0, unsubscribed_at: null, unsubscribe_source: null, unsubscribe_reason: null, email_status: null, email_status_at: null, email_status_source: null, email_status_reason: null, updated_at: now }
         : { unsubscribed: 1, unsubscribed_at: now, unsubscribe_source: opts.source, unsubscribe_reason: opts.reason ?? null, updated_at: now };
       await trx.updateTable('contacts').set(set).where('contact_id', 'in', rows.map((r) => r.contact_id)).execute();
       for (const r of rows) {
@@ -270,10 +286,17 @@ export class RosterRepository {
       .execute();
   }
 
-  async linkIntercomContact(ref: { email?: string; external_user_id?: string }, intercomContactId: string): Promise<void> {
+  /** Remembers Intercom's id (and role) for the roster contact(s) with this email / external id. */
+  async linkIntercomContact(ref: { email?: string; external_user_id?: string }, intercomContactId: string, role?: 'user' | 'lead'): Promise<void> {
     const matches = await this.findContacts(ref);
-    const ids = matches.filter((m) => m.intercom_contact_id !== intercomContactId).map((m) => m.contact_id);
-    if (ids.length) await this.db.updateTable('contacts').set({ intercom_contact_id: intercomContactId, updated_at: nowIso() }).where('contact_id', 'in', ids).execute();
+    const ids = matches.filter((m) => m.intercom_contact_id !== intercomContactId || (role && m.intercom_role !== role)).map((m) => m.contact_id);
+    if (ids.length) {
+      await this.db
+        .updateTable('contacts')
+        .set({ intercom_contact_id: intercomContactId, ...(role ? { intercom_role: role } : {}), updated_at: nowIso() })
+        .where('contact_id', 'in', ids)
+        .execute();
+    }
   }
 
   async listClients(

@@ -37,10 +37,19 @@ export interface ContactsTable {
   phone: string | null;
   external_user_id: string | null;
   intercom_contact_id: string | null;
+  /** user | lead: Intercom's role for intercom_contact_id, so a message needs no lookup. */
+  intercom_role: string | null;
   unsubscribed: number;
   unsubscribed_at: string | null;
   unsubscribe_source: string | null;
   unsubscribe_reason: string | null;
+  /** Email-only suppression (unsubscribed by email, hard bounce, spam report): blocks email channels, not in-app. */
+  email_status: string | null;
+  email_status_at: string | null;
+  email_status_source: string | null;
+  email_status_reason: string | null;
+  /** IANA time zone; wins over a send window's own zone. */
+  timezone: string | null;
   created_at: string;
   updated_at: string;
 }
@@ -91,16 +100,25 @@ export interface CampaignPreviewsTable {
 
 export interface OutboxTable {
   outbox_id: Generated<number>;
-  campaign_id: string;
+  /** campaign | automation: who produced the message. */
+  source_kind: string;
+  /** The campaign id or workflow id. */
+  source_id: string;
+  /** A finer reference inside the source (an automation enrolment step), or null. */
+  source_ref: string | null;
   contact_id: string;
   client_id: string;
   channel: string;
-  /** Unique: (campaign, contact, channel). Sent to providers where they accept one. */
+  /** Unique for good: a producer that writes the same key twice gets one row. Sent to providers where they accept one. */
   idempotency_key: string;
   recipient_email: string;
-  /** JSON: the rendered subject/body for this recipient. */
+  /** JSON MessageContent: the rendered subject/body for this recipient. */
   payload: string;
-  /** queued | sending | sent | failed | cancelled | unknown */
+  /** JSON MessageMeta: label, tracking, custom_args. */
+  meta: string;
+  /** JSON MessagePolicy, or null: frequency cap, send window. */
+  policy: string | null;
+  /** queued | sending | sent | failed | cancelled | unknown | skipped */
   state: string;
   attempts: number;
   not_before: string;
@@ -113,6 +131,50 @@ export interface OutboxTable {
   lease_until: string | null;
 }
 
+export interface AuditLogTable {
+  audit_id: Generated<number>;
+  at: string;
+  tool: string;
+  /** The tool's kind (write, send, destructive, read) or `engine` for refusals made while delivering. */
+  kind: string;
+  client_name: string | null;
+  client_version: string | null;
+  session_id: string | null;
+  /** JSON: the arguments, secrets scrubbed and bodies redacted per configuration. */
+  arguments: string;
+  /** success, or the error code. */
+  outcome: string;
+  message: string | null;
+  /** The policy that refused the call, when one did. */
+  policy: string | null;
+  /** JSON: facts of the outcome (recipients, message ids, idempotency key, consent override). */
+  details: string;
+  duration_ms: number;
+}
+
+export interface IdempotencyRecordsTable {
+  /** The tool name. */
+  scope: string;
+  /** The caller's idempotency_key, or `auto:<hash>` for the duplicate window. */
+  key: string;
+  request_hash: string;
+  /** in_progress | completed */
+  state: string;
+  /** JSON: the result returned to the first call. */
+  result: string | null;
+  /** A short description of the first call, for refusals. */
+  summary: string | null;
+  created_at: string;
+  updated_at: string;
+  expires_at: string;
+}
+
+export interface SendCountersTable {
+  /** UTC day, YYYY-MM-DD. */
+  day: string;
+  sent: number;
+}
+
 export interface Database {
   clients: ClientsTable;
   client_segments: ClientSegmentsTable;
@@ -121,6 +183,9 @@ export interface Database {
   campaigns: CampaignsTable;
   campaign_previews: CampaignPreviewsTable;
   outbox: OutboxTable;
+  audit_log: AuditLogTable;
+  idempotency_records: IdempotencyRecordsTable;
+  send_counters: SendCountersTable;
 }
 
 export type JsonText = ColumnType<string, string, string>;

@@ -8,7 +8,7 @@ export interface ActivityInput {
   channel: string;
   actor?: string;
   summary: string;
-  outcome: 'success' | 'failed' | 'unknown';
+  outcome: 'success' | 'failed' | 'unknown' | 'skipped';
   provider_ids?: Record<string, string>;
   data?: Record<string, unknown>;
 }

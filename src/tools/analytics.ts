@@ -21,6 +21,7 @@ export const analyticsTools = [
       'Records a product event for a user in Mixpanel. Events are buffered and sent in batches (every MIXPANEL_FLUSH_INTERVAL_MS, or at 2,000); ' +
       'flush: true waits for delivery and reports per-event rejections. A deterministic insert_id makes a repeated call count once.',
     kind: 'write',
+    toolset: 'mixpanel',
     idempotent: true,
     openWorld: true,
     input: z.object({
@@ -45,6 +46,7 @@ export const analyticsTools = [
     title: 'Set Mixpanel profile properties',
     description: "Sets properties on a user's Mixpanel profile ($set), or only where not yet set with once: true ($set_once). Needs MIXPANEL_PROJECT_TOKEN.",
     kind: 'write',
+    toolset: 'mixpanel',
     idempotent: true,
     openWorld: true,
     input: z.object({ distinct_id: z.string().min(1), properties: z.record(z.string().min(1), z.unknown()), once: z.boolean().default(false) }),
@@ -60,6 +62,7 @@ export const analyticsTools = [
     title: 'Increment Mixpanel profile counters',
     description: "Adds to numeric properties of a user's Mixpanel profile ($add), e.g. {\"logins\": 1}. Not idempotent: each call adds again.",
     kind: 'write',
+    toolset: 'mixpanel',
     idempotent: false,
     openWorld: true,
     input: z.object({ distinct_id: z.string().min(1), increments: z.record(z.string().min(1), z.number()) }),
@@ -74,6 +77,7 @@ export const analyticsTools = [
     title: 'Flush buffered Mixpanel events',
     description: 'Sends every buffered Mixpanel event now and reports what was imported, what Mixpanel rejected (per event) and what is still pending.',
     kind: 'write',
+    toolset: 'mixpanel',
     idempotent: true,
     openWorld: true,
     input: z.object({}),
@@ -90,6 +94,7 @@ export const analyticsTools = [
       'Records that a user used a product feature: a "feature_used" event with feature, duration_seconds and client_id, and increments the ' +
       "profile's counters (feature_uses, usage_seconds, uses:<feature>). Use for customer-health signals.",
     kind: 'write',
+    toolset: 'mixpanel',
     idempotent: false,
     openWorld: true,
     input: z.object({

@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import { campaignRequestSchema } from '../engine/campaign-request.js';
-import type { CampaignStatus } from '../engine/campaign-service.js';
+import { campaignRequestSchema } from '../engine/campaigns/request.js';
+import type { CampaignStatus } from '../engine/campaigns/service.js';
 import { defineTool } from '../mcp/tool.js';
 
 const totals = z.object({
@@ -10,6 +10,7 @@ const totals = z.object({
   failed: z.number(),
   cancelled: z.number(),
   unknown: z.number().describe('in doubt: the request may have reached the provider; never resent'),
+  skipped: z.number().describe('not sent on purpose at send time: the contact unsubscribed or was removed since confirmation (see skipped_by_reason)'),
   total: z.number(),
 });
 
@@ -27,6 +28,8 @@ const campaignStatus = z.object({
   completed_at: z.string().nullable(),
   totals,
   per_channel: z.record(z.string(), totals),
+  skipped_by_reason: z.record(z.string(), z.number()),
+  waiting_by_reason: z.record(z.string(), z.number()).describe('why queued messages wait: daily_limit, rate_limited, send_window, circuit_open…'),
   progress: z.object({ settled: z.number(), total: z.number(), percent: z.number() }),
   problems: z.array(
     z.object({
@@ -37,7 +40,8 @@ const campaignStatus = z.object({
       error_code: z.string().nullable(),
       error_message: z.string().nullable(),
     }),
-  ),
+  ).describe('the first 20 failed / in-doubt messages'),
+  problems_total: z.number(),
 });
 
 const audience = z.object({
@@ -48,13 +52,14 @@ const audience = z.object({
   excluded: z.object({
     total: z.number(),
     by_reason: z.record(z.string(), z.number()),
-    examples: z.array(z.object({ email: z.string(), client_id: z.string(), reason: z.string() })),
+    examples: z.array(z.object({ email: z.string(), client_id: z.string(), reason: z.string(), channel: z.string().optional() })),
   }),
   held_back: z.object({
     total: z.number(),
     examples: z.array(z.object({ email: z.string(), client_id: z.string(), reason: z.string(), detail: z.string() })),
   }),
-  unknown_client_ids: z.array(z.string()),
+  unknown_client_ids: z.array(z.string()).describe('the first 100 target_client_ids not in the roster'),
+  unknown_client_ids_total: z.number(),
 });
 
 const sample = z.object({
@@ -64,6 +69,7 @@ const sample = z.object({
   subject: z.string().optional(),
   text: z.string(),
   html: z.string().optional(),
+  truncated: z.boolean().optional().describe('the sample is cut to 4,000 characters per part'),
 });
 
 /** Waits this long for delivery when the client asked for progress notifications. */
@@ -86,6 +92,7 @@ export const campaignTools = [
       '(content, audience, schedule) the token is refused with a fresh preview. Templates are Liquid over contact.*, client.*, sender.*, campaign.* ' +
       'and personalization_tokens, e.g. {{ contact.first_name | fallback: "there" }}. COST: the confirmed call messages real customers.',
     kind: 'send',
+    toolset: 'campaigns',
     openWorld: true,
     input: campaignRequestSchema,
     output: {
@@ -104,10 +111,10 @@ export const campaignTools = [
       delivery: campaignStatus.optional().describe('delivery status, when the call waited (progress requested) or was a repeat'),
       next_step: z.string(),
     },
-    async handle(input, { services, progress, progressRequested, signal }) {
+    async handle(input, { services, progress, progressRequested, signal, approve }) {
       const { confirmation_token, ...request } = input;
       if (!confirmation_token) return (await services.campaigns.preview(request)) as never;
-      const confirmed = await services.campaigns.confirm({ ...request, confirmation_token });
+      const confirmed = await services.campaigns.confirm({ ...request, confirmation_token }, approve);
       // A client that asked for progress gets the delivery followed here, with notifications.
       if (progressRequested && typeof confirmed.campaign_id === 'string' && !confirmed.already_confirmed && !request.scheduled_send_time) {
         const delivery = await services.campaigns.waitForCompletion(confirmed.campaign_id, PROGRESS_WAIT_MS, (s) => reportProgress(s, progress), signal);
@@ -124,6 +131,7 @@ export const campaignTools = [
       'per channel, progress, and the failed / in-doubt recipients with reasons. With wait_seconds it waits for delivery to finish (sending MCP ' +
       'progress notifications if the client asked). Read-only.',
     kind: 'read',
+    toolset: 'campaigns',
     openWorld: false,
     input: z.object({
       campaign_id: z.string().min(1).describe('The id send_personalized_email returned, e.g. "cmp_…"'),
@@ -143,6 +151,7 @@ export const campaignTools = [
     title: 'List campaigns',
     description: 'Lists campaigns, newest first, with status and counts. Use the returned next_cursor for more. Read-only.',
     kind: 'read',
+    toolset: 'campaigns',
     openWorld: false,
     input: z.object({
       limit: z.number().int().min(1).max(100).default(20),
@@ -161,6 +170,7 @@ export const campaignTools = [
       'Stops every message of a campaign that has not been sent yet (queued or scheduled). Messages already sent cannot be recalled: the result ' +
       'says how many went, and how many were mid-send (those may still arrive). Safe to call twice.',
     kind: 'destructive',
+    toolset: 'campaigns',
     idempotent: true,
     openWorld: false,
     input: z.object({ campaign_id: z.string().min(1) }),

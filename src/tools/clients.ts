@@ -42,6 +42,10 @@ const contactView = z.object({
   unsubscribed_at: z.string().nullable(),
   unsubscribe_source: z.string().nullable(),
   unsubscribe_reason: z.string().nullable(),
+  email_status: z.string().nullable().describe('email-only suppression: unsubscribed, group_unsubscribed, bounced, spam_report, dropped (email channels skip the contact)'),
+  email_status_at: z.string().nullable(),
+  email_status_source: z.string().nullable(),
+  timezone: z.string().nullable(),
 });
 
 const timelineEntry = z.object({
@@ -68,6 +72,7 @@ export const clientTools = [
       'Adds a client (an account) to the customer roster: id, name, tier, segments, lifecycle stage, health score, MRR, renewal date, owner. ' +
       'Fails with conflict if the client_id is taken (use update_client_info then). Local only; contacts no one.',
     kind: 'write',
+    toolset: 'roster',
     idempotent: false,
     openWorld: false,
     input: newClientSchema.extend({ actor }),
@@ -83,6 +88,7 @@ export const clientTools = [
       'Changes some fields of a roster client (only the fields given). The before → after of each change is recorded in the client timeline. ' +
       'Returns the client and the changes. segments replaces the whole set.',
     kind: 'write',
+    toolset: 'roster',
     idempotent: true,
     openWorld: false,
     input: clientFieldsSchema.partial().extend({ client_id: clientIdSchema, actor }),
@@ -98,6 +104,7 @@ export const clientTools = [
       'Adds a person to a roster client, or updates the contact with that email at that client (email is unique per client). ' +
       'Fields left out keep their value. Recorded in the timeline. Local only.',
     kind: 'write',
+    toolset: 'roster',
     idempotent: true,
     openWorld: false,
     input: contactFieldsSchema.extend({ client_id: clientIdSchema, actor }),
@@ -111,6 +118,7 @@ export const clientTools = [
     title: 'Remove a contact',
     description: 'Deletes a contact from a roster client (by email). Their past timeline entries stay. Local only.',
     kind: 'destructive',
+    toolset: 'roster',
     openWorld: false,
     input: z.object({ client_id: clientIdSchema, email: emailSchema, actor }),
     output: { removed: contactView },
@@ -125,6 +133,7 @@ export const clientTools = [
       'Marks a contact unsubscribed (campaigns will never message them) or subscribed again, with a reason. Without client_id it applies to ' +
       'every roster contact with that email. Recorded in the timeline.',
     kind: 'write',
+    toolset: 'roster',
     idempotent: true,
     openWorld: false,
     input: z.object({
@@ -147,6 +156,7 @@ export const clientTools = [
       'Finds roster clients by tier, segment, lifecycle stage, health range, renewal within N days, owner, or text (name, or a contact email). ' +
       'Sorted and paginated (pass next_cursor back for the next page); total counts every match. Read-only.',
     kind: 'read',
+    toolset: 'roster',
     openWorld: false,
     input: z.object({
       tier: z.array(z.enum(TIERS)).optional(),
@@ -178,6 +188,7 @@ export const clientTools = [
       'Everything about one roster client: profile, health, renewal (and days until it), contacts (each with whether it is linked to Intercom ' +
       'and subscribed), and the last 20 timeline entries. Read-only.',
     kind: 'read',
+    toolset: 'roster',
     openWorld: false,
     input: z.object({ client_id: clientIdSchema }),
     output: {
@@ -197,6 +208,7 @@ export const clientTools = [
       'The record of everything that happened to a client through this server — profile changes, messages, notes, tags, events, emails, ' +
       'campaign deliveries — newest first, filtered by type, channel, contact or date range, paginated. Read-only.',
     kind: 'read',
+    toolset: 'roster',
     openWorld: false,
     input: z.object({
       client_id: clientIdSchema,
@@ -226,6 +238,7 @@ export const clientTools = [
       'examples/clients.csv). Every row is validated first; errors are reported with row numbers and, unless skip_invalid is true, nothing ' +
       'is imported from a file with errors. Re-importing is safe: clients upsert by client_id, contacts by (client_id, email). Local only.',
     kind: 'write',
+    toolset: 'roster',
     idempotent: true,
     openWorld: false,
     input: z.object({

@@ -54,6 +54,7 @@ export const emailTools = [
       'Sends one email through SendGrid to one address or a list (up to 1,000; the same content to each). Needs subject and text and/or html. ' +
       'Returns SendGrid\'s message id and how many addresses were accepted. COST: real people receive it; never re-sent automatically when the outcome is unknown.',
     kind: 'send',
+    toolset: 'sendgrid',
     openWorld: true,
     input: z.object({ to: recipients, subject: z.string().min(1).max(998), text: z.string().optional(), html: z.string().optional(), ...common }),
     output: { message_id: z.string(), accepted: z.number() },
@@ -68,6 +69,7 @@ export const emailTools = [
       'Sends a SendGrid dynamic template (template_id "d-…") to one or more recipients, each with their own dynamic_template_data. ' +
       'Carries the unsubscribe group when SENDGRID_UNSUBSCRIBE_GROUP_ID is set. Returns per-recipient outcomes. COST: real people receive it.',
     kind: 'send',
+    toolset: 'sendgrid',
     openWorld: true,
     input: z.object({
       template_id: z.string().regex(/^d-[0-9a-f]{32}$/i, 'a dynamic template id looks like "d-" followed by 32 hex characters'),
@@ -92,6 +94,7 @@ export const emailTools = [
       'or, with template_id, their own dynamic_template_data. Packs 1,000 recipients per SendGrid request, never emails the same address twice in ' +
       'one call (duplicates are reported as skipped), and returns each recipient\'s outcome. COST: real people receive it.',
     kind: 'send',
+    toolset: 'sendgrid',
     openWorld: true,
     input: z.object({
       recipients: z
@@ -123,6 +126,7 @@ export const emailTools = [
       'Reads SendGrid delivery statistics (requests, delivered, opens, clicks, bounces, spam reports, unsubscribes…) between two dates, by day, ' +
       'week or month, optionally for given categories (e.g. a campaign\'s template type). Read-only.',
     kind: 'read',
+    toolset: 'sendgrid',
     openWorld: true,
     input: z.object({
       start_date: z.string().regex(/^\d{4}-\d{2}-\d{2}$/, 'YYYY-MM-DD'),

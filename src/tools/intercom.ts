@@ -37,6 +37,7 @@ export const intercomTools = [
       'Name the contact by exactly one of user_email, user_id or contact_id. Returns the message id. COST: a real person receives it. ' +
       'It is never re-sent automatically: if the outcome is unknown (timeout, connection lost) the error says so; check before sending again.',
     kind: 'send',
+    toolset: 'intercom',
     openWorld: true,
     input: z.object({
       ...recipient,
@@ -76,6 +77,7 @@ export const intercomTools = [
     title: 'Add a note to an Intercom contact',
     description: 'Adds an internal note (visible to your team, not the customer) to an Intercom contact. Returns the note id.',
     kind: 'write',
+    toolset: 'intercom',
     idempotent: false,
     openWorld: true,
     input: z.object({ ...recipient, body: z.string().min(1).max(65_000), admin_id: z.string().min(1).optional().describe('author; default the sending admin') }),
@@ -96,6 +98,7 @@ export const intercomTools = [
       'Records an event (e.g. "renewal-call-held") on an Intercom contact, with up to 10 flat metadata values (text, number or boolean). ' +
       'created_at defaults to now. Intercom counts the same (event, time, contact) once.',
     kind: 'write',
+    toolset: 'intercom',
     idempotent: true,
     openWorld: true,
     input: z.object({
@@ -120,6 +123,7 @@ export const intercomTools = [
     title: 'Look up an Intercom contact',
     description: "Reads one Intercom contact's profile: ids, email, name, role, phone, custom attributes, tags and dates (epoch seconds). Read-only.",
     kind: 'read',
+    toolset: 'intercom',
     openWorld: true,
     input: z.object(recipient),
     output: {
@@ -164,6 +168,7 @@ export const intercomTools = [
       'Creates an Intercom user with this email, or updates the existing contact with this email / user_id — never a duplicate. ' +
       'Returns whether it was created.',
     kind: 'write',
+    toolset: 'intercom',
     idempotent: true,
     openWorld: true,
     input: z.object({
@@ -195,6 +200,7 @@ function tagTool(direction: 'add' | 'remove') {
       ? 'Adds a tag to an Intercom contact, creating the tag if it does not exist yet. changed is false if the contact already had it.'
       : 'Removes a tag from an Intercom contact. Succeeds with changed: false if the contact did not have it.',
     kind: add ? 'write' : 'destructive',
+    toolset: 'intercom',
     idempotent: true,
     openWorld: true,
     input: z.object({ ...recipient, tag_name: z.string().min(1).max(255) }),

@@ -31,6 +31,7 @@ export const statusTools = [
       'the circuit-breaker state, the last error seen, and the rate-limit budget the provider last reported. ' +
       'Use it when a tool answers not_configured, circuit_open or rate_limited, or before a large send. Read-only; calls no provider.',
     kind: 'read',
+    toolset: 'status',
     openWorld: false,
     input: z.object({}),
     output: { providers: z.array(providerStatus) },

@@ -5,8 +5,10 @@ import { openStore, type Store } from '../../src/store/index.js';
 import { availableDialects, createTarget, type DatabaseTarget } from '../helpers/databases.js';
 import { testEnv } from '../helpers/mcp.js';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { insertOutboxRows, OutboxRepository, type OutboxRow } from '../../src/engine/outbox.js';
-import { OutboxDispatcher, type DeliveryOutcome, type DeliveryPort, type DeliveryReceipt } from '../../src/engine/outbox-dispatcher.js';
+import { SendAdmission } from '../../src/engine/delivery/admission.js';
+import { OutboxDispatcher, type DeliveryOutcome, type DeliveryPort, type DeliveryReceipt } from '../../src/engine/delivery/dispatcher.js';
+import { insertMessages, OutboxRepository, type OutboxRow } from '../../src/engine/delivery/outbox.js';
+import { DailySendLimit } from '../../src/safety/daily-limit.js';
 import { runRequestHook } from '../../src/resilience/request-hooks.js';
 import { ToolError } from '../../src/result.js';
 import type { Database as Schema } from '../../src/store/schema.js';
@@ -16,24 +18,24 @@ const log = pino({ level: 'silent' });
 const dialects = await availableDialects();
 
 async function seed(db: Kysely<Schema>, n: number, campaignId = 'cmp_test', notBefore = new Date().toISOString()) {
-  const now = new Date().toISOString();
-  await db
-    .insertInto('campaigns')
-    .values({ campaign_id: campaignId, name: 'T', template_type: 'custom', definition: '{}', content_hash: 'x', created_by: null, scheduled_at: null, created_at: now, confirmed_at: now, cancelled_at: null })
-    .execute();
-  await db.transaction().execute((trx) =>
-    insertOutboxRows(
-      trx,
-      campaignId,
-      Array.from({ length: n }, (_, i) => ({
-        contact_id: `c${i}`,
-        client_id: 'acme',
-        channel: 'email' as const,
-        payload: { subject: 's', text: 't', to_email: `p${i}@acme.test` },
-      })),
-      notBefore,
-      now,
-    ),
+  await db.insertInto('clients').values({ client_id: 'acme', name: 'Acme', tier: 'standard', lifecycle_stage: 'mature', health_score: null, mrr: null, renewal_date: null, owner_email: null, custom_attributes: '{}', created_at: notBefore, updated_at: notBefore }).onConflict((oc) => oc.column('client_id').doNothing()).execute();
+  const contacts = Array.from({ length: n }, (_, i) => ({ contact_id: `c${i}`, email: `p${i}@acme.test` }));
+  for (const c of contacts) {
+    await db.insertInto('contacts').values({ ...c, client_id: 'acme', name: null, first_name: null, role: null, phone: null, external_user_id: null, intercom_contact_id: null, intercom_role: null, unsubscribed: 0, unsubscribed_at: null, unsubscribe_source: null, unsubscribe_reason: null, email_status: null, email_status_at: null, email_status_source: null, email_status_reason: null, timezone: null, created_at: notBefore, updated_at: notBefore }).onConflict((oc) => oc.column('contact_id').doNothing()).execute();
+  }
+  await insertMessages(
+    db,
+    contacts.map((c) => ({
+      source_kind: 'campaign' as const,
+      source_id: campaignId,
+      contact_id: c.contact_id,
+      client_id: 'acme',
+      channel: 'email' as const,
+      idempotency_key: `${campaignId}:${c.contact_id}:email`,
+      content: { subject: 's', text: 't', to_email: c.email },
+      meta: { label: 'T', custom_args: {} },
+      not_before: notBefore,
+    })),
   );
 }
 
@@ -87,7 +89,18 @@ describe.each(dialects)('OutboxDispatcher on %s', (dialect) => {
   let port: FakePort;
   let dispatcher: OutboxDispatcher | undefined;
   const make = (over: Partial<ConstructorParameters<typeof OutboxDispatcher>[0]> = {}) =>
-    new OutboxDispatcher({ repo, port, log, concurrency: 4, pollMs: 20, leaseMs: 2000, blockedChannels: () => [], retryBaseMs: 10, ...over });
+    new OutboxDispatcher({
+      repo,
+      admission: new SendAdmission(repo, new DailySendLimit(0), { perDay: 1, perWeek: 3, kinds: ['automation'] }),
+      port,
+      log,
+      concurrency: 4,
+      pollMs: 20,
+      leaseMs: 2000,
+      channelGate: () => ({ blocked: [] }),
+      retryBaseMs: 10,
+      ...over,
+    });
   const states = async () =>
     Object.fromEntries(
       (await db.selectFrom('outbox').select(['state', (eb) => eb.fn.countAll<number>().as('n')]).groupBy('state').execute()).map((r) => [r.state, Number(r.n)]),
@@ -167,7 +180,7 @@ describe.each(dialects)('OutboxDispatcher on %s', (dialect) => {
   it('leaves rows of a blocked channel (open circuit) waiting instead of failing them', async () => {
     await seed(db, 5);
     let blocked = true;
-    dispatcher = make({ blockedChannels: () => (blocked ? ['email'] : []) });
+    dispatcher = make({ channelGate: () => ({ blocked: blocked ? ['email'] : [] }) });
     dispatcher.start();
     await new Promise((r) => setTimeout(r, 150));
     expect(await states()).toEqual({ queued: 5 });
@@ -189,8 +202,8 @@ describe.each(dialects)('OutboxDispatcher on %s', (dialect) => {
     await seed(db, 10);
     const claimed = await repo.claim('someone-else', 10, [], 60_000);
     expect(claimed).toHaveLength(10);
-    expect(await repo.cancelQueued('cmp_test')).toBe(10);
-    for (const row of claimed) expect(await repo.markSending(row, 'someone-else', 60_000)).toBe(false);
+    expect(await repo.cancelQueued('campaign', 'cmp_test')).toBe(10);
+    for (const row of claimed) expect(await repo.markSending(db, row, 'someone-else', 60_000)).toBe(false);
     expect(await states()).toEqual({ cancelled: 10 });
   });
 
@@ -198,8 +211,8 @@ describe.each(dialects)('OutboxDispatcher on %s', (dialect) => {
     await seed(db, 4);
     // A previous process claimed all four and had started sending two when it died.
     const claimed = await repo.claim('dead-process', 4, [], 50);
-    await repo.markSending(claimed[0]!, 'dead-process', 50);
-    await repo.markSending(claimed[1]!, 'dead-process', 50);
+    await repo.markSending(db, claimed[0]!, 'dead-process', 50);
+    await repo.markSending(db, claimed[1]!, 'dead-process', 50);
     await new Promise((r) => setTimeout(r, 80)); // its leases run out
     dispatcher = make();
     dispatcher.start();

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { Audience } from '../../src/engine/audience.js';
-import { buildDefinition, buildPlan, resolveChannels } from '../../src/engine/campaign-plan.js';
-import { campaignRequestSchema } from '../../src/engine/campaign-request.js';
+import { buildDefinition, renderPlan, resolveChannels, type CampaignDefinition, type PlannedDelivery } from '../../src/engine/campaigns/plan.js';
+import { campaignRequestSchema } from '../../src/engine/campaigns/request.js';
 import { loadConfig } from '../../src/config.js';
 
 const config = loadConfig({ SENDGRID_FROM_EMAIL: 'success@ourco.test', SENDGRID_FROM_NAME: 'Our Success Team' } as NodeJS.ProcessEnv);
@@ -11,7 +11,8 @@ function member(id: string, email: string, first: string | null, clientId = 'acm
   return {
     contact: {
       contact_id: id, client_id: clientId, email, name: first ? `${first} Doe` : null, first_name: first, role: 'champion', phone: null,
-      external_user_id: null, intercom_contact_id: null, unsubscribed: 0, unsubscribed_at: null, unsubscribe_source: null, unsubscribe_reason: null,
+      external_user_id: null, intercom_contact_id: null, intercom_role: null, unsubscribed: 0, unsubscribed_at: null, unsubscribe_source: null, unsubscribe_reason: null,
+      email_status: null as string | null, email_status_at: null, email_status_source: null, email_status_reason: null, timezone: null,
       created_at: now, updated_at: now,
     },
     client: {
@@ -38,35 +39,94 @@ const audience = (members = [member('c1', 'ann@acme.test', 'Ann'), member('c2', 
   contacts_considered: members.length,
 });
 
+const budget = { totalMs: 5_000, perRecipient: { timeMs: 250, maxChars: 1_000_000 } };
+
+/** The plan and every message it produced. */
+async function buildPlan(def: CampaignDefinition, aud: Audience) {
+  const deliveries: PlannedDelivery[] = [];
+  const plan = await renderPlan(def, aud, budget, async (chunk) => void deliveries.push(...chunk));
+  return { ...plan, deliveries };
+}
+
 describe('campaign plan', () => {
-  it('renders each recipient and holds back those missing a value', () => {
+  it('renders each recipient and holds back those missing a value', async () => {
     const def = buildDefinition(request(), config, ['email']);
-    const plan = buildPlan(def, audience());
+    const plan = await buildPlan(def, audience());
     expect(plan.deliveries).toHaveLength(1);
-    expect(plan.deliveries[0]!.payload).toMatchObject({ subject: 'Acme Corp check-in', text: 'Hi Ann', to_email: 'ann@acme.test', from_email: 'success@ourco.test' });
-    expect(plan.held_back).toEqual([expect.objectContaining({ contact_id: 'c2', reason: 'missing_value' })]);
+    expect(plan.deliveries[0]!.content).toMatchObject({ subject: 'Acme Corp check-in', text: 'Hi Ann', to_email: 'ann@acme.test', from_email: 'success@ourco.test' });
+    expect(plan.held_back).toEqual({ total: 1, examples: [expect.objectContaining({ contact_id: 'c2', reason: 'missing_value' })] });
   });
 
-  it('one delivery per recipient and channel', () => {
+  it('one delivery per recipient and channel; an email suppression drops only the email channels', async () => {
     const def = buildDefinition(request({ body_text: 'Hi {{ contact.first_name | fallback: "there" }}' }), config, ['email', 'intercom_inapp']);
-    const plan = buildPlan(def, audience());
+    const plan = await buildPlan(def, audience());
     expect(plan.deliveries.map((d) => `${d.contact_id}/${d.channel}`)).toEqual(['c1/email', 'c1/intercom_inapp', 'c2/email', 'c2/intercom_inapp']);
+    const bounced = member('c2', 'bo@acme.test', null);
+    bounced.contact.email_status = 'bounced';
+    const partial = await buildPlan(def, audience([member('c1', 'ann@acme.test', 'Ann'), bounced]));
+    expect(partial.deliveries.map((d) => `${d.contact_id}/${d.channel}`)).toEqual(['c1/email', 'c1/intercom_inapp', 'c2/intercom_inapp']);
+    expect(partial.excluded).toMatchObject({ total: 1, by_reason: { email_suppressed: 1 }, examples: [{ contact_id: 'c2', channel: 'email' }] });
   });
 
-  it('fingerprint: same inputs agree; content, audience and schedule changes are each detected', () => {
-    const def = buildDefinition(request(), config, ['email']);
-    const base = buildPlan(def, audience()).fingerprint;
-    expect(buildPlan(buildDefinition(request(), config, ['email']), audience()).fingerprint).toEqual(base);
+  it('bounds the whole render pass, not each recipient: a slow template over a large audience stops at the budget', async () => {
+    const def = buildDefinition(
+      request({ body_text: '{% for a in (1..300) %}{% for b in (1..300) %}{{ contact.first_name | fallback: "x" }}{% endfor %}{% endfor %}' }),
+      config,
+      ['email'],
+    );
+    const many = Array.from({ length: 300 }, (_, i) => member(`c${i}`, `p${i}@acme.test`, 'P'));
+    const started = performance.now();
+    await expect(renderPlan(def, audience(many), { totalMs: 300, perRecipient: { timeMs: 250, maxChars: 1_000_000 } })).rejects.toMatchObject({
+      code: 'invalid_input',
+      message: expect.stringMatching(/render budget \(300 ms/),
+    });
+    expect(performance.now() - started).toBeLessThan(2_000);
+  });
 
-    const content = buildPlan(buildDefinition(request({ subject_line: 'Other' }), config, ['email']), audience()).fingerprint;
+  it('keeps the event loop answering while it renders a large audience', async () => {
+    const def = buildDefinition(request({ body_text: '{% for a in (1..200) %}{{ contact.first_name | fallback: "x" }}{% endfor %}' }), config, ['email']);
+    const many = Array.from({ length: 3_000 }, (_, i) => member(`c${i}`, `p${i}@acme.test`, 'P'));
+    let ticks = 0;
+    const timer = setInterval(() => (ticks += 1), 5);
+    const started = performance.now();
+    const plan = await renderPlan(def, audience(many), budget);
+    const elapsed = performance.now() - started;
+    clearInterval(timer);
+    expect(plan.messages).toBe(3_000);
+    // Other work ran all along (not once at the end): on average at least every 100 ms of rendering.
+    expect(ticks).toBeGreaterThan(elapsed / 100);
+  });
+
+  it('keeps samples small whatever the body size, and only a few examples', async () => {
+    const def = buildDefinition(request({ body_text: `Hi {{ contact.first_name | fallback: "x" }} ${'lorem ipsum '.repeat(5_000)}` }), config, ['email']);
+    const many = Array.from({ length: 50 }, (_, i) => member(`c${i}`, `p${i}@acme.test`, 'P'));
+    const plan = await renderPlan(def, audience(many), budget);
+    expect(plan.samples).toHaveLength(3);
+    for (const s of plan.samples) expect(s.text.length).toBeLessThan(4_100);
+    expect(plan.samples[0]!.truncated).toBe(true);
+  });
+
+  it('a line break from a contact value never reaches the subject', async () => {
+    const m = member('c1', 'ann@acme.test', 'Ann');
+    m.client.name = 'Acme\r\nBcc: victim@evil.test';
+    const plan = await buildPlan(buildDefinition(request(), config, ['email']), audience([m]));
+    expect(plan.deliveries[0]!.content.subject).toBe('Acme Bcc: victim@evil.test check-in');
+  });
+
+  it('fingerprint: same inputs agree; content, audience and schedule changes are each detected', async () => {
+    const def = buildDefinition(request(), config, ['email']);
+    const base = (await buildPlan(def, audience())).fingerprint;
+    expect((await buildPlan(buildDefinition(request(), config, ['email']), audience())).fingerprint).toEqual(base);
+
+    const content = (await buildPlan(buildDefinition(request({ subject_line: 'Other' }), config, ['email']), audience())).fingerprint;
     expect(content.content).not.toBe(base.content);
 
-    const changedContact = buildPlan(def, audience([member('c1', 'ann.new@acme.test', 'Ann'), member('c2', 'bo@acme.test', null)])).fingerprint;
+    const changedContact = (await buildPlan(def, audience([member('c1', 'ann.new@acme.test', 'Ann'), member('c2', 'bo@acme.test', null)]))).fingerprint;
     expect(changedContact.audience).not.toBe(base.audience);
     expect(changedContact.content).toBe(base.content);
 
     const later = new Date(Date.now() + 3_600_000).toISOString();
-    const scheduled = buildPlan(buildDefinition(request({ scheduled_send_time: later }), config, ['email']), audience()).fingerprint;
+    const scheduled = (await buildPlan(buildDefinition(request({ scheduled_send_time: later }), config, ['email']), audience())).fingerprint;
     expect(scheduled.schedule).not.toBe(base.schedule);
   });
 

@@ -1,9 +1,13 @@
 import type { Migration } from 'kysely';
 import * as roster from './0001_roster.js';
 import * as campaigns from './0002_campaigns.js';
+import * as delivery from './0003_delivery.js';
+import * as safety from './0004_safety.js';
 
 /** Versioned, in order. Applied automatically at start (Kysely's Migrator holds a lock while it runs). */
 export const migrations: Record<string, Migration> = {
   '0001_roster': roster,
   '0002_campaigns': campaigns,
+  '0003_delivery': delivery,
+  '0004_safety': safety,
 };

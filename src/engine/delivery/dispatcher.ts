@@ -1,19 +1,20 @@
 import { randomUUID } from 'node:crypto';
-import type { Logger } from '../log.js';
-import { withRequestHook } from '../resilience/request-hooks.js';
-import { ToolError } from '../result.js';
-import type { RecipientPayload } from './campaign-plan.js';
-import { parsePayload, type OutboxRepository, type OutboxRow } from './outbox.js';
+import type { Logger } from '../../log.js';
+import { withRequestHook } from '../../resilience/request-hooks.js';
+import { ToolError } from '../../result.js';
+import type { Admission, SendAdmission } from './admission.js';
+import type { MessageContent } from './message.js';
+import { parseContent, type OutboxRepository, type OutboxRow } from './outbox.js';
 
 export interface DeliveryReceipt {
   provider_message_id?: string;
-  /** Intercom's contact id, when the delivery learned it. */
-  intercom_contact_id?: string;
+  /** Intercom's contact, when the delivery learned it. */
+  intercom_contact?: { id: string; role: 'user' | 'lead' };
 }
 
 export type DeliveryOutcome =
   | { state: 'sent'; receipt: DeliveryReceipt }
-  | { state: 'failed' | 'unknown'; error: { code: string; message: string } };
+  | { state: 'failed' | 'unknown' | 'skipped'; error: { code: string; message: string } };
 
 /** What the dispatcher needs from the providers; implemented in channels.ts. */
 export interface DeliveryPort {
@@ -21,27 +22,42 @@ export interface DeliveryPort {
    * Does the lookups a delivery needs (recipient, sender) and returns the send itself. Only the send
    * runs under the request hook, so a failed lookup never leaves a row in doubt. Throws ToolError.
    */
-  prepare(row: OutboxRow, payload: RecipientPayload): Promise<() => Promise<DeliveryReceipt>>;
+  prepare(row: OutboxRow, content: MessageContent): Promise<() => Promise<DeliveryReceipt>>;
   /** Follow-ups once a row is settled (timeline, tracking events). Must not throw. */
   settled(row: OutboxRow, outcome: DeliveryOutcome): Promise<void>;
 }
 
+/** Channels whose provider's circuit is open, and when the first of them allows a trial request. */
+export interface ChannelGate {
+  blocked: string[];
+  /** Milliseconds until a blocked channel's circuit lets a trial through (wake then, or nothing would try). */
+  reopensInMs?: number;
+}
+
 export interface DispatcherOptions {
   repo: OutboxRepository;
+  admission: SendAdmission;
   port: DeliveryPort;
   log: Logger;
   concurrency: number;
   pollMs: number;
   /** How long a lease lives without renewal; a vanished holder's rows are recovered after this. */
   leaseMs: number;
-  /** Channels not to claim now (their provider's circuit is open): their rows wait. */
-  blockedChannels: () => string[];
+  channelGate: () => ChannelGate;
   /** Attempts for a row that was provably not delivered (429, 503, refused connection) before it fails. */
   maxAttempts?: number;
   retryBaseMs?: number;
+  /** Longest retry wait for a refused request; a longer Retry-After is honoured up to this. */
+  retryMaxMs?: number;
 }
 
 const TRANSIENT = new Set(['circuit_open', 'rate_limited', 'provider_unavailable', 'timeout']);
+
+class NotAdmitted extends Error {
+  constructor(readonly decision: Exclude<Admission, { kind: 'send' }>) {
+    super('not admitted');
+  }
+}
 
 /**
  * Delivers outbox rows at bounded concurrency. Pacing comes from the provider runtimes (each request
@@ -58,16 +74,22 @@ export class OutboxDispatcher {
   private readonly inFlight = new Set<Promise<void>>();
   private readonly maxAttempts: number;
   private readonly retryBaseMs: number;
+  private readonly retryMaxMs: number;
 
   constructor(private readonly opts: DispatcherOptions) {
     this.maxAttempts = opts.maxAttempts ?? 5;
     this.retryBaseMs = opts.retryBaseMs ?? 2_000;
+    this.retryMaxMs = opts.retryMaxMs ?? 60_000;
   }
 
   start(): void {
     if (!this.stopped) return;
     this.stopped = false;
     this.loop = this.run();
+  }
+
+  get running(): boolean {
+    return !this.stopped;
   }
 
   /** Something became due (a confirmation, a finished delivery): look now rather than at the next poll. */
@@ -110,7 +132,7 @@ export class OutboxDispatcher {
     }
   }
 
-  /** One pass: keep leases alive, recover abandoned rows, claim as many rows as there are free slots. */
+  /** One pass: keep leases alive, recover abandoned rows, claim as many rows as there are free slots. Returns how long to sleep. */
   private async fill(): Promise<number> {
     const { repo, leaseMs } = this.opts;
     const now = Date.now();
@@ -119,18 +141,24 @@ export class OutboxDispatcher {
       await repo.renewLeases(this.owner, leaseMs, now);
       const { unknown } = await repo.recoverExpired(now);
       for (const row of unknown) {
-        this.opts.log.warn({ outbox_id: row.outbox_id, campaign_id: row.campaign_id }, 'delivery in doubt after a stop: marked unknown, not resent');
+        this.opts.log.warn({ outbox_id: row.outbox_id, source: row.source_id }, 'delivery in doubt after a stop: marked unknown, not resent');
         await this.opts.port.settled(row, { state: 'unknown', error: { code: 'timeout', message: row.error_message ?? 'in doubt' } });
       }
     }
+    const gate = this.opts.channelGate();
     const free = this.opts.concurrency - this.active;
     if (free > 0) {
-      const rows = await repo.claim(this.owner, free, this.opts.blockedChannels(), leaseMs, now);
+      const rows = await repo.claim(this.owner, free, gate.blocked, leaseMs, now);
       for (const row of rows) this.launch(row);
     }
-    if (this.active > 0) return this.opts.pollMs;
-    const next = await repo.nextDueAt();
-    return next === undefined ? this.opts.pollMs : Math.max(10, Math.min(this.opts.pollMs, next - Date.now()));
+    let sleep = this.opts.pollMs;
+    if (gate.reopensInMs !== undefined) sleep = Math.min(sleep, gate.reopensInMs + 1);
+    if (this.active === 0) {
+      const next = await repo.nextClaimableAt();
+      if (next !== undefined) sleep = Math.min(sleep, next - Date.now());
+    }
+    // Renewals must keep pace with the lease even while nothing else happens.
+    return Math.max(10, Math.min(sleep, leaseMs / 3));
   }
 
   private launch(row: OutboxRow): void {
@@ -146,37 +174,38 @@ export class OutboxDispatcher {
   }
 
   private async deliver(row: OutboxRow): Promise<void> {
-    const { repo, port, leaseMs, log } = this.opts;
-    let marked = false;
-    let withdrawn = false;
+    const { repo, port, admission, leaseMs, log } = this.opts;
+    let placeDay: string | undefined;
     try {
-      const send = await port.prepare(row, parsePayload(row));
+      // Cheap checks first: a row outside its window or for an unsubscribed contact costs no provider lookup.
+      const pre = await admission.check(row);
+      if (pre.kind !== 'send') throw new NotAdmitted(pre);
+      const send = await port.prepare(row, parseContent(row));
       const receipt = await withRequestHook(async () => {
-        if (marked) return; // a safe retry of the same send
-        if (!(await repo.markSending(row, this.owner, leaseMs))) {
-          withdrawn = true;
-          throw new Error('outbox row withdrawn (cancelled or taken) before sending');
-        }
-        marked = true;
+        if (placeDay !== undefined) throw new ToolError('provider_error', 'internal: a delivery attempted a second request');
+        const decision = await admission.admit(row, this.owner, leaseMs);
+        if (decision.kind !== 'send') throw new NotAdmitted(decision);
+        placeDay = decision.day;
       }, send);
-      if (!marked && !(await repo.markSending(row, this.owner, leaseMs))) return;
+      if (placeDay === undefined) throw new ToolError('provider_error', 'internal: the delivery sent no request');
       await repo.finish(row, 'sent', { provider_message_id: receipt.provider_message_id });
       await port.settled(row, { state: 'sent', receipt });
     } catch (e) {
-      if (withdrawn) return;
-      const err =
-        e instanceof ToolError ? e : new ToolError('provider_error', `Delivery failed unexpectedly: ${e instanceof Error ? e.message : String(e)}`);
+      if (e instanceof NotAdmitted) return this.notAdmitted(row, e.decision);
+      const err = e instanceof ToolError ? e : new ToolError('provider_error', `Delivery failed unexpectedly: ${e instanceof Error ? e.message : String(e)}`);
       const error = { code: err.code, message: err.message };
+      const marked = placeDay !== undefined;
       if (marked && err.outcomeUnknown) {
         await repo.finish(row, 'unknown', { error_code: error.code, error_message: error.message });
         await port.settled(row, { state: 'unknown', error });
         return;
       }
+      // From here on nothing went out: the daily place is given back.
+      if (marked) await admission.giveBack(placeDay!);
       const attempts = row.attempts + (marked ? 1 : 0);
-      // Not delivered, provably: wait and try again (a waiting circuit or budget costs no attempt).
       if (TRANSIENT.has(err.code) && !err.outcomeUnknown && attempts < this.maxAttempts) {
-        const wait = err.retryAfterMs ?? this.retryBaseMs * 2 ** Math.max(0, attempts - 1);
-        log.info({ outbox_id: row.outbox_id, code: err.code, wait_ms: wait }, 'delivery postponed');
+        const wait = Math.min(this.retryMaxMs, err.retryAfterMs ?? this.retryBaseMs * 2 ** Math.max(0, attempts - 1));
+        log.info({ outbox_id: row.outbox_id, code: err.code, wait_ms: Math.round(wait) }, 'delivery postponed');
         await repo.requeue(row, Date.now() + wait, error);
         return;
       }
@@ -188,5 +217,18 @@ export class OutboxDispatcher {
       await repo.finish(row, 'failed', { error_code: error.code, error_message: error.message });
       await port.settled(row, { state: 'failed', error });
     }
+  }
+
+  private async notAdmitted(row: OutboxRow, d: Exclude<Admission, { kind: 'send' }>): Promise<void> {
+    const { repo, port, log } = this.opts;
+    if (d.kind === 'withdrawn') return;
+    if (d.kind === 'defer') {
+      log.debug({ outbox_id: row.outbox_id, code: d.code, until: new Date(d.until).toISOString() }, 'delivery deferred');
+      await repo.requeue(row, d.until, { code: d.code, message: d.message });
+      return;
+    }
+    log.info({ outbox_id: row.outbox_id, code: d.code }, 'delivery skipped');
+    await repo.finish(row, 'skipped', { error_code: d.code, error_message: d.message });
+    await port.settled(row, { state: 'skipped', error: { code: d.code, message: d.message } });
   }
 }

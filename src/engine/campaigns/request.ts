@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { CHANNELS } from '../delivery/message.js';
 
 export const TEMPLATE_TYPES = [
   'onboarding',
@@ -15,8 +16,7 @@ export const TEMPLATE_TYPES = [
   'custom',
 ] as const;
 
-export const CHANNELS = ['email', 'intercom_email', 'intercom_inapp'] as const;
-export type Channel = (typeof CHANNELS)[number];
+export { CHANNELS, type Channel } from '../delivery/message.js';
 
 export const TIERS = ['starter', 'standard', 'professional', 'enterprise'] as const;
 

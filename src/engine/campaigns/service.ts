@@ -1,0 +1,435 @@
+import { randomBytes } from 'node:crypto';
+import type { Config } from '../../config.js';
+import type { Logger } from '../../log.js';
+import type { ProviderRuntime } from '../../resilience/provider-runtime.js';
+import { invalidInput, ToolError, type ProviderName } from '../../result.js';
+import type { Approver } from '../../safety/approval.js';
+import type { Store } from '../../store/index.js';
+import { resolveAudience } from '../audience.js';
+import type { OutboundMessage } from '../delivery/message.js';
+import { insertMessages, OUTBOX_STATES, type OutboxRepository, type OutboxState } from '../delivery/outbox.js';
+import type { RenderGate } from '../render-gate.js';
+import { buildDefinition, fingerprintString, renderPlan, resolveChannels, type CampaignDefinition, type CampaignPlan, type PlannedDelivery } from './plan.js';
+import type { CampaignRequest } from './request.js';
+
+export interface CampaignDeps {
+  config: Config;
+  log: Logger;
+  store: Store;
+  runtimes: Record<ProviderName, ProviderRuntime>;
+  outbox: OutboxRepository;
+  /** Tells delivery that messages became due. */
+  wakeDelivery: () => void;
+  renderGate: RenderGate;
+}
+
+const EXAMPLES = 20;
+/** A staged confirmation older than this was abandoned (its server stopped mid-confirmation). */
+const STAGED_TTL_MS = 3_600_000;
+
+type Totals = Record<OutboxState, number> & { total: number };
+
+export interface CampaignStatus {
+  campaign_id: string;
+  campaign_name: string;
+  template_type: string;
+  status: 'scheduled' | 'sending' | 'completed' | 'completed_with_problems' | 'cancelled';
+  channels: string[];
+  created_by: string | null;
+  created_at: string;
+  confirmed_at: string | null;
+  scheduled_send_time: string | null;
+  cancelled_at: string | null;
+  completed_at: string | null;
+  totals: Totals;
+  per_channel: Record<string, Totals>;
+  /** Why messages were skipped (unsubscribed since confirmation, contact removed…), by reason. */
+  skipped_by_reason: Record<string, number>;
+  /** Why queued messages are waiting (daily limit, rate limit, send window…), by reason. */
+  waiting_by_reason: Record<string, number>;
+  progress: { settled: number; total: number; percent: number };
+  problems: Array<{ email: string; client_id: string; channel: string; state: string; error_code: string | null; error_message: string | null }>;
+  problems_total: number;
+}
+
+function emptyTotals(): Totals {
+  return Object.fromEntries([...OUTBOX_STATES.map((s) => [s, 0]), ['total', 0]]) as Totals;
+}
+
+/**
+ * Campaigns: preview → confirm (render once more, writing the messages to the outbox as staged rows,
+ * then commit them with the campaign in one transaction) → delivery, plus status, list and cancel.
+ */
+export class CampaignService {
+  constructor(private readonly deps: CampaignDeps) {}
+
+  /** Removes what a crash mid-confirmation left behind. */
+  async start(): Promise<void> {
+    await this.deps.outbox.dropStaged({ olderThan: Date.now() - STAGED_TTL_MS }).catch((err: unknown) => this.deps.log.warn({ err }, 'removing abandoned staged messages failed'));
+  }
+
+  private configured(): Record<ProviderName, boolean> {
+    const r = this.deps.runtimes;
+    return { intercom: r.intercom.configured, sendgrid: r.sendgrid.configured, mixpanel: r.mixpanel.configured };
+  }
+
+  private async definitionAndAudience(req: CampaignRequest) {
+    const channels = resolveChannels(req, this.configured());
+    const definition = buildDefinition(req, this.deps.config, channels);
+    const audience = await resolveAudience(this.deps.store.db, {
+      client_ids: definition.targeting.client_ids,
+      segment: definition.targeting.segment,
+      tier: definition.targeting.tier as CampaignRequest['target_tier'],
+      contact_roles: definition.targeting.contact_roles,
+    });
+    return { definition, audience };
+  }
+
+  /** Renders the whole audience (bounded), handing messages to `onChunk`. Sends nothing. */
+  private async plan(req: CampaignRequest, onChunk?: (d: PlannedDelivery[], def: CampaignDefinition) => Promise<unknown>): Promise<CampaignPlan> {
+    return this.deps.renderGate.run(async () => {
+      const { definition, audience } = await this.definitionAndAudience(req);
+      return renderPlan(definition, audience, this.deps.config.campaigns.renderBudget, onChunk);
+    });
+  }
+
+  /** The first call: a preview and a token bound to exactly this content, audience and schedule. */
+  async preview(req: CampaignRequest): Promise<Record<string, unknown>> {
+    return this.issuePreview(await this.plan(req));
+  }
+
+  private async issuePreview(plan: CampaignPlan): Promise<Record<string, unknown>> {
+    const summary = summarize(plan);
+    // Unused previews are kept a day past expiry (to explain "expired"), then dropped.
+    await this.deps.store.db
+      .deleteFrom('campaign_previews')
+      .where('used_at', 'is', null)
+      .where('expires_at', '<', new Date(Date.now() - 86_400_000).toISOString())
+      .execute();
+    if (plan.messages === 0) {
+      return { phase: 'preview', ...summary, next_step: 'Nobody in this audience can receive the campaign (see excluded and held_back). Nothing to confirm.' };
+    }
+    const token = `cst_${randomBytes(24).toString('base64url')}`;
+    const now = Date.now();
+    const expires = new Date(now + this.deps.config.campaigns.confirmationTtlS * 1000).toISOString();
+    await this.deps.store.db
+      .insertInto('campaign_previews')
+      .values({
+        token,
+        fingerprint: fingerprintString(plan.fingerprint),
+        campaign_name: plan.definition.campaign_name,
+        expires_at: expires,
+        used_at: null,
+        campaign_id: null,
+        created_at: new Date(now).toISOString(),
+      })
+      .execute();
+    return {
+      phase: 'preview',
+      ...summary,
+      confirmation_token: token,
+      token_expires_at: expires,
+      next_step:
+        `Nothing has been sent. Show this preview to the user. To send, call send_personalized_email again with exactly the same parameters ` +
+        `plus confirmation_token "${token}" before ${expires}.`,
+    };
+  }
+
+  private async refusal(plan: CampaignPlan, why: string): Promise<ToolError> {
+    const fresh = await this.issuePreview(plan);
+    return invalidInput(`${why} Nothing was sent. Review the fresh preview in error.details.fresh_preview and confirm with its token.`, {
+      field: 'confirmation_token',
+      fresh_preview: fresh,
+    });
+  }
+
+  /**
+   * The second call: renders again, writing each message to the outbox as a staged row, checks the
+   * result against the token, asks for approval, then commits the campaign and its messages in one
+   * transaction. A crash at any point before that commit leaves nothing to send.
+   */
+  async confirm(req: CampaignRequest & { confirmation_token: string }, approve: Approver): Promise<Record<string, unknown>> {
+    const db = this.deps.store.db;
+    const token = await db.selectFrom('campaign_previews').selectAll().where('token', '=', req.confirmation_token).executeTakeFirst();
+    if (!token || (token.used_at && token.campaign_id) || Date.parse(token.expires_at) <= Date.now()) {
+      const plan = await this.plan(req);
+      if (!token) throw await this.refusal(plan, 'That confirmation_token is not one this server issued.');
+      if (token.used_at && token.campaign_id) {
+        if (token.fingerprint !== fingerprintString(plan.fingerprint)) throw await this.refusal(plan, `That confirmation_token was already used for campaign ${token.campaign_id}.`);
+        // The same confirmation again (a retried call): report the campaign it created, send nothing more.
+        const status = await this.status(token.campaign_id);
+        return {
+          phase: 'confirmed',
+          already_confirmed: true,
+          ...summarize(plan),
+          campaign_id: token.campaign_id,
+          queued: status.totals.total,
+          delivery: status,
+          next_step: 'This campaign was already confirmed; nothing new was queued. Use get_campaign_status to follow it.',
+        };
+      }
+      throw await this.refusal(plan, `That confirmation_token expired at ${token.expires_at}.`);
+    }
+
+    const campaignId = `cmp_${randomBytes(8).toString('hex')}`;
+    let plan: CampaignPlan;
+    let def: CampaignDefinition;
+    try {
+      plan = await this.plan(req, (chunk, d) => insertMessages(db, chunk.map((x) => this.message(campaignId, d, x)), Date.now(), 'staged'));
+      const fp = fingerprintString(plan.fingerprint);
+      if (token.fingerprint !== fp) {
+        const [c, a, s] = token.fingerprint.split(':');
+        const changed = [c !== plan.fingerprint.content && 'content', a !== plan.fingerprint.audience && 'audience', s !== plan.fingerprint.schedule && 'schedule'].filter(Boolean);
+        throw await this.refusal(plan, `The campaign changed since the preview (${changed.join(', ')}).`);
+      }
+      if (plan.messages === 0) throw await this.refusal(plan, 'Nobody in this audience can receive the campaign any more.');
+      def = plan.definition;
+      const sample = plan.samples[0];
+      await approve({
+        action: 'campaign_confirm',
+        title: `Send the campaign "${def.campaign_name}" (${def.template_type})`,
+        recipients: plan.recipients,
+        examples: plan.samples.map((s) => s.to),
+        channel: def.channels.join(' + '),
+        when: def.scheduled_send_time ?? 'now',
+        subject: sample?.subject,
+        sample: sample?.text,
+        notes: [
+          ...(plan.excluded.total ? [`${plan.excluded.total} excluded (${Object.entries(plan.excluded.by_reason).map(([r, n]) => `${r}: ${n}`).join(', ')})`] : []),
+          ...(plan.held_back.total ? [`${plan.held_back.total} held back (a template value they lack)`] : []),
+        ],
+      });
+    } catch (err) {
+      await this.deps.outbox.dropStaged({ kind: 'campaign', sourceId: campaignId });
+      throw err;
+    }
+
+    const now = new Date().toISOString();
+    const committed = await db.transaction().execute(async (trx) => {
+      const used = await trx
+        .updateTable('campaign_previews')
+        .set({ used_at: now, campaign_id: campaignId })
+        .where('token', '=', req.confirmation_token)
+        .where('used_at', 'is', null)
+        .executeTakeFirst();
+      if (Number(used.numUpdatedRows) !== 1) return false; // a concurrent confirmation won
+      await trx
+        .insertInto('campaigns')
+        .values({
+          campaign_id: campaignId,
+          name: def.campaign_name,
+          template_type: def.template_type,
+          definition: JSON.stringify(def),
+          content_hash: plan.fingerprint.content,
+          created_by: def.created_by ?? null,
+          scheduled_at: def.scheduled_send_time,
+          created_at: now,
+          confirmed_at: now,
+          cancelled_at: null,
+        })
+        .execute();
+      await this.deps.outbox.commitStaged(trx, 'campaign', campaignId);
+      return true;
+    });
+    if (!committed) {
+      await this.deps.outbox.dropStaged({ kind: 'campaign', sourceId: campaignId });
+      return this.confirm(req, approve); // reports what the winning confirmation created
+    }
+    this.deps.log.info({ campaign_id: campaignId, messages: plan.messages, scheduled: def.scheduled_send_time }, 'campaign confirmed');
+    this.deps.wakeDelivery();
+    return {
+      phase: 'confirmed',
+      ...summarize(plan),
+      campaign_id: campaignId,
+      queued: plan.messages,
+      next_step: def.scheduled_send_time
+        ? `Scheduled: ${plan.messages} message(s) will go out at ${def.scheduled_send_time}, even across restarts. Use get_campaign_status or cancel_campaign with campaign_id "${campaignId}".`
+        : `Sending ${plan.messages} message(s) now at the pace the providers allow. Use get_campaign_status with campaign_id "${campaignId}" to follow it.`,
+    };
+  }
+
+  /** One campaign message as delivery receives it: rendered content plus how to label and track it. */
+  private message(campaignId: string, def: CampaignDefinition, d: PlannedDelivery): OutboundMessage {
+    const key = `${campaignId}:${d.contact_id}:${d.channel}`;
+    return {
+      source_kind: 'campaign',
+      source_id: campaignId,
+      contact_id: d.contact_id,
+      client_id: d.client_id,
+      channel: d.channel,
+      idempotency_key: key,
+      content: d.content,
+      meta: {
+        label: def.campaign_name,
+        category: def.template_type,
+        actor: def.created_by ?? null,
+        track_opens: def.track_opens,
+        track_clicks: def.track_clicks,
+        // Lets SendGrid's event webhook and activity feed tie every event back to this exact message.
+        custom_args: { campaign_id: campaignId, contact_id: d.contact_id, client_id: d.client_id, outbox_key: key },
+        intercom_event: {
+          name: 'email_campaign_received',
+          metadata: { campaign_id: campaignId, campaign_name: def.campaign_name, template_type: def.template_type },
+        },
+        mixpanel_event: {
+          name: 'campaign_message_sent',
+          properties: { campaign_id: campaignId, campaign_name: def.campaign_name, template_type: def.template_type, channel: d.channel, client_id: d.client_id },
+        },
+      },
+      policy: this.deps.config.campaigns.frequencyCap ? { frequency_cap: true, cap_action: 'wait' } : undefined,
+      not_before: def.scheduled_send_time ?? new Date().toISOString(),
+    };
+  }
+
+  async status(campaignId: string): Promise<CampaignStatus> {
+    const db = this.deps.store.db;
+    const c = await db.selectFrom('campaigns').selectAll().where('campaign_id', '=', campaignId).executeTakeFirst();
+    if (!c) throw new ToolError('not_found', `No campaign ${campaignId}. Use list_campaigns to find its id.`);
+    const def = JSON.parse(c.definition) as CampaignDefinition;
+    const outbox = this.deps.outbox;
+    const [counts, reasons, problems] = await Promise.all([
+      outbox.countsByStateAndChannel('campaign', campaignId),
+      outbox.reasons('campaign', campaignId, ['skipped', 'queued']),
+      outbox.problems('campaign', campaignId, EXAMPLES),
+    ]);
+    const totals = emptyTotals();
+    const perChannel: Record<string, Totals> = {};
+    for (const { state, channel, n } of counts) {
+      if (!(state in totals)) continue; // staged rows of a confirmation still in progress
+      const key = state as OutboxState;
+      totals[key] += n;
+      totals.total += n;
+      const ch = (perChannel[channel] ??= emptyTotals());
+      ch[key] += n;
+      ch.total += n;
+    }
+    const skipped_by_reason: Record<string, number> = {};
+    const waiting_by_reason: Record<string, number> = {};
+    for (const r of reasons) (r.state === 'skipped' ? skipped_by_reason : waiting_by_reason)[r.code] = r.n;
+    const open = totals.queued + totals.sending;
+    let status: CampaignStatus['status'];
+    if (c.cancelled_at) status = 'cancelled';
+    else if (open === 0) status = totals.failed + totals.unknown > 0 ? 'completed_with_problems' : 'completed';
+    else if (c.scheduled_at && Date.parse(c.scheduled_at) > Date.now() && totals.sent === 0) status = 'scheduled';
+    else status = 'sending';
+    // Derived, not stored: a status read never writes. Done = when the last row settled.
+    const completedAt = open === 0 && !c.cancelled_at ? ((await outbox.lastSettledAt('campaign', campaignId)) ?? c.confirmed_at) : null;
+    const settled = totals.total - open;
+    return {
+      campaign_id: c.campaign_id,
+      campaign_name: c.name,
+      template_type: c.template_type,
+      status,
+      channels: def.channels,
+      created_by: c.created_by,
+      created_at: c.created_at,
+      confirmed_at: c.confirmed_at,
+      scheduled_send_time: c.scheduled_at,
+      cancelled_at: c.cancelled_at,
+      completed_at: completedAt,
+      totals,
+      per_channel: perChannel,
+      skipped_by_reason,
+      waiting_by_reason,
+      progress: { settled, total: totals.total, percent: totals.total ? Math.round((settled / totals.total) * 1000) / 10 : 100 },
+      problems: problems.map((r) => ({
+        email: r.recipient_email,
+        client_id: r.client_id,
+        channel: r.channel,
+        state: r.state,
+        error_code: r.error_code,
+        error_message: r.error_message,
+      })),
+      problems_total: totals.failed + totals.unknown,
+    };
+  }
+
+  async list(opts: { limit: number; cursor?: string; status?: string }): Promise<{ campaigns: CampaignStatus[]; next_cursor?: string }> {
+    let q = this.deps.store.db.selectFrom('campaigns').select(['campaign_id', 'created_at']).orderBy('created_at', 'desc').orderBy('campaign_id', 'desc');
+    if (opts.cursor) {
+      const [at, id] = decodeCursor(opts.cursor);
+      q = q.where((eb) => eb.or([eb('created_at', '<', at), eb.and([eb('created_at', '=', at), eb('campaign_id', '<', id)])]));
+    }
+    const rows = await q.limit(opts.limit + 1).execute();
+    const page = rows.slice(0, opts.limit);
+    let campaigns = await Promise.all(page.map((r) => this.status(r.campaign_id)));
+    if (opts.status) campaigns = campaigns.filter((c) => c.status === opts.status);
+    const last = page[page.length - 1];
+    return { campaigns, next_cursor: rows.length > opts.limit && last ? encodeCursor(last.created_at, last.campaign_id) : undefined };
+  }
+
+  /** Stops every message not yet sent; reports what already went (and what is mid-flight). */
+  async cancel(campaignId: string): Promise<{ cancelled_messages: number; status: CampaignStatus }> {
+    const db = this.deps.store.db;
+    const c = await db.selectFrom('campaigns').select(['campaign_id', 'cancelled_at']).where('campaign_id', '=', campaignId).executeTakeFirst();
+    if (!c) throw new ToolError('not_found', `No campaign ${campaignId}. Use list_campaigns to find its id.`);
+    const now = new Date().toISOString();
+    const cancelled = await db.transaction().execute(async (trx) => {
+      const n = await this.deps.outbox.cancelQueued('campaign', campaignId, Date.now(), trx);
+      if (!c.cancelled_at) await trx.updateTable('campaigns').set({ cancelled_at: now }).where('campaign_id', '=', campaignId).execute();
+      return n;
+    });
+    this.deps.log.info({ campaign_id: campaignId, cancelled }, 'campaign cancelled');
+    return { cancelled_messages: cancelled, status: await this.status(campaignId) };
+  }
+
+  /** Waits until nothing is queued or in flight (or the time is up), reporting progress as it goes. */
+  async waitForCompletion(
+    campaignId: string,
+    timeoutMs: number,
+    onProgress: (s: CampaignStatus) => Promise<void>,
+    signal?: AbortSignal,
+  ): Promise<CampaignStatus> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const s = await this.status(campaignId);
+      await onProgress(s);
+      const open = s.totals.queued + s.totals.sending;
+      const waitingForSchedule = s.status === 'scheduled';
+      if (open === 0 || waitingForSchedule || Date.now() >= deadline || signal?.aborted) return s;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+}
+
+function summarize(plan: CampaignPlan) {
+  const def = plan.definition;
+  return {
+    campaign_name: def.campaign_name,
+    template_type: def.template_type,
+    channels: def.channels,
+    schedule: { send_immediately: def.scheduled_send_time === null, scheduled_send_time: def.scheduled_send_time },
+    audience: {
+      recipients: plan.recipients,
+      messages: plan.messages,
+      per_channel: plan.per_channel,
+      contacts_considered: plan.contacts_considered,
+      excluded: {
+        total: plan.excluded.total,
+        by_reason: plan.excluded.by_reason,
+        examples: plan.excluded.examples.map((e) => ({ email: e.email, client_id: e.client_id, reason: e.reason, ...(e.channel ? { channel: e.channel } : {}) })),
+      },
+      held_back: {
+        total: plan.held_back.total,
+        examples: plan.held_back.examples.map((h) => ({ email: h.email, client_id: h.client_id, reason: h.reason, detail: h.detail })),
+      },
+      unknown_client_ids: plan.unknown_client_ids.slice(0, 100),
+      unknown_client_ids_total: plan.unknown_client_ids.length,
+    },
+    samples: plan.samples,
+  };
+}
+
+function encodeCursor(at: string, id: string): string {
+  return Buffer.from(JSON.stringify([at, id])).toString('base64url');
+}
+
+function decodeCursor(cursor: string): [string, string] {
+  try {
+    const v = JSON.parse(Buffer.from(cursor, 'base64url').toString()) as unknown;
+    if (Array.isArray(v) && v.length === 2 && typeof v[0] === 'string' && typeof v[1] === 'string') return [v[0], v[1]];
+  } catch {
+    // fall through
+  }
+  throw invalidInput('cursor is not one this server returned. Call list_campaigns without a cursor to start again.', { field: 'cursor' });
+}

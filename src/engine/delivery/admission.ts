@@ -1,0 +1,110 @@
+import { sql, type Kysely } from 'kysely';
+import { consentBlock, describeBlock } from '../../store/consent.js';
+import type { Database } from '../../store/schema.js';
+import type { DailySendLimit } from '../../safety/daily-limit.js';
+import { isEmailChannel, type Channel, type SourceKind } from './message.js';
+import { parsePolicy, type OutboxRepository, type OutboxRow } from './outbox.js';
+import { nextWindowOpening } from './send-window.js';
+
+/**
+ * What is checked at the moment a message is sent, whoever produced it: consent (the contact may have
+ * unsubscribed since the message was queued), the send window, the per-contact frequency cap, and the
+ * daily send limit. `admit` re-checks inside the transaction that marks the row `sending`, so an
+ * unsubscribe committed before that transaction is always honoured, and two instances can never both
+ * take the last place under a cap or limit.
+ */
+
+export interface FrequencyCap {
+  perDay: number;
+  perWeek: number;
+  /** Which producers' messages count (automations always; campaigns when configured). */
+  kinds: SourceKind[];
+}
+
+export type Admission =
+  | { kind: 'send'; day: string }
+  /** Never to be sent (consent, contact removed, over the cap with cap_action skip): settled as `skipped`. */
+  | { kind: 'skip'; code: string; message: string }
+  /** Not now: back to the queue until `until`; costs no attempt. */
+  | { kind: 'defer'; until: number; code: string; message: string }
+  /** Cancelled or taken by someone else meanwhile. */
+  | { kind: 'withdrawn' };
+
+const DAY = 86_400_000;
+
+export class SendAdmission {
+  constructor(
+    private readonly repo: OutboxRepository,
+    private readonly dailyLimit: DailySendLimit,
+    private readonly cap: FrequencyCap,
+  ) {}
+
+  /** A read-only pre-check, before any lookup a delivery costs (e.g. an Intercom contact search). */
+  async check(row: OutboxRow, now = Date.now()): Promise<Admission> {
+    return (await this.rules(this.repo.db, row, now)) ?? { kind: 'send', day: '' };
+  }
+
+  /** The authoritative check: in one transaction, decide and (if sending) take a daily place and mark the row `sending`. */
+  async admit(row: OutboxRow, owner: string, leaseMs: number, now = Date.now()): Promise<Admission> {
+    return this.repo.db.transaction().execute(async (trx) => {
+      const policy = parsePolicy(row);
+      if (policy?.frequency_cap && this.repo.dialect === 'postgres') {
+        // Serializes the cap check of one contact across instances (SQLite transactions already are serial).
+        await sql`select pg_advisory_xact_lock(hashtext(${row.contact_id}))`.execute(trx);
+      }
+      const refusal = await this.rules(trx, row, now);
+      if (refusal) return refusal;
+      const place = await this.dailyLimit.reserve(trx, 1, now);
+      if (!place.ok) {
+        return {
+          kind: 'defer',
+          until: place.resetsAt,
+          code: 'daily_limit',
+          message: `The daily send limit (CS_MCP_DAILY_SEND_LIMIT=${this.dailyLimit.limit}) is reached; this message waits until ${new Date(place.resetsAt).toISOString()}.`,
+        } satisfies Admission;
+      }
+      if (!(await this.repo.markSending(trx, row, owner, leaseMs, now))) {
+        await this.dailyLimit.release(trx, 1, place.day);
+        return { kind: 'withdrawn' } satisfies Admission;
+      }
+      return { kind: 'send', day: place.day } satisfies Admission;
+    });
+  }
+
+  /** Returns the daily place of a message that provably did not go out. */
+  async giveBack(day: string): Promise<void> {
+    await this.dailyLimit.release(this.repo.db, 1, day);
+  }
+
+  private async rules(db: Kysely<Database>, row: OutboxRow, now: number): Promise<Admission | undefined> {
+    const contact = await db.selectFrom('contacts').selectAll().where('contact_id', '=', row.contact_id).executeTakeFirst();
+    if (!contact) {
+      return { kind: 'skip', code: 'contact_removed', message: `${row.recipient_email} was removed from the roster after this message was queued; it was not sent.` };
+    }
+    const block = consentBlock(contact, isEmailChannel(row.channel as Channel));
+    if (block) {
+      return { kind: 'skip', code: block.reason, message: `Not sent: ${describeBlock(row.recipient_email, block)}.` };
+    }
+    const policy = parsePolicy(row);
+    if (policy?.send_window) {
+      const opens = nextWindowOpening(policy.send_window, now, contact.timezone ?? policy.send_window.timezone);
+      if (opens > now) {
+        return { kind: 'defer', until: opens, code: 'send_window', message: `Outside the send window; waits until ${new Date(opens).toISOString()}.` };
+      }
+    }
+    if (policy?.frequency_cap) {
+      const times = await this.repo.recentSendTimes(db, row.contact_id, this.cap.kinds, now - 7 * DAY);
+      const lastDay = times.filter((t) => t > now - DAY);
+      let until = 0;
+      if (lastDay.length >= this.cap.perDay) until = Math.max(until, lastDay[lastDay.length - this.cap.perDay]! + DAY);
+      if (times.length >= this.cap.perWeek) until = Math.max(until, times[times.length - this.cap.perWeek]! + 7 * DAY);
+      if (until > now) {
+        const cap = `${this.cap.perDay} a day, ${this.cap.perWeek} a week`;
+        return policy.cap_action === 'skip'
+          ? { kind: 'skip', code: 'frequency_cap', message: `Skipped: ${row.recipient_email} already got the most automated messages allowed (${cap}).` }
+          : { kind: 'defer', until, code: 'frequency_cap', message: `Waits for the frequency cap (${cap}) until ${new Date(until).toISOString()}.` };
+      }
+    }
+    return undefined;
+  }
+}

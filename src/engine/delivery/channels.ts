@@ -1,0 +1,162 @@
+import type { Logger } from '../../log.js';
+import type { ProviderRuntime } from '../../resilience/provider-runtime.js';
+import type { ProviderName } from '../../result.js';
+import type { Store } from '../../store/index.js';
+import type { DeliveryOutcome, DeliveryPort, DeliveryReceipt } from './dispatcher.js';
+import { PROVIDER_OF_CHANNEL, type Channel, type MessageContent } from './message.js';
+import { parseContent, parseMeta, type OutboxRow } from './outbox.js';
+
+/** What delivery needs from each provider module (the services implement these). */
+export interface EmailSender {
+  sendMessage(msg: {
+    to: { email: string; name?: string };
+    subject: string;
+    text?: string;
+    html?: string;
+    from?: { email: string; name?: string };
+    categories?: string[];
+    custom_args?: Record<string, string>;
+    track_opens?: boolean;
+    track_clicks?: boolean;
+    marketing?: boolean;
+  }): Promise<{ message_id?: string }>;
+}
+
+export interface IntercomMessenger {
+  /** Intercom's contact (id and role) for an id or email; throws not_found when there is none. */
+  resolveContact(spec: { contact_id?: string; user_email?: string }): Promise<{ id: string; role: 'user' | 'lead' }>;
+  /** The admin who sends (INTERCOM_ADMIN_ID, else GET /me, cached). */
+  defaultAdminId(): Promise<string>;
+  sendMessage(msg: {
+    to: { id: string; type: 'user' | 'lead' };
+    message_type: 'email' | 'inapp';
+    subject?: string;
+    body: string;
+    from_admin_id: string;
+  }): Promise<{ message_id: string }>;
+  trackEvent(ev: { contact_id: string; event_name: string; metadata?: Record<string, unknown> }): Promise<void>;
+}
+
+export interface EventTracker {
+  /** Queues an event (delivered by the tracker's own batching). */
+  track(ev: { event: string; distinct_id: string; properties: Record<string, unknown> }): unknown;
+}
+
+export interface ChannelDeps {
+  store: Store;
+  log: Logger;
+  runtimes: Record<ProviderName, ProviderRuntime>;
+  email: EmailSender;
+  intercom: IntercomMessenger;
+  analytics: EventTracker;
+}
+
+const SOURCE_LABEL: Record<string, string> = { campaign: 'Campaign', automation: 'Automation' };
+
+/** Delivers outbox rows through SendGrid or Intercom, and records what happened. Knows messages, not their producers. */
+export class ChannelDelivery implements DeliveryPort {
+  constructor(private readonly deps: ChannelDeps) {}
+
+  async prepare(row: OutboxRow, p: MessageContent): Promise<() => Promise<DeliveryReceipt>> {
+    const meta = parseMeta(row);
+    const channel = row.channel as Channel;
+    if (channel === 'email') {
+      return async () => {
+        const r = await this.deps.email.sendMessage({
+          to: { email: p.to_email, name: p.to_name },
+          subject: p.subject,
+          text: p.text,
+          html: p.html,
+          from: p.from_email ? { email: p.from_email, name: p.from_name } : undefined,
+          categories: meta.category ? [meta.category] : undefined,
+          custom_args: meta.custom_args,
+          track_opens: meta.track_opens,
+          track_clicks: meta.track_clicks,
+          marketing: true,
+        });
+        return { provider_message_id: r.message_id };
+      };
+    }
+    // Intercom: an id and role remembered from an earlier delivery need no lookup; otherwise look the
+    // contact up first, outside the point of no return.
+    const contact =
+      p.intercom_contact_id && p.intercom_role
+        ? { id: p.intercom_contact_id, role: p.intercom_role }
+        : await this.deps.intercom.resolveContact(p.intercom_contact_id ? { contact_id: p.intercom_contact_id } : { user_email: p.to_email });
+    const adminId = await this.deps.intercom.defaultAdminId();
+    return async () => {
+      const r = await this.deps.intercom.sendMessage({
+        to: { id: contact.id, type: contact.role },
+        message_type: channel === 'intercom_inapp' ? 'inapp' : 'email',
+        subject: channel === 'intercom_inapp' ? undefined : p.subject,
+        body: p.html ?? textToHtml(p.text),
+        from_admin_id: adminId,
+      });
+      return { provider_message_id: r.message_id, intercom_contact: contact };
+    };
+  }
+
+  async settled(row: OutboxRow, outcome: DeliveryOutcome): Promise<void> {
+    const { log, store } = this.deps;
+    const channel = row.channel as Channel;
+    const provider = PROVIDER_OF_CHANNEL[channel] ?? 'sendgrid';
+    const meta = parseMeta(row);
+    const what = `${SOURCE_LABEL[row.source_kind] ?? 'Message'} "${meta.label}"`;
+    try {
+      await store.timeline.append(store.db, {
+        client_id: row.client_id,
+        contact_id: row.contact_id,
+        type: channel === 'email' ? 'email' : 'message',
+        channel: provider,
+        actor: meta.actor ?? undefined,
+        summary:
+          outcome.state === 'sent'
+            ? `${what} delivered via ${channel}`
+            : outcome.state === 'unknown'
+              ? `${what} via ${channel}: delivery in doubt (not resent)`
+              : outcome.state === 'skipped'
+                ? `${what} via ${channel} skipped: ${outcome.error.message}`
+                : `${what} via ${channel} failed: ${outcome.error.message}`,
+        outcome: outcome.state === 'sent' ? 'success' : outcome.state,
+        provider_ids: outcome.state === 'sent' && outcome.receipt.provider_message_id ? { message_id: outcome.receipt.provider_message_id } : {},
+        data: {
+          [row.source_kind === 'campaign' ? 'campaign_id' : 'workflow_id']: row.source_id,
+          ...(row.source_ref ? { source_ref: row.source_ref } : {}),
+          channel,
+          ...(meta.category ? { template_type: meta.category } : {}),
+          ...(outcome.state !== 'sent' ? { error: outcome.error } : {}),
+        },
+      });
+    } catch (err) {
+      log.error({ err, outbox_id: row.outbox_id }, 'recording the delivery in the timeline failed');
+    }
+    if (outcome.state !== 'sent') return;
+    const content = parseContent(row);
+    const learned = outcome.receipt.intercom_contact;
+    if (learned && (learned.id !== content.intercom_contact_id || learned.role !== content.intercom_role)) {
+      // Remembered on the roster contact: the next message to them needs no Intercom lookup.
+      await store.linkIntercomContact({ email: content.to_email }, learned.id, learned.role).catch((err: unknown) => log.warn({ err }, 'linking the Intercom contact failed'));
+    }
+    const intercomId = learned?.id ?? content.intercom_contact_id;
+    if (meta.intercom_event && intercomId && this.deps.runtimes.intercom.configured) {
+      await this.deps.intercom
+        .trackEvent({ contact_id: intercomId, event_name: meta.intercom_event.name, metadata: meta.intercom_event.metadata })
+        .catch((err: unknown) => log.warn({ err, outbox_id: row.outbox_id }, `tracking ${meta.intercom_event!.name} in Intercom failed`));
+    }
+    if (meta.mixpanel_event && this.deps.runtimes.mixpanel.configured) {
+      try {
+        this.deps.analytics.track({ event: meta.mixpanel_event.name, distinct_id: content.external_user_id ?? content.to_email, properties: meta.mixpanel_event.properties });
+      } catch (err) {
+        log.warn({ err, outbox_id: row.outbox_id }, `queueing ${meta.mixpanel_event.name} for Mixpanel failed`);
+      }
+    }
+  }
+}
+
+export function textToHtml(text: string): string {
+  const esc = text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+  return esc
+    .split(/\n{2,}/)
+    .map((para) => `<p>${para.replace(/\n/g, '<br>')}</p>`)
+    .join('');
+}

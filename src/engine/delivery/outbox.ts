@@ -1,0 +1,296 @@
+import { sql, type Kysely, type Selectable } from 'kysely';
+import type { Database, OutboxTable } from '../../store/schema.js';
+import type { MessageContent, MessageMeta, MessagePolicy, OutboundMessage, SourceKind } from './message.js';
+
+/**
+ * The durable outbox: one row per message, written by a producer (campaign confirmation, automation
+ * step) in the producer's own transaction, before any delivery. States:
+ * queued → sending → sent | failed | unknown, or queued → cancelled | skipped.
+ *
+ * A row is leased while a dispatcher holds it; it is `sending` only while a request that may have been
+ * accepted is in flight (marked right before the request is written, see request-hooks.ts). A refused
+ * request (429, 503, refused connection) puts it straight back to `queued`. A `sending` row whose holder
+ * stopped renewing the lease is in doubt: it becomes `unknown` and is never sent again.
+ */
+
+export type OutboxRow = Selectable<OutboxTable>;
+export type OutboxState = 'queued' | 'sending' | 'sent' | 'failed' | 'cancelled' | 'unknown' | 'skipped';
+/** Rows of a producer that has not committed them yet (never claimed; removed if the producer gives up). */
+export const STAGED = 'staged';
+export const OUTBOX_STATES: OutboxState[] = ['queued', 'sending', 'sent', 'failed', 'cancelled', 'unknown', 'skipped'];
+
+const iso = (ms: number) => new Date(ms).toISOString();
+
+/** 23 columns a row: stay well under SQLite's and PostgreSQL's bound-parameter limits. */
+const INSERT_CHUNK = 400;
+
+/**
+ * Writes messages; a key already present is left as it is (a producer may safely write twice). Returns
+ * rows written. `staged` rows are invisible to delivery until their producer commits them to `queued`
+ * (a campaign confirmation writes its messages as it renders them, then commits them in one step).
+ */
+export async function insertMessages(db: Kysely<Database>, messages: OutboundMessage[], now = Date.now(), state: 'queued' | 'staged' = 'queued'): Promise<number> {
+  let written = 0;
+  const at = iso(now);
+  for (let i = 0; i < messages.length; i += INSERT_CHUNK) {
+    const rows = messages.slice(i, i + INSERT_CHUNK).map((m) => ({
+      source_kind: m.source_kind,
+      source_id: m.source_id,
+      source_ref: m.source_ref ?? null,
+      contact_id: m.contact_id,
+      client_id: m.client_id,
+      channel: m.channel,
+      idempotency_key: m.idempotency_key,
+      recipient_email: m.content.to_email,
+      payload: JSON.stringify(m.content),
+      meta: JSON.stringify(m.meta),
+      policy: m.policy ? JSON.stringify(m.policy) : null,
+      state,
+      attempts: 0,
+      not_before: m.not_before,
+      updated_at: at,
+    }));
+    const r = await db.insertInto('outbox').values(rows).onConflict((oc) => oc.column('idempotency_key').doNothing()).executeTakeFirst();
+    written += Number(r.numInsertedOrUpdatedRows ?? 0);
+  }
+  return written;
+}
+
+export function parseContent(row: OutboxRow): MessageContent {
+  return JSON.parse(row.payload) as MessageContent;
+}
+
+export function parseMeta(row: OutboxRow): MessageMeta {
+  return JSON.parse(row.meta) as MessageMeta;
+}
+
+export function parsePolicy(row: OutboxRow): MessagePolicy | undefined {
+  return row.policy ? (JSON.parse(row.policy) as MessagePolicy) : undefined;
+}
+
+export class OutboxRepository {
+  constructor(
+    readonly db: Kysely<Database>,
+    readonly dialect: 'sqlite' | 'postgres',
+  ) {}
+
+  /** Leases up to `limit` due rows for `owner`, skipping the blocked channels. */
+  async claim(owner: string, limit: number, blockedChannels: string[], leaseMs: number, now = Date.now()): Promise<OutboxRow[]> {
+    if (limit <= 0) return [];
+    const nowIso = iso(now);
+    let due = this.db
+      .selectFrom('outbox')
+      .select('outbox_id')
+      .where('state', '=', 'queued')
+      .where('not_before', '<=', nowIso)
+      .where((eb) => eb.or([eb('lease_until', 'is', null), eb('lease_until', '<', nowIso)]))
+      .orderBy('not_before')
+      .orderBy('outbox_id')
+      .limit(limit);
+    if (blockedChannels.length) due = due.where('channel', 'not in', blockedChannels);
+    // Several server instances may share a PostgreSQL database: each takes different rows.
+    if (this.dialect === 'postgres') due = due.forUpdate().skipLocked();
+    return this.db
+      .updateTable('outbox')
+      .set({ lease_owner: owner, lease_until: iso(now + leaseMs) })
+      .where('outbox_id', 'in', due)
+      .returningAll()
+      .execute();
+  }
+
+  /** The point of no return: true if this holder may now send the row (it was not cancelled or taken). */
+  async markSending(db: Kysely<Database>, row: OutboxRow, owner: string, leaseMs: number, now = Date.now()): Promise<boolean> {
+    const r = await db
+      .updateTable('outbox')
+      .set({ state: 'sending', attempts: sql`attempts + 1`, updated_at: iso(now), sent_at: iso(now), lease_until: iso(now + leaseMs) })
+      .where('outbox_id', '=', row.outbox_id)
+      .where('lease_owner', '=', owner)
+      .where('state', '=', 'queued')
+      .executeTakeFirst();
+    return Number(r.numUpdatedRows) === 1;
+  }
+
+  /** Settles a row for good. `sent_at` stays for sent and unknown (it may have gone out), and is cleared otherwise. */
+  async finish(
+    row: OutboxRow,
+    state: Exclude<OutboxState, 'queued' | 'sending' | 'cancelled'>,
+    fields: { provider_message_id?: string; error_code?: string; error_message?: string } = {},
+    now = Date.now(),
+  ): Promise<void> {
+    await this.db
+      .updateTable('outbox')
+      .set({
+        state,
+        provider_message_id: fields.provider_message_id ?? null,
+        error_code: fields.error_code ?? null,
+        error_message: fields.error_message ?? null,
+        updated_at: iso(now),
+        ...(state === 'sent' || state === 'unknown' ? {} : { sent_at: null }),
+        lease_owner: null,
+        lease_until: null,
+      })
+      .where('outbox_id', '=', row.outbox_id)
+      .execute();
+  }
+
+  /** Not sent (provably): back to the queue, due again at `notBefore`, the reason kept for status. */
+  async requeue(row: OutboxRow, notBefore: number, error: { code: string; message: string }, now = Date.now()): Promise<void> {
+    await this.db
+      .updateTable('outbox')
+      .set({
+        state: 'queued',
+        not_before: iso(notBefore),
+        error_code: error.code,
+        error_message: error.message,
+        updated_at: iso(now),
+        sent_at: null,
+        lease_owner: null,
+        lease_until: null,
+      })
+      .where('outbox_id', '=', row.outbox_id)
+      .where('state', 'in', ['queued', 'sending'])
+      .execute();
+  }
+
+  /** Keeps this holder's leases alive. */
+  async renewLeases(owner: string, leaseMs: number, now = Date.now()): Promise<void> {
+    await this.db
+      .updateTable('outbox')
+      .set({ lease_until: iso(now + leaseMs) })
+      .where('lease_owner', '=', owner)
+      .where('state', 'in', ['queued', 'sending'])
+      .execute();
+  }
+
+  /** Rows whose holder vanished: queued ones become claimable again, sending ones are in doubt. */
+  async recoverExpired(now = Date.now()): Promise<{ unknown: OutboxRow[] }> {
+    const nowIso = iso(now);
+    const unknown = await this.db
+      .updateTable('outbox')
+      .set({
+        state: 'unknown',
+        error_code: 'timeout',
+        error_message:
+          'The server stopped while this message was being sent, so it may or may not have been delivered. It was not sent again.',
+        updated_at: nowIso,
+        lease_owner: null,
+        lease_until: null,
+      })
+      .where('state', '=', 'sending')
+      .where('lease_until', '<', nowIso)
+      .returningAll()
+      .execute();
+    await this.db
+      .updateTable('outbox')
+      .set({ lease_owner: null, lease_until: null })
+      .where('state', '=', 'queued')
+      .where('lease_until', '<', nowIso)
+      .execute();
+    return { unknown };
+  }
+
+  /** Commits a producer's staged rows to the queue (inside the producer's transaction). */
+  async commitStaged(db: Kysely<Database>, kind: SourceKind, sourceId: string, now = Date.now()): Promise<number> {
+    const r = await db
+      .updateTable('outbox')
+      .set({ state: 'queued', updated_at: iso(now) })
+      .where('source_kind', '=', kind)
+      .where('source_id', '=', sourceId)
+      .where('state', '=', STAGED)
+      .executeTakeFirst();
+    return Number(r.numUpdatedRows);
+  }
+
+  /** Drops staged rows: of one producer, or every producer's older than `olderThan` (left by a crash mid-confirmation). */
+  async dropStaged(opts: { kind: SourceKind; sourceId: string } | { olderThan: number }): Promise<void> {
+    let q = this.db.deleteFrom('outbox').where('state', '=', STAGED);
+    if ('olderThan' in opts) q = q.where('updated_at', '<', iso(opts.olderThan));
+    else q = q.where('source_kind', '=', opts.kind).where('source_id', '=', opts.sourceId);
+    await q.execute();
+  }
+
+  async cancelQueued(kind: SourceKind, sourceId: string, now = Date.now(), db: Kysely<Database> = this.db): Promise<number> {
+    const r = await db
+      .updateTable('outbox')
+      .set({ state: 'cancelled', updated_at: iso(now), lease_owner: null, lease_until: null })
+      .where('source_kind', '=', kind)
+      .where('source_id', '=', sourceId)
+      .where('state', '=', 'queued')
+      .executeTakeFirst();
+    return Number(r.numUpdatedRows);
+  }
+
+  async countsByStateAndChannel(kind: SourceKind, sourceId: string): Promise<Array<{ state: string; channel: string; n: number }>> {
+    const rows = await this.db
+      .selectFrom('outbox')
+      .select(['state', 'channel', (eb) => eb.fn.countAll<number | string>().as('n')])
+      .where('source_kind', '=', kind)
+      .where('source_id', '=', sourceId)
+      .groupBy(['state', 'channel'])
+      .execute();
+    return rows.map((r) => ({ state: r.state, channel: r.channel, n: Number(r.n) }));
+  }
+
+  /** Why rows were skipped, or are waiting (queued with a reason), by error code. */
+  async reasons(kind: SourceKind, sourceId: string, states: OutboxState[]): Promise<Array<{ state: string; code: string; n: number }>> {
+    const rows = await this.db
+      .selectFrom('outbox')
+      .select(['state', 'error_code', (eb) => eb.fn.countAll<number | string>().as('n')])
+      .where('source_kind', '=', kind)
+      .where('source_id', '=', sourceId)
+      .where('state', 'in', states)
+      .where('error_code', 'is not', null)
+      .groupBy(['state', 'error_code'])
+      .execute();
+    return rows.map((r) => ({ state: r.state, code: String(r.error_code), n: Number(r.n) }));
+  }
+
+  async lastSettledAt(kind: SourceKind, sourceId: string): Promise<string | undefined> {
+    const r = await this.db
+      .selectFrom('outbox')
+      .select((eb) => eb.fn.max('updated_at').as('at'))
+      .where('source_kind', '=', kind)
+      .where('source_id', '=', sourceId)
+      .executeTakeFirst();
+    return r?.at ? String(r.at) : undefined;
+  }
+
+  async problems(kind: SourceKind, sourceId: string, limit: number): Promise<OutboxRow[]> {
+    return this.db
+      .selectFrom('outbox')
+      .selectAll()
+      .where('source_kind', '=', kind)
+      .where('source_id', '=', sourceId)
+      .where('state', 'in', ['failed', 'unknown'])
+      .orderBy('outbox_id')
+      .limit(limit)
+      .execute();
+  }
+
+  /**
+   * When the next queued row can be claimed: due and not leased by someone else. A row leased by a
+   * stopped holder is claimable only once its lease runs out, so waiting for it costs no polling.
+   */
+  async nextClaimableAt(): Promise<number | undefined> {
+    const r = await this.db
+      .selectFrom('outbox')
+      .select(sql<string | null>`min(case when lease_until is not null and lease_until > not_before then lease_until else not_before end)`.as('next'))
+      .where('state', '=', 'queued')
+      .executeTakeFirst();
+    return r?.next ? Date.parse(String(r.next)) : undefined;
+  }
+
+  /** When each of a contact's recent messages of these kinds went out (newest last), for the frequency cap. */
+  async recentSendTimes(db: Kysely<Database>, contactId: string, kinds: SourceKind[], since: number): Promise<number[]> {
+    const rows = await db
+      .selectFrom('outbox')
+      .select('sent_at')
+      .where('contact_id', '=', contactId)
+      .where('sent_at', '>=', iso(since))
+      .where('state', 'in', ['sending', 'sent', 'unknown'])
+      .where('source_kind', 'in', kinds)
+      .orderBy('sent_at')
+      .execute();
+    return rows.map((r) => Date.parse(String(r.sent_at)));
+  }
+}

@@ -1,0 +1,167 @@
+import type { Config } from '../config.js';
+import { ToolError } from '../result.js';
+import { consentBlock, describeBlock } from '../store/consent.js';
+import type { Store } from '../store/index.js';
+import type { Approver, ApprovalRequest } from './approval.js';
+import type { DailySendLimit } from './daily-limit.js';
+import type { IdempotencyStore } from './idempotency.js';
+
+/**
+ * The promises of the direct send tools (intercom_send_message, sendgrid_send_*), the same ones the
+ * outbox keeps for campaigns and automations: at most CS_MCP_MAX_RECIPIENTS_PER_SEND recipients (more
+ * is a campaign), never to a contact the roster marks unsubscribed unless the call carries an
+ * override a person approves, a person's approval where policy requires it, the daily send limit,
+ * idempotency, and facts for the audit log.
+ */
+
+export interface DirectRecipient {
+  email?: string | null;
+  user_id?: string | null;
+  intercom_contact_id?: string | null;
+  /** The provider's own suppression (e.g. Intercom's unsubscribed_from_emails), when known. */
+  provider_block?: string;
+}
+
+export interface ClearRequest {
+  recipients: DirectRecipient[];
+  /** Email channels honour email suppressions; in-app messages only a full unsubscribe. */
+  emailChannel: boolean;
+  approval: Omit<ApprovalRequest, 'action' | 'recipients' | 'examples' | 'always'>;
+}
+
+export interface ConsentOverride {
+  reason: string;
+}
+
+/** What a send tool does between its lookups and its request. */
+export interface SendGate {
+  /** Checks every rule for these recipients (throws a ToolError naming what refused) and takes their daily places. */
+  clear(req: ClearRequest): Promise<void>;
+  /** Gives back the daily places of recipients the provider provably did not receive. */
+  unsent(n: number): void;
+}
+
+export interface DirectSendSpec {
+  tool: string;
+  idempotencyKey?: string;
+  /** The arguments that make two calls "the same send" (without the key). */
+  request: unknown;
+  /** Shown in refusals of a repeat: "email to ann@acme.test: Renewal". */
+  summary: string;
+  override?: ConsentOverride;
+  approve: Approver;
+  /** Facts for the audit log (the adapter writes them with the call). */
+  audit: Record<string, unknown>;
+}
+
+export class DirectSendGuard {
+  constructor(private readonly deps: { config: Config; store: Store; dailyLimit: DailySendLimit; idempotency: IdempotencyStore }) {}
+
+  /**
+   * Runs one direct send under every rule. `body` does its lookups, calls `gate.clear(...)` once before
+   * its first send request, and returns the result the tool reports. A repeat of an earlier call
+   * (same idempotency key) returns that call's result and runs nothing.
+   */
+  async run<T extends object>(spec: DirectSendSpec, body: (gate: SendGate) => Promise<T>): Promise<T & { replayed?: boolean }> {
+    const { idempotency } = this.deps;
+    if (spec.idempotencyKey) spec.audit.idempotency_key = spec.idempotencyKey;
+    const begun = await idempotency.begin<T>(spec.tool, spec.idempotencyKey, spec.request, spec.summary);
+    if (begun && 'replay' in begun) {
+      spec.audit.replayed = true;
+      return { ...begun.replay, replayed: true };
+    }
+    let reserved: { day: string; n: number } | undefined;
+    let unsent = 0;
+    const gate: SendGate = {
+      clear: async (req) => {
+        reserved = await this.clear(spec, req);
+      },
+      unsent: (n) => {
+        unsent += n;
+      },
+    };
+    try {
+      const result = await body(gate);
+      if (!reserved) throw new ToolError('provider_error', `Internal error: ${spec.tool} sent without clearing its recipients. This is a bug.`);
+      if (begun) await idempotency.finish(begun.handle, { ok: result });
+      if (unsent) await this.deps.dailyLimit.release(this.deps.store.db, Math.min(unsent, reserved.n), reserved.day);
+      return result;
+    } catch (err) {
+      const unknown = err instanceof ToolError && err.outcomeUnknown;
+      if (begun) await idempotency.finish(begun.handle, { error: err });
+      if (reserved && !unknown) await this.deps.dailyLimit.release(this.deps.store.db, reserved.n, reserved.day);
+      throw err;
+    }
+  }
+
+  private async clear(spec: DirectSendSpec, req: ClearRequest): Promise<{ day: string; n: number }> {
+    const { config, store, dailyLimit } = this.deps;
+    const n = req.recipients.length;
+    spec.audit.recipients = n;
+    const max = config.safety.maxRecipientsPerSend;
+    if (n > max) {
+      throw new ToolError(
+        'forbidden',
+        `A direct send reaches at most ${max} recipients (CS_MCP_MAX_RECIPIENTS_PER_SEND); this call names ${n}. Nothing was sent. ` +
+          'Send it as a campaign instead: put the recipients in the roster (import_clients / upsert_contact) and use send_personalized_email, ' +
+          'which previews, asks for confirmation, and delivers each recipient exactly once at the providers\' pace.',
+        { details: { policy: 'max_recipients', limit: max, recipients: n } },
+      );
+    }
+    const blocked = await this.blockedRecipients(req);
+    if (blocked.length && !spec.override) {
+      throw new ToolError(
+        'forbidden',
+        `Not sent: ${blocked.slice(0, 5).join('; ')}${blocked.length > 5 ? `; and ${blocked.length - 5} more` : ''}. Nothing was sent to anyone in this call. ` +
+          'Remove them, or — only if the person asked to be contacted about this — pass override_consent with the reason (recorded in the audit log; a person must approve it).',
+        { details: { policy: 'consent', blocked: blocked.slice(0, 20), blocked_total: blocked.length } },
+      );
+    }
+    if (blocked.length) spec.audit.consent_override = { reason: spec.override!.reason, contacts: blocked.slice(0, 20) };
+    const examples = req.recipients.slice(0, 5).map((r) => r.email ?? r.user_id ?? r.intercom_contact_id ?? '?');
+    const approved = await spec.approve({
+      ...req.approval,
+      action: 'direct_send',
+      recipients: n,
+      examples,
+      always: blocked.length > 0,
+      notes: [...(req.approval.notes ?? []), ...(blocked.length ? [`Overrides consent of: ${blocked.join('; ')} — reason given: ${spec.override!.reason}`] : [])],
+    });
+    spec.audit.approved_by = approved.by === 'person' ? 'person' : `policy (${approved.why})`;
+    const place = await dailyLimit.reserve(store.db, n);
+    if (!place.ok) {
+      throw new ToolError(
+        'rate_limited',
+        `The daily send limit (CS_MCP_DAILY_SEND_LIMIT=${dailyLimit.limit}) leaves ${place.remaining} message(s) today; this call needs ${n}. Nothing was sent. ` +
+          `It resets at ${new Date(place.resetsAt).toISOString()}.`,
+        { retryable: true, retryAfterMs: place.resetsAt - Date.now(), details: { policy: 'daily_send_limit', remaining: place.remaining } },
+      );
+    }
+    return { day: place.day, n };
+  }
+
+  /** Roster contacts (matched by email, user id or Intercom id) and provider flags that refuse these recipients. */
+  private async blockedRecipients(req: ClearRequest): Promise<string[]> {
+    const out: string[] = [];
+    for (const r of req.recipients) {
+      if (r.provider_block) {
+        out.push(r.provider_block);
+        continue;
+      }
+      const matches = await this.deps.store.roster.findContacts({
+        email: r.email ?? undefined,
+        external_user_id: r.user_id ?? undefined,
+        intercom_contact_id: r.intercom_contact_id ?? undefined,
+      });
+      for (const c of matches) {
+        const block = consentBlock(c, req.emailChannel);
+        if (block) {
+          out.push(`${describeBlock(c.email, block)} [client ${c.client_id}]`);
+          break;
+        }
+      }
+    }
+    return out;
+  }
+}
+
