@@ -7,6 +7,8 @@ import { SERVER_NAME, SERVER_VERSION } from './server.js';
 import { createServices } from './services.js';
 import { serveHttp } from './transports/http.js';
 import { serveStdio } from './transports/stdio.js';
+import { enabledTools } from './mcp/toolsets.js';
+import { allTools } from './tools/index.js';
 
 const USAGE = `Usage: customer-success-mcp [--http] [--help] [--version]
 
@@ -36,6 +38,7 @@ async function main(argv: string[]): Promise<void> {
   let config;
   try {
     config = loadConfig(process.env);
+    enabledTools(config, allTools); // unknown toolset or tool names stop start-up here, listing the valid ones
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`${err.message}\n`);

@@ -90,7 +90,7 @@ const envSchema = z.object({
   CS_MCP_APPROVAL: z.preprocess(emptyToUndefined, z.enum(APPROVAL_POLICIES).default('auto')),
   CS_MCP_APPROVAL_THRESHOLD: int(1, 1, 1_000_000),
   CS_MCP_APPROVAL_TIMEOUT_S: int(600, 5, 86_400),
-  CS_MCP_MAX_RECIPIENTS_PER_SEND: int(100, 1, 1000),
+  CS_MCP_MAX_RECIPIENTS_PER_SEND: int(100, 1, 50_000),
   CS_MCP_DAILY_SEND_LIMIT: int(10_000, 0, 10_000_000),
   CS_MCP_READ_ONLY: bool(false),
   CS_MCP_TOOLSETS: optionalString,

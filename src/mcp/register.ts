@@ -14,7 +14,7 @@ import {
 import { z } from 'zod';
 import type { Logger } from '../log.js';
 import { fromZodError, toErrorBody, ToolError } from '../result.js';
-import { createApprover } from '../safety/approval.js';
+import { createApprover, supportsElicitation } from '../safety/approval.js';
 import { scrubValue } from '../secrets.js';
 import type { Services } from '../services.js';
 import { boundResult, MAX_RESULT_BYTES } from './bound-result.js';
@@ -101,6 +101,8 @@ export function registerTools(server: Server, tools: AnyToolDefinition[], servic
         signal: extra.signal,
         approve,
         audit,
+        approvalAvailable: () => supportsElicitation(server.getClientCapabilities()),
+        toolsOffered: tools.length,
         progressRequested: progressToken !== undefined,
         progress: async (progress, total, message) => {
           if (progressToken === undefined) return;

@@ -32,6 +32,10 @@ export interface ToolContext {
   approve: Approver;
   /** Facts for this call's audit entry (recipients, ids, overrides); the adapter writes them. */
   audit: Record<string, unknown>;
+  /** The calling client can be asked (MCP elicitation). */
+  approvalAvailable(): boolean;
+  /** How many tools this server registered (after read-only, toolsets and deny). */
+  toolsOffered: number;
   /** Sends an MCP progress notification when the client asked for one; otherwise does nothing. */
   progress(progress: number, total?: number, message?: string): Promise<void>;
   /** The client sent a progress token: it wants to follow long work as it happens. */

@@ -62,10 +62,17 @@ export interface ApprovalGateOptions {
   timeoutMs: number;
 }
 
+/** Form-mode elicitation: declared as `elicitation: {}` (the original form) or with `form`. */
+export function supportsElicitation(caps: ClientCapabilities | undefined): boolean {
+  const e = caps?.elicitation as { form?: unknown; url?: unknown } | undefined;
+  if (!e) return false;
+  return e.form !== undefined || e.url === undefined;
+}
+
 /** Builds the approver of one tool call from the policy and what the calling client supports. */
 export function createApprover(opts: ApprovalGateOptions, port: ElicitationPort): Approver {
   return async (req) => {
-    const supported = Boolean(port.capabilities()?.elicitation);
+    const supported = supportsElicitation(port.capabilities());
     const needsPerson = req.action !== 'direct_send' || req.always === true || req.recipients >= opts.threshold;
     if (opts.policy === 'token' || !needsPerson) {
       return { by: 'policy', why: opts.policy === 'token' ? 'CS_MCP_APPROVAL=token' : `below CS_MCP_APPROVAL_THRESHOLD (${opts.threshold})` };

@@ -133,6 +133,25 @@ export class IdempotencyStore {
     return this.release(h);
   }
 
+  /**
+   * Runs a write at most once per caller key (no key: just runs it). For writes that are not sends
+   * (notes, events, counters): no duplicate window, only the caller's explicit key.
+   */
+  async once<T extends object>(scope: string, key: string | undefined, request: unknown, summary: string, fn: () => Promise<T>): Promise<T & { replayed?: boolean }> {
+    if (key === undefined) return fn();
+    const begun = await this.begin<T>(scope, key, request, summary);
+    if (!begun) return fn();
+    if ('replay' in begun) return { ...begun.replay, replayed: true };
+    try {
+      const result = await fn();
+      await this.finish(begun.handle, { ok: result });
+      return result;
+    } catch (err) {
+      await this.finish(begun.handle, { error: err });
+      throw err;
+    }
+  }
+
   async prune(now = Date.now()): Promise<void> {
     await this.db.deleteFrom('idempotency_records').where('expires_at', '<', iso(now)).execute();
   }

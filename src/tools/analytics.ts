@@ -1,6 +1,8 @@
 import { z } from 'zod';
 import { defineTool } from '../mcp/tool.js';
 import type { FlushResult } from '../providers/mixpanel/service.js';
+import { ToolError } from '../result.js';
+import { idempotencyKey, replayed } from './safety-fields.js';
 
 const properties = z.record(z.string().min(1).max(255), z.unknown()).optional();
 const failure = z.object({ insert_id: z.string(), event: z.string(), field: z.string().optional(), message: z.string() });
@@ -11,7 +13,16 @@ const flushOut = {
   pending: z.number().describe('events still buffered because Mixpanel could not be reached; sent on a later flush'),
   error: z.object({ code: z.string(), message: z.string(), retryable: z.boolean() }).optional(),
 };
-const shapeFlush = (r: FlushResult) => r;
+/** A flush that delivered nothing because Mixpanel refused everything is a failure, with Mixpanel's reason. */
+function shapeFlush(r: FlushResult): FlushResult {
+  if (r.imported === 0 && r.pending === 0 && r.rejected.length > 0) {
+    throw new ToolError('invalid_input', `Mixpanel rejected all ${r.rejected.length} event(s); none was imported. Mixpanel said: ${r.rejected[0]!.message}`, {
+      provider: 'mixpanel',
+      details: { rejected: r.rejected.slice(0, 20), rejected_total: r.rejected.length },
+    });
+  }
+  return { ...r, rejected: r.rejected.slice(0, 100) };
+}
 
 export const analyticsTools = [
   defineTool({
@@ -37,8 +48,14 @@ export const analyticsTools = [
       const { insert_id } = services.mixpanel.track(i);
       if (!i.flush) return { event: i.event, distinct_id: i.distinct_id, insert_id, queued: true };
       const delivery = await services.mixpanel.flush();
-      const rejected = delivery.rejected.some((f) => f.insert_id === insert_id);
-      return { event: i.event, distinct_id: i.distinct_id, insert_id, queued: delivery.pending > 0, imported: !rejected && delivery.pending === 0, delivery: shapeFlush(delivery) };
+      const own = delivery.rejected.find((f) => f.insert_id === insert_id);
+      if (own) {
+        throw new ToolError('invalid_input', `Mixpanel rejected the event "${i.event}": ${own.message}${own.field ? ` (field ${own.field})` : ''}. It was not imported.`, {
+          provider: 'mixpanel',
+          details: { insert_id },
+        });
+      }
+      return { event: i.event, distinct_id: i.distinct_id, insert_id, queued: delivery.pending > 0, imported: delivery.pending === 0, delivery: shapeFlush(delivery) };
     },
   }),
   defineTool({
@@ -65,11 +82,17 @@ export const analyticsTools = [
     toolset: 'mixpanel',
     idempotent: false,
     openWorld: true,
-    input: z.object({ distinct_id: z.string().min(1), increments: z.record(z.string().min(1), z.number()) }),
-    output: { distinct_id: z.string(), increments: z.record(z.string(), z.number()) },
-    async handle(i, { services }) {
-      await services.mixpanel.engage(i.distinct_id, '$add', i.increments);
-      return { distinct_id: i.distinct_id, increments: i.increments };
+    input: z.object({
+      distinct_id: z.string().min(1),
+      increments: z.record(z.string().min(1), z.number()),
+      idempotency_key: idempotencyKey.describe('your own key for this increment: a repeat with it adds nothing more'),
+    }),
+    output: { distinct_id: z.string(), increments: z.record(z.string(), z.number()), replayed },
+    async handle({ idempotency_key, ...i }, { services }) {
+      return services.idempotency.once('mixpanel_increment', idempotency_key, i, `increment ${Object.keys(i.increments).join(', ')} of ${i.distinct_id}`, async () => {
+        await services.mixpanel.engage(i.distinct_id, '$add', i.increments);
+        return { distinct_id: i.distinct_id, increments: i.increments };
+      });
     },
   }),
   defineTool({
@@ -104,23 +127,26 @@ export const analyticsTools = [
       client_id: z.string().max(64).optional().describe('the roster client (account) the user belongs to'),
       properties,
       time: z.number().positive().optional(),
+      idempotency_key: idempotencyKey.describe('your own key for this usage record: a repeat with it records and adds nothing more'),
     }),
-    output: { event: z.string(), distinct_id: z.string(), insert_id: z.string(), queued: z.boolean(), profile_incremented: z.boolean() },
-    async handle(i, { services, log }) {
-      const { insert_id } = services.mixpanel.track({
-        event: 'feature_used',
-        distinct_id: i.distinct_id,
-        time: i.time,
-        properties: { ...i.properties, feature: i.feature, duration_seconds: i.duration_seconds, ...(i.client_id ? { client_id: i.client_id } : {}) },
+    output: { event: z.string(), distinct_id: z.string(), insert_id: z.string(), queued: z.boolean(), profile_incremented: z.boolean(), replayed },
+    async handle({ idempotency_key, ...i }, { services, log }) {
+      return services.idempotency.once('mixpanel_track_usage_engagement', idempotency_key, i, `usage of ${i.feature} by ${i.distinct_id}`, async () => {
+        const { insert_id } = services.mixpanel.track({
+          event: 'feature_used',
+          distinct_id: i.distinct_id,
+          time: i.time,
+          properties: { ...i.properties, feature: i.feature, duration_seconds: i.duration_seconds, ...(i.client_id ? { client_id: i.client_id } : {}) },
+        });
+        let profile_incremented = false;
+        if (services.config.mixpanel.projectToken) {
+          await services.mixpanel.engage(i.distinct_id, '$add', { feature_uses: 1, usage_seconds: i.duration_seconds, [`uses:${i.feature}`]: 1 });
+          profile_incremented = true;
+        } else {
+          log.info('no MIXPANEL_PROJECT_TOKEN: usage counters on the profile were not incremented');
+        }
+        return { event: 'feature_used', distinct_id: i.distinct_id, insert_id, queued: true, profile_incremented };
       });
-      let profile_incremented = false;
-      if (services.config.mixpanel.projectToken) {
-        await services.mixpanel.engage(i.distinct_id, '$add', { feature_uses: 1, usage_seconds: i.duration_seconds, [`uses:${i.feature}`]: 1 });
-        profile_incremented = true;
-      } else {
-        log.info('no MIXPANEL_PROJECT_TOKEN: usage counters on the profile were not incremented');
-      }
-      return { event: 'feature_used', distinct_id: i.distinct_id, insert_id, queued: true, profile_incremented };
     },
   }),
 ];

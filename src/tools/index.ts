@@ -1,5 +1,6 @@
 import type { AnyToolDefinition } from '../mcp/tool.js';
 import { analyticsTools } from './analytics.js';
+import { auditTools } from './audit.js';
 import { campaignTools } from './campaigns.js';
 import { clientTools } from './clients.js';
 import { emailTools } from './email.js';
@@ -13,5 +14,6 @@ export const allTools: AnyToolDefinition[] = [
   ...analyticsTools,
   ...clientTools,
   ...campaignTools,
+  ...auditTools,
   ...statusTools,
 ];

@@ -3,6 +3,7 @@ import { defineTool, type ToolContext } from '../mcp/tool.js';
 import type { IntercomContact, RecipientSpec } from '../providers/intercom/service.js';
 import { invalidInput } from '../result.js';
 import type { ActivityInput } from '../store/index.js';
+import { idempotencyKey, overrideConsent, replayed } from './safety-fields.js';
 
 /** Exactly one of these names the recipient; the service checks and explains. */
 const recipient = {
@@ -19,7 +20,7 @@ async function recordActivity(ctx: ToolContext, c: IntercomContact, entry: Omit<
   const { store } = ctx.services;
   const ref = { email: c.email ?? undefined, external_user_id: c.external_id ?? undefined, intercom_contact_id: c.id };
   try {
-    await store.linkIntercomContact(ref, c.id);
+    await store.linkIntercomContact(ref, c.id, c.role);
     await store.recordActivityForRecipient(ref, { ...entry, channel: 'intercom', outcome: 'success' });
   } catch (err) {
     ctx.log.warn({ err }, 'recording Intercom activity in the roster timeline failed');
@@ -35,41 +36,66 @@ export const intercomTools = [
     description:
       'Sends one message from an admin to one Intercom contact: in-app (message_type "inapp") or email ("email", needs subject). ' +
       'Name the contact by exactly one of user_email, user_id or contact_id. Returns the message id. COST: a real person receives it. ' +
-      'It is never re-sent automatically: if the outcome is unknown (timeout, connection lost) the error says so; check before sending again.',
+      'Refused for a contact who unsubscribed (in the roster, or from emails in Intercom). Pass idempotency_key and reuse it on retries: ' +
+      'a repeat returns the first result and sends nothing. It is never re-sent automatically: if the outcome is unknown the error says so.',
     kind: 'send',
     toolset: 'intercom',
     openWorld: true,
     input: z.object({
       ...recipient,
       message_type: z.enum(['inapp', 'email']),
-      subject: z.string().min(1).max(998).optional().describe('required for email'),
+      subject: z.string().min(1).max(998).regex(/^[^\r\n]*$/, 'one line: no line breaks').optional().describe('required for email'),
       body: z.string().min(1).max(100_000).describe('HTML or plain text'),
       from_admin_id: z.string().min(1).optional().describe('sending admin; default INTERCOM_ADMIN_ID or the token owner'),
       template: z.enum(['plain', 'personal']).optional().describe('email style; default plain'),
+      idempotency_key: idempotencyKey,
+      override_consent: overrideConsent,
     }),
-    output: { message_id: z.string(), message_type: z.enum(['inapp', 'email']), recipient: recipientOut },
+    output: { message_id: z.string(), message_type: z.enum(['inapp', 'email']), recipient: recipientOut, replayed },
     async handle(input, ctx) {
       if (input.message_type === 'email' && !input.subject) {
         throw invalidInput('subject is required when message_type is "email". Add a subject and call again.', { fields: [{ field: 'subject', problem: 'required for email' }] });
       }
-      const intercom = ctx.services.intercom;
-      const contact = await intercom.resolveContact(spec(input));
-      const from = input.from_admin_id ?? (await intercom.defaultAdminId());
-      const { message_id } = await intercom.sendMessage({
-        to: { id: contact.id, type: contact.role },
-        message_type: input.message_type,
-        subject: input.subject,
-        body: input.body,
-        from_admin_id: from,
-        template: input.template,
-      });
-      await recordActivity(ctx, contact, {
-        type: 'message',
-        summary: `Intercom ${input.message_type} message${input.subject ? `: ${input.subject}` : ''}`,
-        provider_ids: { message_id },
-        data: { message_type: input.message_type, subject: input.subject, from_admin_id: from },
-      });
-      return { message_id, message_type: input.message_type, recipient: toRecipient(contact) };
+      const { services } = ctx;
+      const intercom = services.intercom;
+      services.runtimes.intercom.requireConfigured();
+      const { idempotency_key, override_consent, ...request } = input;
+      return services.directSends.run(
+        { tool: 'intercom_send_message', idempotencyKey: idempotency_key, request, summary: `Intercom ${input.message_type} to ${input.user_email ?? input.user_id ?? input.contact_id}${input.subject ? `: ${input.subject}` : ''}`, override: override_consent, approve: ctx.approve, audit: ctx.audit },
+        async (gate) => {
+          const contact = await intercom.resolveContact(spec(input));
+          const email = input.message_type === 'email';
+          await gate.clear({
+            recipients: [
+              {
+                email: contact.email,
+                user_id: contact.external_id,
+                intercom_contact_id: contact.id,
+                provider_block: email && contact.unsubscribed_from_emails ? `${contact.email ?? contact.id} unsubscribed from emails in Intercom` : undefined,
+              },
+            ],
+            emailChannel: email,
+            approval: { title: `Intercom ${email ? 'email' : 'in-app message'} to ${contact.name ?? contact.email ?? contact.id}`, channel: `Intercom ${input.message_type}`, when: 'now', subject: input.subject, sample: input.body },
+          });
+          const from = input.from_admin_id ?? (await intercom.defaultAdminId());
+          const { message_id } = await intercom.sendMessage({
+            to: { id: contact.id, type: contact.role },
+            message_type: input.message_type,
+            subject: input.subject,
+            body: input.body,
+            from_admin_id: from,
+            template: input.template,
+          });
+          ctx.audit.message_id = message_id;
+          await recordActivity(ctx, contact, {
+            type: 'message',
+            summary: `Intercom ${input.message_type} message${input.subject ? `: ${input.subject}` : ''}`,
+            provider_ids: { message_id },
+            data: { message_type: input.message_type, subject: input.subject, from_admin_id: from },
+          });
+          return { message_id, message_type: input.message_type, recipient: toRecipient(contact) };
+        },
+      );
     },
   }),
   defineTool({
@@ -80,15 +106,22 @@ export const intercomTools = [
     toolset: 'intercom',
     idempotent: false,
     openWorld: true,
-    input: z.object({ ...recipient, body: z.string().min(1).max(65_000), admin_id: z.string().min(1).optional().describe('author; default the sending admin') }),
-    output: { note_id: z.string(), user_id: z.string().describe("Intercom contact id the note is on"), body: z.string() },
-    async handle(input, ctx) {
+    input: z.object({
+      ...recipient,
+      body: z.string().min(1).max(65_000),
+      admin_id: z.string().min(1).optional().describe('author; default the sending admin'),
+      idempotency_key: idempotencyKey.describe('your own key for this note: a repeat with it returns the first note and adds nothing'),
+    }),
+    output: { note_id: z.string(), user_id: z.string().describe("Intercom contact id the note is on"), body: z.string(), replayed },
+    async handle({ idempotency_key, ...input }, ctx) {
       const intercom = ctx.services.intercom;
-      const contact = await intercom.resolveContact(spec(input));
-      const admin = input.admin_id ?? (await intercom.defaultAdminId());
-      const { note_id } = await intercom.createNote(contact.id, input.body, admin);
-      await recordActivity(ctx, contact, { type: 'note', summary: `Intercom note: ${input.body.slice(0, 120)}`, provider_ids: { note_id } });
-      return { note_id, user_id: contact.id, body: input.body };
+      return ctx.services.idempotency.once('intercom_create_note', idempotency_key, input, `note on ${input.user_email ?? input.user_id ?? input.contact_id}`, async () => {
+        const contact = await intercom.resolveContact(spec(input));
+        const admin = input.admin_id ?? (await intercom.defaultAdminId());
+        const { note_id } = await intercom.createNote(contact.id, input.body, admin);
+        await recordActivity(ctx, contact, { type: 'note', summary: `Intercom note: ${input.body.slice(0, 120)}`, provider_ids: { note_id } });
+        return { note_id, user_id: contact.id, body: input.body };
+      });
     },
   }),
   defineTool({
@@ -109,13 +142,16 @@ export const intercomTools = [
         .refine((m) => Object.keys(m).length <= 10, { message: 'at most 10 metadata keys (Intercom drops the rest); send fewer keys' })
         .optional(),
       created_at: z.number().int().positive().optional().describe('epoch seconds; default now'),
+      idempotency_key: idempotencyKey.describe('your own key for this event: a repeat with it records nothing more'),
     }),
-    output: { event_name: z.string(), user: recipientOut, metadata: z.record(z.string(), z.unknown()) },
-    async handle(input, ctx) {
-      const contact = await ctx.services.intercom.resolveContact(spec(input));
-      await ctx.services.intercom.trackEvent({ contact_id: contact.id, event_name: input.event_name, created_at: input.created_at, metadata: input.metadata });
-      await recordActivity(ctx, contact, { type: 'event', summary: `Intercom event ${input.event_name}`, data: { metadata: input.metadata ?? {} } });
-      return { event_name: input.event_name, user: toRecipient(contact), metadata: input.metadata ?? {} };
+    output: { event_name: z.string(), user: recipientOut, metadata: z.record(z.string(), z.unknown()), replayed },
+    async handle({ idempotency_key, ...input }, ctx) {
+      return ctx.services.idempotency.once('intercom_track_event', idempotency_key, input, `event ${input.event_name}`, async () => {
+        const contact = await ctx.services.intercom.resolveContact(spec(input));
+        await ctx.services.intercom.trackEvent({ contact_id: contact.id, event_name: input.event_name, created_at: input.created_at, metadata: input.metadata });
+        await recordActivity(ctx, contact, { type: 'event', summary: `Intercom event ${input.event_name}`, data: { metadata: input.metadata ?? {} } });
+        return { event_name: input.event_name, user: toRecipient(contact), metadata: input.metadata ?? {} };
+      });
     },
   }),
   defineTool({

@@ -22,6 +22,17 @@ const providerStatus = z.object({
   }),
 });
 
+const mode = z.object({
+  read_only: z.boolean().describe('CS_MCP_READ_ONLY: only tools that change nothing are offered, and the outbox sends nothing'),
+  outbox_sending: z.boolean().describe('whether this process delivers queued messages'),
+  approval: z.enum(['elicitation', 'auto', 'token']).describe('CS_MCP_APPROVAL'),
+  approval_by_person_available: z.boolean().describe('this client supports elicitation, so a person can be asked'),
+  max_recipients_per_send: z.number(),
+  daily_send_limit: z.number().describe('0: no limit'),
+  sent_today: z.number().optional().describe('messages counted against the daily limit today (UTC)'),
+  tools_offered: z.number(),
+});
+
 export const statusTools = [
   defineTool({
     name: 'integrations_status',
@@ -29,14 +40,28 @@ export const statusTools = [
     description:
       'Shows, for Intercom, SendGrid and Mixpanel: whether each is configured (and which environment variable is missing), ' +
       'the circuit-breaker state, the last error seen, and the rate-limit budget the provider last reported. ' +
-      'Use it when a tool answers not_configured, circuit_open or rate_limited, or before a large send. Read-only; calls no provider.',
+      'Also the safety mode: read-only, approval policy, recipient and daily limits (and how much of today\'s limit is used). ' +
+      'Use it when a tool answers not_configured, circuit_open, rate_limited or forbidden, or before a large send. Read-only; calls no provider.',
     kind: 'read',
     toolset: 'status',
     openWorld: false,
     input: z.object({}),
-    output: { providers: z.array(providerStatus) },
-    async handle(_input, { services }) {
-      return { providers: PROVIDERS.map((p) => services.runtimes[p].status()) };
+    output: { providers: z.array(providerStatus), mode },
+    async handle(_input, { services, approvalAvailable, toolsOffered }) {
+      const { safety } = services.config;
+      return {
+        providers: PROVIDERS.map((p) => services.runtimes[p].status()),
+        mode: {
+          read_only: safety.readOnly,
+          outbox_sending: services.delivery.dispatcher.running,
+          approval: safety.approval,
+          approval_by_person_available: approvalAvailable(),
+          max_recipients_per_send: safety.maxRecipientsPerSend,
+          daily_send_limit: safety.dailySendLimit,
+          ...(services.dailyLimit.enabled ? { sent_today: await services.dailyLimit.used(services.store.db) } : {}),
+          tools_offered: toolsOffered,
+        },
+      };
     },
   }),
 ];

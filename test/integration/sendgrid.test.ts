@@ -11,7 +11,18 @@ describe('SendGrid tools against the v3 stand-in', () => {
   beforeAll(async () => {
     sg = await startSendGridStandIn({ apiKey: KEY });
     h = await startInMemory(
-      testEnv({ SENDGRID_API_KEY: KEY, SENDGRID_BASE_URL: sg.url, SENDGRID_FROM_EMAIL: 'success@ourco.test', SENDGRID_FROM_NAME: 'Success Team', SENDGRID_UNSUBSCRIBE_GROUP_ID: '4242' }, data.dir),
+      testEnv(
+        {
+          SENDGRID_API_KEY: KEY,
+          SENDGRID_BASE_URL: sg.url,
+          SENDGRID_FROM_EMAIL: 'success@ourco.test',
+          SENDGRID_FROM_NAME: 'Success Team',
+          SENDGRID_UNSUBSCRIBE_GROUP_ID: '4242',
+          CS_MCP_MAX_RECIPIENTS_PER_SEND: '5000',
+          CS_MCP_DUPLICATE_WINDOW_S: '0',
+        },
+        data.dir,
+      ),
     );
   });
   afterAll(async () => {
@@ -21,7 +32,7 @@ describe('SendGrid tools against the v3 stand-in', () => {
   });
   afterEach(() => sg.clearFaults());
 
-  it('sends one email and returns X-Message-Id; 202 with an empty body is success', async () => {
+  it('sends one email and returns X-Message-Id; 202 with an empty body is success; each recipient sees only their own address', async () => {
     const r = await h.call('sendgrid_send_email', {
       to: ['ada@example.org', { email: 'grace@example.org', name: 'Grace' }, 'ADA@example.org'],
       subject: 'Hello',
@@ -41,6 +52,13 @@ describe('SendGrid tools against the v3 stand-in', () => {
       tracking_settings: { open_tracking: { enable: true }, click_tracking: { enable: false } },
     });
     expect(body.asm).toBeUndefined(); // a one-off email is not marketing
+    expect(body.personalizations).toEqual([{ to: [{ email: 'ada@example.org' }] }, { to: [{ email: 'grace@example.org', name: 'Grace' }] }]);
+  });
+
+  it('puts everyone in one To: line only when asked to (shared_recipients)', async () => {
+    const r = await h.call('sendgrid_send_email', { to: ['ada@example.org', 'grace@example.org'], subject: 'Team thread', text: 'Hi both', shared_recipients: true });
+    expect(r.structuredContent).toMatchObject({ success: true, accepted: 2 });
+    expect(sg.delivered.at(-1)!.body.personalizations).toEqual([{ to: [{ email: 'ada@example.org' }, { email: 'grace@example.org' }] }]);
   });
 
   it('validates addresses before any request, naming the bad ones', async () => {
@@ -80,12 +98,12 @@ describe('SendGrid tools against the v3 stand-in', () => {
     const recipients = Array.from({ length: 2500 }, (_, i) => ({ email: `person${i}@example.org`, substitutions: { '-first_name-': `P${i}` } }));
     recipients.push({ email: 'PERSON7@example.org', substitutions: { '-first_name-': 'dup' } });
     const r = await h.call('sendgrid_send_bulk_emails', { recipients, subject: 'Hi -first_name-', text: 'Hello -first_name-' });
-    expect(r.structuredContent).toMatchObject({ success: true, requests: 3, accepted: 2500, failed: 0 });
-    expect(r.structuredContent.outcomes.filter((o: any) => o.status === 'skipped_duplicate')).toEqual([{ email: 'PERSON7@example.org', status: 'skipped_duplicate' }]);
+    expect(r.structuredContent).toMatchObject({ success: true, requests: 3, accepted: 2500, failed: 0, skipped_duplicate: 1, problems_total: 1 });
+    expect(r.structuredContent.problems).toEqual([{ email: 'PERSON7@example.org', status: 'skipped_duplicate' }]);
     const reqs = sg.matching(/^POST \/v3\/mail\/send/).slice(before);
     expect(reqs.map((q) => (q.body as any).personalizations.length)).toEqual([1000, 1000, 500]);
     expect((reqs[0]!.body as any).asm).toEqual({ group_id: 4242 });
-    expect([...sg.countsByAddress().values()].every((n) => n <= 3)).toBe(true);
+    expect([...sg.countsByAddress()].filter(([a]) => a.startsWith('person')).every(([, n]) => n === 1)).toBe(true);
   });
 
   it('bulk: a batch whose outcome is unknown is reported unknown and not repeated; other batches still go', async () => {
@@ -93,10 +111,17 @@ describe('SendGrid tools against the v3 stand-in', () => {
     sg.inject({ match: /^POST \/v3\/mail\/send/, times: 1, status: 500, body: { errors: [{ field: null, message: 'internal' }] } });
     const recipients = Array.from({ length: 1200 }, (_, i) => ({ email: `bulk${i}@example.org` }));
     const r = await h.call('sendgrid_send_bulk_emails', { recipients, subject: 'S', text: 'T' });
-    const byStatus = (s: string) => r.structuredContent.outcomes.filter((o: any) => o.status === s).length;
-    expect(byStatus('unknown')).toBe(1000);
-    expect(byStatus('accepted')).toBe(200);
+    expect(r.structuredContent).toMatchObject({ success: true, unknown: 1000, accepted: 200, problems_total: 1000 });
+    expect(r.structuredContent.problems).toHaveLength(100); // counts, then only the first problems: the result stays small
     expect(sg.matching(/^POST \/v3\/mail\/send/).length - before).toBe(2);
+  });
+
+  it('a bulk send SendGrid refuses as a whole is an error with its reason, not a success with nothing accepted', async () => {
+    sg.inject({ match: /^POST \/v3\/mail\/send/, times: 1, status: 400, body: { errors: [{ field: 'template_id', message: 'The template_id is not a valid template.' }] } });
+    const r = await h.call('sendgrid_send_template_email', { template_id: 'd-0123456789abcdef0123456789abcdef', to: [{ email: 'whole@example.org' }], idempotency_key: 'whole-1' });
+    expect(r.isError).toBe(true);
+    expect(r.structuredContent.error).toMatchObject({ code: 'invalid_input', provider: 'sendgrid' });
+    expect(r.structuredContent.error.message).toMatch(/template_id: The template_id is not a valid template/);
   });
 
   it('template email and stats', async () => {

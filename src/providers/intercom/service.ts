@@ -21,6 +21,8 @@ export interface IntercomContact {
   created_at: number | null;
   signed_up_at: number | null;
   last_seen_at: number | null;
+  /** Intercom's own email consent flag for the contact. */
+  unsubscribed_from_emails: boolean;
 }
 
 export interface UpsertContactInput {
@@ -43,6 +45,7 @@ type SdkContact = {
   created_at?: number;
   signed_up_at?: number | null;
   last_seen_at?: number | null;
+  unsubscribed_from_emails?: boolean;
 };
 
 /** Pulls Intercom's own words out of an error body ({type:"error.list", errors:[{code,message}]}). */
@@ -70,6 +73,7 @@ function toContact(c: SdkContact): IntercomContact {
     created_at: c.created_at ?? null,
     signed_up_at: c.signed_up_at ?? null,
     last_seen_at: c.last_seen_at ?? null,
+    unsubscribed_from_emails: c.unsubscribed_from_emails === true,
   };
 }
 

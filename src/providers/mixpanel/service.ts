@@ -167,6 +167,11 @@ export class MixpanelService {
         result.rejected.push(...r.rejected);
       } catch (err) {
         const e = err instanceof ToolError ? err : new ToolError('provider_error', String(err), { provider: 'mixpanel' });
+        if (e.code === 'invalid_input') {
+          // Mixpanel refused the whole request (400/413): these events will never succeed. Report and drop them.
+          for (const ev of batch) result.rejected.push({ insert_id: ev.properties.$insert_id, event: ev.event, message: e.message });
+          continue;
+        }
         // Not delivered: keep this batch and the rest, in order, ahead of anything tracked meanwhile.
         const remaining = batches.slice(i).flat();
         this.buffer = [...remaining, ...this.buffer];

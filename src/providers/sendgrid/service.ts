@@ -148,9 +148,21 @@ export class SendGridService {
     return res.headers.get('x-message-id') ?? '';
   }
 
-  /** One email, the same content to every address in `to` (each sees only the list SendGrid shows). */
-  async sendEmail(to: Address[], content: MailContent, opts: MailOptions = {}): Promise<{ message_id: string; accepted: number }> {
+  /**
+   * One email, the same content to every address in `to`. Each address is its own personalization, so
+   * no recipient sees another's address, unless `shared` asks for one message with everyone in To.
+   */
+  async sendEmail(to: Address[], content: MailContent, opts: MailOptions = {}, shared = false): Promise<{ message_id: string; accepted: number }> {
     this.deps.runtime.requireConfigured();
+    const unique = this.checkRecipients(to, content, opts);
+    const personalizations = shared ? [{ to: unique }] : unique.map((a) => ({ to: [a] }));
+    const body = { personalizations, ...this.envelope(content, opts) };
+    return { message_id: await this.postMail(body), accepted: unique.length };
+  }
+
+  /** Validates the addresses, content and options of a send before anything leaves; returns the distinct addresses. */
+  checkRecipients(to: Address[], content: MailContent, opts: MailOptions = {}): Address[] {
+    this.envelope(content, opts);
     const unique = dedupe(to);
     const bad = invalidEmails(unique.map((a) => a.email));
     if (bad.length) throw invalidInput(`Not valid email address(es): ${bad.join(', ')}. Fix them and call again.`, { fields: bad.map((b) => ({ field: 'to', problem: b })) });
@@ -158,8 +170,7 @@ export class SendGridService {
       throw invalidInput(`to needs 1 to ${MAX_PER_REQUEST} addresses; use sendgrid_send_bulk_emails for more.`, { fields: [{ field: 'to', problem: 'count' }] });
     }
     if (!content.subject && !content.template_id) throw invalidInput('subject is required.', { fields: [{ field: 'subject', problem: 'required' }] });
-    const body = { personalizations: [{ to: unique }], ...this.envelope(content, opts) };
-    return { message_id: await this.postMail(body), accepted: unique.length };
+    return unique;
   }
 
   /** One personalized message to one person: what the campaign engine sends. */
@@ -169,32 +180,44 @@ export class SendGridService {
     return { message_id: r.message_id };
   }
 
-  /**
-   * Many recipients, each with their own data, packed up to 1,000 personalizations a request. Each
-   * address gets at most one message per call; per-recipient outcomes are returned. A request whose
-   * outcome is unknown is not repeated: its recipients are reported `unknown`.
-   */
-  async sendBulk(recipients: BulkRecipient[], content: MailContent, opts: MailOptions = {}): Promise<{ requests: number; outcomes: BulkOutcome[] }> {
-    this.deps.runtime.requireConfigured();
+  /** Validates a bulk send before anything leaves; returns the distinct recipients and the duplicates skipped. */
+  planBulk(recipients: BulkRecipient[], content: MailContent, opts: MailOptions = {}): { queue: BulkRecipient[]; duplicates: BulkOutcome[] } {
+    this.envelope(content, { ...opts, marketing: opts.marketing ?? true });
     const bad = invalidEmails(recipients.map((r) => r.email));
     if (bad.length) {
       throw invalidInput(`Not valid email address(es): ${bad.slice(0, 20).join(', ')}${bad.length > 20 ? ` and ${bad.length - 20} more` : ''}. Nothing was sent.`, {
-        fields: bad.map((b) => ({ field: 'recipients', problem: b })),
+        fields: bad.slice(0, 50).map((b) => ({ field: 'recipients', problem: b })),
       });
     }
     if (!content.subject && !content.template_id) throw invalidInput('subject is required without a template_id.', { fields: [{ field: 'subject', problem: 'required' }] });
-    const envelope = this.envelope(content, { ...opts, marketing: opts.marketing ?? true });
     const seen = new Set<string>();
-    const outcomes: BulkOutcome[] = [];
+    const duplicates: BulkOutcome[] = [];
     const queue: BulkRecipient[] = [];
     for (const r of recipients) {
       const key = r.email.trim().toLowerCase();
-      if (seen.has(key)) outcomes.push({ email: r.email, status: 'skipped_duplicate' });
+      if (seen.has(key)) duplicates.push({ email: r.email, status: 'skipped_duplicate' });
       else {
         seen.add(key);
         queue.push(r);
       }
     }
+    return { queue, duplicates };
+  }
+
+  /**
+   * Many recipients, each with their own data, packed up to 1,000 personalizations a request. Each
+   * address gets at most one message per call; per-recipient outcomes are returned. A request whose
+   * outcome is unknown is not repeated: its recipients are reported `unknown`. When SendGrid refuses
+   * every request, nothing was accepted: that is an error with SendGrid's reason, not a result.
+   */
+  async sendBulk(recipients: BulkRecipient[], content: MailContent, opts: MailOptions = {}): Promise<{ requests: number; outcomes: BulkOutcome[] }> {
+    this.deps.runtime.requireConfigured();
+    const { queue, duplicates } = this.planBulk(recipients, content, opts);
+    const envelope = this.envelope(content, { ...opts, marketing: opts.marketing ?? true });
+    const outcomes: BulkOutcome[] = [...duplicates];
+    let firstError: ToolError | undefined;
+    let anyAccepted = false;
+    let anyUnknown = false;
     let requests = 0;
     for (let i = 0; i < queue.length; i += MAX_PER_REQUEST) {
       const batch = queue.slice(i, i + MAX_PER_REQUEST);
@@ -206,9 +229,12 @@ export class SendGridService {
       requests += 1;
       try {
         const message_id = await this.postMail({ personalizations, ...envelope });
+        anyAccepted = true;
         for (const r of batch) outcomes.push({ email: r.email, status: 'accepted', message_id });
       } catch (err) {
         const e = err instanceof ToolError ? err : new ToolError('provider_error', String(err));
+        firstError ??= e;
+        anyUnknown ||= e.outcomeUnknown;
         for (const r of batch) outcomes.push({ email: r.email, status: e.outcomeUnknown ? 'unknown' : 'failed', error: { code: e.code, message: e.message } });
         // Stop on what will fail again for every batch (credentials, permissions, an open circuit).
         if (['auth_failed', 'forbidden', 'circuit_open', 'not_configured'].includes(e.code)) {
@@ -217,6 +243,7 @@ export class SendGridService {
         }
       }
     }
+    if (firstError && !anyAccepted && !anyUnknown) throw firstError; // nothing went out: the call failed, say why
     return { requests, outcomes };
   }
 
