@@ -6,6 +6,7 @@ import pg from 'pg';
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import { migrations } from './migrations/index.js';
+import { CustomerEventLog } from './customer-events.js';
 import { RosterRepository } from './roster.js';
 import { ImmediateSqliteDialect } from './sqlite-dialect.js';
 import type { Database } from './schema.js';
@@ -25,6 +26,7 @@ export interface Store {
   readonly db: Kysely<Database>;
   readonly roster: RosterRepository;
   readonly timeline: TimelineRepository;
+  readonly events: CustomerEventLog;
   /** Appends to the timeline of every roster contact matching the recipient; returns how many matched. */
   recordActivityForRecipient(ref: RecipientRef, entry: ActivityInput): Promise<number>;
   /** Remembers Intercom's contact id on the roster contact(s) with this email / external id. */
@@ -81,6 +83,7 @@ export async function openStore(config: Config, log: Logger): Promise<Store> {
     db,
     roster,
     timeline,
+    events: new CustomerEventLog(db),
     recordActivityForRecipient: async (ref, entry) => {
       const contacts = await roster.findContacts(ref);
       for (const c of contacts) await timeline.append(db, { client_id: c.client_id, contact_id: c.contact_id, ...entry });

@@ -175,6 +175,28 @@ export interface SendCountersTable {
   sent: number;
 }
 
+export interface CustomerEventsTable {
+  event_id: Generated<number>;
+  /** When it happened (the producer's time). */
+  occurred_at: string;
+  /** When this server stored it. */
+  recorded_at: string;
+  client_id: string | null;
+  contact_id: string | null;
+  /** e.g. login, meeting_booked, email_opened, health_score_changed. */
+  name: string;
+  /** JSON object. */
+  properties: string;
+  /** Who recorded it: tool:<name>, roster, webhook:<provider>, automation. */
+  source: string;
+  /** A finer reference: the workflow whose step caused it, the provider's message id… */
+  source_ref: string | null;
+  /** How many automation steps led to it (0: not caused by an automation); stops trigger loops. */
+  depth: number;
+  /** Unique when set: the same inbound event (e.g. a provider's event id) is stored once. */
+  dedup_key: string | null;
+}
+
 export interface Database {
   clients: ClientsTable;
   client_segments: ClientSegmentsTable;
@@ -186,6 +208,7 @@ export interface Database {
   audit_log: AuditLogTable;
   idempotency_records: IdempotencyRecordsTable;
   send_counters: SendCountersTable;
+  customer_events: CustomerEventsTable;
 }
 
 export type JsonText = ColumnType<string, string, string>;

@@ -1,14 +1,15 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Kysely } from 'kysely';
+import SQLite from 'better-sqlite3';
+import { Kysely, Migrator, PostgresDialect } from 'kysely';
 import pg from 'pg';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { openStore } from '../../src/store/index.js';
 import { migrations } from '../../src/store/migrations/index.js';
-import { autoIdColumn } from '../../src/store/migrations/dialect.js';
+import { ImmediateSqliteDialect } from '../../src/store/sqlite-dialect.js';
 import { availableDialects, createTarget, POSTGRES_ADMIN_URL, type DatabaseTarget } from '../helpers/databases.js';
 import { startInMemory, testEnv, type InMemoryHarness } from '../helpers/mcp.js';
 
@@ -185,40 +186,20 @@ describe.each(dialects)('migrations on %s', (dialect) => {
     const target = await createTarget(dialect);
     const log = pino({ level: 'silent' });
     try {
-      const store = await openStore(loadConfig(testEnv(target.env) as NodeJS.ProcessEnv), log);
-      const db = store.db as unknown as Kysely<any>;
-      // Back to the schema of 0002 with one queued campaign row, as a server of the previous version left it.
-      await db.schema.dropTable('outbox').execute();
-      await db.deleteFrom('kysely_migration').where('name', '>=', '0003').execute();
-      for (const t of ['audit_log', 'idempotency_records', 'send_counters']) await db.schema.dropTable(t).execute();
-      for (const c of ['email_status', 'email_status_at', 'email_status_source', 'email_status_reason', 'timezone', 'intercom_role']) {
-        await db.schema.alterTable('contacts').dropColumn(c).execute();
-      }
-      await db.schema
-        .createTable('outbox')
-        .addColumn('outbox_id', 'integer', autoIdColumn(db))
-        .addColumn('campaign_id', 'text', (c) => c.notNull())
-        .addColumn('contact_id', 'text', (c) => c.notNull())
-        .addColumn('client_id', 'text', (c) => c.notNull())
-        .addColumn('channel', 'text', (c) => c.notNull())
-        .addColumn('idempotency_key', 'text', (c) => c.notNull().unique())
-        .addColumn('recipient_email', 'text', (c) => c.notNull())
-        .addColumn('payload', 'text', (c) => c.notNull())
-        .addColumn('state', 'text', (c) => c.notNull())
-        .addColumn('attempts', 'integer', (c) => c.notNull().defaultTo(0))
-        .addColumn('not_before', 'text', (c) => c.notNull())
-        .addColumn('provider_message_id', 'text')
-        .addColumn('error_code', 'text')
-        .addColumn('error_message', 'text')
-        .addColumn('updated_at', 'text', (c) => c.notNull())
-        .addColumn('sent_at', 'text')
-        .addColumn('lease_owner', 'text')
-        .addColumn('lease_until', 'text')
-        .execute();
+      // A database as the previous version left it: migrations 0001 and 0002 only.
+      const config = loadConfig(testEnv(target.env) as NodeJS.ProcessEnv);
+      if (config.database.kind === 'sqlite') fs.mkdirSync(path.dirname(config.database.file), { recursive: true });
+      const db: Kysely<any> =
+        config.database.kind === 'postgres'
+          ? new Kysely({ dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: config.database.url }) }) })
+          : new Kysely({ dialect: new ImmediateSqliteDialect({ database: new SQLite(config.database.file) }) });
+      const old = { '0001_roster': migrations['0001_roster']!, '0002_campaigns': migrations['0002_campaigns']! };
+      const { error } = await new Migrator({ db, provider: { getMigrations: async () => old } }).migrateToLatest();
+      expect(error).toBeUndefined();
       const now = new Date().toISOString();
       await db.insertInto('campaigns').values({ campaign_id: 'cmp_old', name: 'Old one', template_type: 'newsletter', definition: JSON.stringify({ campaign_name: 'Old one', template_type: 'newsletter', created_by: 'dana' }), content_hash: 'x', created_by: 'dana', scheduled_at: null, created_at: now, confirmed_at: now, cancelled_at: null }).execute();
       await db.insertInto('outbox').values({ outbox_id: 7, campaign_id: 'cmp_old', contact_id: 'ct_1', client_id: 'acme', channel: 'email', idempotency_key: 'cmp_old:ct_1:email', recipient_email: 'ann@acme.test', payload: JSON.stringify({ subject: 'S', text: 'T', to_email: 'ann@acme.test' }), state: 'queued', attempts: 0, not_before: now, updated_at: now }).execute();
-      await store.close();
+      await db.destroy();
 
       const upgraded = await openStore(loadConfig(testEnv(target.env) as NodeJS.ProcessEnv), log);
       const row = await upgraded.db.selectFrom('outbox').selectAll().executeTakeFirstOrThrow();

@@ -3,6 +3,7 @@ import * as roster from './0001_roster.js';
 import * as campaigns from './0002_campaigns.js';
 import * as delivery from './0003_delivery.js';
 import * as safety from './0004_safety.js';
+import * as customerEvents from './0006_customer_events.js';
 
 /** Versioned, in order. Applied automatically at start (Kysely's Migrator holds a lock while it runs). */
 export const migrations: Record<string, Migration> = {
@@ -10,4 +11,6 @@ export const migrations: Record<string, Migration> = {
   '0002_campaigns': campaigns,
   '0003_delivery': delivery,
   '0004_safety': safety,
+  // 0005 is the shared rate budget (added with the pacer).
+  '0006_customer_events': customerEvents,
 };
