@@ -21,7 +21,7 @@ export type ToolKind = 'read' | 'write' | 'send' | 'destructive';
  * Toolsets group tools by capability (CS_MCP_TOOLSETS enables a subset). `status` is always on: it
  * only reports on the server itself.
  */
-export const TOOLSETS = ['intercom', 'sendgrid', 'mixpanel', 'roster', 'campaigns', 'automations', 'audit', 'status'] as const;
+export const TOOLSETS = ['intercom', 'sendgrid', 'mixpanel', 'roster', 'campaigns', 'automations', 'events', 'audit', 'status'] as const;
 export type Toolset = (typeof TOOLSETS)[number];
 
 export interface ToolContext {
