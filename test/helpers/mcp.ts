@@ -4,7 +4,7 @@ import path from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { InMemoryTransport } from '@modelcontextprotocol/sdk/inMemory.js';
-import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import { ElicitRequestSchema, type CallToolResult, type ElicitRequest, type ElicitResult } from '@modelcontextprotocol/sdk/types.js';
 import { Writable } from 'node:stream';
 import { loadConfig, configSecrets } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
@@ -46,7 +46,21 @@ export interface InMemoryHarness {
 }
 
 /** The real server (real services, real adapter) connected to the SDK client over an in-memory transport pair. */
-export async function startInMemory(env: Record<string, string>, overrides: ServiceOverrides = {}): Promise<InMemoryHarness> {
+/** How the test client presents itself: a person who answers elicitation requests, or a client that cannot. */
+export interface ClientOptions {
+  /** Answers elicitation/create as the person would; declares the elicitation capability. */
+  onElicit?: (request: ElicitRequest['params']) => ElicitResult | Promise<ElicitResult>;
+  name?: string;
+}
+
+/** An SDK client, with an elicitation handler when the test plays a person. */
+export function testClient(opts: ClientOptions = {}): Client {
+  const client = new Client({ name: opts.name ?? 'test-client', version: '1.0.0' }, { capabilities: opts.onElicit ? { elicitation: {} } : {} });
+  if (opts.onElicit) client.setRequestHandler(ElicitRequestSchema, (req) => opts.onElicit!(req.params));
+  return client;
+}
+
+export async function startInMemory(env: Record<string, string>, overrides: ServiceOverrides = {}, clientOptions: ClientOptions = {}): Promise<InMemoryHarness> {
   const config = loadConfig(env as NodeJS.ProcessEnv);
   registerSecrets(configSecrets(config));
   const logs: string[] = [];
@@ -60,7 +74,7 @@ export async function startInMemory(env: Record<string, string>, overrides: Serv
   const services = await createServices(config, log, overrides);
   const server = createMcpServer(services);
   const [clientTransport, serverTransport] = InMemoryTransport.createLinkedPair();
-  const client = new Client({ name: 'test-client', version: '1.0.0' });
+  const client = testClient(clientOptions);
   await Promise.all([server.connect(serverTransport), client.connect(clientTransport)]);
   return {
     client,
@@ -85,7 +99,7 @@ export interface StdioHarness {
 }
 
 /** The built binary (dist/cli.js) spawned over stdio, as Claude Desktop runs it. */
-export async function startStdio(env: Record<string, string>): Promise<StdioHarness> {
+export async function startStdio(env: Record<string, string>, clientOptions: ClientOptions = {}): Promise<StdioHarness> {
   const transport = new StdioClientTransport({
     command: process.execPath,
     args: [DIST_CLI],
@@ -94,7 +108,7 @@ export async function startStdio(env: Record<string, string>): Promise<StdioHarn
   });
   let stderr = '';
   transport.stderr?.on('data', (d) => (stderr += String(d)));
-  const client = new Client({ name: 'test-client', version: '1.0.0' });
+  const client = testClient(clientOptions);
   await client.connect(transport);
   return {
     client,
