@@ -222,6 +222,15 @@ describe('outbound safety (in memory)', () => {
       expect(sg.requests.length).toBe(before);
     });
 
+    it('a 50,000-recipient bulk send reports counts and problems in a small result (never the whole audience back)', async () => {
+      const h = await start({ CS_MCP_MAX_RECIPIENTS_PER_SEND: '50000', CS_MCP_DAILY_SEND_LIMIT: '0' });
+      sg.inject({ match: /^POST \/v3\/mail\/send/, times: 1, status: 500, body: { errors: [{ field: null, message: 'internal' }] } });
+      const recipients = Array.from({ length: 50_000 }, (_, i) => ({ email: `huge${i}@else.test`, substitutions: { '-n-': String(i) } }));
+      const r = await h.call('sendgrid_send_bulk_emails', { recipients, subject: 'Huge', text: 'Hi -n-' });
+      expect(r.structuredContent).toMatchObject({ success: true, requests: 50, accepted: 49_000, unknown: 1_000, problems_total: 1_000 });
+      expect(Buffer.byteLength(JSON.stringify(r))).toBeLessThan(64 * 1024);
+    });
+
     it('the daily send limit stops the 1,001st message with a clear error and loses nothing queued', async () => {
       const limited = tempDataDir();
       const csv = path.join(limited.dir, 'big.csv');
