@@ -9,6 +9,7 @@ import {
   McpError,
   ReadResourceRequestSchema,
   type CallToolResult,
+  type ListToolsResult,
 } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
 import type { Logger } from '../log.js';
@@ -42,19 +43,36 @@ function jsonSchema(schema: z.ZodType, io: 'input' | 'output') {
  * schema-invalid call with a text-only isError result and no structuredContent, so the model would
  * not get our `invalid_input` error with `details.fields`; here one path gives every failure that shape.
  */
+/**
+ * What registration derives from the declarations, computed once per tool list: Streamable HTTP builds
+ * a server per session (or per request when stateless), and converting every schema each time cost
+ * ~0.5 MB and ~10 ms per server.
+ */
+const derived = new WeakMap<AnyToolDefinition[], { listed: unknown[]; strictOutput: Map<string, z.ZodType> }>();
+function deriveOnce(tools: AnyToolDefinition[]) {
+  let d = derived.get(tools);
+  if (!d) {
+    d = {
+      listed: tools.map((t) => ({
+        name: t.name,
+        title: t.title,
+        description: t.description,
+        inputSchema: jsonSchema(t.input, 'input'),
+        outputSchema: jsonSchema(publishedOutputSchema(t), 'output'),
+        annotations: annotationsFor(t),
+      })),
+      strictOutput: new Map(tools.map((t) => [t.name, successSchema(t)])),
+    };
+    derived.set(tools, d);
+  }
+  return d;
+}
+
 export function registerTools(server: Server, tools: AnyToolDefinition[], services: Services, log: Logger): void {
   const byName = new Map(tools.map((t) => [t.name, t]));
-  const listed = tools.map((t) => ({
-    name: t.name,
-    title: t.title,
-    description: t.description,
-    inputSchema: jsonSchema(t.input, 'input'),
-    outputSchema: jsonSchema(publishedOutputSchema(t), 'output'),
-    annotations: annotationsFor(t),
-  }));
-  const strictOutput = new Map(tools.map((t) => [t.name, successSchema(t)]));
+  const { listed, strictOutput } = deriveOnce(tools);
 
-  server.setRequestHandler(ListToolsRequestSchema, async () => ({ tools: listed }));
+  server.setRequestHandler(ListToolsRequestSchema, async () => ({ tools: listed as ListToolsResult['tools'] }));
 
   server.setRequestHandler(CallToolRequestSchema, async (request, extra): Promise<CallToolResult> => {
     const tool = byName.get(request.params.name);
