@@ -316,9 +316,13 @@ export function configSecrets(config: Config): string[] {
     config.sendgrid.apiKey,
     config.mixpanel.projectToken,
     config.mixpanel.serviceAccountSecret,
+    // Sent as HTTP Basic "user:secret": its base64 is a credential of its own.
+    config.mixpanel.serviceAccountUsername && config.mixpanel.serviceAccountSecret
+      ? `${config.mixpanel.serviceAccountUsername}:${config.mixpanel.serviceAccountSecret}`
+      : undefined,
     config.mixpanel.apiSecret,
     config.database.kind === 'postgres' ? passwordOf(config.database.url) : undefined,
-  ].filter((s): s is string => typeof s === 'string' && s.length >= 4);
+  ].filter((s): s is string => typeof s === 'string');
 }
 
 function passwordOf(dbUrl: string): string | undefined {
