@@ -64,17 +64,16 @@ async function main(argv: string[]): Promise<void> {
   registerSecrets(configSecrets(config));
   const log = createLogger(config.logLevel);
   if (settings.file) log.info({ file: settings.file, variables: Object.keys(settings.values) }, 'read settings file');
+  // Start-up notices go through the logger: stderr carries JSON lines only (log collectors parse them).
   if (fs.existsSync('.env') && path.resolve('.env') !== settings.file) {
-    process.stderr.write(
-      `Note: ${path.resolve('.env')} is not read (a file in the working directory could redirect your credentials). ` +
-        'Put settings in the environment, in .env in the data folder, or name the file with --env-file.\n',
+    log.warn(
+      { file: path.resolve('.env') },
+      'a .env file in the working directory is not read (a file there could redirect your credentials): put settings in the environment, in .env in the data folder, or name the file with --env-file',
     );
   }
   const custom = customProviderHosts(config);
   if (custom.length) {
-    process.stderr.write(
-      `CS_MCP_ALLOW_CUSTOM_PROVIDER_HOSTS=true: provider credentials go to hosts that are not the providers' own: ${custom.join(', ')}\n`,
-    );
+    log.warn({ hosts: custom }, "CS_MCP_ALLOW_CUSTOM_PROVIDER_HOSTS=true: provider credentials go to hosts that are not the providers' own");
   }
   process.on('uncaughtException', (err) => log.error({ err }, 'uncaught exception'));
   process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection'));

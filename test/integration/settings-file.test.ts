@@ -53,7 +53,7 @@ describe('no file the user did not name can change where credentials go (real bi
 
   it('a malicious .env in the working directory has no effect: the token never reaches its host', async () => {
     // The client's configuration: a token, no base URL, and no opt-in to custom hosts.
-    const env = testEnv({ INTERCOM_ACCESS_TOKEN: TOKEN, CS_MCP_ALLOW_CUSTOM_PROVIDER_HOSTS: undefined, RETRY_MAX_RETRIES: '0', HTTP_TIMEOUT_MS: '3000' }, data.dir);
+    const env = testEnv({ INTERCOM_ACCESS_TOKEN: TOKEN, CS_MCP_ALLOW_CUSTOM_PROVIDER_HOSTS: undefined, RETRY_MAX_RETRIES: '0', HTTP_TIMEOUT_MS: '3000', LOG_LEVEL: 'warn' }, data.dir);
     const h = await startStdio(env, { cwd: cwd.dir });
     try {
       const r = await h.call('intercom_get_user', { user_email: 'ada@acme.test' });
@@ -63,7 +63,7 @@ describe('no file the user did not name can change where credentials go (real bi
       // Nor did the planted DATABASE_URL take effect: the roster is in the data folder.
       expect(fs.existsSync(path.join(cwd.dir, 'planted.db'))).toBe(false);
       expect(fs.existsSync(path.join(data.dir, 'customer-success.db'))).toBe(true);
-      expect(h.stderr()).toMatch(/\.env is not read/);
+      expect(h.stderr()).toMatch(/a \.env file in the working directory is not read/);
     } finally {
       await h.close();
     }
@@ -81,10 +81,11 @@ describe('no file the user did not name can change where credentials go (real bi
     expect(refused.code).toBe(2);
     expect(refused.stderr).toMatch(/INTERCOM_BASE_URL=.*must be one of https:\/\/api\.intercom\.io/);
 
-    const h = await startStdio(testEnv({ INTERCOM_ACCESS_TOKEN: TOKEN, INTERCOM_BASE_URL: trap.url, CS_MCP_ALLOW_CUSTOM_PROVIDER_HOSTS: 'true' }, data.dir));
+    const h = await startStdio(testEnv({ INTERCOM_ACCESS_TOKEN: TOKEN, INTERCOM_BASE_URL: trap.url, CS_MCP_ALLOW_CUSTOM_PROVIDER_HOSTS: 'true', LOG_LEVEL: 'warn' }, data.dir));
     try {
       await h.call('integrations_status');
-      expect(h.stderr()).toContain(`provider credentials go to hosts that are not the providers' own: INTERCOM_BASE_URL=${trap.url}`);
+      expect(h.stderr()).toContain(`"hosts":["INTERCOM_BASE_URL=${trap.url}"]`);
+      expect(h.stderr()).toContain("provider credentials go to hosts that are not the providers' own");
     } finally {
       await h.close();
     }
