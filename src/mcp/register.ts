@@ -16,6 +16,7 @@ import type { Logger } from '../log.js';
 import { fromZodError, toErrorBody, ToolError } from '../result.js';
 import { scrubValue } from '../secrets.js';
 import type { Services } from '../services.js';
+import { rejectUnsafeArguments } from './argument-guards.js';
 import { annotationsFor, publishedOutputSchema, successSchema, type AnyToolDefinition } from './tool.js';
 
 export interface ResourceDefinition {
@@ -81,7 +82,9 @@ export function registerTools(server: Server, tools: AnyToolDefinition[], servic
     const toolLog = log.child({ tool: tool.name });
     const progressToken = request.params._meta?.progressToken;
     try {
-      const parsed = tool.input.safeParse(request.params.arguments ?? {});
+      const args = request.params.arguments ?? {};
+      rejectUnsafeArguments(args, tool.name);
+      const parsed = tool.input.safeParse(args);
       if (!parsed.success) throw fromZodError(parsed.error, `Invalid arguments for ${tool.name}`);
       const data = await tool.handle(parsed.data, {
         services,
