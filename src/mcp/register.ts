@@ -17,6 +17,7 @@ import { fromZodError, toErrorBody, ToolError } from '../result.js';
 import { scrubValue } from '../secrets.js';
 import type { Services } from '../services.js';
 import { rejectUnsafeArguments } from './argument-guards.js';
+import { withoutTypeArrays } from './json-schema.js';
 import { annotationsFor, publishedOutputSchema, successSchema, type AnyToolDefinition } from './tool.js';
 
 export interface ResourceDefinition {
@@ -29,8 +30,9 @@ export interface ResourceDefinition {
   read(params: Record<string, string>, services: Services): Promise<unknown>;
 }
 
-function jsonSchema(schema: z.ZodType, io: 'input' | 'output') {
-  const out = z.toJSONSchema(schema, { io, unrepresentable: 'any' }) as Record<string, unknown>;
+/** What tools/list publishes: JSON Schema every major client reads (no `type` arrays: see json-schema.ts). */
+export function jsonSchema(schema: z.ZodType, io: 'input' | 'output') {
+  const out = withoutTypeArrays(z.toJSONSchema(schema, { io, unrepresentable: 'any' }) as Record<string, unknown>);
   delete out.$schema;
   return out as { type: 'object'; [k: string]: unknown };
 }

@@ -4,10 +4,12 @@ import type { MailOptions } from '../providers/sendgrid/service.js';
 import { invalidInput } from '../result.js';
 import { EMAIL_MAX_LENGTH } from '../validation.js';
 
-const address = z.object({ email: z.string().min(3).max(EMAIL_MAX_LENGTH), name: z.string().max(200).optional() });
+/** An address as published (format: email); the service checks it and names every bad one in its error. */
+const emailString = z.string().min(3).max(EMAIL_MAX_LENGTH).meta({ format: 'email' });
+const address = z.object({ email: emailString, name: z.string().max(200).optional() });
 /** One address ("a@b.com") or a list of addresses / {email, name}. Validated by the service, naming the bad ones. */
 const recipients = z
-  .union([z.string().min(3).max(EMAIL_MAX_LENGTH), z.array(z.union([z.string().min(3).max(EMAIL_MAX_LENGTH), address])).min(1).max(1000)])
+  .union([emailString, z.array(z.union([emailString, address])).min(1).max(1000)])
   .describe('one address, or a list of addresses or {email, name}');
 const toAddresses = (to: z.output<typeof recipients>) => (Array.isArray(to) ? to : [to]).map((a) => (typeof a === 'string' ? { email: a.trim() } : a));
 

@@ -161,7 +161,7 @@ describe('HTTP sessions are bounded', () => {
     const client = new Client({ name: 'stateless', version: '1' });
     await client.connect(new StreamableHTTPClientTransport(new URL(h.url)));
     expect((await client.listTools()).tools.length).toBeGreaterThan(20);
-    const r = (await client.callTool({ name: 'integrations_status', arguments: {} })) as { structuredContent: { success: boolean } };
+    const r = (await client.callTool({ name: 'integrations_status', arguments: {} })) as unknown as { structuredContent: { success: boolean } };
     expect(r.structuredContent.success).toBe(true);
     await client.close();
     expect(h.running.sessionCount()).toBe(0);
@@ -180,7 +180,7 @@ describe('HTTP answers every request in JSON-RPC, and accepts what the schemas a
       const r = (await client.callTool({
         name: 'send_personalized_email',
         arguments: { campaign_name: 'Big', template_type: 'custom', subject_line: 'Hi', body_text: 'Hi', body_html, target_tier: 'enterprise' },
-      })) as { structuredContent: { success: boolean; error?: { code: string } } };
+      })) as unknown as { structuredContent: { success: boolean; error?: { code: string } } };
       // Answered by the tool (here: nothing to send to), not refused by the transport.
       expect(r.structuredContent).toHaveProperty('success');
     }
