@@ -121,8 +121,6 @@ export interface Config {
   };
   /** Largest MCP request accepted, in bytes (an HTTP body or one stdio line). */
   maxRequestBytes: number;
-  /** Provider base URLs other than the providers' own hosts are allowed (opt-in from the real environment only). */
-  allowCustomProviderHosts: boolean;
   resilience: ResilienceConfig;
   intercom: { accessToken?: string; baseUrl: string; adminId?: string };
   sendgrid: {
@@ -205,7 +203,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       stateless: e.MCP_HTTP_STATELESS,
     },
     maxRequestBytes: e.MCP_MAX_REQUEST_BYTES,
-    allowCustomProviderHosts: e.CS_MCP_ALLOW_CUSTOM_PROVIDER_HOSTS,
     resilience: {
       maxRetries: e.RETRY_MAX_RETRIES,
       baseDelayMs: e.RETRY_BASE_DELAY_MS,

@@ -38,15 +38,6 @@ export function jsonSchema(schema: z.ZodType, io: 'input' | 'output') {
 }
 
 /**
- * The adapter: lists every declared tool with its schemas and annotations, and runs calls through
- * one path that validates input (structured invalid_input naming each field), runs the handler,
- * checks the result against the declared output, and shapes every outcome into the contract.
- *
- * Why the SDK's low-level Server rather than McpServer.registerTool: McpServer (1.32) answers a
- * schema-invalid call with a text-only isError result and no structuredContent, so the model would
- * not get our `invalid_input` error with `details.fields`; here one path gives every failure that shape.
- */
-/**
  * What registration derives from the declarations, computed once per tool list: Streamable HTTP builds
  * a server per session (or per request when stateless), and converting every schema each time cost
  * ~0.5 MB and ~10 ms per server.
@@ -71,6 +62,15 @@ function deriveOnce(tools: AnyToolDefinition[]) {
   return d;
 }
 
+/**
+ * The adapter: lists every declared tool with its schemas and annotations, and runs calls through
+ * one path that validates input (structured invalid_input naming each field), runs the handler,
+ * checks the result against the declared output, and shapes every outcome into the contract.
+ *
+ * Why the SDK's low-level Server rather than McpServer.registerTool: McpServer (1.32) answers a
+ * schema-invalid call with a text-only isError result and no structuredContent, so the model would
+ * not get our `invalid_input` error with `details.fields`; here one path gives every failure that shape.
+ */
 export function registerTools(server: Server, tools: AnyToolDefinition[], services: Services, log: Logger): void {
   const byName = new Map(tools.map((t) => [t.name, t]));
   const { listed, strictOutput } = deriveOnce(tools);

@@ -96,12 +96,15 @@ function mergeCustom(row: number, current: Record<string, unknown>, custom: Reco
 }
 
 export type ImportPhase = 'validating' | 'writing';
+type OnProgress = (rows: number, phase: ImportPhase) => Promise<void> | void;
+export interface ImportOptions {
+  skipInvalid: boolean;
+  actor?: string;
+  onProgress?: OnProgress;
+  log?: Logger;
+}
 
-export async function importClientsCsv(
-  store: Store,
-  filePath: string,
-  opts: { skipInvalid: boolean; actor?: string; onProgress?: (rows: number, phase: ImportPhase) => Promise<void> | void; log?: Logger },
-): Promise<ImportResult> {
+export async function importClientsCsv(store: Store, filePath: string, opts: ImportOptions): Promise<ImportResult> {
   const file = openCsvFile(filePath);
   try {
     return await importFile(store, file, filePath, opts);
@@ -110,12 +113,7 @@ export async function importClientsCsv(
   }
 }
 
-async function importFile(
-  store: Store,
-  file: CsvFile,
-  filePath: string,
-  opts: { skipInvalid: boolean; actor?: string; onProgress?: (rows: number, phase: ImportPhase) => Promise<void> | void; log?: Logger },
-): Promise<ImportResult> {
+async function importFile(store: Store, file: CsvFile, filePath: string, opts: ImportOptions): Promise<ImportResult> {
   const errors: ImportResult['errors'] = [];
   let errorCount = 0;
   const invalidRows = new Set<number>();
@@ -252,13 +250,7 @@ async function writeClients(store: Store, trx: Kysely<Database>, clients: Map<st
   }
 }
 
-async function writeContacts(
-  trx: Kysely<Database>,
-  file: CsvFile,
-  invalidRows: Set<number>,
-  result: ImportResult,
-  onProgress?: (rows: number, phase: ImportPhase) => Promise<void> | void,
-): Promise<void> {
+async function writeContacts(trx: Kysely<Database>, file: CsvFile, invalidRows: Set<number>, result: ImportResult, onProgress?: OnProgress): Promise<void> {
   let pending: ParsedRow[] = [];
   const flush = async () => {
     const batch = pending;
