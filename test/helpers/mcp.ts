@@ -20,7 +20,11 @@ export function tempDataDir(prefix = 'csmcp-test-'): { dir: string; cleanup: () 
   return { dir, cleanup: () => fs.rmSync(dir, { recursive: true, force: true }) };
 }
 
-/** Test defaults: fast retries and breaker, no credentials, a private data folder. */
+/**
+ * Test defaults: fast retries and breaker, no credentials, a private data folder, and the opt-in that
+ * lets provider base URLs point at the loopback stand-ins (a test that checks the refusal removes it
+ * by passing CS_MCP_ALLOW_CUSTOM_PROVIDER_HOSTS: undefined).
+ */
 export function testEnv(extra: Record<string, string | undefined> = {}, dataDir?: string): Record<string, string> {
   const env: Record<string, string | undefined> = {
     LOG_LEVEL: 'silent',
@@ -31,6 +35,7 @@ export function testEnv(extra: Record<string, string | undefined> = {}, dataDir?
     CIRCUIT_BREAKER_RESET_MS: '500',
     HTTP_TIMEOUT_MS: '1000',
     CS_MCP_DATA_DIR: dataDir,
+    CS_MCP_ALLOW_CUSTOM_PROVIDER_HOSTS: 'true',
     ...extra,
   };
   return Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined)) as Record<string, string>;
@@ -99,16 +104,17 @@ export interface StdioHarness {
 }
 
 /** The built binary (dist/cli.js) spawned over stdio, as Claude Desktop runs it. */
-export async function startStdio(env: Record<string, string>, clientOptions: ClientOptions = {}): Promise<StdioHarness> {
+export async function startStdio(env: Record<string, string>, opts: { cwd?: string; args?: string[] } & ClientOptions = {}): Promise<StdioHarness> {
   const transport = new StdioClientTransport({
     command: process.execPath,
-    args: [DIST_CLI],
+    args: [DIST_CLI, ...(opts.args ?? [])],
+    cwd: opts.cwd,
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env },
     stderr: 'pipe',
   });
   let stderr = '';
   transport.stderr?.on('data', (d) => (stderr += String(d)));
-  const client = testClient(clientOptions);
+  const client = testClient(opts);
   await client.connect(transport);
   return {
     client,
