@@ -223,7 +223,8 @@ describe('outbound safety (in memory)', () => {
     });
 
     it('a 50,000-recipient bulk send reports counts and problems in a small result (never the whole audience back)', async () => {
-      const h = await start({ CS_MCP_MAX_RECIPIENTS_PER_SEND: '50000', CS_MCP_DAILY_SEND_LIMIT: '0' });
+      // A generous timeout: the stand-in validates every 1,000-personalization body against the contract in this process.
+      const h = await start({ CS_MCP_MAX_RECIPIENTS_PER_SEND: '50000', CS_MCP_DAILY_SEND_LIMIT: '0', HTTP_TIMEOUT_MS: '20000' });
       sg.inject({ match: /^POST \/v3\/mail\/send/, times: 1, status: 500, body: { errors: [{ field: null, message: 'internal' }] } });
       const recipients = Array.from({ length: 50_000 }, (_, i) => ({ email: `huge${i}@else.test`, substitutions: { '-n-': String(i) } }));
       const r = await h.call('sendgrid_send_bulk_emails', { recipients, subject: 'Huge', text: 'Hi -n-' });
