@@ -174,11 +174,6 @@ describe('Intercom tools against the 2.14 stand-in', () => {
     }
   });
 
-  it('every request body sent matched the published 2.14 description (with its documented defects patched)', () => {
-    expect(intercom.violations).toEqual([]);
-    expect(intercom.requests.filter((r) => r.method === 'POST' || r.method === 'PUT').length).toBeGreaterThan(15);
-  });
-
   it('the token never appears in tool results or logs', () => {
     expect(h.logs.join('\n')).not.toContain(TOKEN);
     expect(h.logs.length).toBeGreaterThan(5);

@@ -73,9 +73,6 @@ describe('Mixpanel tools against the ingestion stand-in', () => {
     expect(mp.events.size - before).toBe(25);
   });
 
-  it('every request body matched the published description', () => {
-    expect(mp.violations).toEqual([]);
-  });
 });
 
 describe('Mixpanel on a clean stop of the real binary', () => {
