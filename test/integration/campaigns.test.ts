@@ -199,7 +199,8 @@ describe.each(dialects)('send_personalized_email on %s', (dialect) => {
   });
 
   it('delivers through Intercom in-app, tracking email_campaign_received, and learns the Intercom id', async () => {
-    ic.seedContact({ email: 'peter@initech.example', name: 'Peter Gibbons' });
+    ic.seedContact({ email: 'peter@initech.example', role: 'lead' }); // an earlier visitor with the same email
+    const peter = ic.seedContact({ email: 'peter@initech.example', name: 'Peter Gibbons' });
     const args = { ...baseCampaign, campaign_name: 'Initech nudge', target_tier: undefined, target_client_ids: ['initech'], channels: ['intercom_inapp'] };
     const preview = await h.call('send_personalized_email', args);
     expect(preview.structuredContent.audience.per_channel).toEqual({ intercom_inapp: 1 });
@@ -207,7 +208,7 @@ describe.each(dialects)('send_personalized_email on %s', (dialect) => {
     const s = await h.call('get_campaign_status', { campaign_id: r.structuredContent.campaign_id, wait_seconds: 20 });
     expect(s.structuredContent.campaign.totals.sent).toBe(1);
     expect(ic.messages).toHaveLength(1);
-    expect(ic.messages[0]).toMatchObject({ message_type: 'inapp', from: { type: 'admin', id: '991' } });
+    expect(ic.messages[0]).toMatchObject({ message_type: 'inapp', from: { type: 'admin', id: '991' }, to: { type: 'user', id: peter.id } });
     await until(() => ic.events.length, (n) => n === 1);
     expect(ic.events[0]).toMatchObject({ event_name: 'email_campaign_received', metadata: { campaign_name: 'Initech nudge', template_type: 'health_check' } });
     const ov = await h.call('get_client_overview', { client_id: 'initech' });

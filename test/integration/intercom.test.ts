@@ -54,6 +54,15 @@ describe('Intercom tools against the 2.14 stand-in', () => {
     expect(intercom.matching(/^GET \/me$/)).toHaveLength(1);
   });
 
+  it('a lead sharing the email of a user (Intercom allows it): the message goes to the user, not the lead', async () => {
+    const lead = intercom.seedContact({ email: 'shared@example.org', role: 'lead' }); // the visitor who chatted first
+    const user = intercom.seedContact({ email: 'shared@example.org', external_id: 'u-shared', name: 'Signed Up' });
+    const r = await h.call('intercom_send_message', { user_email: 'shared@example.org', message_type: 'inapp', body: 'Welcome aboard' });
+    expect(r.structuredContent).toMatchObject({ success: true, recipient: { contact_id: user.id, role: 'user' } });
+    expect(intercom.messages.at(-1)!.to).toEqual({ type: 'user', id: user.id });
+    expect(intercom.messages.some((m) => m.to.id === lead.id)).toBe(false);
+  });
+
   it('refuses bad input before any request, naming the field', async () => {
     const before = intercom.requests.length;
     const noSubject = await h.call('intercom_send_message', { user_email: 'ada@example.org', message_type: 'email', body: 'x' });
