@@ -4,19 +4,10 @@ import { startInMemory, startStdio, tempDataDir, testEnv, type InMemoryHarness }
 import { startIntercomStandIn, type IntercomStandIn } from '../stand-ins/intercom.js';
 import { startMixpanelStandIn, type MixpanelStandIn } from '../stand-ins/mixpanel.js';
 import { startSendGridStandIn, type SendGridStandIn } from '../stand-ins/sendgrid.js';
+import { until } from '../helpers/until.js';
 
 const SG_KEY = 'SG.campaignkey_abcdef.0123456789abcdef';
 const IC_TOKEN = 'intercom-campaign-token';
-
-async function until<T>(fn: () => Promise<T> | T, ok: (v: T) => boolean, ms = 20_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (ok(v)) return v;
-    if (Date.now() > end) throw new Error(`condition not reached within ${ms} ms (last: ${JSON.stringify(v).slice(0, 500)})`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 /** Mail-send requests the stand-in RECEIVED per address (a request that reached it may have been delivered). */
 function receivedPerAddress(sg: SendGridStandIn): Map<string, number> {
@@ -184,9 +175,12 @@ describe.each(dialects)('send_personalized_email on %s', (dialect) => {
 
   it('confirming the same token again sends nothing more and reports the campaign', async () => {
     const before = sg.matching(/^POST \/v3\/mail\/send/).length;
+    const campaigns = (await h.call('list_campaigns', {})).structuredContent.campaigns.length;
     const r = await h.call('send_personalized_email', { ...baseCampaign, confirmation_token: previewToken });
     expect(r.structuredContent).toMatchObject({ phase: 'confirmed', already_confirmed: true, campaign_id: campaignId });
-    await new Promise((res) => setTimeout(res, 200));
+    // Nothing new to deliver: no new campaign, no new row in this one, no request.
+    expect((await h.call('list_campaigns', {})).structuredContent.campaigns.length).toBe(campaigns);
+    expect((await h.call('get_campaign_status', { campaign_id: campaignId })).structuredContent.campaign.totals).toMatchObject({ total: 4, sent: 4 });
     expect(sg.matching(/^POST \/v3\/mail\/send/).length).toBe(before);
   });
 
@@ -262,7 +256,8 @@ describe('confirmation tokens expire', () => {
       await h.call('register_client', { client_id: 'hooli', name: 'Hooli', tier: 'enterprise', health_score: 60 });
       await h.call('upsert_contact', { client_id: 'hooli', email: 'gavin@hooli.example', first_name: 'Gavin' });
       const preview = await h.call('send_personalized_email', baseCampaign);
-      await new Promise((r) => setTimeout(r, 1100));
+      const expiresAt = Date.parse(preview.structuredContent.token_expires_at);
+      await until(() => Date.now() > expiresAt, { message: 'the token to expire' });
       const r = await h.call('send_personalized_email', { ...baseCampaign, confirmation_token: preview.structuredContent.confirmation_token });
       expect(r.structuredContent.error).toMatchObject({ code: 'invalid_input' });
       expect(r.structuredContent.error.message).toMatch(/expired/);
@@ -351,7 +346,7 @@ describe('campaign durability across restarts', () => {
       const s = await until(
         () => second.call('get_campaign_status', { campaign_id: campaignId }),
         (x) => x.structuredContent.campaign.totals.queued + x.structuredContent.campaign.totals.sending === 0,
-        30_000,
+        { timeoutMs: 30_000 },
       );
       await second.close();
 

@@ -1,6 +1,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startInMemory, startStdio, tempDataDir, testEnv, type InMemoryHarness } from '../helpers/mcp.js';
 import { startIntercomStandIn, type IntercomStandIn } from '../stand-ins/intercom.js';
+import { until } from '../helpers/until.js';
 
 const TOKEN = 'tok_intercom_SECRET_1234567890';
 
@@ -152,7 +153,8 @@ describe('Intercom tools against the 2.14 stand-in', () => {
     expect(intercom.requests.length).toBe(before); // nothing reached Intercom
     const status = await h.call('integrations_status');
     expect(status.structuredContent.providers.find((p: any) => p.provider === 'intercom')).toMatchObject({ circuit: 'open', last_error: { code: 'circuit_open' } });
-    await new Promise((r) => setTimeout(r, 350));
+    const intercomStatus = async () => (await h.call('integrations_status')).structuredContent.providers.find((p: any) => p.provider === 'intercom');
+    await until(intercomStatus, (p) => p.circuit_retry_in_ms === 0, { message: 'the circuit to allow a trial' });
     const trial = await h.call('intercom_get_user', { user_email: 'ada@example.org' });
     expect(trial.structuredContent.success).toBe(true);
     const after = await h.call('integrations_status');
