@@ -27,6 +27,7 @@ export interface RecordedRequest {
   at: number;
   /** How the stand-in answered: a status, or `drop` / `hang` for an injected fault; unset while pending. */
   answer?: number | 'drop' | 'hang';
+  answeredAt?: number;
 }
 
 export interface Fault {
@@ -256,6 +257,7 @@ export class HttpStandIn extends EventEmitter<{ request: [RecordedRequest]; answ
 
   private settle(rec: RecordedRequest, answer: NonNullable<RecordedRequest['answer']>): void {
     rec.answer = answer;
+    rec.answeredAt = Date.now();
     this.emit('answered', rec);
   }
 
