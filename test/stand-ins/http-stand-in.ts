@@ -97,6 +97,8 @@ export class HttpStandIn extends EventEmitter<{ request: [RecordedRequest]; answ
   private readonly faults: Fault[] = [];
   private readonly hanging = new Set<http.ServerResponse>();
   private server?: http.Server;
+  /** Servers stopped by refuseConnections() whose last connections may still be open. */
+  private readonly closing: http.Server[] = [];
   url = '';
 
   constructor(
@@ -112,21 +114,63 @@ export class HttpStandIn extends EventEmitter<{ request: [RecordedRequest]; answ
     return this.opts.name;
   }
 
+  /**
+   * Listens on a free port below the usual ephemeral ranges (Linux 32768–60999, BSD/macOS 49152+), so
+   * while connections are refused no outgoing connection can take the port and block listening again.
+   */
   async start(): Promise<this> {
-    this.server = http.createServer((req, res) => void this.handle(req, res).catch((err: unknown) => this.failed(res, err)));
-    this.server.keepAliveTimeout = 5000;
-    await new Promise<void>((resolve) => this.server!.listen(0, '127.0.0.1', resolve));
-    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+    for (let attempt = 0; ; attempt++) {
+      const port = 20_000 + Math.floor(Math.random() * 12_000);
+      try {
+        await this.listen(port);
+        break;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || attempt >= 50) throw err;
+      }
+    }
+    this.url = `http://127.0.0.1:${(this.server!.address() as AddressInfo).port}`;
     liveStandIns.add(this);
     return this;
+  }
+
+  private async listen(port: number): Promise<void> {
+    const server = http.createServer((req, res) => void this.handle(req, res).catch((err: unknown) => this.failed(res, err)));
+    server.keepAliveTimeout = 5000;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, '127.0.0.1', () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    this.server = server;
+  }
+
+  /**
+   * Stops listening, so new connections are refused before any byte is sent (ECONNREFUSED: provably
+   * not delivered). Requests already being answered finish; idle kept-alive connections are closed.
+   */
+  refuseConnections(): void {
+    const server = this.server!;
+    this.server = undefined;
+    server.close();
+    server.closeIdleConnections();
+    this.closing.push(server);
+  }
+
+  /** Listens again on the same port. */
+  async acceptConnections(): Promise<void> {
+    if (!this.server) await this.listen(Number(new URL(this.url).port));
   }
 
   /** Stops serving. Throws if contract violations were recorded that no test has reported or acknowledged. */
   async stop(): Promise<void> {
     liveStandIns.delete(this);
     for (const res of this.hanging) res.destroy();
-    this.server?.closeAllConnections();
-    await new Promise<void>((resolve) => this.server?.close(() => resolve()) ?? resolve());
+    for (const server of [...this.closing, ...(this.server ? [this.server] : [])]) {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => (server.listening ? server.close(() => resolve()) : resolve()));
+    }
     const unreported = this.takeUnreportedViolations();
     if (unreported.length) throw new Error(describeViolations(this.name, unreported));
   }

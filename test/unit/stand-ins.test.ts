@@ -153,6 +153,17 @@ describe("providers' irregularities", () => {
     expect(Math.max(...took) - Math.min(...took)).toBeGreaterThan(5);
   });
 
+  it('refuses connections until told to accept them again, on the same address', async () => {
+    const sg = await sendgrid();
+    expect((await post(`${sg.url}/v3/mail/send`, mail(), `Bearer ${SG}`)).status).toBe(202);
+    sg.refuseConnections();
+    const refused = await post(`${sg.url}/v3/mail/send`, mail(), `Bearer ${SG}`).catch((e: Error) => e);
+    expect((refused as Error & { cause?: { code?: string } }).cause?.code).toBe('ECONNREFUSED');
+    await sg.acceptConnections();
+    expect((await post(`${sg.url}/v3/mail/send`, mail(), `Bearer ${SG}`)).status).toBe(202);
+    expect(sg.requests).toHaveLength(2); // the refused one never reached it
+  });
+
   it('records how each request was answered, and signals arrivals', async () => {
     const sg = await sendgrid();
     sg.inject({ match: /^POST \/v3\/mail\/send/, times: 1, drop: true });
