@@ -98,16 +98,6 @@ export class OpenApiContract {
     return { valid: errors.length === 0, errors };
   }
 
-  /** Kept for callers that only have a body (validateRequest is the whole check). */
-  validateRequestBody(method: string, actualPath: string, body: unknown, contentType = 'application/json'): ValidationResult {
-    const template = this.matchPath(actualPath);
-    if (!template) return { valid: false, errors: [`${this.name}: no path matches ${actualPath}`] };
-    const op = this.operation(method, template);
-    if (!op) return { valid: false, errors: [`${this.name}: ${method.toUpperCase()} ${template} is not an operation`] };
-    const errors = this.checkBody(method.toUpperCase(), template, op, body, contentType);
-    return { valid: errors.length === 0, errors };
-  }
-
   /**
    * Validates a JSON response body against the schema the description declares for this operation
    * and status (exact status, then `4XX`-style ranges, then `default`). A status or body the
@@ -129,11 +119,6 @@ export class OpenApiContract {
     if (!mediaType || !response.content[mediaType].schema) return ok;
     if (body === undefined || body === '') return { valid: false, errors: [`${status} must carry a JSON body (${mediaType})`] };
     return this.run(`response ${base.join('/')}`, `${pointer(base)}/${pointer(['content', mediaType, 'schema'])}`, body);
-  }
-
-  /** Validates any value against a named component schema (e.g. a response object). */
-  validateComponent(schemaName: string, value: unknown): ValidationResult {
-    return this.run(`component ${schemaName}`, pointer(['components', 'schemas', schemaName]), value);
   }
 
   private checkBody(method: string, template: string, op: any, body: unknown, contentType: string): string[] {

@@ -200,7 +200,7 @@ export class HttpStandIn extends EventEmitter<{ request: [RecordedRequest]; answ
     return this.requests.filter((r) => re.test(`${r.method} ${r.path}`));
   }
 
-  /** Resolves once `count` requests matching `METHOD /path` have arrived (event-driven, bounded). */
+  /** Resolves once `count` requests matching `METHOD /path` have arrived (or throws after `timeoutMs`). */
   async waitForRequests(re: RegExp, count = 1, timeoutMs = 20_000): Promise<RecordedRequest[]> {
     await until(() => this.matching(re).length >= count, { timeoutMs, message: `${this.name}: ${count} × ${re} not received` });
     return this.matching(re);
@@ -255,18 +255,24 @@ export class HttpStandIn extends EventEmitter<{ request: [RecordedRequest]; answ
     this.send(res, rec, reply);
   }
 
+  /** The description (and its key for the path) that has this request's operation, if any. */
+  private operationOf(rec: RecordedRequest): { contract: OpenApiContract; path: string } | undefined {
+    const path = this.opts.contractPath ? this.opts.contractPath(rec) : rec.path;
+    const contract = path === undefined ? undefined : this.opts.contracts?.find((c) => c.has(rec.method, path));
+    return contract && { contract, path: path! };
+  }
+
   /** The 422 answering a request that breaks the description, or undefined when it conforms. */
   private checkRequest(rec: RecordedRequest, key: string): Reply | undefined {
     const contracts = this.opts.contracts ?? [];
     if (!contracts.length) return undefined;
-    const path = this.opts.contractPath ? this.opts.contractPath(rec) : rec.path;
-    const contract = path === undefined ? undefined : contracts.find((c) => c.has(rec.method, path));
+    const op = this.operationOf(rec);
     let errors: string[];
-    if (!contract) errors = [`no operation ${rec.method} ${path ?? rec.path} in ${contracts.map((c) => c.name).join(', ')}`];
+    if (!op) errors = [`no operation ${rec.method} ${this.opts.contractPath?.(rec) ?? rec.path} in ${contracts.map((c) => c.name).join(', ')}`];
     else {
       try {
         const contentType = String(rec.headers['content-type'] ?? 'application/json').split(';')[0]!;
-        errors = contract.validateRequest({ method: rec.method, path: path!, query: rec.query, body: rec.rawBody === '' ? undefined : rec.body, contentType }).errors;
+        errors = op.contract.validateRequest({ method: rec.method, path: op.path, query: rec.query, body: rec.rawBody === '' ? undefined : rec.body, contentType }).errors;
       } catch (err) {
         errors = [`could not validate: ${(err as Error).message}`];
       }
@@ -279,12 +285,10 @@ export class HttpStandIn extends EventEmitter<{ request: [RecordedRequest]; answ
 
   /** A stand-in answer the description does not allow is a bug in the stand-in: recorded, and said at once. */
   private checkResponse(rec: RecordedRequest, reply: Reply): void {
-    const contracts = this.opts.contracts ?? [];
-    const path = this.opts.contractPath ? this.opts.contractPath(rec) : rec.path;
-    const contract = path === undefined ? undefined : contracts.find((c) => c.has(rec.method, path));
-    if (!contract) return;
+    const op = this.operationOf(rec);
+    if (!op) return;
     const body = typeof reply.body === 'string' ? safeJson(reply.body) : reply.body;
-    const v = contract.validateResponse(rec.method, path!, reply.status, body);
+    const v = op.contract.validateResponse(rec.method, op.path, reply.status, body);
     if (v.valid) return;
     const violation: Violation = { kind: 'response', request: `${rec.method} ${rec.path} → ${reply.status}`, errors: v.errors };
     this.violations.push(violation);
