@@ -4,7 +4,8 @@ import { loadConfig } from '../../src/config.js';
 import { openStore, type Store } from '../../src/store/index.js';
 import { availableDialects, createTarget, type DatabaseTarget } from '../helpers/databases.js';
 import { testEnv } from '../helpers/mcp.js';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { until } from '../helpers/until.js';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { SendAdmission } from '../../src/engine/delivery/admission.js';
 import { OutboxDispatcher, type DeliveryOutcome, type DeliveryPort, type DeliveryReceipt } from '../../src/engine/delivery/dispatcher.js';
 import { insertMessages, OutboxRepository, type OutboxRow } from '../../src/engine/delivery/outbox.js';
@@ -50,6 +51,8 @@ async function seed(
 /** A provider stand-in for the port: records every send that really "went out". */
 class FakePort implements DeliveryPort {
   sent: string[] = [];
+  /** When each send went out (ms). */
+  sentAt: number[] = [];
   settledRows: Array<{ key: string; state: string }> = [];
   maxConcurrent = 0;
   private concurrent = 0;
@@ -69,6 +72,7 @@ class FakePort implements DeliveryPort {
         const err = this.failWith?.(row, n);
         if (err) throw err;
         this.sent.push(row.idempotency_key);
+        this.sentAt.push(Date.now());
         return { provider_message_id: `msg-${row.outbox_id}` };
       } finally {
         this.concurrent -= 1;
@@ -78,14 +82,6 @@ class FakePort implements DeliveryPort {
 
   async settled(row: OutboxRow, outcome: DeliveryOutcome): Promise<void> {
     this.settledRows.push({ key: row.idempotency_key, state: outcome.state });
-  }
-}
-
-async function until(cond: () => Promise<boolean> | boolean, ms = 5000) {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error('condition not reached in time');
-    await new Promise((r) => setTimeout(r, 10));
   }
 }
 
@@ -109,6 +105,13 @@ describe.each(dialects)('OutboxDispatcher on %s', (dialect) => {
       retryBaseMs: 10,
       ...over,
     });
+  /** Resolves after the dispatcher has made `passes` more claim passes: time enough to have sent anything due. */
+  const morePasses = async (passes = 3) => {
+    const claims = vi.spyOn(repo, 'claim');
+    const before = claims.mock.calls.length;
+    await until(() => claims.mock.calls.length >= before + passes, { message: `${passes} more dispatch passes` });
+    claims.mockRestore();
+  };
   const states = async () =>
     Object.fromEntries(
       (await db.selectFrom('outbox').select(['state', (eb) => eb.fn.countAll<number>().as('n')]).groupBy('state').execute()).map((r) => [r.state, Number(r.n)]),
@@ -163,7 +166,7 @@ describe.each(dialects)('OutboxDispatcher on %s', (dialect) => {
     dispatcher = make();
     dispatcher.start();
     await until(async () => (await states()).sent === 2 && (await states()).unknown === 1);
-    await new Promise((r) => setTimeout(r, 100));
+    await morePasses();
     const row = await db.selectFrom('outbox').selectAll().where('contact_id', '=', 'c1').executeTakeFirstOrThrow();
     expect(row).toMatchObject({ state: 'unknown', attempts: 1, error_code: 'timeout' });
     expect(port.settledRows).toContainEqual({ key: row.idempotency_key, state: 'unknown' });
@@ -190,7 +193,7 @@ describe.each(dialects)('OutboxDispatcher on %s', (dialect) => {
     let blocked = true;
     dispatcher = make({ channelGate: () => ({ blocked: blocked ? ['email'] : [] }) });
     dispatcher.start();
-    await new Promise((r) => setTimeout(r, 150));
+    await morePasses();
     expect(await states()).toEqual({ queued: 5 });
     blocked = false;
     dispatcher.wake();
@@ -198,12 +201,12 @@ describe.each(dialects)('OutboxDispatcher on %s', (dialect) => {
   });
 
   it('does not send rows before their scheduled time', async () => {
-    await seed(db, 3, 'cmp_later', new Date(Date.now() + 400).toISOString());
+    const notBefore = Date.now() + 400;
+    await seed(db, 3, 'cmp_later', new Date(notBefore).toISOString());
     dispatcher = make();
     dispatcher.start();
-    await new Promise((r) => setTimeout(r, 200));
-    expect(port.sent).toHaveLength(0);
-    await until(async () => (await states()).sent === 3, 3000);
+    await until(async () => (await states()).sent === 3);
+    expect(Math.min(...port.sentAt)).toBeGreaterThanOrEqual(notBefore);
   });
 
   it('cancelling stops queued rows, including ones already claimed but not yet sending', async () => {
@@ -216,12 +219,12 @@ describe.each(dialects)('OutboxDispatcher on %s', (dialect) => {
   });
 
   it('recovers after a crash: claimed rows are retried, rows caught mid-send become unknown', async () => {
-    await seed(db, 4);
-    // A previous process claimed all four and had started sending two when it died.
-    const claimed = await repo.claim('dead-process', 4, [], 50);
-    await repo.markSending(db, claimed[0]!, 'dead-process', 50);
-    await repo.markSending(db, claimed[1]!, 'dead-process', 50);
-    await new Promise((r) => setTimeout(r, 80)); // its leases run out
+    // A previous process claimed all four a while ago and had started sending two; its leases ran out.
+    const then = Date.now() - 60_000;
+    await seed(db, 4, 'cmp_test', new Date(then).toISOString());
+    const claimed = await repo.claim('dead-process', 4, [], 50, then);
+    await repo.markSending(db, claimed[0]!, 'dead-process', 50, then);
+    await repo.markSending(db, claimed[1]!, 'dead-process', 50, then);
     dispatcher = make();
     dispatcher.start();
     await until(async () => {

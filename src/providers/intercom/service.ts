@@ -127,7 +127,8 @@ export class IntercomService {
     const page = await this.call('search_contacts', true, (o) =>
       this.client.contacts.search({ query: { field, operator: '=', value }, pagination: { per_page: 5 } }, o),
     );
-    const found = (page.data as SdkContact[])[0];
+    // A lead may share a user's email (search returns both): the user is the customer we mean.
+    const found = (page.data as SdkContact[]).find((c) => c.role === 'user') ?? (page.data as SdkContact[])[0];
     return found ? toContact(found) : undefined;
   }
 
