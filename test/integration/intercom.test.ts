@@ -64,6 +64,16 @@ describe('Intercom tools against the 2.14 stand-in', () => {
     expect(intercom.messages.some((m) => m.to.id === lead.id)).toBe(false);
   });
 
+  it('two users with the same email: no guess, a conflict naming both contact ids, nothing sent', async () => {
+    const a = intercom.seedContact({ email: 'twins@example.org', name: 'One' });
+    const b = intercom.seedContact({ email: 'twins@example.org', name: 'Two' });
+    const before = intercom.messages.length;
+    const r = await h.call('intercom_send_message', { user_email: 'twins@example.org', message_type: 'inapp', body: 'Which one?' });
+    expect(r.structuredContent.error).toMatchObject({ code: 'conflict', details: { contact_ids: [a.id, b.id] } });
+    expect(r.structuredContent.error.message).toMatch(/contact_id/);
+    expect(intercom.messages.length).toBe(before);
+  });
+
   it('refuses bad input before any request, naming the field', async () => {
     const before = intercom.requests.length;
     const noSubject = await h.call('intercom_send_message', { user_email: 'ada@example.org', message_type: 'email', body: 'x' });
