@@ -91,11 +91,12 @@ const envSchema = z.object({
   MIXPANEL_FLUSH_INTERVAL_MS: int(2000, 10, 600_000),
 
   CAMPAIGN_CONFIRMATION_TTL_S: int(900, 1, 86_400),
-  CAMPAIGN_DISPATCH_CONCURRENCY: int(8, 1, 64),
+  CAMPAIGN_DISPATCH_CONCURRENCY: int(64, 1, 256),
   CAMPAIGN_DISPATCH_POLL_MS: int(1000, 10, 60_000),
   CAMPAIGN_LEASE_MS: int(30_000, 500, 3_600_000),
   CAMPAIGN_RENDER_BUDGET_MS: int(20_000, 100, 600_000),
   CAMPAIGN_FREQUENCY_CAP: bool(false),
+  CAMPAIGN_EMAIL_BATCHING: bool(true),
 
   // Outbound safety (see README "Safety").
   CS_MCP_APPROVAL: z.preprocess(emptyToUndefined, z.enum(APPROVAL_POLICIES).default('auto')),
@@ -169,6 +170,8 @@ export interface Config {
     renderBudget: RenderBudget;
     /** Campaign messages count against, and are held by, the automations' per-contact frequency cap. */
     frequencyCap: boolean;
+    /** Email messages small enough share SendGrid requests (up to 1,000 personalizations each). */
+    emailBatching: boolean;
   };
   safety: {
     approval: ApprovalPolicy;
@@ -282,6 +285,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       leaseMs: e.CAMPAIGN_LEASE_MS,
       renderBudget: { totalMs: e.CAMPAIGN_RENDER_BUDGET_MS, perRecipient: { timeMs: Math.min(250, e.CAMPAIGN_RENDER_BUDGET_MS), maxChars: 1_000_000 } },
       frequencyCap: e.CAMPAIGN_FREQUENCY_CAP,
+      emailBatching: e.CAMPAIGN_EMAIL_BATCHING,
     },
     safety: {
       approval: e.CS_MCP_APPROVAL,

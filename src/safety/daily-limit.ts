@@ -41,6 +41,24 @@ export class DailySendLimit {
     return { ok: false, day, remaining: Math.max(0, this.limit - used), resetsAt: nextUtcDay(now) };
   }
 
+  /**
+   * Takes as many of `n` places as are left today (a batch: the rest of it waits). One conditional
+   * UPDATE per try; a concurrent taker between the read and the update only makes it try again.
+   */
+  async reserveUpTo(db: Kysely<Database>, n: number, now = Date.now()): Promise<{ day: string; granted: number; resetsAt: number }> {
+    const day = utcDay(now);
+    const resetsAt = nextUtcDay(now);
+    if (!this.enabled || n <= 0) return { day, granted: n, resetsAt };
+    const whole = await this.reserve(db, n, now);
+    if (whole.ok) return { day, granted: n, resetsAt };
+    for (let tries = 0; tries < 5; tries++) {
+      const left = Math.min(n, this.limit - (await this.used(db, now)));
+      if (left <= 0) return { day, granted: 0, resetsAt };
+      if ((await this.reserve(db, left, now)).ok) return { day, granted: left, resetsAt };
+    }
+    return { day, granted: 0, resetsAt };
+  }
+
   /** Gives back places a send did not use (it provably did not go out). */
   async release(db: Kysely<Database>, n: number, day: string): Promise<void> {
     if (!this.enabled || n <= 0) return;

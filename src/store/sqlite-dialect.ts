@@ -1,4 +1,5 @@
-import { CompiledQuery, SqliteAdapter, SqliteDialect, SqliteDriver, type DatabaseConnection, type SqliteDialectConfig } from 'kysely';
+import type { Database as BetterSqlite3 } from 'better-sqlite3';
+import { CompiledQuery, SqliteAdapter, SqliteDialect, SqliteDriver, type DatabaseConnection, type SqliteDatabase, type SqliteDialectConfig } from 'kysely';
 
 /**
  * SQLite as several server processes sharing one file need it (e.g. Claude Desktop and Cursor each
@@ -30,4 +31,33 @@ export class ImmediateSqliteDialect extends SqliteDialect {
   override createAdapter() {
     return new TransactionalDdlSqliteAdapter();
   }
+}
+
+/** Prepared statements kept, by SQL text; the hot paths (outbox, admission) use a few dozen. */
+const STATEMENT_CACHE = 256;
+
+/**
+ * The database as Kysely's driver sees it, preparing each distinct SQL text once. Kysely's driver
+ * prepares on every query, which cost more than running the statement on the outbox's hot path.
+ * A statement is reused only when it is not mid-iteration (Kysely runs statements to completion;
+ * streaming would need a fresh one).
+ */
+export function withStatementCache(db: BetterSqlite3): SqliteDatabase {
+  const cache = new Map<string, ReturnType<BetterSqlite3['prepare']>>();
+  return {
+    close: () => db.close(),
+    prepare(sql: string) {
+      let stmt = cache.get(sql);
+      if (stmt && !stmt.busy) {
+        // Most recently used last: the oldest entry is the one evicted.
+        cache.delete(sql);
+        cache.set(sql, stmt);
+        return stmt;
+      }
+      stmt = db.prepare(sql);
+      cache.set(sql, stmt);
+      if (cache.size > STATEMENT_CACHE) cache.delete(cache.keys().next().value!);
+      return stmt;
+    },
+  };
 }

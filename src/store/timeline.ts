@@ -13,6 +13,8 @@ export interface ActivityInput {
   data?: Record<string, unknown>;
 }
 
+export type TimelineInput = ActivityInput & { client_id: string; contact_id?: string | null };
+
 export interface TimelineEntry {
   entry_id: number;
   client_id: string;
@@ -40,22 +42,32 @@ export interface TimelineFilter {
 export class TimelineRepository {
   constructor(private readonly db: Kysely<Database>) {}
 
-  async append(db: Kysely<Database>, e: ActivityInput & { client_id: string; contact_id?: string | null }): Promise<void> {
-    await db
-      .insertInto('timeline')
-      .values({
-        client_id: e.client_id,
-        contact_id: e.contact_id ?? null,
-        occurred_at: new Date().toISOString(),
-        type: e.type,
-        channel: e.channel,
-        actor: e.actor ?? null,
-        summary: e.summary,
-        outcome: e.outcome,
-        provider_ids: JSON.stringify(e.provider_ids ?? {}),
-        data: JSON.stringify(e.data ?? {}),
-      })
-      .execute();
+  async append(db: Kysely<Database>, e: TimelineInput): Promise<void> {
+    await this.appendMany(db, [e]);
+  }
+
+  /** Appends several entries in one statement per chunk (the outbox settles deliveries in batches). */
+  async appendMany(db: Kysely<Database>, entries: TimelineInput[]): Promise<void> {
+    const now = new Date().toISOString();
+    for (let i = 0; i < entries.length; i += 500) {
+      await db
+        .insertInto('timeline')
+        .values(
+          entries.slice(i, i + 500).map((e) => ({
+            client_id: e.client_id,
+            contact_id: e.contact_id ?? null,
+            occurred_at: now,
+            type: e.type,
+            channel: e.channel,
+            actor: e.actor ?? null,
+            summary: e.summary,
+            outcome: e.outcome,
+            provider_ids: JSON.stringify(e.provider_ids ?? {}),
+            data: JSON.stringify(e.data ?? {}),
+          })),
+        )
+        .execute();
+    }
   }
 
   /** Newest first; `cursor` is the entry_id to continue below. */

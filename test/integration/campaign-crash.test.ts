@@ -74,6 +74,8 @@ async function rig(dialect: 'sqlite' | 'postgres', seed: number, extraEnv: Recor
     CAMPAIGN_DISPATCH_POLL_MS: '50',
     CAMPAIGN_DISPATCH_CONCURRENCY: String(CONCURRENCY),
     CAMPAIGN_LEASE_MS: '1000',
+    // One request per message: the drills count what each request did (batched requests: campaigns.test.ts).
+    CAMPAIGN_EMAIL_BATCHING: 'false',
     ...extraEnv,
     ...target.env,
   });

@@ -142,14 +142,16 @@ describe.each(dialects)('send_personalized_email on %s', (dialect) => {
       'ops@acme.example': 1,
       'hank@globex.example': 1,
     });
-    const body = sg.delivered.find((d) => d.to === 'tom@acme.example')!.body;
-    expect(body).toMatchObject({
+    const tom = sg.delivered.find((d) => d.to === 'tom@acme.example')!;
+    expect(tom).toMatchObject({
       subject: 'Acme Corp: quick check-in',
-      custom_args: { campaign_id: campaignId, client_id: 'acme' },
-      categories: ['health_check'],
-      tracking_settings: { open_tracking: { enable: true }, click_tracking: { enable: true } },
+      text: 'Hi Tom, your health score is 42. Book a call: https://cal.example/dana',
+      custom_args: { campaign_id: campaignId, client_id: 'acme', outbox_key: `${campaignId}:${tom.custom_args.contact_id}:email` },
     });
-    expect(body.content[0].value).toBe('Hi Tom, your health score is 42. Book a call: https://cal.example/dana');
+    expect(tom.body).toMatchObject({ categories: ['health_check'], tracking_settings: { open_tracking: { enable: true }, click_tracking: { enable: true } } });
+    // Short bodies share one request, each recipient with their own personalization: nobody sees another's address.
+    expect(tom.personalization.to).toEqual([expect.objectContaining({ email: 'tom@acme.example' })]);
+    expect(sg.matching(/^POST \/v3\/mail\/send/)).toHaveLength(1);
   });
 
   it('records campaign_message_sent in Mixpanel for every delivery', async () => {
@@ -347,6 +349,7 @@ describe('campaign durability across restarts', () => {
         CAMPAIGN_DISPATCH_CONCURRENCY: String(CONCURRENCY),
         CAMPAIGN_LEASE_MS: '1000',
         HTTP_TIMEOUT_MS: '30000', // the kill must come before any timeout
+        CAMPAIGN_EMAIL_BATCHING: 'false', // one request per message (the batched case is the next test)
       },
       data.dir,
     );
@@ -390,6 +393,53 @@ describe('campaign durability across restarts', () => {
       // The requests caught mid-flight are reported as in doubt, and were not resent.
       expect(s.structuredContent.campaign.totals).toMatchObject({ unknown: CONCURRENCY, sent: 500 - CONCURRENCY, failed: 0, total: 500 });
       expect(s.structuredContent.campaign.problems.every((p: any) => p.state === 'unknown')).toBe(true);
+    } finally {
+      await sg.stop();
+      data.cleanup();
+    }
+  }, 90_000);
+
+  it('SIGKILL while a batched request (many recipients in one request) is in flight: after a restart those rows are in doubt, none resent, the rest sent once', async () => {
+    const sg = await startSendGridStandIn({ apiKey: SG_KEY, latencyMs: 5 });
+    const data = tempDataDir();
+    const env = testEnv(
+      { SENDGRID_API_KEY: SG_KEY, SENDGRID_BASE_URL: sg.url, SENDGRID_FROM_EMAIL: 'success@ourco.test', CAMPAIGN_DISPATCH_POLL_MS: '50', CAMPAIGN_LEASE_MS: '1000', HTTP_TIMEOUT_MS: '30000' },
+      data.dir,
+    );
+    try {
+      const seed = await startInMemory(env);
+      const rows = ['client_id,client_name,tier,contact_email,contact_first_name'];
+      for (let i = 0; i < 1500; i++) rows.push(`client-${String(Math.floor(i / 10)).padStart(3, '0')},Client ${Math.floor(i / 10)},enterprise,person${i}@example.org,P${i}`);
+      const csv = `${data.dir}/roster.csv`;
+      (await import('node:fs')).writeFileSync(csv, rows.join('\n'));
+      expect((await seed.call('import_clients', { file_path: csv })).structuredContent.contacts_created).toBe(1500);
+      await seed.close();
+
+      // The first request (up to 1,000 recipients) hangs at the provider; the server is killed while it does.
+      sg.inject({ match: /^POST \/v3\/mail\/send/, times: 1, hang: true });
+      const first = await startStdio(env);
+      const args = { ...baseCampaign, body_text: 'Hi {{ contact.first_name }}' };
+      const preview = await first.call('send_personalized_email', args);
+      const confirmed = await first.call('send_personalized_email', { ...args, confirmation_token: preview.structuredContent.confirmation_token });
+      const campaignId = confirmed.structuredContent.campaign_id;
+      await until(() => sg.matching(/^POST \/v3\/mail\/send/).length, (n) => n >= 1);
+      const hung = (sg.matching(/^POST \/v3\/mail\/send/)[0]!.body as any).personalizations.length as number;
+      expect(hung).toBeGreaterThan(1);
+      process.kill(first.pid!, 'SIGKILL');
+      await first.close().catch(() => undefined);
+      sg.clearFaults();
+
+      const second = await startStdio(env);
+      const s = await until(
+        () => second.call('get_campaign_status', { campaign_id: campaignId }),
+        (x) => x.structuredContent.campaign.totals.queued + x.structuredContent.campaign.totals.sending === 0,
+        { timeoutMs: 30_000 },
+      );
+      await second.close();
+      const received = receivedPerAddress(sg);
+      expect(received.size).toBe(1500);
+      expect([...received.values()].every((n) => n === 1)).toBe(true);
+      expect(s.structuredContent.campaign.totals).toMatchObject({ unknown: hung, sent: 1500 - hung, failed: 0, total: 1500 });
     } finally {
       await sg.stop();
       data.cleanup();

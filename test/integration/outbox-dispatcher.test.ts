@@ -10,7 +10,9 @@ import { SendAdmission } from '../../src/engine/delivery/admission.js';
 import { OutboxDispatcher, type DeliveryOutcome, type DeliveryPort, type DeliveryReceipt } from '../../src/engine/delivery/dispatcher.js';
 import { insertMessages, OutboxRepository, type OutboxRow } from '../../src/engine/delivery/outbox.js';
 import type { MessagePolicy } from '../../src/engine/delivery/message.js';
+import { SettlementWriter, type SettlementPort } from '../../src/engine/delivery/settlement.js';
 import { DailySendLimit } from '../../src/safety/daily-limit.js';
+import type { TimelineInput } from '../../src/store/timeline.js';
 import { runRequestHook } from '../../src/resilience/request-hooks.js';
 import { ToolError } from '../../src/result.js';
 import type { Database as Schema } from '../../src/store/schema.js';
@@ -49,7 +51,7 @@ async function seed(
 }
 
 /** A provider stand-in for the port: records every send that really "went out". */
-class FakePort implements DeliveryPort {
+class FakePort implements DeliveryPort, SettlementPort {
   sent: string[] = [];
   /** When each send went out (ms). */
   sentAt: number[] = [];
@@ -80,7 +82,35 @@ class FakePort implements DeliveryPort {
     };
   }
 
-  async settled(row: OutboxRow, outcome: DeliveryOutcome): Promise<void> {
+  needsLookup(): boolean {
+    return false;
+  }
+
+  /** Batch every row (like small campaign emails): one "request" for many rows. */
+  batching = false;
+  /** Runs while a batch is being prepared: after the cheap checks, before the last-moment admission. */
+  beforeBatchSend?: (rows: OutboxRow[]) => Promise<void>;
+  requests: string[][] = [];
+
+  batchKey(row: OutboxRow): string | undefined {
+    return this.batching ? row.source_id : undefined;
+  }
+
+  async prepareBatch(rows: OutboxRow[]): Promise<() => Promise<DeliveryReceipt>> {
+    await this.beforeBatchSend?.(rows);
+    return async () => {
+      await runRequestHook();
+      this.requests.push(rows.map((r) => r.idempotency_key));
+      this.sent.push(...rows.map((r) => r.idempotency_key));
+      return { provider_message_id: `batch-${this.requests.length}` };
+    };
+  }
+
+  timelineEntry(row: OutboxRow, outcome: DeliveryOutcome): TimelineInput {
+    return { client_id: row.client_id, contact_id: row.contact_id, type: 'email', channel: 'sendgrid', summary: `test ${outcome.state}`, outcome: outcome.state === 'sent' ? 'success' : outcome.state };
+  }
+
+  followUp(row: OutboxRow, outcome: DeliveryOutcome): void {
     this.settledRows.push({ key: row.idempotency_key, state: outcome.state });
   }
 }
@@ -97,6 +127,7 @@ describe.each(dialects)('OutboxDispatcher on %s', (dialect) => {
       repo,
       admission: new SendAdmission(repo, new DailySendLimit(dailyLimit), { perDay: 1, perWeek: 3, kinds: ['automation'] }),
       port,
+      settlements: new SettlementWriter(repo, store.timeline, port, log),
       log,
       concurrency: 4,
       pollMs: 20,
@@ -291,5 +322,26 @@ describe.each(dialects)('OutboxDispatcher on %s', (dialect) => {
     expect(capped).toHaveLength(2);
     for (const r of capped) expect(r.state).toBe(JSON.parse(r.policy!).cap_action === 'skip' ? 'skipped' : 'queued');
     expect(new Set(rows.filter((r) => r.state === 'sent').map((r) => r.contact_id))).toEqual(new Set(['c0', 'c1']));
+  });
+
+  it('batches rows that may share a request; a row held back at the last moment stops the request, the rest go after it without it', async () => {
+    await seed(db, 30);
+    port.batching = true;
+    await db.updateTable('contacts').set({ unsubscribed: 1 }).where('contact_id', '=', 'c3').execute();
+    let raced = false;
+    port.beforeBatchSend = async () => {
+      if (raced) return;
+      raced = true; // an unsubscribe committed between the cheap checks and the request
+      await db.updateTable('contacts').set({ unsubscribed: 1 }).where('contact_id', '=', 'c7').execute();
+    };
+    dispatcher = make();
+    dispatcher.start();
+    await until(async () => (await states()).sent === 28 && (await states()).skipped === 2);
+    // The first request never left (it still had c7); what went carried everyone else, in batches.
+    expect(port.requests.length).toBeLessThanOrEqual(2);
+    expect(port.requests.flat().sort()).toEqual(port.sent.slice().sort());
+    expect(port.sent).not.toContain('cmp_test:c3:email');
+    expect(port.sent).not.toContain('cmp_test:c7:email');
+    expect(new Set(port.sent).size).toBe(port.sent.length);
   });
 });

@@ -47,9 +47,23 @@ const sgError = (status: number, message: string, field: string | null = null, h
 export interface SentMessage {
   message_id: string;
   to: string;
+  /** What this recipient sees: the personalization's subject, else the message's, substitutions applied. */
   subject?: string;
+  /** The text/plain and text/html parts this recipient gets, substitutions applied (as SendGrid renders them). */
+  text?: string;
+  html?: string;
+  /** Message-level custom_args merged with the personalization's (the personalization wins), as event webhooks report them. */
+  custom_args: Record<string, string>;
   body: Record<string, any>;
   personalization: Record<string, any>;
+}
+
+/** SendGrid's substitutions: each tag replaced by the personalization's value, in subject and content. */
+function substitute(text: string | undefined, subs: Record<string, string> | undefined): string | undefined {
+  if (text === undefined || !subs) return text;
+  let out = text;
+  for (const [tag, value] of Object.entries(subs)) out = out.split(tag).join(value);
+  return out;
 }
 
 export class SendGridStandIn extends HttpStandIn {
@@ -90,7 +104,21 @@ export class SendGridStandIn extends HttpStandIn {
       if (!b.from?.email) return sgError(400, 'The from object must be provided for every email send.', 'from');
       if (!b.template_id && !b.subject && !ps.every((p) => p.subject)) return sgError(400, 'The subject is required.', 'subject');
       const message_id = randomBytes(11).toString('base64url');
-      for (const p of ps) for (const to of p.to ?? []) this.delivered.push({ message_id, to: String(to.email).toLowerCase(), subject: p.subject ?? b.subject, body: b, personalization: p });
+      const part = (type: string) => (b.content as Array<{ type: string; value: string }> | undefined)?.find((c) => c.type === type)?.value;
+      for (const p of ps) {
+        for (const to of p.to ?? []) {
+          this.delivered.push({
+            message_id,
+            to: String(to.email).toLowerCase(),
+            subject: substitute(p.subject ?? b.subject, p.substitutions),
+            text: substitute(part('text/plain'), p.substitutions),
+            html: substitute(part('text/html'), p.substitutions),
+            custom_args: { ...(b.custom_args ?? {}), ...(p.custom_args ?? {}) },
+            body: b,
+            personalization: p,
+          });
+        }
+      }
       return { status: 202, headers: { 'X-Message-Id': message_id } };
     }
     if (r.method === 'GET' && (r.path === '/v3/stats' || r.path === '/v3/categories/stats')) {

@@ -1,6 +1,6 @@
 import { sql, type Kysely } from 'kysely';
 import { consentBlock, describeBlock } from '../../store/consent.js';
-import type { Database } from '../../store/schema.js';
+import type { ContactsTable, Database } from '../../store/schema.js';
 import type { DailySendLimit } from '../../safety/daily-limit.js';
 import { isEmailChannel, type Channel, type SourceKind } from './message.js';
 import { parsePolicy, type OutboxRepository, type OutboxRow } from './outbox.js';
@@ -41,43 +41,83 @@ export class SendAdmission {
 
   /** A read-only pre-check, before any lookup a delivery costs (e.g. an Intercom contact search). */
   async check(row: OutboxRow, now = Date.now()): Promise<Admission> {
-    return (await this.rules(this.repo.db, row, now)) ?? { kind: 'send', day: '' };
+    return (await this.checkMany([row], now))[0]!;
+  }
+
+  /** `check` for several rows, with one read of their contacts. */
+  async checkMany(rows: OutboxRow[], now = Date.now()): Promise<Admission[]> {
+    const contacts = await this.contactsOf(this.repo.db, rows);
+    const out: Admission[] = [];
+    for (const row of rows) out.push((await this.rules(this.repo.db, row, now, contacts.get(row.contact_id) ?? null)) ?? { kind: 'send', day: '' });
+    return out;
   }
 
   /** The authoritative check: in one transaction, decide and (if sending) take a daily place and mark the row `sending`. */
   async admit(row: OutboxRow, owner: string, leaseMs: number, now = Date.now()): Promise<Admission> {
+    return (await this.admitMany([row], owner, leaseMs, now))[0]!;
+  }
+
+  /**
+   * `admit` for rows that go out in one request (a batched send): one transaction decides every row,
+   * takes as many daily places as are left for them, and marks the admitted rows `sending`.
+   */
+  async admitMany(rows: OutboxRow[], owner: string, leaseMs: number, now = Date.now()): Promise<Admission[]> {
     return this.repo.db.transaction().execute(async (trx) => {
-      const policy = parsePolicy(row);
-      if (policy?.frequency_cap && this.repo.dialect === 'postgres') {
-        // Serializes the cap check of one contact across instances (SQLite transactions already are serial).
-        await sql`select pg_advisory_xact_lock(hashtext(${row.contact_id}))`.execute(trx);
+      const capped = [...new Set(rows.filter((r) => parsePolicy(r)?.frequency_cap).map((r) => r.contact_id))].sort();
+      if (this.repo.dialect === 'postgres') {
+        // Serializes the cap checks of a contact across instances (SQLite transactions already are
+        // serial); in a fixed order, so two batches never wait on each other.
+        for (const contactId of capped) await sql`select pg_advisory_xact_lock(hashtext(${contactId}))`.execute(trx);
       }
-      const refusal = await this.rules(trx, row, now);
-      if (refusal) return refusal;
-      const place = await this.dailyLimit.reserve(trx, 1, now);
-      if (!place.ok) {
-        return {
-          kind: 'defer',
-          until: place.resetsAt,
-          code: 'daily_limit',
-          message: `The daily send limit (CS_MCP_DAILY_SEND_LIMIT=${this.dailyLimit.limit}) is reached; this message waits until ${new Date(place.resetsAt).toISOString()}.`,
-        } satisfies Admission;
+      const contacts = await this.contactsOf(trx, rows);
+      const decisions: Admission[] = [];
+      for (const row of rows) decisions.push((await this.rules(trx, row, now, contacts.get(row.contact_id) ?? null)) ?? { kind: 'send', day: '' });
+      const wanted = decisions.filter((d) => d.kind === 'send').length;
+      const place = await this.dailyLimit.reserveUpTo(trx, wanted, now);
+      let granted = place.granted;
+      for (let i = 0; i < rows.length; i++) {
+        if (decisions[i]!.kind !== 'send') continue;
+        if (granted === 0) {
+          decisions[i] = {
+            kind: 'defer',
+            until: place.resetsAt,
+            code: 'daily_limit',
+            message: `The daily send limit (CS_MCP_DAILY_SEND_LIMIT=${this.dailyLimit.limit}) is reached; this message waits until ${new Date(place.resetsAt).toISOString()}.`,
+          };
+          continue;
+        }
+        granted -= 1;
+        decisions[i] = { kind: 'send', day: place.day };
       }
-      if (!(await this.repo.markSending(trx, row, owner, leaseMs, now))) {
-        await this.dailyLimit.release(trx, 1, place.day);
-        return { kind: 'withdrawn' } satisfies Admission;
+      const admitted = rows.filter((_, i) => decisions[i]!.kind === 'send');
+      const marked = new Set(await this.repo.markSendingMany(trx, admitted, owner, leaseMs, now));
+      let withdrawn = 0;
+      for (let i = 0; i < rows.length; i++) {
+        if (decisions[i]!.kind === 'send' && !marked.has(rows[i]!.outbox_id)) {
+          decisions[i] = { kind: 'withdrawn' };
+          withdrawn += 1;
+        }
       }
-      return { kind: 'send', day: place.day } satisfies Admission;
+      await this.dailyLimit.release(trx, withdrawn, place.day);
+      return decisions;
     });
   }
 
-  /** Returns the daily place of a message that provably did not go out. */
-  async giveBack(day: string): Promise<void> {
-    await this.dailyLimit.release(this.repo.db, 1, day);
+  private async contactsOf(db: Kysely<Database>, rows: OutboxRow[]): Promise<Map<string, ContactsTable>> {
+    const ids = [...new Set(rows.map((r) => r.contact_id))];
+    const found = ids.length === 1
+      ? await db.selectFrom('contacts').selectAll().where('contact_id', '=', ids[0]!).execute()
+      : await db.selectFrom('contacts').selectAll().where('contact_id', 'in', ids).execute();
+    return new Map(found.map((c) => [c.contact_id, c]));
   }
 
-  private async rules(db: Kysely<Database>, row: OutboxRow, now: number): Promise<Admission | undefined> {
-    const contact = await db.selectFrom('contacts').selectAll().where('contact_id', '=', row.contact_id).executeTakeFirst();
+  /** Returns the daily places of messages that provably did not go out. */
+  async giveBack(day: string, n = 1): Promise<void> {
+    await this.dailyLimit.release(this.repo.db, n, day);
+  }
+
+  private async rules(db: Kysely<Database>, row: OutboxRow, now: number, known?: ContactsTable | null): Promise<Admission | undefined> {
+    const contact = known === undefined ? await db.selectFrom('contacts').selectAll().where('contact_id', '=', row.contact_id).executeTakeFirst() : known;
     if (!contact) {
       return { kind: 'skip', code: 'contact_removed', message: `${row.recipient_email} was removed from the roster after this message was queued; it was not sent.` };
     }

@@ -1,10 +1,14 @@
 import type { Logger } from '../../log.js';
 import type { ProviderRuntime } from '../../resilience/provider-runtime.js';
+import { BATCH_BODY_BYTES } from '../../providers/sendgrid/service.js';
 import type { ProviderName } from '../../result.js';
 import type { Store } from '../../store/index.js';
+import type { TimelineInput } from '../../store/timeline.js';
 import type { DeliveryOutcome, DeliveryPort, DeliveryReceipt } from './dispatcher.js';
+import type { FollowUpQueue } from './follow-ups.js';
 import { PROVIDER_OF_CHANNEL, type Channel, type MessageContent } from './message.js';
 import { parseContent, parseMeta, type OutboxRow } from './outbox.js';
+import type { SettlementPort } from './settlement.js';
 
 /** What delivery needs from each provider module (the services implement these). */
 export interface EmailSender {
@@ -20,6 +24,10 @@ export interface EmailSender {
     track_clicks?: boolean;
     marketing?: boolean;
   }): Promise<{ message_id?: string }>;
+  sendBatch(
+    messages: Array<{ to: { email: string; name?: string }; subject: string; text: string; html?: string; custom_args?: Record<string, string> }>,
+    opts: { from?: { email: string; name?: string }; categories?: string[]; track_opens?: boolean; track_clicks?: boolean; marketing?: boolean },
+  ): Promise<{ message_id: string }>;
 }
 
 export interface IntercomMessenger {
@@ -34,7 +42,7 @@ export interface IntercomMessenger {
     body: string;
     from_admin_id: string;
   }): Promise<{ message_id: string }>;
-  trackEvent(ev: { contact_id: string; event_name: string; metadata?: Record<string, unknown> }): Promise<void>;
+  trackEvent(ev: { contact_id: string; event_name: string; created_at?: number; metadata?: Record<string, unknown> }): Promise<void>;
 }
 
 export interface EventTracker {
@@ -49,12 +57,16 @@ export interface ChannelDeps {
   email: EmailSender;
   intercom: IntercomMessenger;
   analytics: EventTracker;
+  /** Tracking events wait here until Intercom has no message to send. */
+  intercomFollowUps: FollowUpQueue;
+  /** Email messages that fit go out up to 1,000 per SendGrid request (CAMPAIGN_EMAIL_BATCHING). */
+  batchEmail: boolean;
 }
 
 const SOURCE_LABEL: Record<string, string> = { campaign: 'Campaign', automation: 'Automation' };
 
 /** Delivers outbox rows through SendGrid or Intercom, and records what happened. Knows messages, not their producers. */
-export class ChannelDelivery implements DeliveryPort {
+export class ChannelDelivery implements DeliveryPort, SettlementPort {
   constructor(private readonly deps: ChannelDeps) {}
 
   async prepare(row: OutboxRow, p: MessageContent): Promise<() => Promise<DeliveryReceipt>> {
@@ -96,52 +108,97 @@ export class ChannelDelivery implements DeliveryPort {
     };
   }
 
-  async settled(row: OutboxRow, outcome: DeliveryOutcome): Promise<void> {
-    const { log, store } = this.deps;
+  /**
+   * Email rows that may share one SendGrid request: same source and sender, same tracking and category,
+   * same parts (text, or text and html), and a body small enough to travel as substitutions. Undefined:
+   * this row goes alone.
+   */
+  batchKey(row: OutboxRow): string | undefined {
+    if (row.channel !== 'email' || !this.deps.batchEmail) return undefined;
+    const p = parseContent(row);
+    if (Buffer.byteLength(p.text) + Buffer.byteLength(p.html ?? '') > BATCH_BODY_BYTES) return undefined;
+    const m = parseMeta(row);
+    return JSON.stringify([row.source_kind, row.source_id, p.from_email ?? '', p.from_name ?? '', p.html !== undefined, m.category ?? '', m.track_opens, m.track_clicks]);
+  }
+
+  /** One request for the rows of one batch key: every recipient gets their own personalization. */
+  async prepareBatch(rows: OutboxRow[]): Promise<() => Promise<DeliveryReceipt>> {
+    const first = parseContent(rows[0]!);
+    const meta = parseMeta(rows[0]!);
+    const messages = rows.map((r) => {
+      const p = parseContent(r);
+      return { to: { email: p.to_email, ...(p.to_name ? { name: p.to_name } : {}) }, subject: p.subject, text: p.text, html: p.html, custom_args: parseMeta(r).custom_args };
+    });
+    return async () => {
+      const r = await this.deps.email.sendBatch(messages, {
+        from: first.from_email ? { email: first.from_email, name: first.from_name } : undefined,
+        categories: meta.category ? [meta.category] : undefined,
+        track_opens: meta.track_opens,
+        track_clicks: meta.track_clicks,
+        marketing: true,
+      });
+      return { provider_message_id: r.message_id };
+    };
+  }
+
+  /** An Intercom message needs a contact lookup unless the roster remembered the contact's id and role. */
+  needsLookup(row: OutboxRow): boolean {
+    if (row.channel === 'email') return false;
+    const p = parseContent(row);
+    return !(p.intercom_contact_id && p.intercom_role);
+  }
+
+  timelineEntry(row: OutboxRow, outcome: DeliveryOutcome): TimelineInput {
     const channel = row.channel as Channel;
     const provider = PROVIDER_OF_CHANNEL[channel] ?? 'sendgrid';
     const meta = parseMeta(row);
     const what = `${SOURCE_LABEL[row.source_kind] ?? 'Message'} "${meta.label}"`;
-    try {
-      await store.timeline.append(store.db, {
-        client_id: row.client_id,
-        contact_id: row.contact_id,
-        type: channel === 'email' ? 'email' : 'message',
-        channel: provider,
-        actor: meta.actor ?? undefined,
-        summary:
-          outcome.state === 'sent'
-            ? `${what} delivered via ${channel}`
-            : outcome.state === 'unknown'
-              ? `${what} via ${channel}: delivery in doubt (not resent)`
-              : outcome.state === 'skipped'
-                ? `${what} via ${channel} skipped: ${outcome.error.message}`
-                : `${what} via ${channel} failed: ${outcome.error.message}`,
-        outcome: outcome.state === 'sent' ? 'success' : outcome.state,
-        provider_ids: outcome.state === 'sent' && outcome.receipt.provider_message_id ? { message_id: outcome.receipt.provider_message_id } : {},
-        data: {
-          [row.source_kind === 'campaign' ? 'campaign_id' : 'workflow_id']: row.source_id,
-          ...(row.source_ref ? { source_ref: row.source_ref } : {}),
-          channel,
-          ...(meta.category ? { template_type: meta.category } : {}),
-          ...(outcome.state !== 'sent' ? { error: outcome.error } : {}),
-        },
-      });
-    } catch (err) {
-      log.error({ err, outbox_id: row.outbox_id }, 'recording the delivery in the timeline failed');
-    }
+    return {
+      client_id: row.client_id,
+      contact_id: row.contact_id,
+      type: channel === 'email' ? 'email' : 'message',
+      channel: provider,
+      actor: meta.actor ?? undefined,
+      summary:
+        outcome.state === 'sent'
+          ? `${what} delivered via ${channel}`
+          : outcome.state === 'unknown'
+            ? `${what} via ${channel}: delivery in doubt (not resent)`
+            : outcome.state === 'skipped'
+              ? `${what} via ${channel} skipped: ${outcome.error.message}`
+              : `${what} via ${channel} failed: ${outcome.error.message}`,
+      outcome: outcome.state === 'sent' ? 'success' : outcome.state,
+      provider_ids: outcome.state === 'sent' && outcome.receipt.provider_message_id ? { message_id: outcome.receipt.provider_message_id } : {},
+      data: {
+        [row.source_kind === 'campaign' ? 'campaign_id' : 'workflow_id']: row.source_id,
+        ...(row.source_ref ? { source_ref: row.source_ref } : {}),
+        channel,
+        ...(meta.category ? { template_type: meta.category } : {}),
+        ...(outcome.state !== 'sent' ? { error: outcome.error } : {}),
+      },
+    };
+  }
+
+  /** After a row is recorded: remember a learned Intercom id, and queue the tracking events (never ahead of messages). */
+  followUp(row: OutboxRow, outcome: DeliveryOutcome): void {
     if (outcome.state !== 'sent') return;
+    const { log, store } = this.deps;
     const content = parseContent(row);
+    const meta = parseMeta(row);
     const learned = outcome.receipt.intercom_contact;
     if (learned && (learned.id !== content.intercom_contact_id || learned.role !== content.intercom_role)) {
       // Remembered on the roster contact: the next message to them needs no Intercom lookup.
-      await store.linkIntercomContact({ email: content.to_email }, learned.id, learned.role).catch((err: unknown) => log.warn({ err }, 'linking the Intercom contact failed'));
+      void store.linkIntercomContact({ email: content.to_email }, learned.id, learned.role).catch((err: unknown) => log.warn({ err }, 'linking the Intercom contact failed'));
     }
     const intercomId = learned?.id ?? content.intercom_contact_id;
-    if (meta.intercom_event && intercomId && this.deps.runtimes.intercom.configured) {
-      await this.deps.intercom
-        .trackEvent({ contact_id: intercomId, event_name: meta.intercom_event.name, metadata: meta.intercom_event.metadata })
-        .catch((err: unknown) => log.warn({ err, outbox_id: row.outbox_id }, `tracking ${meta.intercom_event!.name} in Intercom failed`));
+    const event = meta.intercom_event;
+    if (event && intercomId && this.deps.runtimes.intercom.configured) {
+      const createdAt = Math.floor(Date.now() / 1000);
+      this.deps.intercomFollowUps.push(() =>
+        this.deps.intercom.trackEvent({ contact_id: intercomId, event_name: event.name, created_at: createdAt, metadata: event.metadata }).catch((err: unknown) => {
+          log.warn({ err, outbox_id: row.outbox_id }, `tracking ${event.name} in Intercom failed`);
+        }),
+      );
     }
     if (meta.mixpanel_event && this.deps.runtimes.mixpanel.configured) {
       try {

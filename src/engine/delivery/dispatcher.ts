@@ -5,6 +5,7 @@ import { ToolError } from '../../result.js';
 import type { Admission, SendAdmission } from './admission.js';
 import type { MessageContent } from './message.js';
 import { parseContent, type OutboxRepository, type OutboxRow } from './outbox.js';
+import type { SettlementWriter } from './settlement.js';
 
 export interface DeliveryReceipt {
   provider_message_id?: string;
@@ -23,35 +24,46 @@ export interface DeliveryPort {
    * runs under the request hook, so a failed lookup never leaves a row in doubt. Throws ToolError.
    */
   prepare(row: OutboxRow, content: MessageContent): Promise<() => Promise<DeliveryReceipt>>;
-  /** Follow-ups once a row is settled (timeline, tracking events). Must not throw. */
-  settled(row: OutboxRow, outcome: DeliveryOutcome): Promise<void>;
+  /** Whether this row needs a lookup before its send (then the cheap checks run first, to spare it). */
+  needsLookup(row: OutboxRow): boolean;
+  /** Rows with the same key may go out in one request (prepareBatch); undefined: alone. */
+  batchKey(row: OutboxRow): string | undefined;
+  prepareBatch(rows: OutboxRow[]): Promise<() => Promise<DeliveryReceipt>>;
 }
+
+/** Most messages in one provider request (SendGrid's personalizations). */
+export const MAX_BATCH = 1000;
 
 /** Channels whose provider's circuit is open, and when the first of them allows a trial request. */
 export interface ChannelGate {
   blocked: string[];
   /** Milliseconds until a blocked channel's circuit lets a trial through (wake then, or nothing would try). */
   reopensInMs?: number;
+  /** Some provider is making deliveries wait for its rate budget: more in flight would not go faster. */
+  paced?: boolean;
 }
 
 export interface DispatcherOptions {
   repo: OutboxRepository;
   admission: SendAdmission;
   port: DeliveryPort;
+  settlements: SettlementWriter;
   log: Logger;
+  /** Most deliveries in flight at once; the dispatcher adapts below it (see `adapt`). */
   concurrency: number;
   pollMs: number;
   /** How long a lease lives without renewal; a vanished holder's rows are recovered after this. */
   leaseMs: number;
   channelGate: () => ChannelGate;
-  /** Attempts for a row that was provably not delivered (429, 503, refused connection) before it fails. */
-  maxAttempts?: number;
   retryBaseMs?: number;
   /** Longest retry wait for a refused request; a longer Retry-After is honoured up to this. */
   retryMaxMs?: number;
+  /** Deliveries in flight at the start, before the dispatcher has measured anything. */
+  initialConcurrency?: number;
 }
 
 const TRANSIENT = new Set(['circuit_open', 'rate_limited', 'provider_unavailable', 'timeout']);
+const ADAPT_EVERY_MS = 250;
 
 class NotAdmitted extends Error {
   constructor(readonly decision: Exclude<Admission, { kind: 'send' }>) {
@@ -60,26 +72,36 @@ class NotAdmitted extends Error {
 }
 
 /**
- * Delivers outbox rows at bounded concurrency. Pacing comes from the provider runtimes (each request
- * waits for the budget the provider reports); a row is marked `sending` only after that wait, right
- * before its request is written, so nothing waiting for budget is ever in doubt.
+ * Delivers outbox rows. Pacing comes from the provider runtimes (each request waits for the budget the
+ * provider reports); a row is marked `sending` only after that wait, right before its request is
+ * written, so nothing waiting for budget is ever in doubt.
+ *
+ * Rows are claimed a batch at a time into a small local queue (their leases renewed with the rest),
+ * and settled in groups (settlement.ts). How many deliveries are in flight adapts: it grows while every
+ * slot is busy and no provider is pacing (latency, not the budget, is the limit), and shrinks back
+ * when slots sit idle, between 1 and `concurrency`.
  */
 export class OutboxDispatcher {
   readonly owner = `dispatcher-${randomUUID()}`;
   private active = 0;
+  private limit: number;
   private stopped = true;
   private loop?: Promise<void>;
   private wakeUp?: () => void;
+  private wakeRequested = false;
   private lastRenewal = 0;
+  private lastAdapt = 0;
+  private busySince = 0;
+  private readonly ready: OutboxRow[] = [];
+  private readonly activeByChannel = new Map<string, number>();
   private readonly inFlight = new Set<Promise<void>>();
-  private readonly maxAttempts: number;
   private readonly retryBaseMs: number;
   private readonly retryMaxMs: number;
 
   constructor(private readonly opts: DispatcherOptions) {
-    this.maxAttempts = opts.maxAttempts ?? 5;
     this.retryBaseMs = opts.retryBaseMs ?? 2_000;
     this.retryMaxMs = opts.retryMaxMs ?? 60_000;
+    this.limit = Math.min(opts.concurrency, opts.initialConcurrency ?? 8);
   }
 
   start(): void {
@@ -92,12 +114,19 @@ export class OutboxDispatcher {
     return !this.stopped;
   }
 
-  /** Something became due (a confirmation, a finished delivery): look now rather than at the next poll. */
-  wake(): void {
-    this.wakeUp?.();
+  /** Deliveries allowed in flight right now (adapted). */
+  get concurrency(): number {
+    return this.limit;
   }
 
-  /** Stops claiming and waits (bounded) for deliveries in flight to settle. */
+  /** Something became due (a confirmation, a finished delivery): look now rather than at the next poll. */
+  wake(): void {
+    // Not asleep (mid-pass): the pass after this one must not sleep, or the news waits a whole poll.
+    if (this.wakeUp) this.wakeUp();
+    else this.wakeRequested = true;
+  }
+
+  /** Stops claiming, waits (bounded) for deliveries in flight, records what settled, and gives back unstarted rows. */
   async stop(graceMs = 10_000): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
@@ -105,10 +134,18 @@ export class OutboxDispatcher {
     await this.loop;
     const settled = Promise.allSettled([...this.inFlight]);
     await Promise.race([settled, new Promise((r) => setTimeout(r, graceMs).unref())]);
+    await this.opts.settlements.flush();
+    const unstarted = this.ready.splice(0);
+    if (unstarted.length) await this.opts.repo.release(this.owner, unstarted.map((r) => r.outbox_id)).catch((err: unknown) => this.opts.log.warn({ err }, 'releasing unstarted deliveries failed'));
   }
 
   get activeDeliveries(): number {
     return this.active;
+  }
+
+  /** Whether any message of these channels is in flight or claimed and about to go. */
+  busy(channels: readonly string[]): boolean {
+    return channels.some((c) => (this.activeByChannel.get(c) ?? 0) > 0) || this.ready.some((r) => channels.includes(r.channel));
   }
 
   private async run(): Promise<void> {
@@ -120,6 +157,10 @@ export class OutboxDispatcher {
         this.opts.log.error({ err }, 'outbox dispatch pass failed; retrying at the next poll');
       }
       if (this.stopped) break;
+      if (this.wakeRequested) {
+        this.wakeRequested = false;
+        continue;
+      }
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, sleepMs);
         timer.unref();
@@ -132,7 +173,7 @@ export class OutboxDispatcher {
     }
   }
 
-  /** One pass: keep leases alive, recover abandoned rows, claim as many rows as there are free slots. Returns how long to sleep. */
+  /** One pass: keep leases alive, recover abandoned rows, fill the free slots. Returns how long to sleep. */
   private async fill(): Promise<number> {
     const { repo, leaseMs } = this.opts;
     const now = Date.now();
@@ -142,18 +183,26 @@ export class OutboxDispatcher {
       const { unknown } = await repo.recoverExpired(now);
       for (const row of unknown) {
         this.opts.log.warn({ outbox_id: row.outbox_id, source: row.source_id }, 'delivery in doubt after a stop: marked unknown, not resent');
-        await this.opts.port.settled(row, { state: 'unknown', error: { code: 'timeout', message: row.error_message ?? 'in doubt' } });
+        this.opts.settlements.settle(row, { state: 'unknown', error: { code: 'timeout', message: row.error_message ?? 'in doubt' } });
       }
     }
     const gate = this.opts.channelGate();
-    const free = this.opts.concurrency - this.active;
-    if (free > 0) {
-      const rows = await repo.claim(this.owner, free, gate.blocked, leaseMs, now);
-      for (const row of rows) this.launch(row);
+    this.adapt(gate, now);
+    // Rows of a channel that became blocked while they waited here go back to the queue.
+    if (gate.blocked.length && this.ready.some((r) => gate.blocked.includes(r.channel))) {
+      const back = this.ready.filter((r) => gate.blocked.includes(r.channel));
+      this.ready.splice(0, this.ready.length, ...this.ready.filter((r) => !gate.blocked.includes(r.channel)));
+      await repo.release(this.owner, back.map((r) => r.outbox_id));
     }
+    if (this.ready.length < this.limit) {
+      // A batch at a time: one claim serves many deliveries (and fills a batched request).
+      const rows = await repo.claim(this.owner, Math.max(2 * this.limit, MAX_BATCH) - this.ready.length, gate.blocked, leaseMs, now);
+      this.ready.push(...rows);
+    }
+    while (this.active < this.limit && this.ready.length) this.launch(this.takeNext());
     let sleep = this.opts.pollMs;
     if (gate.reopensInMs !== undefined) sleep = Math.min(sleep, gate.reopensInMs + 1);
-    if (this.active === 0) {
+    if (this.active === 0 && !this.ready.length) {
       const next = await repo.nextClaimableAt();
       if (next !== undefined) sleep = Math.min(sleep, next - Date.now());
     }
@@ -161,12 +210,42 @@ export class OutboxDispatcher {
     return Math.max(10, Math.min(sleep, leaseMs / 3));
   }
 
-  private launch(row: OutboxRow): void {
+  /** More in flight while latency is the limit; fewer when slots idle or a budget paces the sends. */
+  private adapt(gate: ChannelGate, now: number): void {
+    const saturated = this.active >= this.limit && this.ready.length > 0;
+    if (!saturated) this.busySince = 0;
+    else if (!this.busySince) this.busySince = now;
+    if (now - this.lastAdapt < ADAPT_EVERY_MS) return;
+    this.lastAdapt = now;
+    if (saturated && !gate.paced && now - this.busySince >= ADAPT_EVERY_MS) {
+      this.limit = Math.min(this.opts.concurrency, Math.ceil(this.limit * 1.5));
+    } else if (!saturated && this.active < this.limit / 2 && this.limit > 1) {
+      this.limit = Math.max(Math.min(this.opts.concurrency, 8), Math.floor(this.limit * 0.8));
+    }
+  }
+
+  /** The next row, with the ready rows that can share its request. */
+  private takeNext(): OutboxRow[] {
+    const head = this.ready.shift()!;
+    const key = this.opts.port.batchKey(head);
+    if (key === undefined) return [head];
+    const batch = [head];
+    for (let i = 0; i < this.ready.length && batch.length < MAX_BATCH; ) {
+      if (this.opts.port.batchKey(this.ready[i]!) === key) batch.push(...this.ready.splice(i, 1));
+      else i += 1;
+    }
+    return batch;
+  }
+
+  private launch(rows: OutboxRow[]): void {
+    const row = rows[0]!;
     this.active += 1;
-    const p = this.deliver(row)
+    this.activeByChannel.set(row.channel, (this.activeByChannel.get(row.channel) ?? 0) + 1);
+    const p = (rows.length === 1 ? this.deliver(row) : this.deliverBatch(rows))
       .catch((err) => this.opts.log.error({ err, outbox_id: row.outbox_id }, 'settling an outbox row failed'))
       .finally(() => {
         this.active -= 1;
+        this.activeByChannel.set(row.channel, this.activeByChannel.get(row.channel)! - 1);
         this.inFlight.delete(p);
         this.wake();
       });
@@ -174,14 +253,16 @@ export class OutboxDispatcher {
   }
 
   private async deliver(row: OutboxRow): Promise<void> {
-    const { repo, port, admission, leaseMs, log } = this.opts;
+    const { repo, port, admission, leaseMs, log, settlements } = this.opts;
     let placeDay: string | undefined;
     // Set by the hook when the row may not be sent after all: provider code wraps whatever the hook throws.
     let refused: Exclude<Admission, { kind: 'send' }> | undefined;
     try {
-      // Cheap checks first: a row outside its window or for an unsubscribed contact costs no provider lookup.
-      const pre = await admission.check(row);
-      if (pre.kind !== 'send') throw new NotAdmitted(pre);
+      if (port.needsLookup(row) || row.policy) {
+        // Cheap checks first: a row outside its window or for an unsubscribed contact costs no provider lookup.
+        const pre = await admission.check(row);
+        if (pre.kind !== 'send') throw new NotAdmitted(pre);
+      }
       const send = await port.prepare(row, parseContent(row));
       const receipt = await withRequestHook(async () => {
         if (placeDay !== undefined) throw new ToolError('provider_error', 'internal: a delivery attempted a second request');
@@ -193,8 +274,7 @@ export class OutboxDispatcher {
         placeDay = decision.day;
       }, send);
       if (placeDay === undefined) throw new ToolError('provider_error', 'internal: the delivery sent no request');
-      await repo.finish(row, 'sent', { provider_message_id: receipt.provider_message_id });
-      await port.settled(row, { state: 'sent', receipt });
+      settlements.settle(row, { state: 'sent', receipt });
     } catch (e) {
       const decision = refused ?? (e instanceof NotAdmitted ? e.decision : undefined);
       if (decision) return this.notAdmitted(row, decision);
@@ -202,31 +282,93 @@ export class OutboxDispatcher {
       const error = { code: err.code, message: err.message };
       const marked = placeDay !== undefined;
       if (marked && err.outcomeUnknown) {
-        await repo.finish(row, 'unknown', { error_code: error.code, error_message: error.message });
-        await port.settled(row, { state: 'unknown', error });
+        settlements.settle(row, { state: 'unknown', error });
         return;
       }
       // From here on nothing went out: the daily place is given back.
       if (marked) await admission.giveBack(placeDay!);
-      const attempts = row.attempts + (marked ? 1 : 0);
-      if (TRANSIENT.has(err.code) && !err.outcomeUnknown && attempts < this.maxAttempts) {
-        const wait = Math.min(this.retryMaxMs, err.retryAfterMs ?? this.retryBaseMs * 2 ** Math.max(0, attempts - 1));
-        log.info({ outbox_id: row.outbox_id, code: err.code, wait_ms: Math.round(wait) }, 'delivery postponed');
-        await repo.requeue(row, Date.now() + wait, error);
-        return;
-      }
-      if (!marked && err.outcomeUnknown) {
-        // The request never left (the hook runs before writing): nothing was sent, so requeue is safe.
-        await repo.requeue(row, Date.now() + this.retryBaseMs, error);
-        return;
-      }
-      await repo.finish(row, 'failed', { error_code: error.code, error_message: error.message });
-      await port.settled(row, { state: 'failed', error });
+      await this.settleUnsent([row], err, marked);
     }
   }
 
+  /**
+   * Rows that go out in one request. The cheap checks drop, before the request is built, whoever may not
+   * be sent now; right before it leaves, the rest are admitted together (each by its own rules) and
+   * marked `sending`. Should any of them be refused at that last moment (an unsubscribe committed in
+   * between), the request does not leave: the admitted rows go back to the queue, provably unsent, and
+   * go again without it. One outcome settles them all.
+   */
+  private async deliverBatch(rows: OutboxRow[]): Promise<void> {
+    const { port, admission, leaseMs, log, settlements } = this.opts;
+    const pre = await admission.checkMany(rows);
+    const go: OutboxRow[] = [];
+    for (let i = 0; i < rows.length; i++) {
+      if (pre[i]!.kind === 'send') go.push(rows[i]!);
+      else await this.notAdmitted(rows[i]!, pre[i] as Exclude<Admission, { kind: 'send' }>);
+    }
+    if (go.length <= 1) {
+      if (go.length) await this.deliver(go[0]!);
+      return;
+    }
+    let marked: OutboxRow[] = [];
+    let day = '';
+    let shrank = false;
+    try {
+      const send = await port.prepareBatch(go);
+      const receipt = await withRequestHook(async () => {
+        if (marked.length || shrank) throw new ToolError('provider_error', 'internal: a delivery attempted a second request');
+        const decisions = await admission.admitMany(go, this.owner, leaseMs);
+        for (let i = 0; i < go.length; i++) {
+          const d = decisions[i]!;
+          if (d.kind === 'send') {
+            marked.push(go[i]!);
+            day = d.day;
+          } else {
+            shrank = true;
+            await this.notAdmitted(go[i]!, d);
+          }
+        }
+        if (shrank) throw new ToolError('provider_error', 'internal: the batch shrank at the last moment; its request was not sent');
+      }, send);
+      for (const row of marked) settlements.settle(row, { state: 'sent', receipt });
+    } catch (e) {
+      const err = e instanceof ToolError ? e : new ToolError('provider_error', `Delivery failed unexpectedly: ${e instanceof Error ? e.message : String(e)}`);
+      if (marked.length && err.outcomeUnknown && !shrank) {
+        for (const row of marked) settlements.settle(row, { state: 'unknown', error: { code: err.code, message: err.message } });
+        return;
+      }
+      // Nothing went out.
+      if (marked.length) await admission.giveBack(day, marked.length);
+      if (shrank) {
+        await this.opts.repo.requeueMany(marked, Date.now(), { code: 'rebatched', message: 'another message of its batch was held back at the last moment; it goes with the next one' });
+        return;
+      }
+      log.info({ rows: go.length, code: err.code }, 'batched delivery not sent');
+      await this.settleUnsent(go, err, marked.length > 0);
+    }
+  }
+
+  /**
+   * A row provably not sent: retried later when the failure is transient (a refusal, an outage, an
+   * "outcome unknown" error before the request left), else failed. Transient failures never fail a
+   * message by count: it waits, backing off up to RETRY_MAX_DELAY_MS, while the provider refuses or is
+   * down (its circuit then holds the rows without costing attempts); status shows why it waits, and
+   * cancel_campaign stops it.
+   */
+  private async settleUnsent(rows: OutboxRow[], err: ToolError, marked: boolean): Promise<void> {
+    const attempts = rows[0]!.attempts + (marked ? 1 : 0);
+    const error = { code: err.code, message: err.message };
+    if ((TRANSIENT.has(err.code) && !err.outcomeUnknown) || (!marked && err.outcomeUnknown)) {
+      const wait = Math.min(this.retryMaxMs, err.retryAfterMs ?? this.retryBaseMs * 2 ** Math.max(0, attempts - 1));
+      this.opts.log.info({ outbox_ids: rows.slice(0, 20).map((r) => r.outbox_id), rows: rows.length, code: err.code, wait_ms: Math.round(wait) }, 'delivery postponed');
+      await this.opts.repo.requeueMany(rows, Date.now() + wait, error);
+      return;
+    }
+    for (const row of rows) this.opts.settlements.settle(row, { state: 'failed', error });
+  }
+
   private async notAdmitted(row: OutboxRow, d: Exclude<Admission, { kind: 'send' }>): Promise<void> {
-    const { repo, port, log } = this.opts;
+    const { repo, log, settlements } = this.opts;
     if (d.kind === 'withdrawn') return;
     if (d.kind === 'defer') {
       log.debug({ outbox_id: row.outbox_id, code: d.code, until: new Date(d.until).toISOString() }, 'delivery deferred');
@@ -234,7 +376,6 @@ export class OutboxDispatcher {
       return;
     }
     log.info({ outbox_id: row.outbox_id, code: d.code }, 'delivery skipped');
-    await repo.finish(row, 'skipped', { error_code: d.code, error_message: d.message });
-    await port.settled(row, { state: 'skipped', error: { code: d.code, message: d.message } });
+    settlements.settle(row, { state: 'skipped', error: { code: d.code, message: d.message } });
   }
 }

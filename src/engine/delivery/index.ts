@@ -8,7 +8,9 @@ import { SendAdmission } from './admission.js';
 import { ChannelDelivery, type EmailSender, type EventTracker, type IntercomMessenger } from './channels.js';
 import { OutboxDispatcher, type ChannelGate } from './dispatcher.js';
 import { CHANNELS, PROVIDER_OF_CHANNEL } from './message.js';
+import { FollowUpQueue } from './follow-ups.js';
 import { OutboxRepository } from './outbox.js';
+import { SettlementWriter } from './settlement.js';
 
 export interface DeliveryDeps {
   config: Config;
@@ -28,6 +30,8 @@ export class Delivery {
   readonly outbox: OutboxRepository;
   readonly admission: SendAdmission;
   readonly dispatcher: OutboxDispatcher;
+  readonly intercomFollowUps: FollowUpQueue;
+  private readonly settlements: SettlementWriter;
 
   constructor(private readonly deps: DeliveryDeps) {
     const { config, store } = deps;
@@ -37,10 +41,25 @@ export class Delivery {
       perWeek: config.automations.maxPerContactPerWeek,
       kinds: config.campaigns.frequencyCap ? ['automation', 'campaign'] : ['automation'],
     });
+    // Tracking events in Intercom wait while Intercom has messages to send or to pace.
+    const intercomChannels = CHANNELS.filter((c) => PROVIDER_OF_CHANNEL[c] === 'intercom');
+    this.intercomFollowUps = new FollowUpQueue('intercom tracking', () => !this.dispatcher.busy(intercomChannels) && deps.runtimes.intercom.budget.snapshot().waiting === 0, deps.log);
+    const channels = new ChannelDelivery({
+      store,
+      log: deps.log,
+      runtimes: deps.runtimes,
+      email: deps.email,
+      intercom: deps.intercom,
+      analytics: deps.analytics,
+      intercomFollowUps: this.intercomFollowUps,
+      batchEmail: config.campaigns.emailBatching,
+    });
+    this.settlements = new SettlementWriter(this.outbox, store.timeline, channels, deps.log);
     this.dispatcher = new OutboxDispatcher({
       repo: this.outbox,
       admission: this.admission,
-      port: new ChannelDelivery({ store, log: deps.log, runtimes: deps.runtimes, email: deps.email, intercom: deps.intercom, analytics: deps.analytics }),
+      port: channels,
+      settlements: this.settlements,
       log: deps.log,
       concurrency: config.campaigns.dispatchConcurrency,
       pollMs: config.campaigns.dispatchPollMs,
@@ -57,15 +76,18 @@ export class Delivery {
   private channelGate(): ChannelGate {
     const blocked: string[] = [];
     let reopensInMs: number | undefined;
+    let paced = false;
     for (const channel of CHANNELS) {
-      const policy = this.deps.runtimes[PROVIDER_OF_CHANNEL[channel]].policy;
+      const runtime = this.deps.runtimes[PROVIDER_OF_CHANNEL[channel]];
+      paced ||= runtime.budget.snapshot().waiting > 0;
+      const policy = runtime.policy;
       if (policy.state !== 'open') continue;
       const wait = policy.msUntilHalfOpen() ?? 0;
       if (wait <= 0) continue;
       blocked.push(channel);
       reopensInMs = Math.min(reopensInMs ?? wait, wait);
     }
-    return { blocked, reopensInMs };
+    return { blocked, reopensInMs, paced };
   }
 
   /** Starts sending (not in read-only mode: then queued messages stay queued). */
@@ -83,5 +105,6 @@ export class Delivery {
 
   async stop(): Promise<void> {
     await this.dispatcher.stop();
+    await this.intercomFollowUps.drain(3_000);
   }
 }

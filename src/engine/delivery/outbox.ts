@@ -110,14 +110,33 @@ export class OutboxRepository {
     return Number(r.numUpdatedRows) === 1;
   }
 
+  /** markSending for the rows of one request; returns the ids this holder may send (the others were withdrawn). */
+  async markSendingMany(db: Kysely<Database>, rows: OutboxRow[], owner: string, leaseMs: number, now = Date.now()): Promise<number[]> {
+    if (rows.length === 1) return (await this.markSending(db, rows[0]!, owner, leaseMs, now)) ? [rows[0]!.outbox_id] : [];
+    const marked: number[] = [];
+    for (let i = 0; i < rows.length; i += 500) {
+      const r = await db
+        .updateTable('outbox')
+        .set({ state: 'sending', attempts: sql`attempts + 1`, updated_at: iso(now), sent_at: iso(now), lease_until: iso(now + leaseMs) })
+        .where('outbox_id', 'in', rows.slice(i, i + 500).map((x) => x.outbox_id))
+        .where('lease_owner', '=', owner)
+        .where('state', '=', 'queued')
+        .returning('outbox_id')
+        .execute();
+      marked.push(...r.map((x) => Number(x.outbox_id)));
+    }
+    return marked;
+  }
+
   /** Settles a row for good. `sent_at` stays for sent and unknown (it may have gone out), and is cleared otherwise. */
   async finish(
     row: OutboxRow,
     state: Exclude<OutboxState, 'queued' | 'sending' | 'cancelled'>,
     fields: { provider_message_id?: string; error_code?: string; error_message?: string } = {},
     now = Date.now(),
+    db: Kysely<Database> = this.db,
   ): Promise<void> {
-    await this.db
+    await db
       .updateTable('outbox')
       .set({
         state,
@@ -135,6 +154,12 @@ export class OutboxRepository {
 
   /** Not sent (provably): back to the queue, due again at `notBefore`, the reason kept for status. */
   async requeue(row: OutboxRow, notBefore: number, error: { code: string; message: string }, now = Date.now()): Promise<void> {
+    await this.requeueMany([row], notBefore, error, now);
+  }
+
+  /** `requeue` for the rows of one request, in one statement: they come due together, to go out together again. */
+  async requeueMany(rows: OutboxRow[], notBefore: number, error: { code: string; message: string }, now = Date.now()): Promise<void> {
+    if (!rows.length) return;
     await this.db
       .updateTable('outbox')
       .set({
@@ -147,8 +172,20 @@ export class OutboxRepository {
         lease_owner: null,
         lease_until: null,
       })
-      .where('outbox_id', '=', row.outbox_id)
+      .where('outbox_id', 'in', rows.map((r) => r.outbox_id))
       .where('state', 'in', ['queued', 'sending'])
+      .execute();
+  }
+
+  /** Gives back rows this holder claimed but did not start (stopping, or their channel got blocked). */
+  async release(owner: string, ids: number[]): Promise<void> {
+    if (!ids.length) return;
+    await this.db
+      .updateTable('outbox')
+      .set({ lease_owner: null, lease_until: null })
+      .where('outbox_id', 'in', ids)
+      .where('lease_owner', '=', owner)
+      .where('state', '=', 'queued')
       .execute();
   }
 

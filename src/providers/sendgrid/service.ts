@@ -51,6 +51,11 @@ export interface BulkOutcome {
 
 /** SendGrid caps one request at 1,000 personalizations and 1,000 addresses across to/cc/bcc. */
 export const MAX_PER_REQUEST = 1000;
+/** Substitution tags of a batched send: the shared content is just these, each recipient's body is their value. */
+const BODY_TAG = '-cs-body-';
+const HTML_TAG = '-cs-html-';
+/** A message joins a batch when its body (text + html) fits SendGrid's 10,000 bytes of substitutions, with a margin. */
+export const BATCH_BODY_BYTES = 9_500;
 const MAX_SEND_AHEAD_S = 72 * 3600;
 export function invalidEmails(addresses: string[]): string[] {
   return addresses.filter((a) => emailProblem(a) !== undefined);
@@ -169,6 +174,29 @@ export class SendGridService {
     }
     if (!content.subject && !content.template_id) throw invalidInput('subject is required.', { fields: [{ field: 'subject', problem: 'required' }] });
     return unique;
+  }
+
+  /**
+   * Many personalized messages in one request: each recipient is a personalization with their own
+   * subject, custom_args and the rendered body carried in substitutions (the shared content is only
+   * the substitution tags). SendGrid caps substitutions at 10,000 bytes per personalization: the
+   * caller batches only messages that fit (BATCH_BODY_BYTES).
+   */
+  async sendBatch(
+    messages: Array<{ to: Address; subject: string; text: string; html?: string; custom_args?: Record<string, string> }>,
+    opts: MailOptions & { from?: Address },
+  ): Promise<{ message_id: string }> {
+    this.deps.runtime.requireConfigured();
+    const withHtml = messages.some((m) => m.html !== undefined);
+    const envelope = this.envelope({ subject: messages[0]!.subject, text: BODY_TAG, ...(withHtml ? { html: HTML_TAG } : {}) }, opts);
+    const personalizations = messages.map((m) => ({
+      to: [m.to],
+      subject: m.subject,
+      substitutions: { [BODY_TAG]: m.text, ...(withHtml ? { [HTML_TAG]: m.html ?? m.text } : {}) },
+      ...(m.custom_args ? { custom_args: m.custom_args } : {}),
+    }));
+    const { subject: _shared, ...rest } = envelope as Record<string, unknown>;
+    return { message_id: await this.postMail({ personalizations, ...rest }) };
   }
 
   /** One personalized message to one person: what the campaign engine sends. */
