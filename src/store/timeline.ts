@@ -13,6 +13,11 @@ export interface ActivityInput {
   data?: Record<string, unknown>;
 }
 
+export type TimelineInput = ActivityInput & { client_id: string; contact_id?: string | null };
+
+/** 10 columns a row: well under both databases' bound-parameter limits. */
+const CHUNK = 500;
+
 export interface TimelineEntry {
   entry_id: number;
   client_id: string;
@@ -40,13 +45,17 @@ export interface TimelineFilter {
 export class TimelineRepository {
   constructor(private readonly db: Kysely<Database>) {}
 
-  async append(db: Kysely<Database>, e: ActivityInput & { client_id: string; contact_id?: string | null }): Promise<void> {
-    await db
-      .insertInto('timeline')
-      .values({
+  async append(db: Kysely<Database>, e: TimelineInput): Promise<void> {
+    await this.appendMany(db, [e]);
+  }
+
+  /** Many entries in few statements (inbound webhook batches). */
+  async appendMany(db: Kysely<Database>, entries: TimelineInput[], now = new Date().toISOString()): Promise<void> {
+    for (let i = 0; i < entries.length; i += CHUNK) {
+      const rows = entries.slice(i, i + CHUNK).map((e) => ({
         client_id: e.client_id,
         contact_id: e.contact_id ?? null,
-        occurred_at: new Date().toISOString(),
+        occurred_at: now,
         type: e.type,
         channel: e.channel,
         actor: e.actor ?? null,
@@ -54,8 +63,9 @@ export class TimelineRepository {
         outcome: e.outcome,
         provider_ids: JSON.stringify(e.provider_ids ?? {}),
         data: JSON.stringify(e.data ?? {}),
-      })
-      .execute();
+      }));
+      await db.insertInto('timeline').values(rows).execute();
+    }
   }
 
   /** Newest first; `cursor` is the entry_id to continue below. */

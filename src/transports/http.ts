@@ -1,11 +1,12 @@
 import { randomUUID, timingSafeEqual } from 'node:crypto';
-import type { Server as HttpServer } from 'node:http';
+import { createServer, type Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createMcpExpressApp } from '@modelcontextprotocol/sdk/server/express.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { isInitializeRequest } from '@modelcontextprotocol/sdk/types.js';
 import type { NextFunction, Request, Response } from 'express';
 import { ConfigError, type Config } from '../config.js';
+import { createWebhookHandler } from '../inbox/http.js';
 import { createMcpServer } from '../server.js';
 import type { Services } from '../services.js';
 
@@ -122,8 +123,11 @@ export async function serveHttp(services: Services): Promise<RunningHttpServer> 
   app.get('/mcp', sessionRequest);
   app.delete('/mcp', sessionRequest);
 
+  // Provider webhooks go first, before Express parses anything: they are signed over the raw body.
+  const webhooks = createWebhookHandler(services);
   const server: HttpServer = await new Promise((resolve, reject) => {
-    const s = app.listen(http.port, http.host, () => resolve(s));
+    const s = createServer((req, res) => void webhooks(req, res).then((handled) => handled || app(req, res)));
+    s.listen(http.port, http.host, () => resolve(s));
     s.once('error', reject);
   });
   const address = server.address() as AddressInfo;
