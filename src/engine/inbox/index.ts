@@ -57,7 +57,14 @@ export class Inbox {
     private readonly log: Logger,
   ) {
     this.repo = new InboxRepository(store.db, store.dialect);
-    this.processor = new InboxProcessor({ repo: this.repo, store, log, pollMs: config.webhooks.pollMs, retentionDays: config.webhooks.retentionDays });
+    this.processor = new InboxProcessor({
+      repo: this.repo,
+      store,
+      log,
+      pollMs: config.webhooks.pollMs,
+      retentionDays: config.webhooks.retentionDays,
+      concurrency: store.dialect === 'postgres' ? 2 : 1,
+    });
     if (config.webhooks.sendgridPublicKey) this.sendgridKey = parseSendGridPublicKey(config.webhooks.sendgridPublicKey);
   }
 

@@ -25,6 +25,8 @@ export interface InboxProcessorOptions {
   pollMs: number;
   leaseMs?: number;
   batchSize?: number;
+  /** Batches in flight at once (PostgreSQL: one computes while another's statements run; SQLite has one connection). */
+  concurrency?: number;
   maxAttempts?: number;
   retryBaseMs?: number;
   retryMaxMs?: number;
@@ -100,8 +102,8 @@ function push<K, V>(m: Map<K, V[]>, k: K, v: V) {
 export class InboxProcessor {
   readonly owner = `inbox-${randomUUID()}`;
   private stopped = true;
-  private loop?: Promise<void>;
-  private wakeUp?: () => void;
+  private loops: Array<Promise<void>> = [];
+  private readonly sleepers = new Set<() => void>();
   private woken = false;
   private lastPrune = 0;
   private readonly leaseMs: number;
@@ -112,7 +114,7 @@ export class InboxProcessor {
 
   constructor(private readonly opts: InboxProcessorOptions) {
     this.leaseMs = opts.leaseMs ?? 60_000;
-    this.batchSize = opts.batchSize ?? 500;
+    this.batchSize = opts.batchSize ?? 1000;
     this.maxAttempts = opts.maxAttempts ?? 10;
     this.retryBaseMs = opts.retryBaseMs ?? 1_000;
     this.retryMaxMs = opts.retryMaxMs ?? HOUR;
@@ -125,20 +127,20 @@ export class InboxProcessor {
   start(): void {
     if (!this.stopped) return;
     this.stopped = false;
-    this.loop = this.run();
+    this.loops = Array.from({ length: Math.max(1, this.opts.concurrency ?? 1) }, () => this.run());
   }
 
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
     this.wake();
-    await this.loop;
+    await Promise.all(this.loops);
   }
 
   /** New events were stored: look now rather than at the next poll. */
   wake(): void {
     this.woken = true;
-    this.wakeUp?.();
+    for (const wake of this.sleepers) wake();
   }
 
   /** Processes everything due now (tests, benchmarks); returns how many events were handled. */
@@ -172,14 +174,15 @@ export class InboxProcessor {
         continue;
       }
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, sleepMs);
-        timer.unref();
-        this.wakeUp = () => {
+        const wake = () => {
           clearTimeout(timer);
+          this.sleepers.delete(wake);
           resolve();
         };
+        const timer = setTimeout(wake, sleepMs);
+        timer.unref();
+        this.sleepers.add(wake);
       });
-      this.wakeUp = undefined;
     }
   }
 
@@ -256,16 +259,20 @@ export class InboxProcessor {
     }
   }
 
-  /** Every message and contact the batch names, in a few queries. */
+  /**
+   * Every message and contact the batch names, in a few queries: messages by our key first; only
+   * events still unmatched are looked up by the provider's message id, and by address or id.
+   */
   private async lookup(meanings: Interpretation[]): Promise<Lookups> {
     const db = this.opts.store.db;
-    const set = (pick: (m: Interpretation) => Array<string | undefined> | undefined) => [...new Set(meanings.flatMap((m) => pick(m) ?? []).filter((v): v is string => !!v))];
-    const keys = set((m) => [m.identity.outbox_key]);
-    const providerIds = set((m) => m.identity.message_ids);
+    const distinct = (values: Array<string | undefined>) => [...new Set(values.filter((v): v is string => !!v))];
     const outboxCols = ['idempotency_key', 'source_kind', 'source_id', 'channel', 'contact_id', 'client_id', 'recipient_email', 'provider_message_id'] as const;
     const l: Lookups = { byKey: new Map(), byProviderId: new Map(), contactsById: new Map(), byEmail: new Map(), byIntercom: new Map(), byExternal: new Map(), clients: new Set() };
-    for (const part of chunks(keys)) for (const r of await db.selectFrom('outbox').select(outboxCols).where('idempotency_key', 'in', part).execute()) l.byKey.set(r.idempotency_key, r);
-    for (const part of chunks(providerIds)) {
+    for (const part of chunks(distinct(meanings.map((m) => m.identity.outbox_key)))) {
+      for (const r of await db.selectFrom('outbox').select(outboxCols).where('idempotency_key', 'in', part).execute()) l.byKey.set(r.idempotency_key, r);
+    }
+    const rest = meanings.filter((m) => !m.identity.outbox_key || !l.byKey.has(m.identity.outbox_key));
+    for (const part of chunks(distinct(rest.flatMap((m) => m.identity.message_ids ?? [])))) {
       for (const r of await db.selectFrom('outbox').select(outboxCols).where('provider_message_id', 'in', part).execute()) push(l.byProviderId, r.provider_message_id!, r);
     }
     const messages = [...l.byKey.values(), ...[...l.byProviderId.values()].flat()];
@@ -280,11 +287,13 @@ export class InboxProcessor {
     const by = async (col: 'contact_id' | 'email' | 'intercom_contact_id' | 'external_user_id', values: string[]) => {
       for (const part of chunks(values)) for (const c of await db.selectFrom('contacts').select(contactCols).where(col, 'in', part).execute()) add(c);
     };
-    await by('contact_id', [...new Set(messages.map((m) => m.contact_id))]);
-    await by('email', set((m) => [m.identity.email]));
-    await by('intercom_contact_id', set((m) => [m.identity.intercom_contact_id]));
-    await by('external_user_id', set((m) => [m.identity.external_user_id]));
-    for (const part of chunks(set((m) => [m.identity.client_id]))) {
+    await by('contact_id', distinct(messages.map((m) => m.contact_id)));
+    // A message found by the provider's id settles whom it concerns; the rest are found by who they name.
+    const unresolved = rest.filter((m) => !(m.identity.message_ids ?? []).some((id) => l.byProviderId.has(id)));
+    await by('email', distinct(unresolved.map((m) => m.identity.email)));
+    await by('intercom_contact_id', distinct(unresolved.map((m) => m.identity.intercom_contact_id)));
+    await by('external_user_id', distinct(unresolved.map((m) => m.identity.external_user_id)));
+    for (const part of chunks(distinct(unresolved.map((m) => m.identity.client_id)))) {
       for (const c of await db.selectFrom('clients').select('client_id').where('client_id', 'in', part).execute()) l.clients.add(c.client_id);
     }
     return l;

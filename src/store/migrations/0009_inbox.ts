@@ -28,7 +28,6 @@ export async function up(db: Kysely<any>): Promise<void> {
     .addColumn('last_error', 'text')
     .execute();
   await db.schema.createIndex('inbox_events_due_idx').on('inbox_events').columns(['state', 'next_attempt_at', 'inbox_id']).execute();
-  await db.schema.createIndex('inbox_events_provider_idx').on('inbox_events').columns(['provider', 'inbox_id']).execute();
   await db.schema.createIndex('inbox_events_received_idx').on('inbox_events').columns(['received_at']).execute();
 
   await db.schema
