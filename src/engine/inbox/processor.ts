@@ -362,7 +362,7 @@ export class InboxProcessor {
         if (emails.length) plan.consent.push({ change: m.consent, emails, source: provider, at: row.occurred_at, data: { event: row.event_type, event_id: providerEventId, ...origin } });
       }
       if (!targets.length) {
-        settle(row.inbox_id, 'unmatched', m.consent ? `${UNMATCHED[provider]}; consent applied to any contact with the address` : UNMATCHED[provider]);
+        settle(row.inbox_id, 'unmatched', UNMATCHED[provider]);
         continue;
       }
       targets.forEach((t) => {
