@@ -116,11 +116,6 @@ export class InboxRepository {
       .execute();
   }
 
-  /** Keeps this owner's leases alive while a long batch runs. */
-  async renew(owner: string, leaseMs: number, now = Date.now()): Promise<void> {
-    await this.db.updateTable('inbox_events').set({ lease_until: iso(now + leaseMs) }).where('lease_owner', '=', owner).where('state', '=', 'pending').execute();
-  }
-
   /** When the next pending event is due (undefined: none). */
   async nextDueAt(): Promise<number | undefined> {
     const r = await this.db.selectFrom('inbox_events').select((eb) => eb.fn.min('next_attempt_at').as('next')).where('state', '=', 'pending').executeTakeFirst();
