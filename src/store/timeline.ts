@@ -13,7 +13,12 @@ export interface ActivityInput {
   data?: Record<string, unknown>;
 }
 
-export type TimelineInput = ActivityInput & { client_id: string; contact_id?: string | null };
+export type TimelineInput = ActivityInput & {
+  client_id: string;
+  contact_id?: string | null;
+  /** When it happened, if not now (an inbound provider event carries its own time). */
+  occurred_at?: string;
+};
 
 /** 10 columns a row: 10,000 parameters, under SQLite's 32,766 and PostgreSQL's 65,535. */
 const CHUNK = 1000;
@@ -55,7 +60,7 @@ export class TimelineRepository {
       const rows = entries.slice(i, i + CHUNK).map((e) => ({
         client_id: e.client_id,
         contact_id: e.contact_id ?? null,
-        occurred_at: now,
+        occurred_at: e.occurred_at ?? now,
         type: e.type,
         channel: e.channel,
         actor: e.actor ?? null,

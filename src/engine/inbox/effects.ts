@@ -199,13 +199,14 @@ export function planEffects(items: Array<{ row: InboxRow; meaning: Interpretatio
         plan.timeline.push({
           client_id: t.client_id,
           contact_id: t.contact_id,
+          occurred_at: row.occurred_at,
           type: 'inbound_event',
           channel: TIMELINE_CHANNEL[provider],
           actor: source,
           summary: message ? `${m.timeline.summary} (${message.source_kind} ${message.source_id}, ${message.channel})` : m.timeline.summary,
           outcome: m.timeline.outcome,
           provider_ids: { event_id: providerEventId },
-          data: { event: row.event_type, name: m.name, occurred_at: row.occurred_at, ...properties },
+          data: { event: row.event_type, name: m.name, received_at: row.received_at, ...properties },
         });
       }
       if (m.intercom && t.contact_id && !t.intercom_contact_id) {
