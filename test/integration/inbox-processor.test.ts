@@ -137,6 +137,20 @@ describe.each(dialects)('inbox processor on %s', (dialect) => {
     expect(await count('customer_events', 'login')).toBe(3);
   });
 
+  it('retention deletes settled events older than the window, never pending ones', async () => {
+    await storeEvents(Array.from({ length: 6 }, (_, i) => ({ id: `old${i}`, name: 'login', email: `p${i}@acme.example` })));
+    await processor().drain();
+    await storeEvents([{ id: 'old-pending', name: 'login', email: 'p1@acme.example' }, { id: 'recent', name: 'login', email: 'p2@acme.example' }]);
+    const longAgo = new Date(Date.now() - 40 * 86_400_000).toISOString();
+    await store.db.updateTable('inbox_events').set({ received_at: longAgo }).where('dedup_key', '!=', 'events:recent').execute();
+    expect(await repo.prune(Date.now() - 30 * 86_400_000)).toBe(6);
+    const left = await store.db.selectFrom('inbox_events').select(['dedup_key', 'state']).orderBy('inbox_id').execute();
+    expect(left).toEqual([
+      { dedup_key: 'events:old-pending', state: 'pending' },
+      { dedup_key: 'events:recent', state: 'pending' },
+    ]);
+  });
+
   it('two processors on one database process every event exactly once', async () => {
     const n = 1200;
     await storeEvents(Array.from({ length: n }, (_, i) => ({ id: `m${i}`, name: 'feature_used', email: `p${i % 20}@acme.example`, properties: { i } })));

@@ -63,7 +63,7 @@ export class Inbox {
       log,
       pollMs: config.webhooks.pollMs,
       retentionDays: config.webhooks.retentionDays,
-      concurrency: store.dialect === 'postgres' ? 2 : 1,
+      concurrency: store.dialect === 'postgres' ? 3 : 1,
     });
     if (config.webhooks.sendgridPublicKey) this.sendgridKey = parseSendGridPublicKey(config.webhooks.sendgridPublicKey);
   }

@@ -159,9 +159,16 @@ export class InboxRepository {
     return new Map(rows.map((r) => [r.endpoint, { last_verified_at: r.last_verified_at, verified_requests: Number(r.verified_requests) }]));
   }
 
-  /** Deletes settled events received before `before` (pending ones always stay). */
+  /**
+   * Deletes settled events received before `before` (pending ones always stay). Ids grow with arrival,
+   * so the first id received since `before` bounds the deletion; finding it reads from the oldest row on.
+   */
   async prune(before: number): Promise<number> {
-    const r = await this.db.deleteFrom('inbox_events').where('received_at', '<', iso(before)).where('state', '!=', 'pending').executeTakeFirst();
+    const first = await this.db.selectFrom('inbox_events').select('inbox_id').where('received_at', '>=', iso(before)).orderBy('inbox_id').limit(1).executeTakeFirst();
+    let q = this.db.deleteFrom('inbox_events').where('state', '!=', 'pending').where('received_at', '<', iso(before));
+    if (first) q = q.where('inbox_id', '<', first.inbox_id);
+    const r = await q.executeTakeFirst();
     return Number(r.numDeletedRows);
   }
+
 }
