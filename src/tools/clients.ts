@@ -258,7 +258,12 @@ export const clientTools = [
       errors_truncated: z.boolean(),
     },
     async handle({ file_path, skip_invalid, actor }, { services, progress, log }) {
-      return importClientsCsv(services.store, file_path, { skipInvalid: skip_invalid, actor, onProgress: (n) => progress(n), log });
+      return importClientsCsv(services.store, file_path, {
+        skipInvalid: skip_invalid,
+        actor,
+        onProgress: (n, phase) => progress(n, undefined, `${phase} row ${n}`),
+        log,
+      });
     },
   }),
 ];

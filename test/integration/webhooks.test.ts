@@ -153,6 +153,19 @@ describe.each(dialects)('webhook endpoints on %s', (dialect) => {
     expect((await sendgrid([sgEvent('delivered', 'maria@acme.example')])).status).toBe(200);
   });
 
+  it('stores and applies a signed event whose strings carry NUL characters (neither refused nor retried forever)', async () => {
+    await h.call('upsert_contact', { client_id: 'acme', email: 'nul@acme.example' });
+    const odd = sgEvent('bounce', 'nul@acme.example', { type: 'bounce', reason: '550 no\u0000such user', sg_event_id: 'id-with-\u0000-nul' });
+    const r = await sendgrid([odd, sgEvent('open\u0000', 'maria@acme.example')]);
+    expect(r).toMatchObject({ status: 200, body: { stored: 2 } });
+    await settled();
+    const [bounced] = (await h.services.store.events.list({ names: ['email_bounced'] }, 1)).events;
+    expect(bounced?.properties).toMatchObject({ reason: '550 no\uFFFDsuch user', email: 'nul@acme.example' });
+    const [contact] = await h.services.store.roster.findContacts({ email: 'nul@acme.example' });
+    expect(contact).toMatchObject({ email_status: 'bounced', email_status_reason: '550 no\uFFFDsuch user' });
+    expect((await h.services.inbox.repo.list({ states: ['failed'] }, 5)).events).toEqual([]);
+  });
+
   it('Intercom: HMAC-SHA1 verified, ping answered, notifications deduplicated by id, wrong signatures refused', async () => {
     const url = `${base}/webhooks/intercom`;
     const ping = JSON.stringify(intercomNotification('ping', { type: 'ping', message: 'something' }));

@@ -1,5 +1,5 @@
 import type { EmailStatus } from '../../store/consent.js';
-import type { Endpoint } from './parse.js';
+import { str, type Endpoint } from './parse.js';
 
 /**
  * What one stored event means, provider by provider: the customer event it becomes, whom it is
@@ -65,7 +65,6 @@ export const PROVIDER_EVENT_NAMES = new Set([
 
 type Json = Record<string, unknown>;
 const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
-const str = (v: unknown): string | undefined => (typeof v === 'string' && v.trim() ? v.trim() : typeof v === 'number' ? String(v) : undefined);
 const cut = (v: string | undefined, n = 500) => (v && v.length > n ? `${v.slice(0, n)}…` : v);
 
 export function interpret(provider: Endpoint, eventType: string, payload: string): Interpretation {

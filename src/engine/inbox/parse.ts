@@ -32,7 +32,16 @@ export class BadPayload extends Error {
 export const MAX_EVENTS_PER_REQUEST = 10_000;
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
-const str = (v: unknown): string | undefined => (typeof v === 'string' && v.trim() ? v.trim() : typeof v === 'number' ? String(v) : undefined);
+/**
+ * A provider's string (or number) as text we can store: trimmed, and with NUL characters replaced —
+ * neither database stores them in text the same way, and a signed event must never be refused for one.
+ */
+export function str(v: unknown): string | undefined {
+  if (typeof v === 'number') return String(v);
+  if (typeof v !== 'string') return undefined;
+  const t = v.replace(/\u0000/g, '\uFFFD').trim();
+  return t || undefined;
+}
 const lowerEmail = (v: unknown): string | null => str(v)?.toLowerCase().slice(0, 320) ?? null;
 
 /** Unix seconds (or ms) or an ISO string → ISO; anything else: the fallback. */
