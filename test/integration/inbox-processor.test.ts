@@ -36,7 +36,6 @@ async function until<T>(fn: () => Promise<T>, ok: (v: T) => boolean, ms = 10_000
   }
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe.each(dialects)('inbox processor on %s', (dialect) => {
   let target: DatabaseTarget;
@@ -74,6 +73,9 @@ describe.each(dialects)('inbox processor on %s', (dialect) => {
     await target.cleanup();
   });
 
+  /** The backoff is a minute here: time passing is simulated by making the event due now. */
+  const makeDue = (id: string) => store.db.updateTable('inbox_events').set({ next_attempt_at: new Date().toISOString() }).where('dedup_key', '=', `events:${id}`).execute();
+
   it('retries a failing event with backoff without holding up the others, and records it once when it succeeds', async () => {
     await installFailure();
     await storeEvents([
@@ -81,16 +83,19 @@ describe.each(dialects)('inbox processor on %s', (dialect) => {
       { id: 'bad', name: 'boom', email: 'p2@acme.example' },
       { id: 'ok-2', name: 'login', email: 'p3@acme.example' },
     ]);
-    const p = processor();
+    const p = processor({ retryBaseMs: 60_000 });
     await p.drain();
     expect((await row('ok-1')).state).toBe('processed');
     expect((await row('ok-2')).state).toBe('processed');
-    expect(await row('bad')).toMatchObject({ state: 'pending', attempts: 1, last_error: expect.stringMatching(/boom/), lease_owner: null });
-    await sleep(30);
+    const first = await row('bad');
+    expect(first).toMatchObject({ state: 'pending', attempts: 1, last_error: expect.stringMatching(/boom/), lease_owner: null });
+    expect(Date.parse(first.next_attempt_at)).toBeGreaterThan(Date.now() + 50_000);
+    expect(await p.drain()).toBe(0); // not due yet
+    await makeDue('bad');
     await p.drain();
     expect(await row('bad')).toMatchObject({ state: 'pending', attempts: 2 });
     await removeFailure();
-    await sleep(60);
+    await makeDue('bad');
     await p.drain();
     expect(await row('bad')).toMatchObject({ state: 'processed', last_error: null });
     expect(await count('customer_events', 'boom')).toBe(1);
@@ -100,23 +105,25 @@ describe.each(dialects)('inbox processor on %s', (dialect) => {
   it('keeps an event that fails on every attempt as failed (listed, never lost)', async () => {
     await installFailure();
     await storeEvents([{ id: 'bad', name: 'boom', email: 'p2@acme.example' }]);
-    const p = processor();
+    const p = processor({ retryBaseMs: 60_000 });
     for (let i = 0; i < 3; i++) {
       await p.drain();
-      await sleep(20 * 2 ** i + 10); // the backoff: 20, 40 ms
+      await makeDue('bad');
     }
     expect(await row('bad')).toMatchObject({ state: 'failed', attempts: 3, last_error: expect.stringMatching(/boom/) });
     expect((await repo.list({ states: ['failed'] }, 10)).events).toHaveLength(1);
+    expect(await p.drain()).toBe(0);
     expect(await count('customer_events')).toBe(0);
   });
 
   it('takes over a stopped processor\'s batch when its lease runs out; the stopped one can no longer settle it', async () => {
     await storeEvents(Array.from({ length: 5 }, (_, i) => ({ id: `e${i}`, name: 'login', email: `p${i}@acme.example` })));
-    const claimed = await repo.claim('stopped-processor', 100, 150);
+    const claimed = await repo.claim('stopped-processor', 100, 60_000);
     expect(claimed).toHaveLength(5);
     const p = processor();
     expect(await p.drain()).toBe(0); // leased to someone else
-    await sleep(170);
+    // The stopped processor never renews: its lease runs out (simulated rather than waited for).
+    await store.db.updateTable('inbox_events').set({ lease_until: new Date(Date.now() - 1).toISOString() }).where('lease_owner', '=', 'stopped-processor').execute();
     expect(await p.drain()).toBe(5);
     await expect(store.db.transaction().execute((trx) => repo.settle(trx, 'stopped-processor', [{ ids: claimed.map((c) => c.inbox_id), state: 'processed', note: 'late' }]))).rejects.toBeInstanceOf(LeaseLost);
     expect(await count('customer_events', 'login')).toBe(5);
