@@ -1,3 +1,4 @@
+import { createPublicKey } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -113,7 +114,34 @@ const envSchema = z.object({
   CS_MCP_AUDIT_BODIES: z.preprocess(emptyToUndefined, z.enum(['redact', 'full']).default('redact')),
   AUTOMATION_MAX_MESSAGES_PER_CONTACT_PER_DAY: int(1, 1, 1000),
   AUTOMATION_MAX_MESSAGES_PER_CONTACT_PER_WEEK: int(3, 1, 10_000),
+
+  // Inbound webhooks (see README "Webhooks"): each endpoint is enabled by its secret.
+  SENDGRID_WEBHOOK_PUBLIC_KEY: z.preprocess(
+    emptyToUndefined,
+    z.string().trim().refine(isP256PublicKey, 'must be the verification key SendGrid shows for the Signed Event Webhook (base64, an ECDSA P-256 public key)').optional(),
+  ),
+  INTERCOM_CLIENT_SECRET: optionalString,
+  CS_MCP_EVENTS_WEBHOOK_SECRET: z.preprocess(emptyToUndefined, z.string().trim().min(16, 'must be at least 16 characters (use a long random value)').optional()),
+  WEBHOOK_MAX_AGE_S: int(300, 10, 86_400),
+  WEBHOOK_MAX_BODY_BYTES: int(2 * 1024 * 1024, 1024, 64 * 1024 * 1024),
+  WEBHOOK_RETENTION_DAYS: int(30, 1, 3650),
+  WEBHOOK_PROCESS_POLL_MS: int(1000, 10, 60_000),
 });
+
+/** SendGrid shows the key as base64 DER (SPKI); a PEM block is accepted too. */
+export function parseSendGridPublicKey(value: string) {
+  const pem = value.includes('BEGIN PUBLIC KEY');
+  return createPublicKey(pem ? value : { key: Buffer.from(value.replace(/\s+/g, ''), 'base64'), format: 'der', type: 'spki' });
+}
+
+function isP256PublicKey(value: string): boolean {
+  try {
+    const key = parseSendGridPublicKey(value);
+    return key.asymmetricKeyType === 'ec' && key.asymmetricKeyDetails?.namedCurve === 'prime256v1';
+  } catch {
+    return false;
+  }
+}
 
 export type Env = z.input<typeof envSchema>;
 
@@ -190,6 +218,18 @@ export interface Config {
     auditBodies: 'redact' | 'full';
   };
   automations: { maxPerContactPerDay: number; maxPerContactPerWeek: number };
+  /** Inbound provider webhooks; an endpoint without its secret answers 404. */
+  webhooks: {
+    sendgridPublicKey?: string;
+    intercomClientSecret?: string;
+    eventsSecret?: string;
+    /** Replay window for signed timestamps (SendGrid, product events), both directions. */
+    maxAgeS: number;
+    maxBodyBytes: number;
+    /** Settled inbox events older than this are deleted. */
+    retentionDays: number;
+    pollMs: number;
+  };
 }
 
 export class ConfigError extends Error {
@@ -305,6 +345,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       maxPerContactPerDay: e.AUTOMATION_MAX_MESSAGES_PER_CONTACT_PER_DAY,
       maxPerContactPerWeek: e.AUTOMATION_MAX_MESSAGES_PER_CONTACT_PER_WEEK,
     },
+    webhooks: {
+      sendgridPublicKey: e.SENDGRID_WEBHOOK_PUBLIC_KEY,
+      intercomClientSecret: e.INTERCOM_CLIENT_SECRET,
+      eventsSecret: e.CS_MCP_EVENTS_WEBHOOK_SECRET,
+      maxAgeS: e.WEBHOOK_MAX_AGE_S,
+      maxBodyBytes: e.WEBHOOK_MAX_BODY_BYTES,
+      retentionDays: e.WEBHOOK_RETENTION_DAYS,
+      pollMs: e.WEBHOOK_PROCESS_POLL_MS,
+    },
   };
 }
 
@@ -393,6 +442,8 @@ export function configSecrets(config: Config): string[] {
       ? `${config.mixpanel.serviceAccountUsername}:${config.mixpanel.serviceAccountSecret}`
       : undefined,
     config.mixpanel.apiSecret,
+    config.webhooks.intercomClientSecret,
+    config.webhooks.eventsSecret,
     config.database.kind === 'postgres' ? passwordOf(config.database.url) : undefined,
   ].filter((s): s is string => typeof s === 'string');
 }

@@ -2,6 +2,7 @@ import type { Config } from './config.js';
 import type { Logger } from './log.js';
 import { CampaignService } from './engine/campaigns/service.js';
 import { Delivery } from './engine/delivery/index.js';
+import { Inbox } from './engine/inbox/index.js';
 import { RenderGate } from './engine/render-gate.js';
 import { IntercomService } from './providers/intercom/service.js';
 import { MixpanelService } from './providers/mixpanel/service.js';
@@ -25,6 +26,8 @@ export interface Services {
   store: Store;
   delivery: Delivery;
   campaigns: CampaignService;
+  /** Verified provider webhooks: storage and the processor that applies them. */
+  inbox: Inbox;
   renderGate: RenderGate;
   dailyLimit: DailySendLimit;
   idempotency: IdempotencyStore;
@@ -79,9 +82,11 @@ export async function createServices(config: Config, log: Logger, overrides: Ser
   const idempotency = new IdempotencyStore(store.db, config.safety);
   const audit = new AuditLog(store.db, config.safety, log.child({ component: 'audit' }));
   const directSends = new DirectSendGuard({ config, store, dailyLimit, idempotency });
+  const inbox = new Inbox(config, store, log.child({ component: 'inbox' }));
   mixpanel.start();
   await campaigns.start();
   delivery.start();
+  inbox.start();
   // Retention: expired idempotency records and old audit entries, now and hourly.
   const housekeeping = () =>
     Promise.all([audit.prune(), idempotency.prune()]).catch((err: unknown) => log.warn({ err }, 'pruning the audit log / idempotency records failed'));
@@ -100,6 +105,7 @@ export async function createServices(config: Config, log: Logger, overrides: Ser
     store,
     delivery,
     campaigns,
+    inbox,
     renderGate,
     dailyLimit,
     idempotency,
@@ -109,6 +115,7 @@ export async function createServices(config: Config, log: Logger, overrides: Ser
       (closing ??= (async () => {
         clearInterval(housekeepingTimer);
         await delivery.stop().catch((err) => log.error({ err }, 'stopping delivery failed'));
+        await inbox.stop().catch((err) => log.error({ err }, 'stopping the inbox processor failed'));
         await mixpanel.close().catch((err) => log.error({ err }, 'flushing Mixpanel failed'));
         await audit.flush();
         await store.close().catch((err) => log.error({ err }, 'closing the store failed'));

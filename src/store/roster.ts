@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { sql, type Expression, type Kysely, type Selectable, type SqlBool } from 'kysely';
 import { invalidInput, ToolError } from '../result.js';
+import type { EmailStatus } from './consent.js';
 import type { ClientPatch, ContactInput, NewClient } from './roster-model.js';
 import type { ClientsTable, ContactsTable, Database } from './schema.js';
 import type { TimelineRepository } from './timeline.js';
@@ -59,6 +60,36 @@ export interface ClientFilter {
 }
 
 const nowIso = () => new Date().toISOString();
+
+/** A verified provider event that suppresses email to an address (unsubscribe, bounce, spam report…). */
+export interface EmailSuppression {
+  status: EmailStatus;
+  /** When it happened (the provider's time). */
+  at: string;
+  /** Who reported it: sendgrid, intercom. */
+  source: string;
+  reason: string;
+  /** Facts for the timeline entry (event id, the message it concerned). */
+  data?: Record<string, unknown>;
+}
+
+/** A verified resubscribe: lifts only the unsubscribe-type statuses listed, never a bounce or spam report. */
+export interface EmailResubscribe {
+  statuses: Array<Extract<EmailStatus, 'unsubscribed' | 'group_unsubscribed'>>;
+  at: string;
+  source: string;
+  /** Lift only a suppression with exactly this reason (e.g. the same SendGrid unsubscribe group). */
+  reason?: string;
+  /** Lift only a suppression this source set (Intercom does not undo a SendGrid unsubscribe). */
+  sameSourceOnly?: boolean;
+  data?: Record<string, unknown>;
+}
+
+/**
+ * Which suppression wins when another arrives: an unsubscribe never hides a bounce or spam report
+ * (a later resubscribe must not make a dead or complaining address mailable again).
+ */
+const SUPPRESSION_RANK: Record<EmailStatus, number> = { group_unsubscribed: 1, unsubscribed: 2, dropped: 3, spam_report: 3, bounced: 3 };
 
 /** A fresh, subscribed contact row (shared by upsert_contact and the CSV import). */
 export function newContactRow(clientId: string, input: ContactInput, now: string): ContactRow {
@@ -271,6 +302,68 @@ export class RosterRepository {
       }
       return rows.map((r) => toContactView({ ...r, ...set }));
     });
+  }
+
+  /**
+   * Suppresses email to these addresses on every roster contact that has them (consent is about the
+   * address), unless an equal or stronger suppression is already set. One timeline entry per contact
+   * changed, in the caller's transaction. Returns the contacts changed.
+   */
+  async suppressEmail(db: Kysely<Database>, emails: string[], s: EmailSuppression): Promise<ContactRow[]> {
+    const rows = await this.contactsWithEmails(db, emails);
+    const changed = rows.filter((r) => !r.email_status || SUPPRESSION_RANK[s.status] > (SUPPRESSION_RANK[r.email_status as EmailStatus] ?? 0));
+    if (!changed.length) return [];
+    const set = { email_status: s.status, email_status_at: s.at, email_status_source: s.source, email_status_reason: s.reason, updated_at: nowIso() };
+    await db.updateTable('contacts').set(set).where('contact_id', 'in', changed.map((r) => r.contact_id)).execute();
+    await this.timeline.appendMany(
+      db,
+      changed.map((r) => ({
+        client_id: r.client_id,
+        contact_id: r.contact_id,
+        type: 'subscription',
+        channel: s.source,
+        actor: `webhook:${s.source}`,
+        summary: `Email to ${r.email} suppressed (${s.status.replace('_', ' ')}): ${s.reason}`,
+        outcome: 'success' as const,
+        data: { email_status: s.status, previous_email_status: r.email_status, source: s.source, reason: s.reason, at: s.at, ...s.data },
+      })),
+    );
+    return changed.map((r) => ({ ...r, ...set }));
+  }
+
+  /** Lifts an unsubscribe-type suppression set no later than the resubscribe; same shape of record as suppressEmail. */
+  async resubscribeEmail(db: Kysely<Database>, emails: string[], r: EmailResubscribe): Promise<ContactRow[]> {
+    const rows = await this.contactsWithEmails(db, emails);
+    const lifted = rows.filter(
+      (c) =>
+        (r.statuses as string[]).includes(c.email_status ?? '') &&
+        (!c.email_status_at || c.email_status_at <= r.at) &&
+        (r.reason === undefined || c.email_status_reason === r.reason) &&
+        (!r.sameSourceOnly || c.email_status_source === r.source),
+    );
+    if (!lifted.length) return [];
+    const set = { email_status: null, email_status_at: null, email_status_source: null, email_status_reason: null, updated_at: nowIso() };
+    await db.updateTable('contacts').set(set).where('contact_id', 'in', lifted.map((c) => c.contact_id)).execute();
+    await this.timeline.appendMany(
+      db,
+      lifted.map((c) => ({
+        client_id: c.client_id,
+        contact_id: c.contact_id,
+        type: 'subscription',
+        channel: r.source,
+        actor: `webhook:${r.source}`,
+        summary: `Email to ${c.email} resubscribed (lifts ${c.email_status?.replace('_', ' ')} from ${c.email_status_at?.slice(0, 10) ?? 'earlier'})`,
+        outcome: 'success' as const,
+        data: { email_status: null, previous_email_status: c.email_status, previous_reason: c.email_status_reason, source: r.source, at: r.at, ...r.data },
+      })),
+    );
+    return lifted.map((c) => ({ ...c, ...set }));
+  }
+
+  private async contactsWithEmails(db: Kysely<Database>, emails: string[]): Promise<ContactRow[]> {
+    const unique = [...new Set(emails.map((e) => e.trim().toLowerCase()).filter(Boolean))];
+    if (!unique.length) return [];
+    return db.selectFrom('contacts').selectAll().where('email', 'in', unique).orderBy('contact_id').execute();
   }
 
   async findContacts(ref: { email?: string; external_user_id?: string; intercom_contact_id?: string }): Promise<ContactRow[]> {

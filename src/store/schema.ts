@@ -197,6 +197,52 @@ export interface CustomerEventsTable {
   dedup_key: string | null;
 }
 
+export interface InboxEventsTable {
+  inbox_id: Generated<number>;
+  /** sendgrid | intercom | events */
+  provider: string;
+  /** Unique: `sendgrid:<sg_event_id>`, `intercom:<notification id>`, `events:<id>`. */
+  dedup_key: string;
+  /** SendGrid's event, Intercom's topic, or the product event's name. */
+  event_type: string;
+  /** The address the event is about, when it names one (lower-cased). */
+  email: string | null;
+  /** The provider's time of the event. */
+  occurred_at: string;
+  received_at: string;
+  /** JSON: the event as the provider sent it. */
+  payload: string;
+  /** pending | processed | unmatched (no roster contact) | ignored (nothing to do) | failed (gave up after retries) */
+  state: string;
+  attempts: number;
+  next_attempt_at: string;
+  lease_owner: string | null;
+  lease_until: string | null;
+  processed_at: string | null;
+  /** What processing did, or why it did nothing. */
+  note: string | null;
+  last_error: string | null;
+}
+
+export interface WebhookEndpointsTable {
+  /** sendgrid | intercom | events */
+  endpoint: string;
+  last_verified_at: string;
+  verified_requests: number;
+}
+
+export interface MessageEventsTable {
+  /** The outbox row's idempotency_key. */
+  outbox_key: string;
+  /** delivered | bounced | dropped | opened | clicked | replied | unsubscribed | spam_reported */
+  kind: string;
+  source_kind: string;
+  source_id: string;
+  channel: string;
+  /** When it first happened (the provider's time). */
+  first_at: string;
+}
+
 export interface Database {
   clients: ClientsTable;
   client_segments: ClientSegmentsTable;
@@ -209,6 +255,9 @@ export interface Database {
   idempotency_records: IdempotencyRecordsTable;
   send_counters: SendCountersTable;
   customer_events: CustomerEventsTable;
+  inbox_events: InboxEventsTable;
+  webhook_endpoints: WebhookEndpointsTable;
+  message_events: MessageEventsTable;
 }
 
 export type JsonText = ColumnType<string, string, string>;

@@ -14,6 +14,20 @@ const totals = z.object({
   total: z.number(),
 });
 
+const engagementCounts = {
+  delivered: z.number(),
+  bounced: z.number().describe('hard bounces and temporary blocks'),
+  dropped: z.number().describe('refused by SendGrid before sending (suppressed or invalid address)'),
+  opened: z.number(),
+  clicked: z.number(),
+  replied: z.number().describe('Intercom conversation replies to the message'),
+  unsubscribed: z.number().describe('global or group unsubscribes from the message'),
+  spam_reported: z.number(),
+};
+const engagement = z
+  .object({ ...engagementCounts, rates: z.object(engagementCounts).describe('each count as a percentage of the messages sent (one decimal)') })
+  .describe('distinct messages, from verified provider webhooks');
+
 const campaignStatus = z.object({
   campaign_id: z.string(),
   campaign_name: z.string(),
@@ -31,6 +45,9 @@ const campaignStatus = z.object({
   skipped_by_reason: z.record(z.string(), z.number()),
   waiting_by_reason: z.record(z.string(), z.number()).describe('why queued messages wait: daily_limit, rate_limited, send_window, circuit_open…'),
   progress: z.object({ settled: z.number(), total: z.number(), percent: z.number() }),
+  engagement: z
+    .object({ totals: engagement, per_channel: z.record(z.string(), engagement) })
+    .describe('what happened after sending (needs the provider webhooks, see README "Webhooks"): delivered, bounced, opened, clicked, replied, unsubscribed, spam reports'),
   problems: z.array(
     z.object({
       email: z.string(),
@@ -128,7 +145,8 @@ export const campaignTools = [
     title: 'Campaign status',
     description:
       'Shows where a campaign stands: overall status, counts per state (queued, sending, sent, failed, cancelled, unknown = in doubt) overall and ' +
-      'per channel, progress, and the failed / in-doubt recipients with reasons. With wait_seconds it waits for delivery to finish (sending MCP ' +
+      'per channel, progress, the failed / in-doubt recipients with reasons, and what happened after sending (delivered, bounced, opened, ' +
+      'clicked, replied, unsubscribed, spam reports, with rates of sent; from the provider webhooks). With wait_seconds it waits for delivery to finish (sending MCP ' +
       'progress notifications if the client asked). Read-only.',
     kind: 'read',
     toolset: 'campaigns',

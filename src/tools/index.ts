@@ -4,6 +4,7 @@ import { auditTools } from './audit.js';
 import { campaignTools } from './campaigns.js';
 import { clientTools } from './clients.js';
 import { emailTools } from './email.js';
+import { inboxTools } from './inbox.js';
 import { intercomTools } from './intercom.js';
 import { statusTools } from './status.js';
 
@@ -14,6 +15,7 @@ export const allTools: AnyToolDefinition[] = [
   ...analyticsTools,
   ...clientTools,
   ...campaignTools,
+  ...inboxTools,
   ...auditTools,
   ...statusTools,
 ];

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { ENDPOINTS } from '../engine/inbox/index.js';
 import { defineTool } from '../mcp/tool.js';
 import { PROVIDERS } from '../result.js';
 
@@ -33,6 +34,20 @@ const mode = z.object({
   tools_offered: z.number(),
 });
 
+const webhookStatus = z.object({
+  endpoint: z.enum(ENDPOINTS),
+  path: z.string().describe('POST here (on the HTTP server or the worker)'),
+  enabled: z.boolean(),
+  missing: z.string().optional().describe('the environment variable that enables it'),
+  last_verified_at: z.string().nullable().describe('when the last request with a valid signature arrived'),
+  verified_requests: z.number(),
+  pending: z.number().describe('stored, not yet processed'),
+  unmatched: z.number().describe('about no roster contact (kept; see list_inbound_events)'),
+  failed: z.number().describe('could not be processed after retries (see list_inbound_events)'),
+  rejected_here: z.number().describe('requests this server process refused (signature, timestamp, size, body)'),
+  last_rejection: z.object({ at: z.string(), status: z.number(), reason: z.string() }).optional(),
+});
+
 export const statusTools = [
   defineTool({
     name: 'integrations_status',
@@ -40,17 +55,19 @@ export const statusTools = [
     description:
       'Shows, for Intercom, SendGrid and Mixpanel: whether each is configured (and which environment variable is missing), ' +
       'the circuit-breaker state, the last error seen, and the rate-limit budget the provider last reported. ' +
+      'Also each inbound webhook endpoint: enabled or not, when the last verified event arrived, backlog and refusals. ' +
       'Also the safety mode: read-only, approval policy, recipient and daily limits (and how much of today\'s limit is used). ' +
       'Use it when a tool answers not_configured, circuit_open, rate_limited or forbidden, or before a large send. Read-only; calls no provider.',
     kind: 'read',
     toolset: 'status',
     openWorld: false,
     input: z.object({}),
-    output: { providers: z.array(providerStatus), mode },
+    output: { providers: z.array(providerStatus), webhooks: z.array(webhookStatus), mode },
     async handle(_input, { services, approvalAvailable, toolsOffered }) {
       const { safety } = services.config;
       return {
         providers: PROVIDERS.map((p) => services.runtimes[p].status()),
+        webhooks: await services.inbox.status(),
         mode: {
           read_only: safety.readOnly,
           outbox_sending: services.delivery.dispatcher.running,

@@ -1,9 +1,10 @@
 import { randomUUID } from 'node:crypto';
-import type { Server as HttpServer } from 'node:http';
+import { createServer, type Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { isInitializeRequest } from '@modelcontextprotocol/sdk/types.js';
 import express, { type NextFunction, type Request, type Response } from 'express';
+import { createWebhookHandler } from '../inbox/http.js';
 import { createMcpServer } from '../server.js';
 import type { Services } from '../services.js';
 import { assertSafeHttpConfig, bearerAuth, hostCheck, originCheck } from './http-security.js';
@@ -150,8 +151,11 @@ export async function serveHttp(services: Services): Promise<RunningHttpServer> 
     rpcError(res, 500, -32603, 'Internal error; the server logs have details.');
   });
 
+  // Provider webhooks go first, before Express parses anything: they are signed over the raw body.
+  const webhooks = createWebhookHandler(services);
   const server: HttpServer = await new Promise((resolve, reject) => {
-    const s = app.listen(http.port, http.host, () => resolve(s));
+    const s = createServer((req, res) => void webhooks(req, res).then((handled) => handled || app(req, res)));
+    s.listen(http.port, http.host, () => resolve(s));
     s.once('error', reject);
   });
   const address = server.address() as AddressInfo;

@@ -8,6 +8,7 @@ import type { Store } from '../../store/index.js';
 import { resolveAudience } from '../audience.js';
 import type { OutboundMessage } from '../delivery/message.js';
 import { insertMessages, OUTBOX_STATES, type OutboxRepository, type OutboxState } from '../delivery/outbox.js';
+import { engagementBySource, summarizeEngagement, type Engagement } from '../inbox/engagement.js';
 import type { RenderGate } from '../render-gate.js';
 import { buildDefinition, fingerprintString, renderPlan, resolveChannels, type CampaignDefinition, type CampaignPlan, type PlannedDelivery } from './plan.js';
 import type { CampaignRequest } from './request.js';
@@ -48,6 +49,8 @@ export interface CampaignStatus {
   /** Why queued messages are waiting (daily limit, rate limit, send window…), by reason. */
   waiting_by_reason: Record<string, number>;
   progress: { settled: number; total: number; percent: number };
+  /** From verified provider webhooks: distinct messages delivered, bounced, opened… and rates (percent of sent). */
+  engagement: { totals: Engagement; per_channel: Record<string, Engagement> };
   problems: Array<{ email: string; client_id: string; channel: string; state: string; error_code: string | null; error_message: string | null }>;
   problems_total: number;
 }
@@ -287,10 +290,11 @@ export class CampaignService {
     if (!c) throw new ToolError('not_found', `No campaign ${campaignId}. Use list_campaigns to find its id.`);
     const def = JSON.parse(c.definition) as CampaignDefinition;
     const outbox = this.deps.outbox;
-    const [counts, reasons, problems] = await Promise.all([
+    const [counts, reasons, problems, engagement] = await Promise.all([
       outbox.countsByStateAndChannel('campaign', campaignId),
       outbox.reasons('campaign', campaignId, ['skipped', 'queued']),
       outbox.problems('campaign', campaignId, EXAMPLES),
+      engagementBySource(db, 'campaign', campaignId),
     ]);
     const totals = emptyTotals();
     const perChannel: Record<string, Totals> = {};
@@ -332,6 +336,7 @@ export class CampaignService {
       skipped_by_reason,
       waiting_by_reason,
       progress: { settled, total: totals.total, percent: totals.total ? Math.round((settled / totals.total) * 1000) / 10 : 100 },
+      engagement: summarizeEngagement(engagement, { total: totals.sent, per_channel: Object.fromEntries(Object.entries(perChannel).map(([ch, t]) => [ch, t.sent])) }),
       problems: problems.map((r) => ({
         email: r.recipient_email,
         client_id: r.client_id,
