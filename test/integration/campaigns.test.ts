@@ -307,6 +307,32 @@ describe('a provider whose circuit opened mid-campaign', () => {
   }, 30_000);
 });
 
+/** A SendGrid stand-in and a data folder whose roster holds `n` enterprise contacts (imported through the tools). */
+async function killRig(n: number, extraEnv: Record<string, string>) {
+  const sg = await startSendGridStandIn({ apiKey: SG_KEY, latencyMs: 5 });
+  const data = tempDataDir();
+  const env = testEnv(
+    {
+      SENDGRID_API_KEY: SG_KEY,
+      SENDGRID_BASE_URL: sg.url,
+      SENDGRID_FROM_EMAIL: 'success@ourco.test',
+      CAMPAIGN_DISPATCH_POLL_MS: '50',
+      CAMPAIGN_LEASE_MS: '1000',
+      HTTP_TIMEOUT_MS: '30000', // the kill must come before any timeout
+      ...extraEnv,
+    },
+    data.dir,
+  );
+  const seed = await startInMemory(env);
+  const rows = ['client_id,client_name,tier,contact_email,contact_first_name'];
+  for (let i = 0; i < n; i++) rows.push(`client-${String(Math.floor(i / 10)).padStart(3, '0')},Client ${Math.floor(i / 10)},enterprise,person${i}@example.org,P${i}`);
+  const csv = `${data.dir}/roster.csv`;
+  (await import('node:fs')).writeFileSync(csv, rows.join('\n'));
+  expect((await seed.call('import_clients', { file_path: csv })).structuredContent.contacts_created).toBe(n);
+  await seed.close();
+  return { sg, env, cleanup: async () => (await sg.stop(), data.cleanup()) };
+}
+
 describe('campaign durability across restarts', () => {
   it('a scheduled campaign survives a restart and goes out once at its time', async () => {
     const sg = await startSendGridStandIn({ apiKey: SG_KEY });
@@ -338,31 +364,9 @@ describe('campaign durability across restarts', () => {
 
   it('SIGKILL in the middle of a 500-recipient campaign: after a restart every recipient has exactly one message', async () => {
     const CONCURRENCY = 8;
-    const sg = await startSendGridStandIn({ apiKey: SG_KEY, latencyMs: 5 });
-    const data = tempDataDir();
-    const env = testEnv(
-      {
-        SENDGRID_API_KEY: SG_KEY,
-        SENDGRID_BASE_URL: sg.url,
-        SENDGRID_FROM_EMAIL: 'success@ourco.test',
-        CAMPAIGN_DISPATCH_POLL_MS: '50',
-        CAMPAIGN_DISPATCH_CONCURRENCY: String(CONCURRENCY),
-        CAMPAIGN_LEASE_MS: '1000',
-        HTTP_TIMEOUT_MS: '30000', // the kill must come before any timeout
-        CAMPAIGN_EMAIL_BATCHING: 'false', // one request per message (the batched case is the next test)
-      },
-      data.dir,
-    );
+    // One request per message (the batched case is the next test).
+    const { sg, env, cleanup } = await killRig(500, { CAMPAIGN_DISPATCH_CONCURRENCY: String(CONCURRENCY), CAMPAIGN_EMAIL_BATCHING: 'false' });
     try {
-      // The roster: 500 contacts across 50 clients, imported through the tools.
-      const seed = await startInMemory(env);
-      const rows = ['client_id,client_name,tier,contact_email,contact_first_name'];
-      for (let i = 0; i < 500; i++) rows.push(`client-${String(Math.floor(i / 10)).padStart(3, '0')},Client ${Math.floor(i / 10)},enterprise,person${i}@example.org,P${i}`);
-      const csv = `${data.dir}/roster.csv`;
-      (await import('node:fs')).writeFileSync(csv, rows.join('\n'));
-      expect((await seed.call('import_clients', { file_path: csv })).structuredContent.contacts_created).toBe(500);
-      await seed.close();
-
       const first = await startStdio(env);
       const preview = await first.call('send_personalized_email', { ...baseCampaign, body_text: 'Hi {{ contact.first_name }}' });
       expect(preview.structuredContent.audience.recipients).toBe(500);
@@ -394,27 +398,13 @@ describe('campaign durability across restarts', () => {
       expect(s.structuredContent.campaign.totals).toMatchObject({ unknown: CONCURRENCY, sent: 500 - CONCURRENCY, failed: 0, total: 500 });
       expect(s.structuredContent.campaign.problems.every((p: any) => p.state === 'unknown')).toBe(true);
     } finally {
-      await sg.stop();
-      data.cleanup();
+      await cleanup();
     }
   }, 90_000);
 
   it('SIGKILL while a batched request (many recipients in one request) is in flight: after a restart those rows are in doubt, none resent, the rest sent once', async () => {
-    const sg = await startSendGridStandIn({ apiKey: SG_KEY, latencyMs: 5 });
-    const data = tempDataDir();
-    const env = testEnv(
-      { SENDGRID_API_KEY: SG_KEY, SENDGRID_BASE_URL: sg.url, SENDGRID_FROM_EMAIL: 'success@ourco.test', CAMPAIGN_DISPATCH_POLL_MS: '50', CAMPAIGN_LEASE_MS: '1000', HTTP_TIMEOUT_MS: '30000' },
-      data.dir,
-    );
+    const { sg, env, cleanup } = await killRig(1500, {});
     try {
-      const seed = await startInMemory(env);
-      const rows = ['client_id,client_name,tier,contact_email,contact_first_name'];
-      for (let i = 0; i < 1500; i++) rows.push(`client-${String(Math.floor(i / 10)).padStart(3, '0')},Client ${Math.floor(i / 10)},enterprise,person${i}@example.org,P${i}`);
-      const csv = `${data.dir}/roster.csv`;
-      (await import('node:fs')).writeFileSync(csv, rows.join('\n'));
-      expect((await seed.call('import_clients', { file_path: csv })).structuredContent.contacts_created).toBe(1500);
-      await seed.close();
-
       // The first request (up to 1,000 recipients) hangs at the provider; the server is killed while it does.
       sg.inject({ match: /^POST \/v3\/mail\/send/, times: 1, hang: true });
       const first = await startStdio(env);
@@ -441,8 +431,7 @@ describe('campaign durability across restarts', () => {
       expect([...received.values()].every((n) => n === 1)).toBe(true);
       expect(s.structuredContent.campaign.totals).toMatchObject({ unknown: hung, sent: 1500 - hung, failed: 0, total: 1500 });
     } finally {
-      await sg.stop();
-      data.cleanup();
+      await cleanup();
     }
   }, 90_000);
 });

@@ -1,20 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startInMemory, tempDataDir, testEnv, type InMemoryHarness } from '../helpers/mcp.js';
+import { until } from '../helpers/until.js';
 import { startSendGridStandIn, type SendGridStandIn } from '../stand-ins/sendgrid.js';
 
 /** Delivery through the real provider runtimes: circuits, consent at the moment of sending, refused requests. */
 
 const KEY = 'SG.deliverykey_abcdefghij.klmnopqrstuvwxyz01';
 
-async function until<T>(fn: () => Promise<T>, ok: (v: T) => boolean, ms = 20_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (ok(v)) return v;
-    if (Date.now() > end) throw new Error(`condition not reached within ${ms} ms (last: ${JSON.stringify(v).slice(0, 400)})`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 describe('delivery through the provider runtimes', () => {
   const data = tempDataDir();
@@ -69,7 +61,7 @@ describe('delivery through the provider runtimes', () => {
     expect(down.structuredContent.error.code).toMatch(/provider_unavailable|circuit_open/);
     expect(h.services.runtimes.sendgrid.policy.state).toBe('open');
     const id = await confirm(campaign('Circuit', 'circuit'));
-    const done = await until(() => status(id), (s) => s.status === 'completed', 10_000);
+    const done = await until(() => status(id), (s) => s.status === 'completed', { timeoutMs: 10_000 });
     expect(done.totals).toMatchObject({ sent: 3, failed: 0, unknown: 0 });
     expect(h.services.runtimes.sendgrid.policy.state).toBe('closed');
   });
@@ -79,7 +71,7 @@ describe('delivery through the provider runtimes', () => {
     const at = new Date(Date.now() + 1_500).toISOString();
     const id = await confirm({ ...campaign('Consent', 'consent'), scheduled_send_time: at });
     await h.call('set_contact_subscription', { email: 'consent1@example.test', subscribed: false, reason: 'replied STOP' });
-    const done = await until(() => status(id), (s) => s.status === 'completed', 10_000);
+    const done = await until(() => status(id), (s) => s.status === 'completed', { timeoutMs: 10_000 });
     expect(done.totals).toMatchObject({ sent: 2, skipped: 1 });
     expect(done.skipped_by_reason).toEqual({ unsubscribed: 1 });
     expect(sg.delivered.filter((d) => d.to === 'consent1@example.test')).toHaveLength(0);
@@ -91,7 +83,7 @@ describe('delivery through the provider runtimes', () => {
     // While the retry waits, the refused messages are queued (a crash now would resend them, rightly).
     const waiting = await until(() => status(id), (s) => s.waiting_by_reason.rate_limited > 0);
     expect(waiting.totals.sending).toBe(0);
-    const done = await until(() => status(id), (s) => s.status === 'completed', 15_000);
+    const done = await until(() => status(id), (s) => s.status === 'completed', { timeoutMs: 15_000 });
     expect(done.totals).toMatchObject({ sent: 3, unknown: 0 });
   });
 });

@@ -10,6 +10,7 @@ import { createServices } from '../../src/services.js';
 import { serveHttp } from '../../src/transports/http.js';
 import { availableDialects, createTarget, type DatabaseTarget } from '../helpers/databases.js';
 import { startInMemory, startStdio, tempDataDir, testClient, testEnv, type InMemoryHarness } from '../helpers/mcp.js';
+import { until } from '../helpers/until.js';
 import { startIntercomStandIn, type IntercomStandIn } from '../stand-ins/intercom.js';
 import { startSendGridStandIn, type SendGridStandIn } from '../stand-ins/sendgrid.js';
 
@@ -250,7 +251,11 @@ describe('outbound safety (in memory)', () => {
         const confirmed = await h.call('send_personalized_email', { ...args, confirmation_token: preview.structuredContent.confirmation_token });
         expect(confirmed.structuredContent.queued).toBe(1001);
         const id = confirmed.structuredContent.campaign_id;
-        const status = await until(async () => (await h.call("get_campaign_status", { campaign_id: id })).structuredContent.campaign, (c) => c.totals.sent === 1000 && c.waiting_by_reason.daily_limit === 1);
+        const status = await until(
+          async () => (await h.call('get_campaign_status', { campaign_id: id })).structuredContent.campaign,
+          (c) => c.totals.sent === 1000 && c.waiting_by_reason.daily_limit === 1,
+          { timeoutMs: 60_000 },
+        );
         expect(status.totals).toMatchObject({ sent: 1000, queued: 1, failed: 0, unknown: 0 });
         const direct = await h.call('sendgrid_send_email', { to: 'extra@else.test', subject: 'One more', text: 'x' });
         expect(direct.structuredContent.error).toMatchObject({ code: 'rate_limited', retryable: true, details: { policy: 'daily_send_limit', remaining: 0 } });
@@ -343,15 +348,6 @@ describe('outbound safety (in memory)', () => {
   });
 });
 
-async function until<T>(fn: () => Promise<T>, ok: (v: T) => boolean, ms = 30_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (ok(v)) return v;
-    if (Date.now() > end) throw new Error(`condition not reached within ${ms} ms (last: ${JSON.stringify(v).slice(0, 400)})`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 const dialects = await availableDialects();
 
