@@ -11,9 +11,11 @@ import { enabledTools } from './mcp/toolsets.js';
 import { allTools } from './tools/index.js';
 
 const USAGE = `Usage: customer-success-mcp [--http] [--help] [--version]
+       customer-success-mcp worker
 
   (no option)  serve MCP over stdio (for Claude Desktop, Cursor and other local clients)
   --http       serve MCP over Streamable HTTP on MCP_HTTP_HOST:MCP_HTTP_PORT (default 127.0.0.1:3000) at /mcp
+  worker       run automations and deliver queued messages around the clock, without MCP (stop with Ctrl+C or SIGTERM)
 
 Configuration comes from environment variables, or a .env file in the working directory; see README.md.`;
 
@@ -27,7 +29,12 @@ async function main(argv: string[]): Promise<void> {
     process.stderr.write(`${SERVER_NAME} ${SERVER_VERSION}\n`);
     return;
   }
-  const unknown = [...args].filter((a) => !['--http', '--stdio'].includes(a));
+  const unknown = [...args].filter((a) => !['--http', '--stdio', 'worker'].includes(a));
+  if (args.has('worker') && args.size > 1) {
+    process.stderr.write(`worker takes no other option.\n\n${USAGE}\n`);
+    process.exitCode = 2;
+    return;
+  }
   if (unknown.length) {
     process.stderr.write(`Unknown option(s): ${unknown.join(' ')}\n\n${USAGE}\n`);
     process.exitCode = 2;
@@ -70,6 +77,20 @@ async function main(argv: string[]): Promise<void> {
       process.exit(0);
     })();
   };
+
+  if (args.has('worker')) {
+    // Headless: the scheduler and the outbox run (started with the services); no MCP transport.
+    // The inbound-webhook HTTP listener will be mounted here (one place, so the worker serves it too).
+    setInterval(() => undefined, 3_600_000); // the loops' timers are unref'd; the worker lives until a signal
+    for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => stop(sig));
+    const running = services.automations.running;
+    log.info({ automations: running, outbox: services.delivery.dispatcher.running }, 'worker started');
+    process.stderr.write(
+      `\n${SERVER_NAME} ${SERVER_VERSION} worker: ${running ? 'running automations and delivering queued messages' : 'read-only mode (CS_MCP_READ_ONLY): nothing runs'}. ` +
+        `Data: ${config.database.kind === 'sqlite' ? config.database.file : 'PostgreSQL (DATABASE_URL)'}. Press Ctrl+C to stop.\n\n`,
+    );
+    return;
+  }
 
   if (args.has('--http')) {
     let running;

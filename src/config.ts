@@ -101,6 +101,18 @@ const envSchema = z.object({
   CS_MCP_AUDIT_BODIES: z.preprocess(emptyToUndefined, z.enum(['redact', 'full']).default('redact')),
   AUTOMATION_MAX_MESSAGES_PER_CONTACT_PER_DAY: int(1, 1, 1000),
   AUTOMATION_MAX_MESSAGES_PER_CONTACT_PER_WEEK: int(3, 1, 10_000),
+
+  // Automations (see README "Automations").
+  AUTOMATION_TICK_MS: int(1000, 10, 60_000),
+  AUTOMATION_SWEEP_MS: int(60_000, 50, 3_600_000),
+  AUTOMATION_LEASE_MS: int(60_000, 500, 3_600_000),
+  AUTOMATION_STEP_CONCURRENCY: int(8, 1, 64),
+  AUTOMATION_CATCH_UP_MINUTES: int(60, 0, 10_080),
+  AUTOMATION_MAX_CHAIN_DEPTH: int(3, 1, 10),
+  AUTOMATION_WEBHOOK_ALLOWED_HOSTS: optionalString,
+  AUTOMATION_WEBHOOK_SECRET: optionalString,
+  SLACK_WEBHOOK_URL: z.preprocess(emptyToUndefined, z.string().url().refine((u) => /^https?:\/\//.test(u), 'must start with http:// or https://').optional()),
+  INTERCOM_TICKET_TYPE_ID: optionalString,
 });
 
 export type Env = z.input<typeof envSchema>;
@@ -165,7 +177,28 @@ export interface Config {
     auditRetentionDays: number;
     auditBodies: 'redact' | 'full';
   };
-  automations: { maxPerContactPerDay: number; maxPerContactPerWeek: number };
+  automations: AutomationsConfig;
+}
+
+export interface AutomationsConfig {
+  maxPerContactPerDay: number;
+  maxPerContactPerWeek: number;
+  /** How often the scheduler looks for due steps and triggers (recorded events wake it at once in-process). */
+  tickMs: number;
+  /** How often state-based triggers (renewals, usage, inactivity) are evaluated. */
+  sweepMs: number;
+  /** How long a claimed enrolment / the trigger lease stays reserved for a process that stopped renewing it. */
+  leaseMs: number;
+  stepConcurrency: number;
+  /** A missed time-based occurrence younger than this fires once on start; older ones are skipped. */
+  catchUpMs: number;
+  /** Chains of workflows triggering each other stop at this depth. */
+  maxChainDepth: number;
+  /** trigger_webhook may post only to these hosts (`host` or `host:port`). */
+  webhookAllowedHosts: string[];
+  webhookSecret?: string;
+  slackWebhookUrl?: string;
+  intercomTicketTypeId?: string;
 }
 
 export class ConfigError extends Error {
@@ -189,7 +222,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (!parsed.success) {
     const lines = parsed.error.issues.map((i) => {
       const name = String(i.path[0] ?? '?');
-      const shown = name.includes('TOKEN') || name.includes('KEY') || name.includes('SECRET') ? '(hidden)' : JSON.stringify(env[name]);
+      const shown = /TOKEN|KEY|SECRET|WEBHOOK_URL/.test(name) ? '(hidden)' : JSON.stringify(env[name]);
       return `${name}=${shown}: ${i.message}`;
     });
     throw new ConfigError(`Invalid configuration:\n  ${lines.join('\n  ')}\nFix the variable(s) above (see README, "Configuration") and start again.`);
@@ -263,6 +296,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     automations: {
       maxPerContactPerDay: e.AUTOMATION_MAX_MESSAGES_PER_CONTACT_PER_DAY,
       maxPerContactPerWeek: e.AUTOMATION_MAX_MESSAGES_PER_CONTACT_PER_WEEK,
+      tickMs: e.AUTOMATION_TICK_MS,
+      sweepMs: e.AUTOMATION_SWEEP_MS,
+      leaseMs: e.AUTOMATION_LEASE_MS,
+      stepConcurrency: e.AUTOMATION_STEP_CONCURRENCY,
+      catchUpMs: e.AUTOMATION_CATCH_UP_MINUTES * 60_000,
+      maxChainDepth: e.AUTOMATION_MAX_CHAIN_DEPTH,
+      webhookAllowedHosts: (list(e.AUTOMATION_WEBHOOK_ALLOWED_HOSTS) ?? []).map((h) => h.toLowerCase()),
+      webhookSecret: e.AUTOMATION_WEBHOOK_SECRET,
+      slackWebhookUrl: e.SLACK_WEBHOOK_URL,
+      intercomTicketTypeId: e.INTERCOM_TICKET_TYPE_ID,
     },
   };
 }
@@ -281,6 +324,8 @@ export function configSecrets(config: Config): string[] {
     config.mixpanel.projectToken,
     config.mixpanel.serviceAccountSecret,
     config.mixpanel.apiSecret,
+    config.automations.webhookSecret,
+    config.automations.slackWebhookUrl,
     config.database.kind === 'postgres' ? passwordOf(config.database.url) : undefined,
   ].filter((s): s is string => typeof s === 'string' && s.length >= 4);
 }

@@ -22,11 +22,18 @@ export const ERROR_CODES = [
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
 
-export const PROVIDERS = ['intercom', 'sendgrid', 'mixpanel'] as const;
+/** Every outside service the server calls; `slack` and `webhook` are automation steps' destinations. */
+export const PROVIDERS = ['intercom', 'sendgrid', 'mixpanel', 'slack', 'webhook'] as const;
 export type ProviderName = (typeof PROVIDERS)[number];
 
 /** How people write the providers' names, for messages. */
-export const PROVIDER_LABEL: Record<ProviderName, string> = { intercom: 'Intercom', sendgrid: 'SendGrid', mixpanel: 'Mixpanel' };
+export const PROVIDER_LABEL: Record<ProviderName, string> = {
+  intercom: 'Intercom',
+  sendgrid: 'SendGrid',
+  mixpanel: 'Mixpanel',
+  slack: 'Slack',
+  webhook: 'Webhook receiver',
+};
 
 export interface ToolErrorOptions {
   retryable?: boolean;

@@ -5,7 +5,8 @@ import type { Logger } from '../log.js';
 import { invalidInput } from '../result.js';
 import type { Store } from './index.js';
 import { clientFieldsSchema, clientIdSchema, contactFieldsSchema, type NewClient } from './roster-model.js';
-import { newContactRow, toClientView } from './roster.js';
+import type { CustomerEventInput } from './customer-events.js';
+import { clientChangeEvents, newContactRow, toClientView } from './roster.js';
 import type { ContactsTable } from './schema.js';
 
 /**
@@ -186,6 +187,7 @@ export async function importClientsCsv(
   // Pass 2: upsert clients (merging with what the roster has), then contacts, in batched transactions.
   const db = store.db;
   const all = [...clients.values()];
+  const changeEvents: CustomerEventInput[] = [];
   for (let i = 0; i < all.length; i += BATCH) {
     const batch = all.slice(i, i + BATCH);
     await db.transaction().execute(async (trx) => {
@@ -210,7 +212,9 @@ export async function importClientsCsv(
         await store.roster.writeClient(trx, merged, !before);
         if (before) result.clients_updated += 1;
         else result.clients_created += 1;
+        if (before) changeEvents.push(...clientChangeEvents(client.client_id, before, merged, { source: 'import' }));
       }
+      await store.events.record(trx, changeEvents.splice(0)); // health, stage and renewal changes: automations trigger on them
     });
   }
 

@@ -1,9 +1,11 @@
 import type { AnyToolDefinition } from '../mcp/tool.js';
 import { analyticsTools } from './analytics.js';
 import { auditTools } from './audit.js';
+import { automationTools } from './automations.js';
 import { campaignTools } from './campaigns.js';
 import { clientTools } from './clients.js';
 import { emailTools } from './email.js';
+import { eventTools } from './events.js';
 import { intercomTools } from './intercom.js';
 import { statusTools } from './status.js';
 
@@ -14,6 +16,8 @@ export const allTools: AnyToolDefinition[] = [
   ...analyticsTools,
   ...clientTools,
   ...campaignTools,
+  ...automationTools,
+  ...eventTools,
   ...auditTools,
   ...statusTools,
 ];

@@ -2,8 +2,9 @@ import { createHash } from 'node:crypto';
 import type { Config } from '../../config.js';
 import { invalidInput, notConfigured, ToolError, type ProviderName } from '../../result.js';
 import { consentBlock } from '../../store/consent.js';
-import type { Audience, AudienceMember, Exclusion } from '../audience.js';
+import type { Audience, Exclusion } from '../audience.js';
 import { isEmailChannel, PROVIDER_OF_CHANNEL, type Channel, type MessageContent } from '../delivery/message.js';
+import { clientScope, contactScope } from '../recipient-scope.js';
 import { compileTemplates, renderForRecipient, type RenderLimits } from '../templating.js';
 import type { CampaignRequest } from './request.js';
 
@@ -199,8 +200,8 @@ export async function renderPlan(
     const outcome = renderForRecipient(
       compiled,
       {
-        contact: contactScope(member),
-        client: clientScope(member),
+        contact: contactScope(member.contact),
+        client: clientScope(member.client),
         sender: { email: def.sender.email, name: def.sender.name },
         campaign: { name: def.campaign_name, template_type: def.template_type },
         tokens,
@@ -281,39 +282,6 @@ function sampleOf(clientId: string, channel: Channel, c: MessageContent): Sample
   };
 }
 
-function contactScope({ contact }: AudienceMember): Record<string, unknown> {
-  return {
-    id: contact.contact_id,
-    email: contact.email,
-    name: contact.name,
-    first_name: contact.first_name ?? firstNameOf(contact.name),
-    role: contact.role,
-    phone: contact.phone,
-    user_id: contact.external_user_id,
-  };
-}
-
-function clientScope({ client }: AudienceMember): Record<string, unknown> {
-  return {
-    id: client.client_id,
-    name: client.name,
-    tier: client.tier,
-    lifecycle_stage: client.lifecycle_stage,
-    health_score: client.health_score,
-    mrr: client.mrr,
-    renewal_date: client.renewal_date,
-    owner: client.owner_email,
-    segments: client.segments,
-    custom: client.custom,
-  };
-}
-
-/** Only a clear first word of a full name counts as a first name; otherwise it stays missing. */
-function firstNameOf(name: string | null): string | undefined {
-  const first = name?.trim().split(/\s+/)[0];
-  return first && /^[\p{L}][\p{L}'-]*$/u.test(first) ? first : undefined;
-}
-
 export function hash(text: string): string {
   return createHash('sha256').update(text).digest('hex');
 }
@@ -322,8 +290,4 @@ export function canonicalJson(value: unknown): string {
   return JSON.stringify(value, (_k, v) =>
     v && typeof v === 'object' && !Array.isArray(v) ? Object.fromEntries(Object.keys(v).sort().map((k) => [k, (v as Record<string, unknown>)[k]])) : v,
   );
-}
-
-export function fingerprintString(fp: CampaignPlan['fingerprint']): string {
-  return `${fp.content}:${fp.audience}:${fp.schedule}`;
 }

@@ -2,14 +2,15 @@ import { randomBytes } from 'node:crypto';
 import type { Config } from '../../config.js';
 import type { Logger } from '../../log.js';
 import type { ProviderRuntime } from '../../resilience/provider-runtime.js';
-import { invalidInput, ToolError, type ProviderName } from '../../result.js';
+import { invalidInput, PROVIDERS, ToolError, type ProviderName } from '../../result.js';
 import type { Approver } from '../../safety/approval.js';
 import type { Store } from '../../store/index.js';
 import { resolveAudience } from '../audience.js';
+import type { ConfirmationTokens } from '../confirmations.js';
 import type { OutboundMessage } from '../delivery/message.js';
 import { insertMessages, OUTBOX_STATES, type OutboxRepository, type OutboxState } from '../delivery/outbox.js';
 import type { RenderGate } from '../render-gate.js';
-import { buildDefinition, fingerprintString, renderPlan, resolveChannels, type CampaignDefinition, type CampaignPlan, type PlannedDelivery } from './plan.js';
+import { buildDefinition, renderPlan, resolveChannels, type CampaignDefinition, type CampaignPlan, type PlannedDelivery } from './plan.js';
 import type { CampaignRequest } from './request.js';
 
 export interface CampaignDeps {
@@ -21,6 +22,7 @@ export interface CampaignDeps {
   /** Tells delivery that messages became due. */
   wakeDelivery: () => void;
   renderGate: RenderGate;
+  tokens: ConfirmationTokens;
 }
 
 const EXAMPLES = 20;
@@ -69,8 +71,7 @@ export class CampaignService {
   }
 
   private configured(): Record<ProviderName, boolean> {
-    const r = this.deps.runtimes;
-    return { intercom: r.intercom.configured, sendgrid: r.sendgrid.configured, mixpanel: r.mixpanel.configured };
+    return Object.fromEntries(PROVIDERS.map((p) => [p, this.deps.runtimes[p].configured])) as Record<ProviderName, boolean>;
   }
 
   private async definitionAndAudience(req: CampaignRequest) {
@@ -100,30 +101,10 @@ export class CampaignService {
 
   private async issuePreview(plan: CampaignPlan): Promise<Record<string, unknown>> {
     const summary = summarize(plan);
-    // Unused previews are kept a day past expiry (to explain "expired"), then dropped.
-    await this.deps.store.db
-      .deleteFrom('campaign_previews')
-      .where('used_at', 'is', null)
-      .where('expires_at', '<', new Date(Date.now() - 86_400_000).toISOString())
-      .execute();
     if (plan.messages === 0) {
       return { phase: 'preview', ...summary, next_step: 'Nobody in this audience can receive the campaign (see excluded and held_back). Nothing to confirm.' };
     }
-    const token = `cst_${randomBytes(24).toString('base64url')}`;
-    const now = Date.now();
-    const expires = new Date(now + this.deps.config.campaigns.confirmationTtlS * 1000).toISOString();
-    await this.deps.store.db
-      .insertInto('campaign_previews')
-      .values({
-        token,
-        fingerprint: fingerprintString(plan.fingerprint),
-        campaign_name: plan.definition.campaign_name,
-        expires_at: expires,
-        used_at: null,
-        campaign_id: null,
-        created_at: new Date(now).toISOString(),
-      })
-      .execute();
+    const { token, expires_at: expires } = await this.deps.tokens.issue('campaign', plan.definition.campaign_name, plan.fingerprint);
     return {
       phase: 'preview',
       ...summary,
@@ -150,25 +131,27 @@ export class CampaignService {
    */
   async confirm(req: CampaignRequest & { confirmation_token: string }, approve: Approver): Promise<Record<string, unknown>> {
     const db = this.deps.store.db;
-    const token = await db.selectFrom('campaign_previews').selectAll().where('token', '=', req.confirmation_token).executeTakeFirst();
-    if (!token || (token.used_at && token.campaign_id) || Date.parse(token.expires_at) <= Date.now()) {
+    const tokens = this.deps.tokens;
+    const found = await tokens.lookup(req.confirmation_token, 'campaign');
+    if (found.state !== 'open') {
       const plan = await this.plan(req);
-      if (!token) throw await this.refusal(plan, 'That confirmation_token is not one this server issued.');
-      if (token.used_at && token.campaign_id) {
-        if (token.fingerprint !== fingerprintString(plan.fingerprint)) throw await this.refusal(plan, `That confirmation_token was already used for campaign ${token.campaign_id}.`);
+      if (found.state === 'unknown') throw await this.refusal(plan, 'That confirmation_token is not one this server issued.');
+      if (found.state === 'used') {
+        const campaignId = found.record.result_id!;
+        if (tokens.changed(found.record, plan.fingerprint).length) throw await this.refusal(plan, `That confirmation_token was already used for campaign ${campaignId}.`);
         // The same confirmation again (a retried call): report the campaign it created, send nothing more.
-        const status = await this.status(token.campaign_id);
+        const status = await this.status(campaignId);
         return {
           phase: 'confirmed',
           already_confirmed: true,
           ...summarize(plan),
-          campaign_id: token.campaign_id,
+          campaign_id: campaignId,
           queued: status.totals.total,
           delivery: status,
           next_step: 'This campaign was already confirmed; nothing new was queued. Use get_campaign_status to follow it.',
         };
       }
-      throw await this.refusal(plan, `That confirmation_token expired at ${token.expires_at}.`);
+      throw await this.refusal(plan, `That confirmation_token expired at ${found.record.expires_at}.`);
     }
 
     const campaignId = `cmp_${randomBytes(8).toString('hex')}`;
@@ -176,12 +159,8 @@ export class CampaignService {
     let def: CampaignDefinition;
     try {
       plan = await this.plan(req, (chunk, d) => insertMessages(db, chunk.map((x) => this.message(campaignId, d, x)), Date.now(), 'staged'));
-      const fp = fingerprintString(plan.fingerprint);
-      if (token.fingerprint !== fp) {
-        const [c, a, s] = token.fingerprint.split(':');
-        const changed = [c !== plan.fingerprint.content && 'content', a !== plan.fingerprint.audience && 'audience', s !== plan.fingerprint.schedule && 'schedule'].filter(Boolean);
-        throw await this.refusal(plan, `The campaign changed since the preview (${changed.join(', ')}).`);
-      }
+      const changed = tokens.changed(found.record, plan.fingerprint);
+      if (changed.length) throw await this.refusal(plan, `The campaign changed since the preview (${changed.join(', ')}).`);
       if (plan.messages === 0) throw await this.refusal(plan, 'Nobody in this audience can receive the campaign any more.');
       def = plan.definition;
       const sample = plan.samples[0];
@@ -206,13 +185,7 @@ export class CampaignService {
 
     const now = new Date().toISOString();
     const committed = await db.transaction().execute(async (trx) => {
-      const used = await trx
-        .updateTable('campaign_previews')
-        .set({ used_at: now, campaign_id: campaignId })
-        .where('token', '=', req.confirmation_token)
-        .where('used_at', 'is', null)
-        .executeTakeFirst();
-      if (Number(used.numUpdatedRows) !== 1) return false; // a concurrent confirmation won
+      if (!(await tokens.consume(trx, req.confirmation_token, campaignId))) return false; // a concurrent confirmation won
       await trx
         .insertInto('campaigns')
         .values({
