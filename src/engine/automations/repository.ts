@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { sql, type Kysely, type Selectable } from 'kysely';
+import type { Kysely, Selectable } from 'kysely';
 import type { Database, WorkflowEnrollmentsTable, WorkflowsTable } from '../../store/schema.js';
 import type { Reentry, WorkflowDefinition } from './definition.js';
 import { occurrenceKey, subjectKey, type Subject } from './triggers.js';
@@ -268,7 +268,7 @@ export class AutomationRepository {
   async acquireLease(name: string, owner: string, leaseMs: number, now = Date.now()): Promise<boolean> {
     const r = await this.db
       .insertInto('automation_state')
-      .values({ name, owner, lease_until: iso(now + leaseMs), position: sql<number>`(select coalesce(max(event_id), 0) from customer_events)` })
+      .values({ name, owner, lease_until: iso(now + leaseMs), position: 0 })
       .onConflict((oc) =>
         oc
           .column('name')
@@ -281,6 +281,20 @@ export class AutomationRepository {
 
   async releaseLease(name: string, owner: string): Promise<void> {
     await this.db.updateTable('automation_state').set({ lease_until: null }).where('name', '=', name).where('owner', '=', owner).execute();
+  }
+
+  /**
+   * The oldest customer event still of interest: none at or below an active workflow's floor can
+   * trigger it, none at or below an enrolment's start can be its goal.
+   */
+  async eventLowWatermark(workflowIds: string[]): Promise<number> {
+    if (!workflowIds.length) return 0;
+    const [floors, starts] = await Promise.all([
+      this.db.selectFrom('workflows').select((eb) => eb.fn.min('event_floor').as('m')).where('workflow_id', 'in', workflowIds).where('status', '=', 'active').executeTakeFirst(),
+      this.db.selectFrom('workflow_enrollments').select((eb) => eb.fn.min('start_event_id').as('m')).where('state', '=', 'active').where('workflow_id', 'in', workflowIds).executeTakeFirst(),
+    ]);
+    const values = [floors?.m, starts?.m].filter((v) => v !== null && v !== undefined).map(Number);
+    return values.length ? Math.min(...values) : 0;
   }
 
   async position(name: string): Promise<number> {

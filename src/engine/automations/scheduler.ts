@@ -176,7 +176,9 @@ export class TriggerEvaluator {
       // Paused and draft workflows still listen for their enrolments' goals; only active ones trigger.
       for (const n of eventNamesOf(w.status === 'active' ? def.trigger : null, def.exit_when)) names.add(n);
     }
-    const pos = await repo.position(TRIGGERS);
+    const listening = live.filter((w) => eventNamesOf(w.status === 'active' ? defs.get(w.workflow_id)!.trigger : null, defs.get(w.workflow_id)!.exit_when).length);
+    // Nothing at or below the low watermark can trigger or end anything: start there, not at the beginning of time.
+    const pos = Math.max(await repo.position(TRIGGERS), await repo.eventLowWatermark(listening.map((w) => w.workflow_id)));
     if (!names.size) {
       await repo.setPosition(TRIGGERS, owner, await repo.maxEventId());
       this.handled.clear();
