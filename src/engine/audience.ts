@@ -64,7 +64,11 @@ export async function matchingClients(db: Kysely<Database>, t: Targeting): Promi
   }
   rows.sort((a, b) => (a.client_id < b.client_id ? -1 : a.client_id > b.client_id ? 1 : 0));
   let unknown_client_ids: string[] = [];
-  if (t.client_ids) {
+  const onlyIds = !tiers?.length && !t.lifecycle_stages?.length && t.health_min === undefined && t.health_max === undefined && !t.segment;
+  if (t.client_ids && onlyIds) {
+    const found = new Set(rows.map((r) => r.client_id));
+    unknown_client_ids = t.client_ids.filter((id) => !found.has(id));
+  } else if (t.client_ids) {
     const existing = new Set<string>();
     for (const ids of chunk([...new Set(t.client_ids)], ID_CHUNK)) {
       for (const r of await db.selectFrom('clients').select('client_id').where('client_id', 'in', ids).execute()) existing.add(r.client_id);

@@ -1,7 +1,8 @@
 import { createHmac } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { availableDialects, createTarget, type DatabaseTarget } from '../helpers/databases.js';
-import { startInMemory, testEnv, type InMemoryHarness } from '../helpers/mcp.js';
+import { startInMemory, tempDataDir, testEnv, type InMemoryHarness } from '../helpers/mcp.js';
+import { until } from '../helpers/until.js';
 import { HttpStandIn } from '../stand-ins/http-stand-in.js';
 import { startIntercomStandIn, type IntercomStandIn } from '../stand-ins/intercom.js';
 import { startMixpanelStandIn, type MixpanelStandIn } from '../stand-ins/mixpanel.js';
@@ -10,16 +11,6 @@ import { startSendGridStandIn, type SendGridStandIn } from '../stand-ins/sendgri
 const SG_KEY = 'SG.automations_abcdef.0123456789abcdef';
 const IC_TOKEN = 'intercom-automation-token';
 const WEBHOOK_SECRET = 'whsec_automation_test_secret';
-
-export async function until<T>(fn: () => Promise<T> | T, ok: (v: T) => boolean, ms = 20_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (ok(v)) return v;
-    if (Date.now() > end) throw new Error(`condition not reached within ${ms} ms (last: ${JSON.stringify(v).slice(0, 800)})`);
-    await new Promise((r) => setTimeout(r, 40));
-  }
-}
 
 /** Mail-send requests SendGrid received, per address. */
 function mailsTo(sg: SendGridStandIn): Map<string, string[]> {
@@ -326,7 +317,7 @@ describe.each(dialects)('automations on %s', (dialect) => {
       actions: [{ type: 'create_task', title: 'Usage dropped at {{ client.name }}' }],
     });
     expect(preview.entering_now.examples).toEqual(['Globex (0)']);
-    const s = await until(() => h.call('get_workflow', { workflow_id: workflowId }), (x) => x.structuredContent.enrollments.total >= 1, 10_000);
+    const s = await until(() => h.call('get_workflow', { workflow_id: workflowId }), (x) => x.structuredContent.enrollments.total >= 1, { timeoutMs: 10_000 });
     await new Promise((r) => setTimeout(r, 400));
     const enrolled = await h.services.store.db.selectFrom('workflow_enrollments').select('client_id').where('workflow_id', '=', workflowId).execute();
     expect(enrolled.map((e) => e.client_id)).toEqual(['acme']);
@@ -355,12 +346,161 @@ describe.each(dialects)('automations on %s', (dialect) => {
     // quiet@ is already inactive: without enroll_existing it does not enter; busy@ goes quiet in about 2 s and does.
     expect(preview.entering_now).toMatchObject({ count: 0, examples: ['quiet@quietco.example'] });
     const notes = () => ic.notes.filter((n) => n.body.endsWith('has gone quiet')).map((n) => n.body);
-    await until(notes, (n) => n.length === 1, 10_000);
+    await until(notes, (n) => n.length === 1, { timeoutMs: 10_000 });
     await new Promise((r) => setTimeout(r, 400));
     expect(notes()).toEqual(['busy@busyco.example has gone quiet']);
     // New activity, then quiet again: a new stretch (re-entry every_occurrence lets it in again).
     await h.call('record_customer_event', { event: 'login', contact_email: 'busy@busyco.example', occurred_at: ago(86_400_000 - 1_000) });
-    await until(notes, (n) => n.length === 2, 10_000);
+    await until(notes, (n) => n.length === 2, { timeoutMs: 10_000 });
     await h.call('archive_workflow', { workflow_id: workflowId });
+  });
+});
+
+describe('automations: validation, lifecycle, read-only, missed schedules', () => {
+  let sg: SendGridStandIn;
+  let ic: IntercomStandIn;
+  let hooks: HttpStandIn;
+  const data = tempDataDir();
+  let env: Record<string, string>;
+  let h: InMemoryHarness;
+
+  beforeAll(async () => {
+    sg = await startSendGridStandIn({ apiKey: SG_KEY });
+    ic = await startIntercomStandIn({ token: IC_TOKEN });
+    hooks = await new HttpStandIn({ name: 'receiver' }, () => ({ status: 200, body: {} })).start();
+    env = testEnv(
+      {
+        SENDGRID_API_KEY: SG_KEY,
+        SENDGRID_BASE_URL: sg.url,
+        SENDGRID_FROM_EMAIL: 'success@ourco.test',
+        INTERCOM_ACCESS_TOKEN: IC_TOKEN,
+        INTERCOM_BASE_URL: ic.url,
+        AUTOMATION_WEBHOOK_ALLOWED_HOSTS: new URL(hooks.url).host,
+        AUTOMATION_WEBHOOK_SECRET: WEBHOOK_SECRET,
+        CAMPAIGN_DISPATCH_POLL_MS: '50',
+        AUTOMATION_TICK_MS: '50',
+        AUTOMATION_LEASE_MS: '2000',
+      },
+      data.dir,
+    );
+    h = await startInMemory(env);
+    await h.call('register_client', { client_id: 'acme', name: 'Acme Corp', tier: 'enterprise', health_score: 70 });
+    await h.call('upsert_contact', { client_id: 'acme', email: 'maria@acme.example', first_name: 'María', role: 'champion' });
+  });
+  afterAll(async () => {
+    await h?.close();
+    await Promise.all([sg?.stop(), ic?.stop(), hooks?.stop()]);
+    data.cleanup();
+  });
+
+  const base = {
+    workflow_name: 'Check',
+    trigger_type: 'health_score',
+    trigger_conditions: { threshold: 50, direction: 'below' },
+    actions: [{ type: 'send_email', subject: 'Hi', body: 'Hello {{ contact.first_name | fallback: "there" }}' }],
+  };
+  const fieldsOf = (r: any) => (r.structuredContent.error.details?.fields ?? []).map((f: any) => f.field);
+
+  it('names every wrong field with the fix; unknown types list the supported ones; send_sms is refused and nothing is saved', async () => {
+    const badTrigger = await h.call('automate_communications', { ...base, trigger_type: 'sometimes' });
+    expect(badTrigger.structuredContent.error.code).toBe('invalid_input');
+    expect(badTrigger.structuredContent.error.message).toMatch(/trigger_type: unknown trigger_type; supported: time_based, event_based, health_score, milestone, contract_event, usage_pattern, behavior_based, custom/);
+    const badStep = await h.call('automate_communications', { ...base, actions: [{ type: 'send_fax', body: 'x' }] });
+    expect(fieldsOf(badStep)).toEqual(['actions.0.type']);
+    expect(badStep.structuredContent.error.message).toMatch(/unknown step type "send_fax"; supported: send_email, send_in_app_notification, send_intercom_email, create_task/);
+    const sms = await h.call('automate_communications', { ...base, actions: [{ type: 'send_sms', body: 'x' }, { type: 'schedule_meeting' }] });
+    expect(fieldsOf(sms)).toEqual(['actions.0.type', 'actions.1.type']);
+    expect(sms.structuredContent.error.message).toMatch(/send_sms is not available: this product has no SMS provider/);
+    expect(sms.structuredContent.error.message).toMatch(/schedule_meeting is not available: this product has no calendar provider/);
+    const conditions = await h.call('automate_communications', { ...base, trigger_conditions: { threshhold: 50 } });
+    expect(fieldsOf(conditions).sort()).toEqual(['trigger_conditions', 'trigger_conditions.threshold']);
+    expect(conditions.structuredContent.error.message).toMatch(/threshhold/);
+    const upcoming = await h.call('automate_communications', { ...base, trigger_type: 'contract_event', trigger_conditions: { event_type: 'renewal_upcoming' } });
+    expect(upcoming.structuredContent.error.message).toMatch(/trigger_conditions.days_before: renewal_upcoming needs days_before/);
+    const cron = await h.call('automate_communications', { ...base, trigger_type: 'time_based', trigger_conditions: { schedule: 'every monday at 9' } });
+    expect(fieldsOf(cron)).toEqual(['trigger_conditions.schedule']);
+    const tz = await h.call('automate_communications', { ...base, trigger_type: 'time_based', trigger_conditions: { schedule: '0 9 * * 1', timezone: 'Mars/Olympus' } });
+    expect(fieldsOf(tz)).toEqual(['trigger_conditions.timezone']);
+    const host = await h.call('automate_communications', { ...base, actions: [{ type: 'trigger_webhook', url: 'https://evil.example/collect' }] });
+    expect(host.structuredContent.error).toMatchObject({ code: 'invalid_input', details: { field: 'actions[0].url' } });
+    expect(host.structuredContent.error.message).toMatch(/evil.example is not an allowed webhook host. Allowed \(AUTOMATION_WEBHOOK_ALLOWED_HOSTS\): 127.0.0.1:/);
+    const template = await h.call('automate_communications', { ...base, actions: [{ type: 'send_email', subject: 'Hi', body: 'Hi {{ frist.name }}' }] });
+    expect(template.structuredContent.error).toMatchObject({ code: 'invalid_input', details: { field: 'actions[0].body', unknown_variables: ['frist'] } });
+    expect(template.structuredContent.error.message).toMatch(/Use contact\.\*, client\.\*, sender\.\*, workflow\.\*, event\.\*/);
+    const slack = await h.call('automate_communications', { ...base, actions: [{ type: 'send_slack_message', text: 'x' }] });
+    expect(slack.structuredContent.error).toMatchObject({ code: 'not_configured' });
+    expect(slack.structuredContent.error.message).toMatch(/actions\[0\] \(send_slack_message\): Slack is not configured: set SLACK_WEBHOOK_URL/);
+    expect((await h.call('list_workflows', {})).structuredContent.workflows).toEqual([]);
+  });
+
+  it('draft → resume (previewed, confirmed) → pause (queued messages cancelled) → archive', async () => {
+    const draft = await h.call('automate_communications', { ...base, workflow_name: 'Lifecycle', is_active: false });
+    expect(draft.structuredContent).toMatchObject({ phase: 'saved', status: 'draft', version: 1 });
+    const id = draft.structuredContent.workflow_id;
+    const forged = await h.call('resume_workflow', { workflow_id: id, confirmation_token: 'cst_not_a_real_token' });
+    expect(forged.structuredContent.error.message).toMatch(/not one this server issued for resume_workflow/);
+    expect(forged.structuredContent.error.details.fresh_preview.confirmation_token).toMatch(/^cst_/);
+    const preview = await h.call('resume_workflow', { workflow_id: id });
+    expect(preview.structuredContent).toMatchObject({ phase: 'preview', workflow_id: id, trigger: "when a client's health score crosses below 50" });
+    const resumed = await h.call('resume_workflow', { workflow_id: id, confirmation_token: preview.structuredContent.confirmation_token });
+    expect(resumed.structuredContent).toMatchObject({ phase: 'confirmed', status: 'active', result_id: id });
+    // A send window that is closed now keeps the message queued; pausing cancels it.
+    const closed = (new Date().getUTCHours() + 3) % 24;
+    const v2 = { ...base, workflow_name: 'Lifecycle', workflow_id: id, send_window: { days: ['mon', 'tue', 'wed', 'thu', 'fri', 'sat', 'sun'], start_hour: Math.min(closed, 22), end_hour: Math.min(closed, 22) + 1 } };
+    const p2 = await h.call('automate_communications', v2);
+    const c2 = await h.call('automate_communications', { ...v2, confirmation_token: p2.structuredContent.confirmation_token });
+    expect(c2.structuredContent).toMatchObject({ phase: 'confirmed', version: 2 });
+    await h.call('update_client_info', { client_id: 'acme', health_score: 40 });
+    const waiting = await until(() => h.call('get_workflow', { workflow_id: id }), (s) => s.structuredContent.messages.waiting_by_reason.send_window === 1);
+    expect(waiting.structuredContent.workflow.version).toBe(2);
+    const paused = await h.call('pause_workflow', { workflow_id: id });
+    expect(paused.structuredContent).toMatchObject({ status: 'paused', cancelled_messages: 1 });
+    expect((await h.call('pause_workflow', { workflow_id: id })).structuredContent.cancelled_messages).toBe(0);
+    const archived = await h.call('archive_workflow', { workflow_id: id });
+    expect(archived.structuredContent).toMatchObject({ status: 'archived' });
+    const again = await h.call('resume_workflow', { workflow_id: id });
+    expect(again.structuredContent.error.message).toMatch(/archived and cannot run again/);
+    expect(sg.requests).toHaveLength(0);
+    await h.call('update_client_info', { client_id: 'acme', health_score: 70 });
+  });
+
+  it('a schedule missed while nothing ran fires once for the latest missed time, never a burst', async () => {
+    const { workflowId } = await activate(h, {
+      workflow_name: 'Every two seconds',
+      trigger_type: 'time_based',
+      trigger_conditions: { schedule: '*/2 * * * * *' },
+      actions: [{ type: 'trigger_webhook', url: `${hooks.url}/tick` }],
+    });
+    const firedAt = () => hooks.matching(/^POST \/tick/).map((r) => Date.parse((r.body as any).fired_at));
+    await until(firedAt, (f) => f.length >= 1);
+    await h.close();
+    const stoppedAt = Date.now();
+    await new Promise((r) => setTimeout(r, 7_000)); // three or four scheduled times pass with nothing running
+    const restartedAt = Date.now();
+    h = await startInMemory(env);
+    await until(firedAt, (f) => f.some((t) => t > stoppedAt));
+    await h.call('pause_workflow', { workflow_id: workflowId });
+    const missed = firedAt().filter((t) => t > stoppedAt && t <= restartedAt);
+    expect(missed).toHaveLength(1);
+    expect(restartedAt - missed[0]!).toBeLessThan(2_100);
+  }, 30_000);
+});
+
+describe('automations in read-only mode', () => {
+  it('do not run, and say so at start-up and in integrations_status', async () => {
+    const data = tempDataDir();
+    const h = await startInMemory(testEnv({ CS_MCP_READ_ONLY: 'true' }, data.dir));
+    try {
+      const { tools } = await h.client.listTools();
+      const names = tools.map((t) => t.name);
+      expect(names).toEqual(expect.arrayContaining(['list_workflows', 'get_workflow', 'list_customer_events']));
+      for (const t of ['automate_communications', 'run_workflow', 'resume_workflow', 'pause_workflow', 'record_customer_event']) expect(names).not.toContain(t);
+      const s = await h.call('integrations_status');
+      expect(s.structuredContent.mode).toMatchObject({ read_only: true, automations_running: false, outbox_sending: false });
+      expect(h.logs.some((l) => l.includes('automations do not run'))).toBe(true);
+    } finally {
+      await h.close();
+      data.cleanup();
+    }
   });
 });

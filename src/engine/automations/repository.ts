@@ -63,7 +63,10 @@ export class AutomationRepository {
       .where((eb) =>
         eb.or([
           eb('status', '=', 'active'),
-          eb.and([eb('status', '!=', 'archived'), eb('workflow_id', 'in', eb.selectFrom('workflow_enrollments').select('workflow_id').where('state', '=', 'active'))]),
+          eb.and([
+            eb('status', '!=', 'archived'),
+            eb.exists(eb.selectFrom('workflow_enrollments as e').select('e.enrollment_id').whereRef('e.workflow_id', '=', 'workflows.workflow_id').where('e.state', '=', 'active')),
+          ]),
         ]),
       )
       .orderBy('workflow_id')

@@ -39,6 +39,9 @@ export class AutomationScheduler {
   private wakeUp?: () => void;
   private active = 0;
   private lastRenewal = 0;
+  private lastTriggerPass = 0;
+  /** Set by wake(): something happened that triggers may react to (finished steps only need the step pass). */
+  private triggersDue = true;
   private readonly inFlight = new Set<Promise<void>>();
 
   constructor(private readonly deps: SchedulerDeps) {
@@ -62,6 +65,7 @@ export class AutomationScheduler {
 
   /** Something happened (an event was recorded, a workflow activated): look now rather than at the next tick. */
   wake(): void {
+    this.triggersDue = true;
     this.wakeUp?.();
   }
 
@@ -106,8 +110,14 @@ export class AutomationScheduler {
       await repo.renewLeases(this.owner, leaseMs, now);
     }
     let more = false;
-    const live = await repo.liveWorkflows();
-    if (live.length && (await repo.acquireLease(TRIGGERS, this.owner, leaseMs, now))) more = await this.triggers.run(this.owner, live, now);
+    // Triggers are evaluated when something happened or a tick has passed; finished steps only free slots.
+    if (this.triggersDue || now - this.lastTriggerPass >= tickMs) {
+      this.triggersDue = false;
+      this.lastTriggerPass = now;
+      const live = await repo.liveWorkflows();
+      if (live.length && (await repo.acquireLease(TRIGGERS, this.owner, leaseMs, now))) more = await this.triggers.run(this.owner, live, now);
+      if (more) this.triggersDue = true;
+    }
     const free = stepConcurrency - this.active;
     if (free > 0) for (const e of await repo.claimDue(this.owner, free, leaseMs, Date.now())) this.launch(e);
     if (more) return 0;
@@ -130,7 +140,7 @@ export class AutomationScheduler {
       .finally(() => {
         this.active -= 1;
         this.inFlight.delete(p);
-        this.wake();
+        this.wakeUp?.(); // a free slot: claim the next due enrolment now
       });
     this.inFlight.add(p);
   }

@@ -94,7 +94,7 @@ const SAMPLE_CHARS = 4_000;
 const CHUNK = 250;
 const SLICE_MS = 8;
 
-export function resolveChannels(req: CampaignRequest, configured: Record<ProviderName, boolean>): Channel[] {
+export function resolveChannels(req: CampaignRequest, configured: Partial<Record<ProviderName, boolean>>): Channel[] {
   if (!req.channels && !configured.sendgrid && !configured.intercom) {
     throw new ToolError(
       'not_configured',
