@@ -89,6 +89,7 @@ export class AutomationRepository {
     for (let i = 0; i < candidates.length; i += CHUNK) {
       const chunk = candidates.slice(i, i + CHUNK);
       enrolled.push(...(await this.db.transaction().execute((trx) => this.enrolChunk(trx, wf, chunk, opts.gate !== false, now))));
+      await new Promise((r) => setImmediate(r)); // let other work in between chunks (SQLite answers synchronously)
     }
     return enrolled;
   }

@@ -148,8 +148,14 @@ export class AutomationScheduler {
 
 /** Turns events, schedules and state into enrolments (run by the trigger lease holder). */
 export class TriggerEvaluator {
-  /** Events above the cursor this process already handled (the cursor lags recent events on purpose). */
-  private readonly handled = new Set<number>();
+  /**
+   * Events above the shared cursor this process already handled, with when each was recorded. The
+   * shared cursor lags recent events on purpose (an earlier id may still commit late); this process
+   * reads on from where it got to, and re-reads from the cursor now and then to catch late commits.
+   */
+  private readonly handled = new Map<number, number>();
+  private readPos = 0;
+  private lastRescan = 0;
   private readonly warnedDepth = new Set<number>();
 
   constructor(private readonly deps: { config: Config; log: Logger; store: Store; repo: AutomationRepository }) {}
@@ -192,9 +198,14 @@ export class TriggerEvaluator {
     if (!names.size) {
       await repo.setPosition(TRIGGERS, owner, await repo.maxEventId());
       this.handled.clear();
+      this.readPos = 0;
       return false;
     }
-    const batch = await store.events.after(pos, EVENT_BATCH, [...names]);
+    if (this.readPos < pos || now - this.lastRescan >= COMMIT_GRACE_MS / 2) {
+      this.readPos = pos;
+      this.lastRescan = now;
+    }
+    const batch = await store.events.after(this.readPos, EVENT_BATCH, [...names]);
     const fresh = batch.filter((ev) => !this.handled.has(ev.event_id));
     if (fresh.length) {
       await this.resolveClients(fresh);
@@ -207,19 +218,22 @@ export class TriggerEvaluator {
           this.deps.log.error({ err, workflow_id: w.workflow_id }, 'applying customer events to a workflow failed');
         }
       }
-      for (const ev of fresh) this.handled.add(ev.event_id);
+      for (const ev of fresh) this.handled.set(ev.event_id, Date.parse(ev.recorded_at));
     }
+    if (batch.length) this.readPos = batch[batch.length - 1]!.event_id;
+    // The shared cursor moves over the handled events, in order, that are old enough to have no late company.
     let next = pos;
     const settled = now - COMMIT_GRACE_MS;
-    for (const ev of batch) {
-      if (Date.parse(ev.recorded_at) > settled) break;
-      next = ev.event_id;
+    for (const [id, at] of [...this.handled.entries()].sort((a, b) => a[0] - b[0])) {
+      if (id <= pos) this.handled.delete(id);
+      else if (at <= settled) next = id;
+      else break;
     }
     if (next > pos) {
       await repo.setPosition(TRIGGERS, owner, next);
-      for (const id of this.handled) if (id <= next) this.handled.delete(id);
+      for (const id of this.handled.keys()) if (id <= next) this.handled.delete(id);
     }
-    return batch.length === EVENT_BATCH && fresh.length > 0;
+    return batch.length === EVENT_BATCH;
   }
 
   /** Events recorded with a contact but no client (a producer that did not know it) get the contact's client. */

@@ -110,6 +110,9 @@ export class EnrolmentRunner {
     let e = claimed;
     try {
       for (;;) {
+        // SQLite answers synchronously, so a run of steps without provider calls would otherwise hold the
+        // event loop (other calls, timers, sockets) for as long as a whole burst of enrolments takes.
+        await new Promise((r) => setImmediate(r));
         const i = e.step_index;
         if (i >= def.steps.length) {
           await repo.finish(this.db, e.enrollment_id, 'completed', null, this.owner);
