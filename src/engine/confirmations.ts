@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Kysely } from 'kysely';
+import { invalidInput } from '../result.js';
 import type { Database } from '../store/schema.js';
 
 /**
@@ -85,4 +86,78 @@ function parseParts(text: string): Fingerprint {
     // a token from before tokens were generalised: nothing matches, so a fresh preview is issued
   }
   return { legacy: text };
+}
+
+/** One two-phase tool call, as the shared flow needs it. `C` is what the tool computes each time. */
+export interface TwoPhaseSpec<C> {
+  kind: TokenKind;
+  /** The tool to call again with the token (for messages). */
+  tool: string;
+  /** "Nothing was sent." / "Nothing was started.": what a refusal guarantees. */
+  nothingDone: string;
+  /** Computes what would happen now. `confirming`: an open token was presented (a producer may write staged work). */
+  compute(confirming: boolean): Promise<C>;
+  label(c: C): string;
+  parts(c: C): Fingerprint;
+  /** The preview's body (the token fields and next step are added here). */
+  preview(c: C): Record<string, unknown>;
+  /** Why there is nothing to confirm (no token is issued then), or undefined. */
+  nothingToConfirm?(c: C): string | undefined;
+  /** Asks for approval and acts once, consuming the token inside its commit; undefined if another call consumed it first. */
+  confirm(c: C, consume: (db: Kysely<Database>, resultId: string) => Promise<boolean>): Promise<{ id: string; result: Record<string, unknown> } | undefined>;
+  /** Undoes what compute(true) wrote, when the confirmation does not go ahead. */
+  abandon?(c: C): Promise<void>;
+  /** The answer to the same confirmation repeated: what the first one created. */
+  replay(id: string, c: C): Promise<Record<string, unknown>>;
+}
+
+/**
+ * The flow every two-phase tool shares: without a token, a preview and a token bound to it; with an
+ * open token whose parts all match, approval and one commit; anything else — unknown, expired,
+ * changed — a refusal carrying a fresh preview and token; a used token with the same parts, a report
+ * of what it created.
+ */
+export async function twoPhase<C>(tokens: ConfirmationTokens, spec: TwoPhaseSpec<C>, token: string | undefined): Promise<Record<string, unknown>> {
+  const issue = async (c: C): Promise<Record<string, unknown>> => {
+    const body = { phase: 'preview', ...spec.preview(c) };
+    const none = spec.nothingToConfirm?.(c);
+    if (none) return { ...body, next_step: none };
+    const t = await tokens.issue(spec.kind, spec.label(c), spec.parts(c));
+    return {
+      ...body,
+      confirmation_token: t.token,
+      token_expires_at: t.expires_at,
+      next_step:
+        `${spec.nothingDone} Show this preview to the user. To go ahead, call ${spec.tool} again with exactly the same parameters ` +
+        `plus confirmation_token "${t.token}" before ${t.expires_at}.`,
+    };
+  };
+  const refuse = async (c: C, why: string) =>
+    invalidInput(`${why} ${spec.nothingDone} Review the fresh preview in error.details.fresh_preview and confirm with its token.`, {
+      field: 'confirmation_token',
+      fresh_preview: await issue(c),
+    });
+  if (!token) return issue(await spec.compute(false));
+
+  const found = await tokens.lookup(token, spec.kind);
+  if (found.state !== 'open') {
+    const c = await spec.compute(false);
+    if (found.state === 'unknown') throw await refuse(c, `That confirmation_token is not one this server issued for ${spec.tool}.`);
+    if (found.state === 'expired') throw await refuse(c, `That confirmation_token expired at ${found.record.expires_at}.`);
+    if (tokens.changed(found.record, spec.parts(c)).length) throw await refuse(c, `That confirmation_token was already used (${found.record.result_id}).`);
+    return spec.replay(found.record.result_id!, c); // the same confirmation again (a retried call): nothing new
+  }
+  const c = await spec.compute(true);
+  let done: { id: string; result: Record<string, unknown> } | undefined;
+  try {
+    const changed = tokens.changed(found.record, spec.parts(c));
+    if (changed.length) throw await refuse(c, `It changed since the preview (${changed.join(', ')}).`);
+    const none = spec.nothingToConfirm?.(c);
+    if (none) throw await refuse(c, none);
+    done = await spec.confirm(c, (db, id) => tokens.consume(db, token, id));
+  } finally {
+    if (!done) await spec.abandon?.(c);
+  }
+  // Another confirmation of the same token won the race: report what it created.
+  return done ? done.result : twoPhase(tokens, spec, token);
 }

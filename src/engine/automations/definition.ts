@@ -345,7 +345,7 @@ export function normalize(input: WorkflowInput, config: Config, configured: Reco
         : { mode: 'after_days', days: input.reentry.after_days };
   const senderEmail = input.sender_email ?? config.sendgrid.fromEmail ?? null;
   const steps = input.actions.map((s) => ({ ...s }));
-  steps.forEach((step, i) => checkStep(step, i, config, configured, senderEmail));
+  checkSteps({ steps, sender: { email: senderEmail } }, config, configured);
   if (steps.every((s) => s.type === 'wait')) {
     throw invalidInput('actions has only wait steps: add at least one step that does something.', { fields: [{ field: 'actions', problem: 'only waits' }] });
   }
@@ -367,6 +367,15 @@ export function normalize(input: WorkflowInput, config: Config, configured: Reco
   };
   compileWorkflow(def); // every template parses and names only known variables
   return def;
+}
+
+/**
+ * Every step's provider is configured (and what it needs besides: a sender, a ticket type, an allowed
+ * webhook host). Checked on saving, and again on resuming (configuration may have changed since).
+ * Fills in track_event's default destinations.
+ */
+export function checkSteps(def: { steps: Step[]; sender: { email: string | null } }, config: Config, configured: Record<ProviderName, boolean>): void {
+  def.steps.forEach((step, i) => checkStep(step, i, config, configured, def.sender.email));
 }
 
 function checkStep(step: Step, i: number, config: Config, configured: Record<ProviderName, boolean>, senderEmail: string | null): void {

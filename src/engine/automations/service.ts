@@ -1,16 +1,17 @@
 import type { Kysely } from 'kysely';
 import { invalidInput, PROVIDERS, ToolError, type ProviderName } from '../../result.js';
-import type { Approver } from '../../safety/approval.js';
+import type { ApprovalRequest, Approver } from '../../safety/approval.js';
 import { consentBlock } from '../../store/consent.js';
 import type { ContactsTable, Database } from '../../store/schema.js';
 import { audienceOf, matchingClients, type AudienceClient } from '../audience.js';
 import { canonicalJson, hash } from '../campaigns/plan.js';
-import type { ConfirmationTokens, Fingerprint, TokenKind } from '../confirmations.js';
+import { twoPhase, type ConfirmationTokens, type TokenKind, type TwoPhaseSpec } from '../confirmations.js';
+import { decodeCursor, encodeCursor } from '../cursor.js';
 import { isEmailChannel } from '../delivery/message.js';
 import type { OutboxRepository, OutboxState } from '../delivery/outbox.js';
 import type { RenderGate } from '../render-gate.js';
 import { DEFAULT_RENDER_LIMITS, renderForRecipient } from '../templating.js';
-import { CHANNEL_OF, compileWorkflow, cronFor, isMessageStep, normalize, type WorkflowDefinition, type WorkflowInput } from './definition.js';
+import { CHANNEL_OF, checkSteps, compileWorkflow, cronFor, isMessageStep, normalize, type WorkflowDefinition, type WorkflowInput } from './definition.js';
 import { targetingOf, type StateOccurrence } from './occurrences.js';
 import { scopeFor, type OccurrenceContext } from './render.js';
 import { AutomationRepository, newId, type Candidate, type WorkflowRow } from './repository.js';
@@ -33,6 +34,9 @@ const EXAMPLES = 5;
 
 /** Another call confirmed the same token first: this one rolls back and reports that one. */
 class ConfirmedElsewhere extends Error {}
+
+/** Who meets a state-based trigger now, and the usage sides activation records. */
+type Current = Awaited<ReturnType<AutomationScheduler['evaluator']['current']>>;
 const MAX_RUN_SUBJECTS = 1_000;
 const DAY = 86_400_000;
 
@@ -114,78 +118,66 @@ export class AutomationService {
         next_step: `Saved as ${saved.status}; nothing will be sent. To start it, call resume_workflow with workflow_id "${saved.workflow_id}" (it previews first). run_workflow tries it on chosen clients.`,
       };
     }
-    const fingerprintOf = (p: { entering: StateOccurrence[] }) => this.fingerprint(def, existing?.workflow_id, def.enroll_existing ? p.entering : []);
-    return this.twoPhase({
-      kind: 'workflow_activate',
-      label: def.name,
-      token: confirmation_token,
-      tool: 'automate_communications',
-      audit,
-      compute: async () => {
-        const current = await this.deps.renderGate.run(() => this.scheduler.evaluator.current(def));
-        const preview = await this.preview(def, existing?.workflow_id ?? 'wf_preview', current.occurrences);
-        return { preview: { definition: def, ...(existing ? { workflow_id: existing.workflow_id } : {}), ...preview }, parts: fingerprintOf({ entering: current.occurrences }), current };
-      },
-      confirm: async ({ preview, current }, consume) => {
-        await approve(this.approval('workflow_activate', `Activate the automation "${def.name}"`, def, preview));
-        return this.activate(existing, def, current, { save: true, consume });
-      },
-      done: (id) => `Active: "${def.name}" (${id}) now runs by itself. Follow it with get_workflow; stop it with pause_workflow.`,
-    });
+    return twoPhase(
+      this.deps.tokens,
+      this.activation(def, existing, {
+        kind: 'workflow_activate',
+        tool: 'automate_communications',
+        title: `Activate the automation "${def.name}"`,
+        save: true,
+        approve,
+        audit,
+        done: (id) => `Active: "${def.name}" (${id}) now runs by itself. Follow it with get_workflow; stop it with pause_workflow.`,
+      }),
+      confirmation_token,
+    );
   }
 
   /**
-   * The two-phase pattern shared by activation, resume and run: without a token, a preview and a
-   * token bound to what it showed; with one, recompute, compare, ask for approval, act once.
+   * Activation (automate_communications, which saves a new version) and re-activation (resume_workflow,
+   * which activates the stored one) as one two-phase spec: the preview shows who would enter now; the
+   * token is bound to the definition and, with enroll_existing, to who enters at once.
    */
-  private async twoPhase<C extends { preview: Record<string, unknown>; parts: Fingerprint }>(p: {
-    kind: TokenKind;
-    label: string;
-    token?: string;
-    tool: string;
-    audit: Record<string, unknown>;
-    compute: () => Promise<C>;
-    /** Acts (inside it, the token is consumed); returns the id it created and facts for the result. */
-    confirm: (c: C, consume: (db: Kysely<Database>, resultId: string) => Promise<boolean>) => Promise<{ id: string; facts: Record<string, unknown> }>;
-    done: (id: string) => string;
-  }): Promise<Record<string, unknown>> {
-    const tokens = this.deps.tokens;
-    const c = await p.compute();
-    const issue = async (why?: string) => {
-      const t = await tokens.issue(p.kind, p.label, c.parts);
-      const preview = {
-        phase: 'preview',
-        ...c.preview,
-        confirmation_token: t.token,
-        token_expires_at: t.expires_at,
-        next_step: `Nothing has started. Show this preview to the user. To go ahead, call ${p.tool} again with the same parameters plus confirmation_token "${t.token}" before ${t.expires_at}.`,
-      };
-      if (!why) return preview;
-      throw invalidInput(`${why} Nothing was started. Review the fresh preview in error.details.fresh_preview and confirm with its token.`, { field: 'confirmation_token', fresh_preview: preview });
-    };
-    if (!p.token) return issue();
-    const found = await tokens.lookup(p.token, p.kind);
-    if (found.state === 'unknown') return issue(`That confirmation_token is not one this server issued for ${p.tool}.`);
-    if (found.state === 'expired') return issue(`That confirmation_token expired at ${found.record.expires_at}.`);
-    const changed = tokens.changed(found.record, c.parts);
-    if (found.state === 'used') {
-      if (changed.length) return issue(`That confirmation_token was already used (${found.record.result_id}).`);
-      Object.assign(p.audit, { result_id: found.record.result_id, already_confirmed: true });
-      return { phase: 'confirmed', already_confirmed: true, ...c.preview, result_id: found.record.result_id, next_step: `Already confirmed; nothing new was done. ${p.done(found.record.result_id!)}` };
-    }
-    if (changed.length) return issue(`What you are confirming changed since the preview (${changed.join(', ')}).`);
-    let consumed = true;
-    const result = await p.confirm(c, async (db, id) => (consumed = await tokens.consume(db, p.token!, id)));
-    if (!consumed) return this.twoPhase(p); // a concurrent confirmation won: report what it did
-    Object.assign(p.audit, { result_id: result.id, ...result.facts });
-    this.scheduler.wake();
-    return { phase: 'confirmed', ...c.preview, result_id: result.id, ...result.facts, next_step: p.done(result.id) };
-  }
-
-  private fingerprint(def: WorkflowDefinition, workflowId: string | undefined, entering: StateOccurrence[]): Fingerprint {
+  private activation(
+    def: WorkflowDefinition,
+    existing: WorkflowRow | undefined,
+    o: { kind: TokenKind; tool: string; title: string; save: boolean; approve: Approver; audit: Record<string, unknown>; done: (id: string) => string },
+  ): TwoPhaseSpec<{ preview: Record<string, unknown> & Preview; current: Current }> {
+    const id = existing?.workflow_id;
     return {
-      definition: hash(canonicalJson({ workflow_id: workflowId ?? null, def })),
-      entering: hash(entering.map((o) => `${subjectKey(o.subject)}|${o.occurrence}`).sort().join('\n')),
+      kind: o.kind,
+      tool: o.tool,
+      nothingDone: 'Nothing was started.',
+      compute: async () => {
+        const current = await this.deps.renderGate.run(() => this.scheduler.evaluator.current(def));
+        const preview = await this.preview(def, id ?? 'wf_preview', current.occurrences);
+        return { preview: { ...(existing ? { workflow_id: existing.workflow_id, version: existing.version } : {}), definition: def, ...preview }, current };
+      },
+      label: () => def.name,
+      parts: ({ current }) => ({
+        definition: hash(canonicalJson({ workflow_id: id ?? null, version: o.save ? null : existing?.version, def })),
+        entering: hash((def.enroll_existing ? current.occurrences : []).map((x) => `${subjectKey(x.subject)}|${x.occurrence}`).sort().join('\n')),
+      }),
+      preview: (c) => c.preview,
+      confirm: async ({ preview, current }, consume) => {
+        await o.approve(
+          this.approval('workflow_activate' === o.kind ? 'workflow_activate' : 'workflow_resume', o.title, def, preview.samples, {
+            recipients: preview.entering_now.count || preview.audience.reachable_contacts,
+            examples: preview.entering_now.examples.length ? preview.entering_now.examples : preview.audience.examples,
+            when: preview.trigger,
+            notes: [`about ${preview.estimated_messages_per_day} messages a day (${preview.estimate_basis})`, ...preview.warnings],
+          }),
+        );
+        const r = await this.activate(existing, def, current, { save: o.save, consume });
+        if (!r) return undefined;
+        Object.assign(o.audit, { result_id: r.id, ...r.facts });
+        this.scheduler.wake();
+        return { id: r.id, result: { phase: 'confirmed', ...preview, result_id: r.id, ...r.facts, next_step: o.done(r.id) } };
+      },
+      replay: async (rid, { preview }) => {
+        Object.assign(o.audit, { result_id: rid, already_confirmed: true });
+        return { phase: 'confirmed', already_confirmed: true, ...preview, result_id: rid, next_step: `Already confirmed; nothing new was done. ${o.done(rid)}` };
+      },
     };
   }
 
@@ -217,9 +209,9 @@ export class AutomationService {
   private async activate(
     existing: WorkflowRow | undefined,
     def: WorkflowDefinition,
-    current: Awaited<ReturnType<AutomationScheduler['evaluator']['current']>>,
+    current: Current,
     opts: { save: boolean; consume: (db: Kysely<Database>, id: string) => Promise<boolean> },
-  ): Promise<{ id: string; facts: Record<string, unknown> }> {
+  ): Promise<{ id: string; facts: Record<string, unknown> } | undefined> {
     const now = Date.now();
     const startEventId = await this.repo.maxEventId();
     try {
@@ -237,7 +229,7 @@ export class AutomationService {
         return { id: w.workflow_id, facts: { workflow_id: w.workflow_id, version: w.version, status: 'active', enrolled_now: enrolled, ...(next ? { next_fire_at: next } : {}) } };
       });
     } catch (err) {
-      if (err instanceof ConfirmedElsewhere) return { id: '', facts: {} };
+      if (err instanceof ConfirmedElsewhere) return undefined;
       throw err;
     }
   }
@@ -350,20 +342,23 @@ export class AutomationService {
     return { perDay, basis: `${basis}; ${Math.round(perSubject * 10) / 10} recipient(s) per occurrence × ${steps} message step(s)${raw > cap ? `; capped by the frequency cap (${contacts} contacts × ${this.deps.config.automations.maxPerContactPerDay} a day)` : ''}` };
   }
 
-  private approval(action: 'workflow_activate' | 'workflow_resume' | 'workflow_run', title: string, def: WorkflowDefinition, preview: Record<string, unknown>) {
-    const p = preview as unknown as Preview & { subjects?: { count: number; examples: string[] } };
-    const sample = p.samples.find((s) => s.channel && s.text);
-    const channels = [...new Set(def.steps.filter(isMessageStep).map((s) => CHANNEL_OF[s.type]))];
+  /** What the person approving reads: a rendered message sample, who, when, and the estimate. */
+  private approval(
+    action: 'workflow_activate' | 'workflow_resume' | 'workflow_run',
+    title: string,
+    def: WorkflowDefinition,
+    samples: Array<Record<string, unknown>>,
+    facts: { recipients: number; examples: string[]; when: string; notes: string[] },
+  ): ApprovalRequest {
+    const sample = samples.find((x) => x.channel && x.text);
+    const channels = [...new Set(def.steps.filter(isMessageStep).map((x) => CHANNEL_OF[x.type]))];
     return {
       action,
       title,
-      recipients: p.subjects?.count ?? (p.entering_now.count || p.audience.reachable_contacts),
-      examples: p.subjects?.examples ?? (p.entering_now.examples.length ? p.entering_now.examples : p.audience.examples),
+      ...facts,
       channel: channels.length ? channels.join(' + ') : 'no messages (internal steps only)',
-      when: p.trigger,
       subject: sample?.subject as string | undefined,
       sample: sample?.text as string | undefined,
-      notes: [`about ${p.estimated_messages_per_day} messages a day (${p.estimate_basis})`, ...p.warnings],
     };
   }
 
@@ -403,24 +398,20 @@ export class AutomationService {
     if (w.status === 'active') throw invalidInput(`Workflow ${id} is already active.`, { field: 'workflow_id' });
     if (w.status === 'archived') throw invalidInput(`Workflow ${id} is archived and cannot run again. Create a new workflow instead.`, { field: 'workflow_id' });
     const def = await this.repo.definition(id, w.version);
-    normalize(inputOf(def), this.deps.config, this.configured()); // its providers must still be configured
-    return this.twoPhase({
-      kind: 'workflow_resume',
-      label: def.name,
+    checkSteps(def, this.deps.config, this.configured()); // its providers must still be configured
+    return twoPhase(
+      this.deps.tokens,
+      this.activation(def, w, {
+        kind: 'workflow_resume',
+        tool: 'resume_workflow',
+        title: `${w.status === 'draft' ? 'Activate' : 'Resume'} the automation "${def.name}"`,
+        save: false,
+        approve,
+        audit,
+        done: (wid) => `Active again: "${def.name}" (${wid}). Enrolments that were waiting continue; what happened while it was paused does not fire it.`,
+      }),
       token,
-      tool: 'resume_workflow',
-      audit,
-      compute: async () => {
-        const current = await this.deps.renderGate.run(() => this.scheduler.evaluator.current(def));
-        const preview = await this.preview(def, id, current.occurrences);
-        return { preview: { workflow_id: id, version: w.version, definition: def, ...preview }, parts: { ...this.fingerprint(def, id, def.enroll_existing ? current.occurrences : []), version: String(w.version) }, current };
-      },
-      confirm: async ({ preview, current }, consume) => {
-        await approve(this.approval('workflow_resume', `${w.status === 'draft' ? 'Activate' : 'Resume'} the automation "${def.name}"`, def, preview));
-        return this.activate(w, def, current, { save: false, consume });
-      },
-      done: (wid) => `Active again: "${def.name}" (${wid}). Enrolments that were waiting continue; what happened while it was paused does not fire it.`,
-    });
+    );
   }
 
   /** Enrols chosen clients (their audience contacts) or contacts now: the custom trigger, or a try on one account. */
@@ -430,50 +421,66 @@ export class AutomationService {
       throw invalidInput(`Workflow ${id} is ${w.status}: ${w.status === 'paused' ? 'resume it first' : 'it cannot run'}.`, { field: 'workflow_id' });
     }
     const def = await this.repo.definition(id, w.version);
-    return this.twoPhase({
+    const done = () => `Enrolled now; the steps run in order (waits included). Follow them with get_workflow "${id}".`;
+    const spec: TwoPhaseSpec<{ preview: Record<string, unknown> & { subjects: { count: number; examples: string[] }; samples: Array<Record<string, unknown>>; warnings: string[] }; subjects: Subject[] }> = {
       kind: 'workflow_run',
-      label: def.name,
-      token,
       tool: 'run_workflow',
-      audit,
+      nothingDone: 'Nothing was started.',
       compute: async () => {
         const { subjects, unknown } = await this.runSubjects(targets);
-        const { clients } = await matchingClients(this.db, { client_ids: [...new Set(subjects.map((s) => s.client_id))] });
-        const contacts = subjects.some((s) => s.kind === 'contact')
-          ? await this.db.selectFrom('contacts').selectAll().where('contact_id', 'in', subjects.filter((s) => s.contact_id).map((s) => s.contact_id!)).execute()
+        const { clients } = await matchingClients(this.db, { client_ids: [...new Set(subjects.map((x) => x.client_id))] });
+        const contacts = subjects.some((x) => x.kind === 'contact')
+          ? await this.db.selectFrom('contacts').selectAll().where('contact_id', 'in', subjects.filter((x) => x.contact_id).map((x) => x.contact_id!)).execute()
           : (await audienceOf(this.db, clients, def.audience.contact_roles)).members.map((m) => m.contact);
         const byClient = new Map(clients.map((c) => [c.client_id, c]));
-        const examples = subjects.slice(0, EXAMPLES).map((s) => (s.kind === 'contact' ? (contacts.find((c) => c.contact_id === s.contact_id)?.email ?? s.contact_id!) : (byClient.get(s.client_id)?.name ?? s.client_id)));
+        const examples = subjects.slice(0, EXAMPLES).map((x) => (x.kind === 'contact' ? (contacts.find((c) => c.contact_id === x.contact_id)?.email ?? x.contact_id!) : (byClient.get(x.client_id)?.name ?? x.client_id)));
+        const emailSteps = def.steps.some((x) => isMessageStep(x) && isEmailChannel(CHANNEL_OF[x.type]));
         const preview = {
           workflow_id: id,
           version: w.version,
           trigger: describeTrigger(def),
           subjects: { count: subjects.length, examples, unknown },
           samples: this.samples(def, id, clients, contacts),
-          warnings: contacts.filter((c) => consentBlock(c, def.steps.some((s) => isMessageStep(s) && isEmailChannel(CHANNEL_OF[s.type])))).map((c) => `${c.email} has unsubscribed: message steps skip them.`).slice(0, 10),
+          warnings: contacts.filter((c) => consentBlock(c, emailSteps)).map((c) => `${c.email} has unsubscribed: message steps skip them.`).slice(0, 10),
         };
-        const parts = { version: String(w.version), subjects: hash(subjects.map(subjectKey).sort().join('\n')) };
-        return { preview, parts, subjects };
+        return { preview, subjects };
       },
+      label: () => def.name,
+      parts: ({ subjects }) => ({ version: String(w.version), subjects: hash(subjects.map(subjectKey).sort().join('\n')) }),
+      preview: (c) => c.preview,
+      nothingToConfirm: ({ subjects }) => (subjects.length ? undefined : 'None of the given clients or contacts is in the roster: nothing to run.'),
       confirm: async ({ preview, subjects }, consume) => {
-        if (!subjects.length) throw invalidInput('None of the given clients or contacts is in the roster; nothing to run.', { field: 'client_ids' });
-        await approve(this.approval('workflow_run', `Run the automation "${def.name}" now`, def, { ...preview, audience: { clients: 0, reachable_contacts: subjects.length, examples: [] }, entering_now: { applies: false, count: 0, examples: [], note: '' }, estimated_messages_per_day: subjects.length * def.steps.filter(isMessageStep).length, estimate_basis: 'this run', warnings: preview.warnings }));
+        const messages = def.steps.filter(isMessageStep).length;
+        await approve(
+          this.approval('workflow_run', `Run the automation "${def.name}" now`, def, preview.samples, {
+            recipients: subjects.length,
+            examples: preview.subjects.examples,
+            when: 'now',
+            notes: [`${subjects.length} enrolled × ${messages} message step(s)`, ...preview.warnings],
+          }),
+        );
         const runId = newId('run');
         const startEventId = await this.repo.maxEventId();
         const firedAt = new Date().toISOString();
+        const target = { workflow_id: id, version: w.version, reentry: def.reentry, delay_minutes: def.delay_minutes };
         const enrolled = await this.db.transaction().execute(async (trx) => {
-          if (!(await consume(trx, runId))) return [];
-          const candidates: Candidate[] = subjects.map((s) => ({ ...s, occurrence: `run:${runId}`, context: { fired_at: firedAt, run_id: runId }, depth: 0, start_event_id: startEventId }));
-          const ids: string[] = [];
-          for (let i = 0; i < candidates.length; i += 400) {
-            ids.push(...(await this.repo.enrolChunk(trx, { workflow_id: id, version: w.version, reentry: def.reentry, delay_minutes: def.delay_minutes }, candidates.slice(i, i + 400), false, Date.now())));
-          }
-          return ids;
+          if (!(await consume(trx, runId))) return undefined;
+          const candidates: Candidate[] = subjects.map((x) => ({ ...x, occurrence: `run:${runId}`, context: { fired_at: firedAt, run_id: runId }, depth: 0, start_event_id: startEventId }));
+          let n = 0;
+          for (let i = 0; i < candidates.length; i += 400) n += (await this.repo.enrolChunk(trx, target, candidates.slice(i, i + 400), false, Date.now())).length;
+          return n;
         });
-        return { id: runId, facts: { workflow_id: id, version: w.version, enrolled: enrolled.length } };
+        if (enrolled === undefined) return undefined;
+        Object.assign(audit, { workflow_id: id, version: w.version, run_id: runId, enrolled });
+        this.scheduler.wake();
+        return { id: runId, result: { phase: 'confirmed', ...preview, result_id: runId, enrolled, next_step: done() } };
       },
-      done: () => `Enrolled now; the steps run in order (waits included). Follow them with get_workflow "${id}".`,
-    });
+      replay: async (runId, { preview }) => {
+        Object.assign(audit, { workflow_id: id, run_id: runId, already_confirmed: true });
+        return { phase: 'confirmed', already_confirmed: true, ...preview, result_id: runId, next_step: `Already confirmed; nothing new was done. ${done()}` };
+      },
+    };
+    return twoPhase(this.deps.tokens, spec, token);
   }
 
   private async runSubjects(t: { client_ids?: string[]; contact_emails?: string[] }): Promise<{ subjects: Subject[]; unknown: string[] }> {
@@ -500,7 +507,7 @@ export class AutomationService {
     let q = this.db.selectFrom('workflows').selectAll().orderBy('created_at', 'desc').orderBy('workflow_id', 'desc');
     if (opts.status) q = q.where('status', '=', opts.status);
     if (opts.cursor) {
-      const [at, id] = decodeCursor(opts.cursor);
+      const [at, id] = decodeCursor(opts.cursor, 'list_workflows');
       q = q.where((eb) => eb.or([eb('created_at', '<', at), eb.and([eb('created_at', '=', at), eb('workflow_id', '<', id)])]));
     }
     const rows = await q.limit(opts.limit + 1).execute();
@@ -518,7 +525,7 @@ export class AutomationService {
       return { ...summaryOf(w), enrollments: { active: by.active ?? 0, total: Object.values(by).reduce((a, b) => a + Number(b), 0) } };
     });
     const last = page[page.length - 1];
-    return { workflows, next_cursor: rows.length > opts.limit && last ? Buffer.from(JSON.stringify([last.created_at, last.workflow_id])).toString('base64url') : undefined };
+    return { workflows, next_cursor: rows.length > opts.limit && last ? encodeCursor(last.created_at, last.workflow_id) : undefined };
   }
 
   async get(id: string): Promise<Record<string, unknown>> {
@@ -592,36 +599,6 @@ function summaryOf(w: WorkflowRow) {
     archived_at: w.archived_at,
     next_fire_at: w.next_fire_at,
     last_fired_at: w.last_fired_at,
-  };
-}
-
-function decodeCursor(cursor: string): [string, string] {
-  try {
-    const v = JSON.parse(Buffer.from(cursor, 'base64url').toString()) as unknown;
-    if (Array.isArray(v) && v.length === 2 && typeof v[0] === 'string' && typeof v[1] === 'string') return [v[0], v[1]];
-  } catch {
-    // fall through
-  }
-  throw invalidInput('cursor is not one this server returned. Call list_workflows without a cursor to start again.', { field: 'cursor' });
-}
-
-/** The stored definition back as tool input (to re-check it against today's configuration). */
-function inputOf(def: WorkflowDefinition): WorkflowInput {
-  return {
-    workflow_name: def.name,
-    description: def.description ?? undefined,
-    trigger_type: def.trigger.type,
-    trigger_conditions: Object.fromEntries(Object.entries(def.trigger).filter(([k]) => k !== 'type')),
-    actions: def.steps,
-    delay_minutes: def.delay_minutes,
-    audience: def.audience,
-    reentry: def.reentry.mode === 'after_days' ? { after_days: def.reentry.days } : def.reentry.mode,
-    exit_when: def.exit_when,
-    send_window: undefined,
-    enroll_existing: def.enroll_existing,
-    frequency_cap_action: def.frequency_cap_action,
-    sender_email: def.sender.email ?? undefined,
-    created_by: def.created_by ?? undefined,
   };
 }
 

@@ -136,7 +136,7 @@ export class EnrolmentRunner {
         const outcome = isMessageStep(step)
           ? await this.message(def, e, subject, step, i)
           : step.type === 'update_health_score'
-            ? await this.healthScore(def, e, subject, step, i)
+            ? await this.healthScore(e, subject, step, i)
             : await this.provider(def, e, subject, step, i);
         if (outcome === 'stop') return;
         e = { ...e, step_index: i + 1 };
@@ -278,7 +278,7 @@ export class EnrolmentRunner {
 
   // ---- a local step: one transaction, nothing to be unsure about ---------------------------------
 
-  private async healthScore(def: WorkflowDefinition, e: EnrollmentRow, s: StepSubject, step: Extract<Step, { type: 'update_health_score' }>, i: number): Promise<Outcome> {
+  private async healthScore(e: EnrollmentRow, s: StepSubject, step: Extract<Step, { type: 'update_health_score' }>, i: number): Promise<Outcome> {
     const now = new Date().toISOString();
     const from = s.client.health_score;
     await this.db.transaction().execute(async (trx) => {
