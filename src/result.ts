@@ -89,6 +89,13 @@ const DEFAULT_RETRYABLE: Record<ErrorCode, boolean> = {
   declined: false,
 };
 
+const TRANSIENT: ReadonlySet<ErrorCode> = new Set(['circuit_open', 'rate_limited', 'provider_unavailable', 'timeout']);
+
+/** A failure worth trying again later: transient, and the provider provably did not act on the request. */
+export function retryLater(err: ToolError): boolean {
+  return TRANSIENT.has(err.code) && !err.outcomeUnknown;
+}
+
 export const errorBodySchema = z.object({
   code: z.enum(ERROR_CODES),
   message: z.string(),

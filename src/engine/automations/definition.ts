@@ -289,13 +289,6 @@ export interface WorkflowDefinition {
   created_by: string | null;
 }
 
-/** Who a trigger's occurrences are about: a contact (an event by a contact) or a client. */
-export function subjectLevel(t: Trigger): 'contact' | 'client' | 'either' {
-  if (t.type === 'behavior_based') return t.level;
-  if (t.type === 'event_based' || t.type === 'milestone' || t.type === 'custom') return 'either';
-  return 'client';
-}
-
 /** time_based and contract_event occur again and again by nature; everything else enters once unless told. */
 function defaultReentry(t: TriggerType): Reentry {
   return t === 'time_based' || t === 'contract_event' ? { mode: 'every_occurrence' } : { mode: 'never' };

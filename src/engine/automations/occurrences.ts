@@ -34,7 +34,7 @@ export interface StateOccurrence {
   label: string;
 }
 
-/** Who is past the trigger's condition right now (health, milestone, renewals, inactivity, usage). Empty for the others. */
+/** Who is past the trigger's condition right now (health, milestone, renewals, inactivity). Empty for the others. */
 export async function currentOccurrences(db: Kysely<Database>, def: WorkflowDefinition, now = Date.now()): Promise<StateOccurrence[]> {
   const t = def.trigger;
   switch (t.type) {
@@ -51,9 +51,7 @@ export async function currentOccurrences(db: Kysely<Database>, def: WorkflowDefi
       return renewals(db, def, now);
     case 'behavior_based':
       return inactivity(db, def, now);
-    case 'usage_pattern':
-      return (await usage(db, def, now)).filter((u) => u.past).map((u) => ({ subject: u.subject, occurrence: 'existing', label: u.label }));
-    default:
+    default: // usage (the evaluator also needs every client's side), time, event and custom triggers
       return [];
   }
 }

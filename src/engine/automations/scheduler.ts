@@ -186,15 +186,13 @@ export class TriggerEvaluator {
 
   private async consumeEvents(owner: string, live: WorkflowRow[], defs: Map<string, WorkflowDefinition>, now: number): Promise<boolean> {
     const { repo, store } = this.deps;
-    const names = new Set<string>();
-    for (const w of live) {
-      const def = defs.get(w.workflow_id)!;
-      // Paused and draft workflows still listen for their enrolments' goals; only active ones trigger.
-      for (const n of eventNamesOf(w.status === 'active' ? def.trigger : null, def.exit_when)) names.add(n);
-    }
-    const listening = live.filter((w) => eventNamesOf(w.status === 'active' ? defs.get(w.workflow_id)!.trigger : null, defs.get(w.workflow_id)!.exit_when).length);
+    // Paused and draft workflows still listen for their enrolments' goals; only active ones trigger.
+    const listening = live
+      .map((w) => ({ w, names: eventNamesOf(w.status === 'active' ? defs.get(w.workflow_id)!.trigger : null, defs.get(w.workflow_id)!.exit_when) }))
+      .filter((x) => x.names.length);
+    const names = new Set(listening.flatMap((x) => x.names));
     // Nothing at or below the low watermark can trigger or end anything: start there, not at the beginning of time.
-    const pos = Math.max(await repo.position(TRIGGERS), await repo.eventLowWatermark(listening.map((w) => w.workflow_id)));
+    const pos = Math.max(await repo.position(TRIGGERS), await repo.eventLowWatermark(listening.map((x) => x.w.workflow_id)));
     if (!names.size) {
       await repo.setPosition(TRIGGERS, owner, await repo.maxEventId());
       this.handled.clear();
@@ -255,6 +253,7 @@ export class TriggerEvaluator {
       if (!subject) continue;
       if (ev.depth >= maxDepth) {
         if (!this.warnedDepth.has(ev.event_id)) {
+          if (this.warnedDepth.size > 1_000) this.warnedDepth.clear(); // only to avoid repeating a warning on a re-read
           this.warnedDepth.add(ev.event_id);
           this.deps.log.warn({ event_id: ev.event_id, event: ev.name, depth: ev.depth, workflow_id: w.workflow_id }, `automation chain stopped: this event was caused by ${ev.depth} automation steps in a row (AUTOMATION_MAX_CHAIN_DEPTH)`);
         }
@@ -408,9 +407,9 @@ export class TriggerEvaluator {
 
   /** Who would enter right now on activation (previews), and the usage sides activation records. */
   async current(def: WorkflowDefinition, now = Date.now()): Promise<{ occurrences: StateOccurrence[]; usageSides: Awaited<ReturnType<typeof usage>> }> {
-    const usageSides = def.trigger.type === 'usage_pattern' ? await usage(this.db, def, now) : [];
-    const occurrences = def.trigger.type === 'usage_pattern' ? usageSides.filter((u) => u.past).map((u) => ({ subject: u.subject, occurrence: 'existing', label: u.label })) : await currentOccurrences(this.db, def, now);
-    return { occurrences, usageSides };
+    if (def.trigger.type !== 'usage_pattern') return { occurrences: await currentOccurrences(this.db, def, now), usageSides: [] };
+    const usageSides = await usage(this.db, def, now);
+    return { occurrences: usageSides.filter((u) => u.past).map((u) => ({ subject: u.subject, occurrence: 'existing', label: u.label })), usageSides };
   }
 }
 

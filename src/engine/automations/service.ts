@@ -5,7 +5,7 @@ import { consentBlock } from '../../store/consent.js';
 import type { ContactsTable, Database } from '../../store/schema.js';
 import { audienceOf, matchingClients, type AudienceClient } from '../audience.js';
 import { canonicalJson, hash } from '../campaigns/plan.js';
-import { twoPhase, type ConfirmationTokens, type TokenKind, type TwoPhaseSpec } from '../confirmations.js';
+import { twoPhase, type ConfirmationTokens, type TwoPhaseSpec } from '../confirmations.js';
 import { decodeCursor, encodeCursor } from '../cursor.js';
 import { isEmailChannel } from '../delivery/message.js';
 import type { OutboxRepository, OutboxState } from '../delivery/outbox.js';
@@ -106,7 +106,9 @@ export class AutomationService {
     if (!is_active) {
       if (confirmation_token) throw invalidInput('is_active is false: a draft is saved without a confirmation_token. Leave the token out.', { field: 'confirmation_token' });
       const saved = await this.store(existing, def, existing && existing.status !== 'draft' ? 'paused' : 'draft');
-      Object.assign(audit, { workflow_id: saved.workflow_id, version: saved.version, status: saved.status });
+      // An active workflow saved inactive is paused: what it still had queued is cancelled, as pause_workflow does.
+      const cancelled = existing?.status === 'active' ? (await this.pause(saved.workflow_id)).cancelled_messages : 0;
+      Object.assign(audit, { workflow_id: saved.workflow_id, version: saved.version, status: saved.status, cancelled_messages: cancelled });
       const preview = await this.preview(def, saved.workflow_id);
       return {
         phase: 'saved',
@@ -141,7 +143,7 @@ export class AutomationService {
   private activation(
     def: WorkflowDefinition,
     existing: WorkflowRow | undefined,
-    o: { kind: TokenKind; tool: string; title: string; save: boolean; approve: Approver; audit: Record<string, unknown>; done: (id: string) => string },
+    o: { kind: 'workflow_activate' | 'workflow_resume'; tool: string; title: string; save: boolean; approve: Approver; audit: Record<string, unknown>; done: (id: string) => string },
   ): TwoPhaseSpec<{ preview: Record<string, unknown> & Preview; current: Current }> {
     const id = existing?.workflow_id;
     return {
@@ -161,7 +163,7 @@ export class AutomationService {
       preview: (c) => c.preview,
       confirm: async ({ preview, current }, consume) => {
         await o.approve(
-          this.approval('workflow_activate' === o.kind ? 'workflow_activate' : 'workflow_resume', o.title, def, preview.samples, {
+          this.approval(o.kind, o.title, def, preview.samples, {
             recipients: preview.entering_now.count || preview.audience.reachable_contacts,
             examples: preview.entering_now.examples.length ? preview.entering_now.examples : preview.audience.examples,
             when: preview.trigger,
@@ -364,7 +366,7 @@ export class AutomationService {
 
   // ---- lifecycle -------------------------------------------------------------------------------
 
-  async pause(id: string): Promise<Record<string, unknown>> {
+  async pause(id: string): Promise<{ workflow_id: string; status: string; cancelled_messages: number }> {
     const w = await this.requireWorkflow(id);
     if (w.status === 'archived') throw invalidInput(`Workflow ${id} is archived.`, { field: 'workflow_id' });
     const now = new Date().toISOString();

@@ -7,7 +7,7 @@ import type { MixpanelService } from '../../providers/mixpanel/service.js';
 import type { SlackService } from '../../providers/slack/service.js';
 import type { WebhookService } from '../../providers/webhooks/service.js';
 import type { ProviderRuntime } from '../../resilience/provider-runtime.js';
-import { ToolError, type ProviderName } from '../../result.js';
+import { retryLater, ToolError, type ProviderName } from '../../result.js';
 import { consentBlock, describeBlock } from '../../store/consent.js';
 import type { CustomerEventInput } from '../../store/customer-events.js';
 import type { Store } from '../../store/index.js';
@@ -74,7 +74,6 @@ class LeaseLost extends Error {}
 const MAX_ATTEMPTS = 5;
 const RETRY_BASE_MS = 5_000;
 const RETRY_MAX_MS = 600_000;
-const TRANSIENT = new Set(['rate_limited', 'circuit_open', 'provider_unavailable', 'timeout']);
 
 type Outcome = 'next' | 'stop';
 
@@ -354,7 +353,7 @@ export class EnrolmentRunner {
       if (err instanceof StepRefused) failure = { state: err.state, code: err.code, message: err.message };
       else {
         const te = err instanceof ToolError ? err : new ToolError('provider_error', `Unexpected failure: ${err instanceof Error ? err.message : String(err)}`);
-        if (TRANSIENT.has(te.code) && !te.outcomeUnknown && begun.attempts < MAX_ATTEMPTS) {
+        if (retryLater(te) && begun.attempts < MAX_ATTEMPTS) {
           const wait = Math.min(RETRY_MAX_MS, te.retryAfterMs ?? RETRY_BASE_MS * 2 ** (begun.attempts - 1));
           await this.db
             .updateTable('workflow_step_runs')

@@ -28,7 +28,7 @@ export function messageKey(workflowId: string, enrollmentId: string, step: numbe
 
 /**
  * Events that are not the customer doing something: what our own sends produce, and roster changes.
- * Every other recorded event counts as activity for inactivity triggers.
+ * Every other recorded event (but automation steps' own) counts as activity for inactivity triggers.
  */
 export const NON_ACTIVITY_EVENTS = [
   'email_delivered',
@@ -38,10 +38,6 @@ export const NON_ACTIVITY_EVENTS = [
   'lifecycle_stage_changed',
   'renewal_date_changed',
 ] as const;
-
-export function isActivity(ev: Pick<CustomerEvent, 'name' | 'source'>): boolean {
-  return ev.source !== 'automation' && !(NON_ACTIVITY_EVENTS as readonly string[]).includes(ev.name);
-}
 
 export function matchesProperties(props: Record<string, unknown>, conds: PropertyConditions | undefined): boolean {
   if (!conds) return true;

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from '../../log.js';
 import { withRequestHook } from '../../resilience/request-hooks.js';
-import { ToolError } from '../../result.js';
+import { retryLater, ToolError } from '../../result.js';
 import type { Admission, SendAdmission } from './admission.js';
 import type { MessageContent } from './message.js';
 import { parseContent, type OutboxRepository, type OutboxRow } from './outbox.js';
@@ -50,8 +50,6 @@ export interface DispatcherOptions {
   /** Longest retry wait for a refused request; a longer Retry-After is honoured up to this. */
   retryMaxMs?: number;
 }
-
-const TRANSIENT = new Set(['circuit_open', 'rate_limited', 'provider_unavailable', 'timeout']);
 
 class NotAdmitted extends Error {
   constructor(readonly decision: Exclude<Admission, { kind: 'send' }>) {
@@ -207,7 +205,7 @@ export class OutboxDispatcher {
       // From here on nothing went out: the daily place is given back.
       if (marked) await admission.giveBack(placeDay!);
       const attempts = row.attempts + (marked ? 1 : 0);
-      if (TRANSIENT.has(err.code) && !err.outcomeUnknown && attempts < this.maxAttempts) {
+      if (retryLater(err) && attempts < this.maxAttempts) {
         const wait = Math.min(this.retryMaxMs, err.retryAfterMs ?? this.retryBaseMs * 2 ** Math.max(0, attempts - 1));
         log.info({ outbox_id: row.outbox_id, code: err.code, wait_ms: Math.round(wait) }, 'delivery postponed');
         await repo.requeue(row, Date.now() + wait, error);
