@@ -23,6 +23,17 @@ const confirmation = {
   already_confirmed: z.boolean().optional(),
   next_step: z.string(),
 };
+/** What activating (automate_communications) and re-activating (resume_workflow) answer. */
+const activationOut = {
+  workflow_id: z.string().optional(),
+  version: z.number().optional(),
+  status: z.string().optional(),
+  definition: z.record(z.string(), z.unknown()).optional().describe('the normalised definition, every default explicit'),
+  ...preview,
+  enrolled_now: z.number().optional(),
+  next_fire_at: z.string().optional(),
+  ...confirmation,
+};
 const workflowSummary = z.object({
   workflow_id: z.string(),
   name: z.string(),
@@ -66,14 +77,7 @@ export const automationTools = [
       .superRefine(refineTriggerConditions),
     output: {
       phase: z.enum(['preview', 'saved', 'confirmed']).describe('preview: nothing started; saved: a draft (or paused) version; confirmed: active'),
-      workflow_id: z.string().optional(),
-      version: z.number().optional(),
-      status: z.string().optional(),
-      definition: z.record(z.string(), z.unknown()).optional().describe('the normalised definition, every default explicit'),
-      ...preview,
-      enrolled_now: z.number().optional(),
-      next_fire_at: z.string().optional(),
-      ...confirmation,
+      ...activationOut,
     },
     async handle(input, { services, approve, audit }) {
       return (await services.automations.save(input, approve, audit)) as never;
@@ -156,17 +160,7 @@ export const automationTools = [
     toolset: 'automations',
     openWorld: true,
     input: z.object({ workflow_id: workflowId, confirmation_token: token }),
-    output: {
-      phase: z.enum(['preview', 'confirmed']),
-      workflow_id: z.string().optional(),
-      version: z.number().optional(),
-      status: z.string().optional(),
-      definition: z.record(z.string(), z.unknown()).optional(),
-      ...preview,
-      enrolled_now: z.number().optional(),
-      next_fire_at: z.string().optional(),
-      ...confirmation,
-    },
+    output: { phase: z.enum(['preview', 'confirmed']), ...activationOut },
     async handle({ workflow_id, confirmation_token }, { services, approve, audit }) {
       return (await services.automations.resume(workflow_id, confirmation_token, approve, audit)) as never;
     },

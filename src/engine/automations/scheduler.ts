@@ -6,6 +6,7 @@ import type { CustomerEvent } from '../../store/customer-events.js';
 import type { Store } from '../../store/index.js';
 import type { Database } from '../../store/schema.js';
 import { matchingClients } from '../audience.js';
+import { WorkLoop } from '../work-loop.js';
 import { cronFor, type WorkflowDefinition } from './definition.js';
 import { candidateOf, currentOccurrences, inactivity, renewals, targetingOf, usage, type StateOccurrence } from './occurrences.js';
 import type { AutomationRepository, Candidate, EnrollmentRow, WorkflowRow } from './repository.js';
@@ -34,23 +35,24 @@ export class AutomationScheduler {
   readonly owner = `automation-${randomUUID()}`;
   private readonly runner: EnrolmentRunner;
   private readonly triggers: TriggerEvaluator;
-  private stopped = true;
-  private loop?: Promise<void>;
-  private wakeUp?: () => void;
-  private active = 0;
+  private readonly loop: WorkLoop;
   private lastRenewal = 0;
   private lastTriggerPass = 0;
   /** Set by wake(): something happened that triggers may react to (finished steps only need the step pass). */
   private triggersDue = true;
-  private readonly inFlight = new Set<Promise<void>>();
 
   constructor(private readonly deps: SchedulerDeps) {
     this.runner = new EnrolmentRunner(deps, this.owner);
     this.triggers = new TriggerEvaluator(deps);
+    this.loop = new WorkLoop({
+      pass: () => this.tick(),
+      retryMs: () => deps.config.automations.tickMs,
+      onPassError: (err) => deps.log.error({ err }, 'automation scheduler pass failed; retrying at the next tick'),
+    });
   }
 
   get running(): boolean {
-    return !this.stopped;
+    return this.loop.running;
   }
 
   get evaluator(): TriggerEvaluator {
@@ -58,47 +60,21 @@ export class AutomationScheduler {
   }
 
   start(): void {
-    if (!this.stopped) return;
-    this.stopped = false;
-    this.loop = this.run();
+    this.loop.start();
   }
 
   /** Something happened (an event was recorded, a workflow activated): look now rather than at the next tick. */
   wake(): void {
     this.triggersDue = true;
-    this.wakeUp?.();
+    this.loop.wake();
   }
 
   /** Stops taking work, waits (bounded) for steps in flight, and gives back what this process held. */
   async stop(graceMs = 10_000): Promise<void> {
-    if (this.stopped) return;
-    this.stopped = true;
-    this.wake();
-    await this.loop;
-    await Promise.race([Promise.allSettled([...this.inFlight]), new Promise((r) => setTimeout(r, graceMs).unref())]);
+    if (!this.loop.running) return;
+    await this.loop.stop(graceMs);
     await this.deps.repo.releaseAll(this.owner).catch(() => undefined);
     await this.deps.repo.releaseLease(TRIGGERS, this.owner).catch(() => undefined);
-  }
-
-  private async run(): Promise<void> {
-    while (!this.stopped) {
-      let sleepMs = this.deps.config.automations.tickMs;
-      try {
-        sleepMs = await this.tick();
-      } catch (err) {
-        this.deps.log.error({ err }, 'automation scheduler pass failed; retrying at the next tick');
-      }
-      if (this.stopped) break;
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, sleepMs);
-        timer.unref();
-        this.wakeUp = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-      this.wakeUp = undefined;
-    }
   }
 
   private async tick(): Promise<number> {
@@ -118,11 +94,11 @@ export class AutomationScheduler {
       if (live.length && (await repo.acquireLease(TRIGGERS, this.owner, leaseMs, now))) more = await this.triggers.run(this.owner, live, now);
       if (more) this.triggersDue = true;
     }
-    const free = stepConcurrency - this.active;
+    const free = stepConcurrency - this.loop.active;
     if (free > 0) for (const e of await repo.claimDue(this.owner, free, leaseMs, Date.now())) this.launch(e);
     if (more) return 0;
     let sleep = tickMs;
-    if (this.active === 0) {
+    if (this.loop.active === 0) {
       const next = await repo.nextDueAt();
       if (next !== undefined) sleep = Math.min(sleep, next - Date.now());
     }
@@ -130,19 +106,12 @@ export class AutomationScheduler {
   }
 
   private launch(e: EnrollmentRow): void {
-    this.active += 1;
-    const p = this.runner
-      .run(e)
-      .catch(async (err: unknown) => {
+    this.loop.launch(() =>
+      this.runner.run(e).catch(async (err: unknown) => {
         this.deps.log.error({ err, enrollment_id: e.enrollment_id, workflow_id: e.workflow_id }, 'running an automation step failed; retrying shortly');
         await this.deps.repo.release(e, this.owner, Date.now() + 5_000).catch(() => undefined);
-      })
-      .finally(() => {
-        this.active -= 1;
-        this.inFlight.delete(p);
-        this.wakeUp?.(); // a free slot: claim the next due enrolment now
-      });
-    this.inFlight.add(p);
+      }),
+    );
   }
 }
 

@@ -534,10 +534,10 @@ export class AutomationService {
     const w = await this.requireWorkflow(id);
     const def = await this.repo.definition(id, w.version);
     const db = this.db;
-    const [enrolments, atStep, exits, runs, errors, messages, reasons, problems] = await Promise.all([
-      db.selectFrom('workflow_enrollments').select(['state', (eb) => eb.fn.countAll<number>().as('n')]).where('workflow_id', '=', id).groupBy('state').execute(),
+    const [enrolments, atStep, runs, errors, messages, reasons, problems] = await Promise.all([
+      // By state and reason in one read, so the goals reached always add up to the exited enrolments.
+      db.selectFrom('workflow_enrollments').select(['state', 'exit_reason', (eb) => eb.fn.countAll<number>().as('n')]).where('workflow_id', '=', id).groupBy(['state', 'exit_reason']).execute(),
       db.selectFrom('workflow_enrollments').select(['version', 'step_index', (eb) => eb.fn.countAll<number>().as('n')]).where('workflow_id', '=', id).where('state', '=', 'active').groupBy(['version', 'step_index']).execute(),
-      db.selectFrom('workflow_enrollments').select(['exit_reason', (eb) => eb.fn.countAll<number>().as('n')]).where('workflow_id', '=', id).where('state', '=', 'exited').groupBy('exit_reason').execute(),
       db.selectFrom('workflow_step_runs').select(['step_index', 'action_type', 'state', (eb) => eb.fn.countAll<number>().as('n')]).where('workflow_id', '=', id).groupBy(['step_index', 'action_type', 'state']).execute(),
       db
         .selectFrom('workflow_step_runs')
@@ -551,7 +551,8 @@ export class AutomationService {
       this.deps.outbox.reasons('automation', id, ['skipped', 'queued']),
       this.deps.outbox.problems('automation', id, 10),
     ]);
-    const byState = Object.fromEntries(['active', 'completed', 'exited', 'cancelled'].map((s) => [s, Number(enrolments.find((e) => e.state === s)?.n ?? 0)]));
+    const byState = Object.fromEntries(['active', 'completed', 'exited', 'cancelled'].map((s) => [s, enrolments.filter((e) => e.state === s).reduce((n, e) => n + Number(e.n), 0)]));
+    const exits = enrolments.filter((e) => e.state === 'exited');
     const steps = def.steps.map((s, i) => {
       const counts = Object.fromEntries(runs.filter((r) => r.step_index === i && r.action_type === s.type).map((r) => [r.state, Number(r.n)]));
       const waiting = atStep.filter((a) => a.version === w.version && a.step_index === i).reduce((n, a) => n + Number(a.n), 0);

@@ -15,6 +15,7 @@ import type { ContactsTable, Database } from '../../store/schema.js';
 import type { ActivityInput } from '../../store/timeline.js';
 import { isEmailChannel, PROVIDER_OF_CHANNEL, type OutboundMessage } from '../delivery/message.js';
 import { insertMessages } from '../delivery/outbox.js';
+import { messageContent } from '../recipient-scope.js';
 import { DEFAULT_RENDER_LIMITS, renderForRecipient, type CompiledTemplates } from '../templating.js';
 import { CHANNEL_OF, compileWorkflow, isMessageStep, waitMs, type MessageStep, type Step, type WorkflowDefinition } from './definition.js';
 import { loadSubject, primaryContact, recipientsOf, scopeFor, type OccurrenceContext, type StepSubject } from './render.js';
@@ -225,21 +226,8 @@ export class EnrolmentRunner {
         notSent(c, 'held_back', `Not sent: ${r.detail}.`);
         continue;
       }
-      messages.push({
-        ...base(c),
-        content: {
-          subject: r.subject,
-          text: r.text,
-          html: r.html,
-          to_email: c.email,
-          to_name: c.name ?? undefined,
-          external_user_id: c.external_user_id ?? undefined,
-          intercom_contact_id: c.intercom_contact_id ?? undefined,
-          intercom_role: c.intercom_role === 'user' || c.intercom_role === 'lead' ? c.intercom_role : undefined,
-          from_email: channel === 'email' ? ((step.type === 'send_email' && step.from_email) || def.sender.email || undefined) : undefined,
-          from_name: channel === 'email' ? (def.sender.name ?? undefined) : undefined,
-        },
-      });
+      const from = (step.type === 'send_email' && step.from_email) || def.sender.email || undefined;
+      messages.push({ ...base(c), content: messageContent(c, r, channel, { email: from, name: def.sender.name ?? undefined }) });
     }
     for (const x of excluded) notSent(x, x.reason === 'missing_email' ? 'missing_address' : x.reason, `Not sent: ${x.email || x.contact_id} (${x.reason}).`);
 

@@ -4,7 +4,7 @@ import { invalidInput, notConfigured, ToolError, type ProviderName } from '../..
 import { consentBlock } from '../../store/consent.js';
 import type { Audience, Exclusion } from '../audience.js';
 import { isEmailChannel, PROVIDER_OF_CHANNEL, type Channel, type MessageContent } from '../delivery/message.js';
-import { clientScope, contactScope } from '../recipient-scope.js';
+import { clientScope, contactScope, messageContent } from '../recipient-scope.js';
 import { compileTemplates, renderForRecipient, type RenderLimits } from '../templating.js';
 import type { CampaignRequest } from './request.js';
 
@@ -219,18 +219,7 @@ export async function renderPlan(
     } else {
       plan.recipients += 1;
       for (const channel of channels) {
-        const content: MessageContent = {
-          subject: outcome.subject,
-          text: outcome.text,
-          html: outcome.html,
-          to_email: contact.email,
-          to_name: contact.name ?? undefined,
-          external_user_id: contact.external_user_id ?? undefined,
-          intercom_contact_id: contact.intercom_contact_id ?? undefined,
-          intercom_role: contact.intercom_role === 'user' || contact.intercom_role === 'lead' ? contact.intercom_role : undefined,
-          from_email: channel === 'email' ? def.sender.email : undefined,
-          from_name: channel === 'email' ? def.sender.name : undefined,
-        };
+        const content = messageContent(contact, outcome, channel, def.sender);
         // The audience part covers who receives what: a changed address or rendered text changes it.
         // (Intercom ids learned by earlier sends are not part of it: they change how, not what.)
         const { intercom_contact_id: _id, intercom_role: _role, ...fingerprinted } = content;

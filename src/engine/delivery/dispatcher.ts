@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from '../../log.js';
 import { withRequestHook } from '../../resilience/request-hooks.js';
 import { retryLater, ToolError } from '../../result.js';
+import { WorkLoop } from '../work-loop.js';
 import type { Admission, SendAdmission } from './admission.js';
 import type { MessageContent } from './message.js';
 import { parseContent, type OutboxRepository, type OutboxRow } from './outbox.js';
@@ -64,12 +65,8 @@ class NotAdmitted extends Error {
  */
 export class OutboxDispatcher {
   readonly owner = `dispatcher-${randomUUID()}`;
-  private active = 0;
-  private stopped = true;
-  private loop?: Promise<void>;
-  private wakeUp?: () => void;
+  private readonly loop: WorkLoop;
   private lastRenewal = 0;
-  private readonly inFlight = new Set<Promise<void>>();
   private readonly maxAttempts: number;
   private readonly retryBaseMs: number;
   private readonly retryMaxMs: number;
@@ -78,56 +75,33 @@ export class OutboxDispatcher {
     this.maxAttempts = opts.maxAttempts ?? 5;
     this.retryBaseMs = opts.retryBaseMs ?? 2_000;
     this.retryMaxMs = opts.retryMaxMs ?? 60_000;
+    this.loop = new WorkLoop({
+      pass: () => this.fill(),
+      retryMs: () => opts.pollMs,
+      onPassError: (err) => opts.log.error({ err }, 'outbox dispatch pass failed; retrying at the next poll'),
+    });
   }
 
   start(): void {
-    if (!this.stopped) return;
-    this.stopped = false;
-    this.loop = this.run();
+    this.loop.start();
   }
 
   get running(): boolean {
-    return !this.stopped;
+    return this.loop.running;
   }
 
   /** Something became due (a confirmation, a finished delivery): look now rather than at the next poll. */
   wake(): void {
-    this.wakeUp?.();
+    this.loop.wake();
   }
 
   /** Stops claiming and waits (bounded) for deliveries in flight to settle. */
   async stop(graceMs = 10_000): Promise<void> {
-    if (this.stopped) return;
-    this.stopped = true;
-    this.wake();
-    await this.loop;
-    const settled = Promise.allSettled([...this.inFlight]);
-    await Promise.race([settled, new Promise((r) => setTimeout(r, graceMs).unref())]);
+    await this.loop.stop(graceMs);
   }
 
   get activeDeliveries(): number {
-    return this.active;
-  }
-
-  private async run(): Promise<void> {
-    while (!this.stopped) {
-      let sleepMs = this.opts.pollMs;
-      try {
-        sleepMs = await this.fill();
-      } catch (err) {
-        this.opts.log.error({ err }, 'outbox dispatch pass failed; retrying at the next poll');
-      }
-      if (this.stopped) break;
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, sleepMs);
-        timer.unref();
-        this.wakeUp = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-      this.wakeUp = undefined;
-    }
+    return this.loop.active;
   }
 
   /** One pass: keep leases alive, recover abandoned rows, claim as many rows as there are free slots. Returns how long to sleep. */
@@ -144,14 +118,14 @@ export class OutboxDispatcher {
       }
     }
     const gate = this.opts.channelGate();
-    const free = this.opts.concurrency - this.active;
+    const free = this.opts.concurrency - this.loop.active;
     if (free > 0) {
       const rows = await repo.claim(this.owner, free, gate.blocked, leaseMs, now);
       for (const row of rows) this.launch(row);
     }
     let sleep = this.opts.pollMs;
     if (gate.reopensInMs !== undefined) sleep = Math.min(sleep, gate.reopensInMs + 1);
-    if (this.active === 0) {
+    if (this.loop.active === 0) {
       const next = await repo.nextClaimableAt();
       if (next !== undefined) sleep = Math.min(sleep, next - Date.now());
     }
@@ -160,15 +134,7 @@ export class OutboxDispatcher {
   }
 
   private launch(row: OutboxRow): void {
-    this.active += 1;
-    const p = this.deliver(row)
-      .catch((err) => this.opts.log.error({ err, outbox_id: row.outbox_id }, 'settling an outbox row failed'))
-      .finally(() => {
-        this.active -= 1;
-        this.inFlight.delete(p);
-        this.wake();
-      });
-    this.inFlight.add(p);
+    this.loop.launch(() => this.deliver(row).catch((err) => this.opts.log.error({ err, outbox_id: row.outbox_id }, 'settling an outbox row failed')));
   }
 
   private async deliver(row: OutboxRow): Promise<void> {
