@@ -193,7 +193,11 @@ describe.each(dialects)('automations on %s', (dialect) => {
     const status = async (id: string) => (await h.call('get_workflow', { workflow_id: id })).structuredContent;
     const [sa, sb, sc] = await until(
       () => Promise.all([status(a.workflowId), status(b.workflowId), status(c.workflowId)]),
-      (xs) => xs.every((x) => (x.messages.by_state.queued ?? 0) + (x.messages.by_state.skipped ?? 0) + (x.messages.by_state.sent ?? 0) === 1) && xs.some((x) => x.messages.by_state.sent === 1),
+      // Settled into their reasons: one sent, C waiting for its window, the other held by the cap.
+      (xs) =>
+        xs.filter((x) => x.messages.by_state.sent === 1).length === 1 &&
+        xs[2].messages.waiting_by_reason.send_window === 1 &&
+        xs.some((x) => x.messages.suppressed_by_cap.skipped + x.messages.suppressed_by_cap.waiting === 1),
     );
     const sent = [sa, sb, sc].filter((x) => x.messages.by_state.sent === 1);
     expect(sent).toHaveLength(1);
