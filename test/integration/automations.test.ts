@@ -116,7 +116,7 @@ describe.each(dialects)('automations on %s', (dialect) => {
   });
 
   it('a time-based workflow fires at its time, for the audience of that moment, signed and keyed', async () => {
-    const at = new Date(Date.now() + 3_000);
+    const at = new Date(Date.now() + 5_000);
     const schedule = `${at.getUTCSeconds()} ${at.getUTCMinutes()} ${at.getUTCHours()} * * *`;
     const { workflowId, confirmed } = await activate(h, {
       workflow_name: 'Daily digest hook',
@@ -311,8 +311,8 @@ describe.each(dialects)('automations on %s', (dialect) => {
 
   it('usage_pattern fires when usage in the window crosses the threshold', async () => {
     const ago = (ms: number) => new Date(Date.now() - ms).toISOString();
-    // acme: one login that leaves the 1-day window in ~1.5 s; globex: none (already below at activation).
-    await h.call('record_customer_event', { event: 'login', client_id: 'acme', occurred_at: ago(86_400_000 - 1_500) });
+    // acme: one login that leaves the 1-day window in ~4 s; globex: none (already below at activation).
+    await h.call('record_customer_event', { event: 'login', client_id: 'acme', occurred_at: ago(86_400_000 - 4_000) });
     const { workflowId, preview } = await activate(h, {
       workflow_name: 'Usage dropped',
       trigger_type: 'usage_pattern',
@@ -338,7 +338,7 @@ describe.each(dialects)('automations on %s', (dialect) => {
     // An old roster: these contacts were created long ago.
     await h.services.store.db.updateTable('contacts').set({ created_at: new Date(Date.now() - 30 * 86_400_000).toISOString() }).where('client_id', 'in', ['quietco', 'busyco']).execute();
     const ago = (ms: number) => new Date(Date.now() - ms).toISOString();
-    await h.call('record_customer_event', { event: 'login', contact_email: 'busy@busyco.example', occurred_at: ago(86_400_000 - 2_000) });
+    await h.call('record_customer_event', { event: 'login', contact_email: 'busy@busyco.example', occurred_at: ago(86_400_000 - 4_000) });
     const { workflowId, preview } = await activate(h, {
       workflow_name: 'Gone quiet',
       trigger_type: 'behavior_based',
@@ -347,7 +347,7 @@ describe.each(dialects)('automations on %s', (dialect) => {
       reentry: 'every_occurrence',
       actions: [{ type: 'create_note', body: '{{ contact.email }} has gone quiet' }],
     });
-    // quiet@ is already inactive: without enroll_existing it does not enter; busy@ goes quiet in about 2 s and does.
+    // quiet@ is already inactive: without enroll_existing it does not enter; busy@ goes quiet in about 4 s and does.
     expect(preview.entering_now).toMatchObject({ count: 0, examples: ['quiet@quietco.example'] });
     const notes = () => ic.notes.filter((n) => n.body.endsWith('has gone quiet')).map((n) => n.body);
     await until(notes, (n) => n.length === 1, { timeoutMs: 10_000 });
