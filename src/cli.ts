@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import fs from 'node:fs';
-import { ConfigError, configSecrets, loadConfig } from './config.js';
+import path from 'node:path';
+import { ConfigError, configSecrets, customProviderHosts, loadConfig, readSettingsFile, type SettingsFile } from './config.js';
 import { createLogger } from './log.js';
 import { registerSecrets } from './secrets.js';
 import { SERVER_NAME, SERVER_VERSION } from './server.js';
@@ -10,41 +11,56 @@ import { serveStdio } from './transports/stdio.js';
 import { enabledTools } from './mcp/toolsets.js';
 import { allTools } from './tools/index.js';
 
-const USAGE = `Usage: customer-success-mcp [--http] [--help] [--version]
-       customer-success-mcp worker
+const USAGE = `Usage: customer-success-mcp [--http] [--env-file <path>] [--help] [--version]
+       customer-success-mcp worker [--env-file <path>]
 
-  (no option)  serve MCP over stdio (for Claude Desktop, Cursor and other local clients)
-  --http       serve MCP over Streamable HTTP on MCP_HTTP_HOST:MCP_HTTP_PORT (default 127.0.0.1:3000) at /mcp
-  worker       run automations and deliver queued messages around the clock, without MCP (stop with Ctrl+C or SIGTERM)
+  (no option)        serve MCP over stdio (for Claude Desktop, Cursor and other local clients)
+  --http             serve MCP over Streamable HTTP on MCP_HTTP_HOST:MCP_HTTP_PORT (default 127.0.0.1:3000) at /mcp
+  worker             run automations and deliver queued messages around the clock, without MCP (stop with Ctrl+C or SIGTERM)
+  --env-file <path>  read settings from this file (default: CS_MCP_ENV_FILE, else .env in the data folder)
 
-Configuration comes from environment variables, or a .env file in the working directory; see README.md.`;
+Configuration comes from environment variables and, at most, that one settings file; see README.md.
+A .env file in the working directory is not read.`;
+
+interface Options {
+  http: boolean;
+  /** The headless worker: automations and delivery, no MCP. */
+  worker: boolean;
+  envFile?: string;
+}
+
+function parseArgs(argv: string[]): Options | { exit: string; code: number } {
+  const opts: Options = { http: false, worker: false };
+  for (let i = 0; i < argv.length; i += 1) {
+    const a = argv[i]!;
+    if (a === '--help' || a === '-h') return { exit: USAGE, code: 0 };
+    if (a === '--version') return { exit: `${SERVER_NAME} ${SERVER_VERSION}`, code: 0 };
+    if (a === '--http') opts.http = true;
+    else if (a === '--stdio') opts.http = false;
+    else if (a === 'worker' && i === 0) opts.worker = true;
+    else if (a === '--env-file' && argv[i + 1] !== undefined) opts.envFile = argv[++i];
+    else if (a.startsWith('--env-file=')) opts.envFile = a.slice('--env-file='.length);
+    else return { exit: `Unknown or incomplete option: ${a}\n\n${USAGE}`, code: 2 };
+  }
+  if (opts.worker && opts.http) return { exit: `worker serves no MCP transport: leave out --http.\n\n${USAGE}`, code: 2 };
+  return opts;
+}
 
 async function main(argv: string[]): Promise<void> {
-  const args = new Set(argv);
-  if (args.has('--help') || args.has('-h')) {
-    process.stderr.write(`${USAGE}\n`);
+  const parsed = parseArgs(argv);
+  if ('exit' in parsed) {
+    process.stderr.write(`${parsed.exit}\n`);
+    process.exitCode = parsed.code;
     return;
   }
-  if (args.has('--version')) {
-    process.stderr.write(`${SERVER_NAME} ${SERVER_VERSION}\n`);
-    return;
-  }
-  const unknown = [...args].filter((a) => !['--http', '--stdio', 'worker'].includes(a));
-  if (args.has('worker') && args.size > 1) {
-    process.stderr.write(`worker takes no other option.\n\n${USAGE}\n`);
-    process.exitCode = 2;
-    return;
-  }
-  if (unknown.length) {
-    process.stderr.write(`Unknown option(s): ${unknown.join(' ')}\n\n${USAGE}\n`);
-    process.exitCode = 2;
-    return;
-  }
-  if (fs.existsSync('.env')) process.loadEnvFile('.env');
+  const args = parsed;
 
   let config;
+  let settings: SettingsFile;
   try {
-    config = loadConfig(process.env);
+    settings = readSettingsFile(args.envFile, process.env);
+    // The environment wins over the file, as with any .env loader.
+    config = loadConfig({ ...settings.values, ...process.env });
     enabledTools(config, allTools); // unknown toolset or tool names stop start-up here, listing the valid ones
   } catch (err) {
     if (err instanceof ConfigError) {
@@ -56,6 +72,18 @@ async function main(argv: string[]): Promise<void> {
   }
   registerSecrets(configSecrets(config));
   const log = createLogger(config.logLevel);
+  if (settings.file) log.info({ file: settings.file, variables: Object.keys(settings.values) }, 'read settings file');
+  // Start-up notices go through the logger: stderr carries JSON lines only (log collectors parse them).
+  if (fs.existsSync('.env') && path.resolve('.env') !== settings.file) {
+    log.warn(
+      { file: path.resolve('.env') },
+      'a .env file in the working directory is not read (a file there could redirect your credentials): put settings in the environment, in .env in the data folder, or name the file with --env-file',
+    );
+  }
+  const custom = customProviderHosts(config);
+  if (custom.length) {
+    log.warn({ hosts: custom }, "CS_MCP_ALLOW_CUSTOM_PROVIDER_HOSTS=true: provider credentials go to hosts that are not the providers' own");
+  }
   process.on('uncaughtException', (err) => log.error({ err }, 'uncaught exception'));
   process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection'));
 
@@ -78,7 +106,7 @@ async function main(argv: string[]): Promise<void> {
     })();
   };
 
-  if (args.has('worker')) {
+  if (args.worker) {
     // Headless: the scheduler and the outbox run (started with the services); no MCP transport.
     // The inbound-webhook HTTP listener will be mounted here (one place, so the worker serves it too).
     setInterval(() => undefined, 3_600_000); // the loops' timers are unref'd; the worker lives until a signal
@@ -92,7 +120,7 @@ async function main(argv: string[]): Promise<void> {
     return;
   }
 
-  if (args.has('--http')) {
+  if (args.http) {
     let running;
     try {
       running = await serveHttp(services);

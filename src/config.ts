@@ -1,13 +1,19 @@
+import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { parseEnv } from 'node:util';
 import { z } from 'zod';
 import type { RenderBudget } from './engine/campaigns/plan.js';
 import { APPROVAL_POLICIES, type ApprovalPolicy } from './safety/approval.js';
 
 /**
- * Every setting comes from the environment (a `.env` file is loaded by the CLI first), validated here
- * once. Missing provider credentials are not an error: those tools answer `not_configured` instead.
+ * Every setting comes from the environment (plus, at most, one settings file the user chose: see
+ * `readSettingsFile`), validated here once. Missing provider credentials are not an error: those tools
+ * answer `not_configured` instead.
  */
+
+/** 32 MiB: every tool field at its schema maximum fits, with room to spare (see README, "Limits"). */
+export const DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024;
 
 const emptyToUndefined = (v: unknown) => (typeof v === 'string' && v.trim() === '' ? undefined : v);
 const optionalString = z.preprocess(emptyToUndefined, z.string().trim().optional());
@@ -52,6 +58,11 @@ const envSchema = z.object({
   MCP_HTTP_PORT: int(3000, 0, 65535),
   MCP_HTTP_TOKEN: optionalString,
   MCP_HTTP_ALLOWED_HOSTS: optionalString,
+  MCP_HTTP_MAX_SESSIONS: int(100, 1, 10_000),
+  MCP_HTTP_SESSION_IDLE_MS: int(30 * 60_000, 50, 7 * 86_400_000),
+  MCP_HTTP_STATELESS: bool(false),
+  MCP_MAX_REQUEST_BYTES: int(DEFAULT_MAX_REQUEST_BYTES, 1024 * 1024, 512 * 1024 * 1024),
+  CS_MCP_ALLOW_CUSTOM_PROVIDER_HOSTS: bool(false),
 
   RETRY_MAX_RETRIES: int(3, 0, 10),
   RETRY_BASE_DELAY_MS: int(1000, 0, 60_000),
@@ -131,7 +142,17 @@ export interface Config {
   dataDir: string;
   /** `postgres://…` for PostgreSQL; otherwise the SQLite file path. */
   database: { kind: 'postgres'; url: string } | { kind: 'sqlite'; file: string };
-  http: { host: string; port: number; token?: string; allowedHosts?: string[] };
+  http: {
+    host: string;
+    port: number;
+    token?: string;
+    allowedHosts?: string[];
+    maxSessions: number;
+    sessionIdleMs: number;
+    stateless: boolean;
+  };
+  /** Largest MCP request accepted, in bytes (an HTTP body or one stdio line). */
+  maxRequestBytes: number;
   resilience: ResilienceConfig;
   intercom: { accessToken?: string; baseUrl: string; adminId?: string };
   sendgrid: {
@@ -228,6 +249,18 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError(`Invalid configuration:\n  ${lines.join('\n  ')}\nFix the variable(s) above (see README, "Configuration") and start again.`);
   }
   const e = parsed.data;
+  if (!e.CS_MCP_ALLOW_CUSTOM_PROVIDER_HOSTS) {
+    const wrong = (Object.keys(PROVIDER_HOSTS) as Array<keyof typeof PROVIDER_HOSTS>).filter((name) => !isProviderOwnHost(name, e[name]));
+    if (wrong.length) {
+      throw new ConfigError(
+        `Refusing to send provider credentials to a host that is not the provider's own:\n  ${wrong
+          .map((name) => `${name}=${JSON.stringify(e[name])}: must be one of ${PROVIDER_HOSTS[name].map((h) => `https://${h}`).join(', ')}`)
+          .join('\n  ')}\n` +
+          'To use another host on purpose (a proxy you run, or a test stand-in), set CS_MCP_ALLOW_CUSTOM_PROVIDER_HOSTS=true in the environment ' +
+          'the server is started with (a settings file cannot set it).',
+      );
+    }
+  }
   const dataDir = path.resolve(e.CS_MCP_DATA_DIR ?? defaultDataDir(env));
   let database: Config['database'];
   const dbUrl = e.DATABASE_URL;
@@ -243,8 +276,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       host: e.MCP_HTTP_HOST,
       port: e.MCP_HTTP_PORT,
       token: e.MCP_HTTP_TOKEN,
-      allowedHosts: e.MCP_HTTP_ALLOWED_HOSTS?.split(',').map((h) => h.trim()).filter(Boolean),
+      allowedHosts: e.MCP_HTTP_ALLOWED_HOSTS?.split(',').map((h) => h.trim().toLowerCase()).filter(Boolean),
+      maxSessions: e.MCP_HTTP_MAX_SESSIONS,
+      sessionIdleMs: e.MCP_HTTP_SESSION_IDLE_MS,
+      stateless: e.MCP_HTTP_STATELESS,
     },
+    maxRequestBytes: e.MCP_MAX_REQUEST_BYTES,
     resilience: {
       maxRetries: e.RETRY_MAX_RETRIES,
       baseDelayMs: e.RETRY_BASE_DELAY_MS,
@@ -315,6 +352,75 @@ function list(v: string | undefined): string[] | undefined {
   return items?.length ? items : undefined;
 }
 
+/**
+ * The hosts each provider's credentials may go to without CS_MCP_ALLOW_CUSTOM_PROVIDER_HOSTS: the
+ * providers' own API hosts, regional ones included. https only.
+ */
+export const PROVIDER_HOSTS = {
+  INTERCOM_BASE_URL: ['api.intercom.io', 'api.eu.intercom.io', 'api.au.intercom.io'],
+  SENDGRID_BASE_URL: ['api.sendgrid.com', 'api.eu.sendgrid.com'],
+  MIXPANEL_API_HOST: ['api.mixpanel.com', 'api-eu.mixpanel.com', 'api-in.mixpanel.com'],
+} as const;
+
+function isProviderOwnHost(name: keyof typeof PROVIDER_HOSTS, value: string): boolean {
+  let u: URL;
+  try {
+    u = new URL(value);
+  } catch {
+    return false;
+  }
+  const hosts: readonly string[] = PROVIDER_HOSTS[name];
+  return u.protocol === 'https:' && hosts.includes(u.hostname) && !u.port && !u.username && !u.password && (u.pathname === '/' || u.pathname === '') && !u.search && !u.hash;
+}
+
+/** The provider base URLs in use that are not the providers' own (only possible with the opt-in), for the start-up notice. */
+export function customProviderHosts(config: Config): string[] {
+  const inUse = { INTERCOM_BASE_URL: config.intercom.baseUrl, SENDGRID_BASE_URL: config.sendgrid.baseUrl, MIXPANEL_API_HOST: config.mixpanel.apiHost };
+  return (Object.keys(inUse) as Array<keyof typeof inUse>).filter((k) => !isProviderOwnHost(k, inUse[k])).map((k) => `${k}=${inUse[k]}`);
+}
+
+/**
+ * Settings files may set credentials and tuning, never where data and credentials go: a file is easier
+ * to plant than an environment, and a planted INTERCOM_BASE_URL would receive the user's token.
+ */
+const FORBIDDEN_IN_SETTINGS_FILE =
+  /^(DATABASE_URL|CS_MCP_DATA_DIR|CS_MCP_ENV_FILE|CS_MCP_ALLOW_CUSTOM_PROVIDER_HOSTS|[A-Z0-9_]*_BASE_URL|[A-Z0-9_]*_API_HOST|SLACK_WEBHOOK_URL|AUTOMATION_WEBHOOK_ALLOWED_HOSTS)$/;
+
+export interface SettingsFile {
+  /** The file read, if any. */
+  file?: string;
+  values: Record<string, string>;
+}
+
+/**
+ * The one settings file the server reads, if any: the path given with --env-file, else CS_MCP_ENV_FILE,
+ * else `.env` in the server's data folder (CS_MCP_DATA_DIR or the per-user default). Never a file in the
+ * working directory, which is wherever a client happens to start the server. Only the real environment
+ * (`env`) decides which file; its values never override the environment.
+ */
+export function readSettingsFile(explicitPath: string | undefined, env: NodeJS.ProcessEnv = process.env): SettingsFile {
+  const named = explicitPath ?? emptyToUndefined(env.CS_MCP_ENV_FILE);
+  const file = typeof named === 'string' ? path.resolve(named) : path.join(path.resolve(env.CS_MCP_DATA_DIR?.trim() || defaultDataDir(env)), '.env');
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    if (named === undefined && (err as NodeJS.ErrnoException).code === 'ENOENT') return { values: {} };
+    throw new ConfigError(`Cannot read the settings file ${file} (${explicitPath ? '--env-file' : 'CS_MCP_ENV_FILE'}): ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}.`);
+  }
+  const values = parseEnv(text) as Record<string, string>;
+  const forbidden = Object.keys(values).filter((k) => FORBIDDEN_IN_SETTINGS_FILE.test(k));
+  if (forbidden.length) {
+    throw new ConfigError(
+      `The settings file ${file} sets ${forbidden.join(', ')}, which a settings file may not set: ` +
+        'DATABASE_URL, CS_MCP_DATA_DIR, the provider hosts (*_BASE_URL, *_API_HOST), the automations\' destinations (SLACK_WEBHOOK_URL, ' +
+        'AUTOMATION_WEBHOOK_ALLOWED_HOSTS) and CS_MCP_ALLOW_CUSTOM_PROVIDER_HOSTS decide where your data and credentials go. ' +
+        'Remove them from the file and set them in the environment the server is started with (for Claude Desktop, the "env" block of its configuration).',
+    );
+  }
+  return { file, values };
+}
+
 /** Every secret value in the config, so the logger and error shaping can scrub them from any text. */
 export function configSecrets(config: Config): string[] {
   return [
@@ -323,11 +429,15 @@ export function configSecrets(config: Config): string[] {
     config.sendgrid.apiKey,
     config.mixpanel.projectToken,
     config.mixpanel.serviceAccountSecret,
+    // Sent as HTTP Basic "user:secret": its base64 is a credential of its own.
+    config.mixpanel.serviceAccountUsername && config.mixpanel.serviceAccountSecret
+      ? `${config.mixpanel.serviceAccountUsername}:${config.mixpanel.serviceAccountSecret}`
+      : undefined,
     config.mixpanel.apiSecret,
     config.automations.webhookSecret,
     config.automations.slackWebhookUrl,
     config.database.kind === 'postgres' ? passwordOf(config.database.url) : undefined,
-  ].filter((s): s is string => typeof s === 'string' && s.length >= 4);
+  ].filter((s): s is string => typeof s === 'string');
 }
 
 function passwordOf(dbUrl: string): string | undefined {

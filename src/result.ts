@@ -115,7 +115,7 @@ export function invalidInput(message: string, details?: Record<string, unknown>)
 export function notConfigured(provider: ProviderName, variables: string[]): ToolError {
   return new ToolError(
     'not_configured',
-    `${PROVIDER_LABEL[provider]} is not configured: set ${variables.join(' and ')} in the server's environment (or .env) and restart the server.`,
+    `${PROVIDER_LABEL[provider]} is not configured: set ${variables.join(' and ')} in the server's environment (or its settings file, .env in the data folder) and restart the server.`,
     { provider },
   );
 }

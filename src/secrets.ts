@@ -1,26 +1,62 @@
 /**
  * One place that knows the secret values in use, so any text leaving the process (logs, error
  * messages, tool results) can be scrubbed of them, whatever code path produced it.
+ *
+ * Only the configured values are redacted — as written and in every encoding they travel in (URL
+ * encoding, JSON escaping, the base64 of HTTP Basic credentials) — never ordinary words: tool results
+ * carry customer data ("Basic Fitness Studio", "a bearer of good news"), and a model would write a
+ * redacted name back into the roster.
  */
-const known = new Set<string>();
 
-export function registerSecrets(values: Iterable<string | undefined>): void {
-  for (const v of values) if (v && v.length >= 4) known.add(v);
+/** Shorter values are not scrubbed: they would match ordinary text, and are no secret anyway. */
+export const MIN_SECRET_LENGTH = 8;
+
+const known = new Set<string>();
+let matcher: RegExp | undefined;
+
+/** The forms a credential takes on its way out: raw, URL-encoded, JSON-escaped, and base64 as HTTP Basic sends it. */
+function forms(secret: string): string[] {
+  const out = new Set([secret, encodeURIComponent(secret), JSON.stringify(secret).slice(1, -1)]);
+  // Basic auth: "user:secret", "secret:" (secret as user name, e.g. Mixpanel's API secret) or ":secret".
+  for (const plain of [secret, `${secret}:`, `:${secret}`]) {
+    const b64 = Buffer.from(plain).toString('base64');
+    out.add(b64);
+    out.add(b64.replace(/=+$/, ''));
+    out.add(Buffer.from(plain).toString('base64url'));
+  }
+  return [...out].filter((f) => f.length >= MIN_SECRET_LENGTH);
 }
 
-const PATTERNS: RegExp[] = [
-  /(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]{6,}/gi, // Authorization header values
-  /SG\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}/g, // SendGrid API keys
+export function registerSecrets(values: Iterable<string | undefined>): void {
+  let changed = false;
+  for (const v of values) {
+    if (!v || v.length < MIN_SECRET_LENGTH) continue;
+    for (const f of forms(v)) {
+      if (!known.has(f)) {
+        known.add(f);
+        changed = true;
+      }
+    }
+  }
+  if (changed) {
+    // Longest first, so a secret that contains another is redacted whole.
+    const alternatives = [...known].sort((a, b) => b.length - a.length).map((s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'));
+    matcher = new RegExp(alternatives.join('|'), 'g');
+  }
+}
+
+/**
+ * Credentials we were not told about but can recognise without touching prose: a complete SendGrid key
+ * (SG.<22>.<43>), and the value of an Authorization header written out as a header.
+ */
+const PATTERNS: Array<[RegExp, string]> = [
+  [/\bSG\.[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}/g, '[REDACTED]'],
+  [/(\bauthorization["']?\s*[:=]\s*["']?(?:Bearer|Basic|Token)\s+)[A-Za-z0-9._~+/=-]+/gi, '$1[REDACTED]'],
 ];
 
 export function scrubSecrets(text: string): string {
-  let out = text;
-  for (const secret of known) {
-    if (out.includes(secret)) out = out.split(secret).join('[REDACTED]');
-    const encoded = encodeURIComponent(secret);
-    if (encoded !== secret && out.includes(encoded)) out = out.split(encoded).join('[REDACTED]');
-  }
-  for (const p of PATTERNS) out = out.replace(p, (m) => (m.includes(' ') ? `${m.split(/\s+/)[0]} [REDACTED]` : '[REDACTED]'));
+  let out = matcher ? text.replace(matcher, '[REDACTED]') : text;
+  for (const [p, replacement] of PATTERNS) out = out.replace(p, replacement);
   return out;
 }
 
@@ -28,15 +64,13 @@ export function scrubSecrets(text: string): string {
 export function scrubValue<T>(value: T): T {
   if (typeof value === 'string') return scrubSecrets(value) as T;
   if (Array.isArray(value)) return value.map((v) => scrubValue(v)) as T;
-  if (value && typeof value === 'object') {
-    const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(value)) out[k] = scrubValue(v);
-    return out as T;
-  }
+  // fromEntries defines own properties, so even a "__proto__" key from provider data stays a plain key.
+  if (value && typeof value === 'object') return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, scrubValue(v)])) as T;
   return value;
 }
 
 /** For tests. */
 export function clearSecrets(): void {
   known.clear();
+  matcher = undefined;
 }

@@ -10,6 +10,7 @@ import {
   McpError,
   ReadResourceRequestSchema,
   type CallToolResult,
+  type ListToolsResult,
 } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
 import type { Logger } from '../log.js';
@@ -17,6 +18,8 @@ import { fromZodError, toErrorBody, ToolError } from '../result.js';
 import { createApprover, supportsElicitation } from '../safety/approval.js';
 import { scrubValue } from '../secrets.js';
 import type { Services } from '../services.js';
+import { rejectUnsafeArguments } from './argument-guards.js';
+import { withoutTypeArrays } from './json-schema.js';
 import { boundResult, MAX_RESULT_BYTES } from './bound-result.js';
 import { annotationsFor, publishedOutputSchema, successSchema, type AnyToolDefinition } from './tool.js';
 
@@ -30,10 +33,36 @@ export interface ResourceDefinition {
   read(params: Record<string, string>, services: Services): Promise<unknown>;
 }
 
-function jsonSchema(schema: z.ZodType, io: 'input' | 'output') {
-  const out = z.toJSONSchema(schema, { io, unrepresentable: 'any' }) as Record<string, unknown>;
+/** What tools/list publishes: JSON Schema every major client reads (no `type` arrays: see json-schema.ts). */
+export function jsonSchema(schema: z.ZodType, io: 'input' | 'output') {
+  const out = withoutTypeArrays(z.toJSONSchema(schema, { io, unrepresentable: 'any' }) as Record<string, unknown>);
   delete out.$schema;
   return out as { type: 'object'; [k: string]: unknown };
+}
+
+/**
+ * What registration derives from the declarations, computed once per tool list: Streamable HTTP builds
+ * a server per session (or per request when stateless), and converting every schema each time cost
+ * ~0.5 MB and ~10 ms per server.
+ */
+const derived = new WeakMap<AnyToolDefinition[], { listed: unknown[]; strictOutput: Map<string, z.ZodType> }>();
+function deriveOnce(tools: AnyToolDefinition[]) {
+  let d = derived.get(tools);
+  if (!d) {
+    d = {
+      listed: tools.map((t) => ({
+        name: t.name,
+        title: t.title,
+        description: t.description,
+        inputSchema: jsonSchema(t.input, 'input'),
+        outputSchema: jsonSchema(publishedOutputSchema(t), 'output'),
+        annotations: annotationsFor(t),
+      })),
+      strictOutput: new Map(tools.map((t) => [t.name, successSchema(t)])),
+    };
+    derived.set(tools, d);
+  }
+  return d;
 }
 
 /**
@@ -47,17 +76,9 @@ function jsonSchema(schema: z.ZodType, io: 'input' | 'output') {
  */
 export function registerTools(server: Server, tools: AnyToolDefinition[], services: Services, log: Logger): void {
   const byName = new Map(tools.map((t) => [t.name, t]));
-  const listed = tools.map((t) => ({
-    name: t.name,
-    title: t.title,
-    description: t.description,
-    inputSchema: jsonSchema(t.input, 'input'),
-    outputSchema: jsonSchema(publishedOutputSchema(t), 'output'),
-    annotations: annotationsFor(t),
-  }));
-  const strictOutput = new Map(tools.map((t) => [t.name, successSchema(t)]));
+  const { listed, strictOutput } = deriveOnce(tools);
 
-  server.setRequestHandler(ListToolsRequestSchema, async () => ({ tools: listed }));
+  server.setRequestHandler(ListToolsRequestSchema, async () => ({ tools: listed as ListToolsResult['tools'] }));
 
   const { safety } = services.config;
   const approvalOptions = { policy: safety.approval, threshold: safety.approvalThreshold, timeoutMs: safety.approvalTimeoutMs };
@@ -93,7 +114,9 @@ export function registerTools(server: Server, tools: AnyToolDefinition[], servic
       });
     };
     try {
-      const parsed = tool.input.safeParse(request.params.arguments ?? {});
+      const args = request.params.arguments ?? {};
+      rejectUnsafeArguments(args, tool.name);
+      const parsed = tool.input.safeParse(args);
       if (!parsed.success) throw fromZodError(parsed.error, `Invalid arguments for ${tool.name}`);
       const data = await tool.handle(parsed.data, {
         services,

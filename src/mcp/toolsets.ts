@@ -7,7 +7,18 @@ import { TOOLSETS, type AnyToolDefinition } from './tool.js';
  * keeps the named toolsets (plus `status`); CS_MCP_TOOLS_DENY removes tools by name. An unknown name
  * stops start-up, listing the valid ones.
  */
+const chosen = new WeakMap<Config, { from: AnyToolDefinition[]; tools: AnyToolDefinition[] }>();
+
+/** The same array for the same config: registration derives schemas once per tool list (see register.ts). */
 export function enabledTools(config: Config, tools: AnyToolDefinition[]): AnyToolDefinition[] {
+  const known = chosen.get(config);
+  if (known?.from === tools) return known.tools;
+  const enabled = chooseTools(config, tools);
+  chosen.set(config, { from: tools, tools: enabled });
+  return enabled;
+}
+
+function chooseTools(config: Config, tools: AnyToolDefinition[]): AnyToolDefinition[] {
   const { readOnly, toolsets, toolsDeny } = config.safety;
   const unknownSets = (toolsets ?? []).filter((t) => !(TOOLSETS as readonly string[]).includes(t));
   if (unknownSets.length) {

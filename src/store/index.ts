@@ -7,6 +7,7 @@ import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import { migrations } from './migrations/index.js';
 import { CustomerEventLog, type CustomerEventInput } from './customer-events.js';
+import { withNulGuard } from './nul-guard.js';
 import { RosterRepository } from './roster.js';
 import { ImmediateSqliteDialect } from './sqlite-dialect.js';
 import type { Database } from './schema.js';
@@ -47,7 +48,7 @@ function createDb(config: Config, log: Logger): { db: Kysely<Database>; dialect:
     // An idle connection dropped by the server (restart, failover) must not crash the process: the
     // pool discards it and the next query opens a fresh one.
     pool.on('error', (err) => log.warn({ err: { message: err.message, code: (err as { code?: string }).code } }, 'PostgreSQL dropped an idle connection'));
-    return { db: new Kysely<Database>({ dialect: new PostgresDialect({ pool }) }), dialect: 'postgres' };
+    return { db: new Kysely<Database>({ dialect: withNulGuard(new PostgresDialect({ pool })) }), dialect: 'postgres' };
   }
   const file = config.database.file;
   fs.mkdirSync(path.dirname(file), { recursive: true });
@@ -57,7 +58,7 @@ function createDb(config: Config, log: Logger): { db: Kysely<Database>; dialect:
   sqlite.pragma('synchronous = NORMAL');
   sqlite.pragma('busy_timeout = 5000');
   sqlite.pragma('foreign_keys = ON');
-  return { db: new Kysely<Database>({ dialect: new ImmediateSqliteDialect({ database: sqlite }) }), dialect: 'sqlite' };
+  return { db: new Kysely<Database>({ dialect: withNulGuard(new ImmediateSqliteDialect({ database: sqlite })) }), dialect: 'sqlite' };
 }
 
 export async function migrateToLatest(db: Kysely<Database>): Promise<string[]> {

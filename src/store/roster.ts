@@ -408,12 +408,23 @@ export class RosterRepository {
   }
 }
 
-function decodeCursor(cursor: string, sort: { field: string; direction: string }): [unknown, string] {
+/**
+ * A cursor is [sort field, direction, sort key, client_id], as listClients wrote it. Every part is checked,
+ * types included: a crafted key (an object, a string where a number belongs) must be invalid_input, not
+ * a database error.
+ */
+function decodeCursor(cursor: string, sort: { field: SortField; direction: string }): [string | number, string] {
+  let v: unknown;
   try {
-    const [field, dir, k, id] = JSON.parse(Buffer.from(cursor, 'base64url').toString()) as [string, string, unknown, string];
-    if (field === sort.field && dir === sort.direction && typeof id === 'string') return [k, id];
+    v = JSON.parse(Buffer.from(cursor, 'base64url').toString());
   } catch {
-    // fall through
+    v = undefined;
+  }
+  if (Array.isArray(v) && v.length === 4) {
+    const [field, dir, k, id] = v as unknown[];
+    const numeric = sort.field === 'health_score' || sort.field === 'mrr';
+    const keyOk = numeric ? typeof k === 'number' && Number.isFinite(k) : typeof k === 'string' && k.length <= 1000;
+    if (field === sort.field && dir === sort.direction && keyOk && typeof id === 'string' && id.length <= 200) return [k as string | number, id];
   }
   throw invalidInput('cursor does not belong to this sort order (or was not returned by this server). Call list_clients again without a cursor.', { field: 'cursor' });
 }

@@ -67,8 +67,9 @@ export class TimelineRepository {
     if (f.since) q = q.where('occurred_at', '>=', f.since);
     if (f.until) q = q.where('occurred_at', '<=', f.until);
     if (cursor) {
-      const id = Number(cursor);
-      if (!Number.isInteger(id)) throw invalidInput('cursor is not one this server returned; call again without it.', { field: 'cursor' });
+      // An entry id as this server writes it: digits only, within the safe integer range of both databases.
+      const id = /^\d{1,15}$/.test(cursor) ? Number(cursor) : NaN;
+      if (!Number.isSafeInteger(id)) throw invalidInput('cursor is not one this server returned; call again without it.', { field: 'cursor' });
       q = q.where('entry_id', '<', id);
     }
     const rows = await q.orderBy('entry_id', 'desc').limit(limit + 1).execute();

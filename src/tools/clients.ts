@@ -260,8 +260,13 @@ export const clientTools = [
       errors_truncated: z.boolean(),
     },
     async handle({ file_path, skip_invalid, actor }, { services, progress, log }) {
-      const r = await importClientsCsv(services.store, file_path, { skipInvalid: skip_invalid, actor, onProgress: (n) => progress(n), log });
-      if (r.imported) services.automations.wake();
+      const r = await importClientsCsv(services.store, file_path, {
+        skipInvalid: skip_invalid,
+        actor,
+        onProgress: (n, phase) => progress(n, undefined, `${phase} row ${n}`),
+        log,
+      });
+      if (r.imported) services.automations.wake(); // health, stage and renewal changes may trigger automations
       return r;
     },
   }),

@@ -2,16 +2,19 @@ import { z } from 'zod';
 import { defineTool, type ToolContext } from '../mcp/tool.js';
 import type { BulkOutcome, BulkRecipient, MailContent, MailOptions } from '../providers/sendgrid/service.js';
 import { invalidInput } from '../result.js';
+import { EMAIL_MAX_LENGTH } from '../validation.js';
 import { idempotencyKey, overrideConsent, replayed } from './safety-fields.js';
 
 const PROBLEMS = 100;
 /** A subject is one header line. */
 const subject = z.string().min(1).max(998).regex(/^[^\r\n]*$/, 'one line: no line breaks (CR/LF)');
 
-const address = z.object({ email: z.string().min(3).max(320), name: z.string().max(200).optional() });
+/** An address as published (format: email); the service checks it and names every bad one in its error. */
+const emailString = z.string().min(3).max(EMAIL_MAX_LENGTH).meta({ format: 'email' });
+const address = z.object({ email: emailString, name: z.string().max(200).optional() });
 /** One address ("a@b.com") or a list of addresses / {email, name}. Validated by the service, naming the bad ones. */
 const recipients = z
-  .union([z.string().min(3), z.array(z.union([z.string().min(3), address])).min(1).max(1000)])
+  .union([emailString, z.array(z.union([emailString, address])).min(1).max(1000)])
   .describe('one address, or a list of addresses or {email, name}');
 const toAddresses = (to: z.output<typeof recipients>) => (Array.isArray(to) ? to : [to]).map((a) => (typeof a === 'string' ? { email: a.trim() } : a));
 

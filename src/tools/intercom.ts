@@ -3,12 +3,13 @@ import { defineTool, type ToolContext } from '../mcp/tool.js';
 import type { IntercomContact, RecipientSpec } from '../providers/intercom/service.js';
 import { invalidInput } from '../result.js';
 import type { ActivityInput } from '../store/index.js';
+import { emailAddress } from '../validation.js';
 import { recordForRecipient } from './events.js';
 import { idempotencyKey, overrideConsent, replayed } from './safety-fields.js';
 
 /** Exactly one of these names the recipient; the service checks and explains. */
 const recipient = {
-  user_email: z.string().email().optional().describe("the contact's email"),
+  user_email: emailAddress.optional().describe("the contact's email"),
   user_id: z.string().min(1).max(255).optional().describe('your own user id for the contact (Intercom external_id)'),
   contact_id: z.string().min(1).max(64).optional().describe("Intercom's contact id"),
 };
@@ -214,7 +215,7 @@ export const intercomTools = [
     idempotent: true,
     openWorld: true,
     input: z.object({
-      email: z.string().email(),
+      email: emailAddress,
       user_id: z.string().min(1).max(255).optional().describe('your own user id (external_id)'),
       name: z.string().min(1).max(255).optional(),
       phone: z.string().min(1).max(50).optional(),

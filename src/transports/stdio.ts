@@ -1,15 +1,43 @@
 import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
 import { createMcpServer } from '../server.js';
 import type { Services } from '../services.js';
+import { BoundedLineReader, identifyRequest, type OversizedLine } from './stdio-limit.js';
 
 /** MCP over stdin/stdout. stdout carries protocol messages only; logs go to stderr. */
 export async function serveStdio(services: Services, onClosed: () => void): Promise<void> {
+  const limit = services.config.maxRequestBytes;
+  const log = services.log.child({ transport: 'stdio' });
   const server = createMcpServer(services);
-  const transport = new StdioServerTransport();
+  const reader = new BoundedLineReader(limit, (line) => answerOversized(line, limit, log));
+  process.stdin.pipe(reader);
+  // The reader passes one whole line per chunk, each within the limit: the SDK's buffer only needs room for one.
+  const transport = new StdioServerTransport(reader, process.stdout, { maxBufferSize: limit + 1024 });
   // The client closing stdin is the normal way a stdio server is told to stop.
   process.stdin.once('end', onClosed);
   process.stdin.once('close', onClosed);
   server.onclose = onClosed;
   await server.connect(transport);
-  services.log.info('serving MCP over stdio');
+  log.info({ max_request_bytes: limit }, 'serving MCP over stdio');
+}
+
+/**
+ * A request over MCP_MAX_REQUEST_BYTES was dropped unread: answer it, so the client is not left waiting.
+ * A tool call gets the tool-result contract (invalid_input), anything else a JSON-RPC error.
+ */
+function answerOversized(line: OversizedLine, limit: number, log: Services['log']): void {
+  const { method, id } = identifyRequest(line);
+  log.warn({ bytes: line.bytes, limit, method, id }, 'dropped a message over MCP_MAX_REQUEST_BYTES');
+  if (method === undefined || id === undefined) return; // a notification or a response: nobody waits for an answer
+  const message =
+    `The request is ${line.bytes} bytes, over this server's limit of ${limit} bytes (MCP_MAX_REQUEST_BYTES); nothing was done. ` +
+    'Send less in one call (shorter text, fewer recipients per call), or raise MCP_MAX_REQUEST_BYTES in the server environment.';
+  const details = { size_bytes: line.bytes, limit_bytes: limit };
+  const answer =
+    method === 'tools/call'
+      ? (() => {
+          const structured = { success: false, error: { code: 'invalid_input', message, retryable: false, details } };
+          return { jsonrpc: '2.0', id, result: { content: [{ type: 'text', text: JSON.stringify(structured) }], structuredContent: structured, isError: true } };
+        })()
+      : { jsonrpc: '2.0', id, error: { code: -32600, message, data: details } };
+  process.stdout.write(`${JSON.stringify(answer)}\n`);
 }

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { InMemoryTransport } from '@modelcontextprotocol/sdk/inMemory.js';
-import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import { ElicitRequestSchema, type CallToolResult, type ElicitRequest, type ElicitResult } from '@modelcontextprotocol/sdk/types.js';
 import { Writable } from 'node:stream';
 import { loadConfig, configSecrets } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
@@ -20,7 +20,11 @@ export function tempDataDir(prefix = 'csmcp-test-'): { dir: string; cleanup: () 
   return { dir, cleanup: () => fs.rmSync(dir, { recursive: true, force: true }) };
 }
 
-/** Test defaults: fast retries and breaker, no credentials, a private data folder. */
+/**
+ * Test defaults: fast retries and breaker, no credentials, a private data folder, and the opt-in that
+ * lets provider base URLs point at the loopback stand-ins (a test that checks the refusal removes it
+ * by passing CS_MCP_ALLOW_CUSTOM_PROVIDER_HOSTS: undefined).
+ */
 export function testEnv(extra: Record<string, string | undefined> = {}, dataDir?: string): Record<string, string> {
   const env: Record<string, string | undefined> = {
     LOG_LEVEL: 'silent',
@@ -31,6 +35,7 @@ export function testEnv(extra: Record<string, string | undefined> = {}, dataDir?
     CIRCUIT_BREAKER_RESET_MS: '500',
     HTTP_TIMEOUT_MS: '1000',
     CS_MCP_DATA_DIR: dataDir,
+    CS_MCP_ALLOW_CUSTOM_PROVIDER_HOSTS: 'true',
     ...extra,
   };
   return Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined)) as Record<string, string>;
@@ -46,7 +51,21 @@ export interface InMemoryHarness {
 }
 
 /** The real server (real services, real adapter) connected to the SDK client over an in-memory transport pair. */
-export async function startInMemory(env: Record<string, string>, overrides: ServiceOverrides = {}): Promise<InMemoryHarness> {
+/** How the test client presents itself: a person who answers elicitation requests, or a client that cannot. */
+export interface ClientOptions {
+  /** Answers elicitation/create as the person would; declares the elicitation capability. */
+  onElicit?: (request: ElicitRequest['params']) => ElicitResult | Promise<ElicitResult>;
+  name?: string;
+}
+
+/** An SDK client, with an elicitation handler when the test plays a person. */
+export function testClient(opts: ClientOptions = {}): Client {
+  const client = new Client({ name: opts.name ?? 'test-client', version: '1.0.0' }, { capabilities: opts.onElicit ? { elicitation: {} } : {} });
+  if (opts.onElicit) client.setRequestHandler(ElicitRequestSchema, (req) => opts.onElicit!(req.params));
+  return client;
+}
+
+export async function startInMemory(env: Record<string, string>, overrides: ServiceOverrides = {}, clientOptions: ClientOptions = {}): Promise<InMemoryHarness> {
   const config = loadConfig(env as NodeJS.ProcessEnv);
   registerSecrets(configSecrets(config));
   const logs: string[] = [];
@@ -60,7 +79,7 @@ export async function startInMemory(env: Record<string, string>, overrides: Serv
   const services = await createServices(config, log, overrides);
   const server = createMcpServer(services);
   const [clientTransport, serverTransport] = InMemoryTransport.createLinkedPair();
-  const client = new Client({ name: 'test-client', version: '1.0.0' });
+  const client = testClient(clientOptions);
   await Promise.all([server.connect(serverTransport), client.connect(clientTransport)]);
   return {
     client,
@@ -85,16 +104,17 @@ export interface StdioHarness {
 }
 
 /** The built binary (dist/cli.js) spawned over stdio, as Claude Desktop runs it. */
-export async function startStdio(env: Record<string, string>): Promise<StdioHarness> {
+export async function startStdio(env: Record<string, string>, opts: { cwd?: string; args?: string[] } & ClientOptions = {}): Promise<StdioHarness> {
   const transport = new StdioClientTransport({
     command: process.execPath,
-    args: [DIST_CLI],
+    args: [DIST_CLI, ...(opts.args ?? [])],
+    cwd: opts.cwd,
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env },
     stderr: 'pipe',
   });
   let stderr = '';
   transport.stderr?.on('data', (d) => (stderr += String(d)));
-  const client = new Client({ name: 'test-client', version: '1.0.0' });
+  const client = testClient(opts);
   await client.connect(transport);
   return {
     client,

@@ -4,19 +4,10 @@ import { startInMemory, startStdio, tempDataDir, testEnv, type InMemoryHarness }
 import { startIntercomStandIn, type IntercomStandIn } from '../stand-ins/intercom.js';
 import { startMixpanelStandIn, type MixpanelStandIn } from '../stand-ins/mixpanel.js';
 import { startSendGridStandIn, type SendGridStandIn } from '../stand-ins/sendgrid.js';
+import { until } from '../helpers/until.js';
 
 const SG_KEY = 'SG.campaignkey_abcdef.0123456789abcdef';
 const IC_TOKEN = 'intercom-campaign-token';
-
-async function until<T>(fn: () => Promise<T> | T, ok: (v: T) => boolean, ms = 20_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (ok(v)) return v;
-    if (Date.now() > end) throw new Error(`condition not reached within ${ms} ms (last: ${JSON.stringify(v).slice(0, 500)})`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 /** Mail-send requests the stand-in RECEIVED per address (a request that reached it may have been delivered). */
 function receivedPerAddress(sg: SendGridStandIn): Map<string, number> {
@@ -184,9 +175,12 @@ describe.each(dialects)('send_personalized_email on %s', (dialect) => {
 
   it('confirming the same token again sends nothing more and reports the campaign', async () => {
     const before = sg.matching(/^POST \/v3\/mail\/send/).length;
+    const campaigns = (await h.call('list_campaigns', {})).structuredContent.campaigns.length;
     const r = await h.call('send_personalized_email', { ...baseCampaign, confirmation_token: previewToken });
     expect(r.structuredContent).toMatchObject({ phase: 'confirmed', already_confirmed: true, campaign_id: campaignId });
-    await new Promise((res) => setTimeout(res, 200));
+    // Nothing new to deliver: no new campaign, no new row in this one, no request.
+    expect((await h.call('list_campaigns', {})).structuredContent.campaigns.length).toBe(campaigns);
+    expect((await h.call('get_campaign_status', { campaign_id: campaignId })).structuredContent.campaign.totals).toMatchObject({ total: 4, sent: 4 });
     expect(sg.matching(/^POST \/v3\/mail\/send/).length).toBe(before);
   });
 
@@ -199,7 +193,8 @@ describe.each(dialects)('send_personalized_email on %s', (dialect) => {
   });
 
   it('delivers through Intercom in-app, tracking email_campaign_received, and learns the Intercom id', async () => {
-    ic.seedContact({ email: 'peter@initech.example', name: 'Peter Gibbons' });
+    ic.seedContact({ email: 'peter@initech.example', role: 'lead' }); // an earlier visitor with the same email
+    const peter = ic.seedContact({ email: 'peter@initech.example', name: 'Peter Gibbons' });
     const args = { ...baseCampaign, campaign_name: 'Initech nudge', target_tier: undefined, target_client_ids: ['initech'], channels: ['intercom_inapp'] };
     const preview = await h.call('send_personalized_email', args);
     expect(preview.structuredContent.audience.per_channel).toEqual({ intercom_inapp: 1 });
@@ -207,12 +202,11 @@ describe.each(dialects)('send_personalized_email on %s', (dialect) => {
     const s = await h.call('get_campaign_status', { campaign_id: r.structuredContent.campaign_id, wait_seconds: 20 });
     expect(s.structuredContent.campaign.totals.sent).toBe(1);
     expect(ic.messages).toHaveLength(1);
-    expect(ic.messages[0]).toMatchObject({ message_type: 'inapp', from: { type: 'admin', id: '991' } });
+    expect(ic.messages[0]).toMatchObject({ message_type: 'inapp', from: { type: 'admin', id: '991' }, to: { type: 'user', id: peter.id } });
     await until(() => ic.events.length, (n) => n === 1);
     expect(ic.events[0]).toMatchObject({ event_name: 'email_campaign_received', metadata: { campaign_name: 'Initech nudge', template_type: 'health_check' } });
     const ov = await h.call('get_client_overview', { client_id: 'initech' });
     expect(ov.structuredContent.contacts[0].linked_to_intercom).toBe(true);
-    expect(ic.violations).toEqual([]);
   });
 
   it('a contact unknown to Intercom fails with a reason instead of being guessed', async () => {
@@ -262,7 +256,8 @@ describe('confirmation tokens expire', () => {
       await h.call('register_client', { client_id: 'hooli', name: 'Hooli', tier: 'enterprise', health_score: 60 });
       await h.call('upsert_contact', { client_id: 'hooli', email: 'gavin@hooli.example', first_name: 'Gavin' });
       const preview = await h.call('send_personalized_email', baseCampaign);
-      await new Promise((r) => setTimeout(r, 1100));
+      const expiresAt = Date.parse(preview.structuredContent.token_expires_at);
+      await until(() => Date.now() > expiresAt, { message: 'the token to expire' });
       const r = await h.call('send_personalized_email', { ...baseCampaign, confirmation_token: preview.structuredContent.confirmation_token });
       expect(r.structuredContent.error).toMatchObject({ code: 'invalid_input' });
       expect(r.structuredContent.error.message).toMatch(/expired/);
@@ -274,6 +269,40 @@ describe('confirmation tokens expire', () => {
       data.cleanup();
     }
   });
+});
+
+describe('a provider whose circuit opened mid-campaign', () => {
+  // Found by the crash drills: cockatiel only moves an open circuit to half-open when a call is made, so
+  // the waiting rows themselves must make that trial once the reset time has passed.
+  it('recovers: once the provider is healthy again, the queued rows are delivered', async () => {
+    const sg = await startSendGridStandIn({ apiKey: SG_KEY });
+    const data = tempDataDir();
+    const h = await startInMemory(
+      testEnv({ SENDGRID_API_KEY: SG_KEY, SENDGRID_BASE_URL: sg.url, SENDGRID_FROM_EMAIL: 'success@ourco.test', CAMPAIGN_DISPATCH_POLL_MS: '50' }, data.dir),
+    );
+    try {
+      await h.call('register_client', { client_id: 'hooli', name: 'Hooli', tier: 'enterprise', health_score: 60 });
+      await h.call('upsert_contact', { client_id: 'hooli', email: 'gavin@hooli.example', first_name: 'Gavin' });
+      await h.call('upsert_contact', { client_id: 'hooli', email: 'jared@hooli.example', first_name: 'Jared' });
+      // Two rows × three attempts of 503 (refused, so retried): five consecutive failures open the circuit.
+      sg.inject({ match: /^POST \/v3\/mail\/send/, times: 6, status: 503, body: { errors: [{ field: null, message: 'unavailable' }] } });
+      const preview = await h.call('send_personalized_email', baseCampaign);
+      const r = await h.call('send_personalized_email', { ...baseCampaign, confirmation_token: preview.structuredContent.confirmation_token });
+      await until(async () => (await h.call('integrations_status')).structuredContent.providers.find((p: any) => p.provider === 'sendgrid').circuit === 'open', {
+        message: 'the SendGrid circuit to open',
+      });
+      const done = await until(
+        () => h.call('get_campaign_status', { campaign_id: r.structuredContent.campaign_id }),
+        (s) => s.structuredContent.campaign.status === 'completed',
+        { timeoutMs: 6_000, message: 'the campaign to complete after the circuit could close again' },
+      );
+      expect(done.structuredContent.campaign.totals).toMatchObject({ sent: 2, total: 2 });
+    } finally {
+      await h.close();
+      await sg.stop();
+      data.cleanup();
+    }
+  }, 30_000);
 });
 
 describe('campaign durability across restarts', () => {
@@ -351,7 +380,7 @@ describe('campaign durability across restarts', () => {
       const s = await until(
         () => second.call('get_campaign_status', { campaign_id: campaignId }),
         (x) => x.structuredContent.campaign.totals.queued + x.structuredContent.campaign.totals.sending === 0,
-        30_000,
+        { timeoutMs: 30_000 },
       );
       await second.close();
 

@@ -15,8 +15,8 @@ interface Running {
 }
 
 /** Starts `node dist/cli.js --http` on a free port and reads the URL it prints. */
-async function startHttp(env: Record<string, string>, cwd?: string): Promise<Running> {
-  const child = spawn(process.execPath, [DIST_CLI, '--http'], { env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', MCP_HTTP_PORT: '0', ...env }, cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+async function startHttp(env: Record<string, string>, cwd?: string, args: string[] = []): Promise<Running> {
+  const child = spawn(process.execPath, [DIST_CLI, '--http', ...args], { env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', MCP_HTTP_PORT: '0', ...env }, cwd, stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr!.on('data', (d) => (stderr += String(d)));
   const exit = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
@@ -119,11 +119,14 @@ describe('CLI start-up checks', () => {
     d.cleanup();
   });
 
-  it('reads .env from the working directory, and SIGTERM stops it cleanly', async () => {
+  it('reads the settings file named with --env-file, and SIGTERM stops it cleanly', async () => {
     const d = tempDataDir();
-    fs.writeFileSync(path.join(d.dir, '.env'), `CS_MCP_DATA_DIR=${path.join(d.dir, 'from-dotenv')}\nLOG_LEVEL=info\n`);
-    const s = await startHttp({ MCP_HTTP_PORT: '0' }, d.dir);
-    expect(fs.existsSync(path.join(d.dir, 'from-dotenv', 'customer-success.db'))).toBe(true);
+    const file = path.join(d.dir, 'team.env');
+    fs.writeFileSync(file, 'LOG_LEVEL=info\nSENDGRID_FROM_NAME=Success Team\n');
+    const s = await startHttp({ MCP_HTTP_PORT: '0', CS_MCP_DATA_DIR: path.join(d.dir, 'data') }, d.dir, ['--env-file', file]);
+    expect(fs.existsSync(path.join(d.dir, 'data', 'customer-success.db'))).toBe(true);
+    expect(s.stderr()).toMatch(/"msg":"read settings file"/);
+    expect(s.stderr()).toContain('SENDGRID_FROM_NAME');
     s.child.kill('SIGTERM');
     expect(await s.exit).toBe(0);
     d.cleanup();

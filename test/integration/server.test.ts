@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DIST_CLI, startInMemory, startStdio, tempDataDir, testEnv, type InMemoryHarness } from '../helpers/mcp.js';
+import { exited, until } from '../helpers/until.js';
 
 describe('server wiring', () => {
   const data = tempDataDir();
@@ -71,10 +72,9 @@ describe('stdout is the protocol channel', () => {
     send({ jsonrpc: '2.0', method: 'notifications/initialized' });
     send({ jsonrpc: '2.0', id: 2, method: 'tools/list' });
     send({ jsonrpc: '2.0', id: 3, method: 'tools/call', params: { name: 'list_clients', arguments: { health_min: 500 } } });
-    const end = Date.now() + 10_000;
-    while (!stdout.includes('"id":3') && Date.now() < end) await new Promise((r) => setTimeout(r, 25));
+    await until(() => stdout.includes('"id":3'), { message: 'the answer to request 3 on stdout' });
     child.stdin.end();
-    await new Promise((r) => child.on('exit', r));
+    await exited(child);
     data.cleanup();
     const lines = stdout.split('\n').filter(Boolean);
     expect(lines).toHaveLength(3);

@@ -1,24 +1,27 @@
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { OpenApiContract } from '../helpers/openapi.js';
 import { HttpStandIn, type RecordedRequest, type Reply, type StandInOptions } from './http-stand-in.js';
 
 /**
  * A local Intercom (API 2.14) for tests: the endpoints the integration uses, in-memory state, answers
- * shaped like Intercom's, Bearer auth, X-RateLimit-* headers, fault injection, and every request body
- * validated against shared/contracts/intercom-2.14.yaml.
+ * shaped like Intercom's, Bearer auth, X-RateLimit-* headers, fault injection, and every request and
+ * answer validated against test/contracts/intercom-2.14.yaml. Contact search honours the description's
+ * operators and AND/OR nesting (with its limits), pages with `starting_after` cursors, counts every
+ * match, and lags creation (`searchLagMs`); a lead may share a user's email, as in Intercom.
  */
 
 let contract: OpenApiContract | undefined;
 
 /**
- * The published description with the four defects shared/contracts/README.md lists patched in this
- * test copy (the real API and intercom-client disagree with the file; our client must not bend to it):
+ * The published description with the defects test/contracts/README.md lists patched in this test copy
+ * (the real API and intercom-client disagree with the file; our client must not bend to it):
  * 1. create_message_request.message_type: the real API uses `inapp`, not `in_app`;
  * 2. create_message_request.from.id: admin ids are strings (GET /me returns strings);
  * 3. POST /contacts/{contact_id}/notes contact_id: a hex string, not an integer (path parameter);
  * 4. create_data_event_request.metadata: values may be numbers and booleans too, not only strings.
- * Also, as the README notes, single_filter_search_request.value is `nullable` without a type, which a
- * validator cannot compile: it is given "any value" here (search bodies are effectively unvalidated).
+ * 5. URLs the description itself calls relative (and shows as `/contacts/…/tags` in its examples) are
+ *    typed `format: uri`, which requires an absolute URI: they are checked as `uri-reference`.
+ * 6. addressable_list.type (`note`, `tag`, `company` in its own examples) is typed `format: uri`.
  */
 export function intercomContract(): OpenApiContract {
   contract ??= OpenApiContract.load('intercom-2.14.yaml', (doc: any) => {
@@ -27,12 +30,20 @@ export function intercomContract(): OpenApiContract {
     msg.from.properties.id = { type: 'string' };
     const notes = doc.paths['/contacts/{contact_id}/notes'].post.parameters.find((p: any) => p.name === 'contact_id');
     notes.schema = { type: 'string' };
-    doc.components.schemas.single_filter_search_request.properties.value = {};
     doc.components.schemas.create_data_event_request.properties.metadata.additionalProperties = {
       oneOf: [{ type: 'string' }, { type: 'number' }, { type: 'boolean' }],
     };
+    relativeUrisAsReferences(doc.components.schemas);
+    delete doc.components.schemas.addressable_list.properties.type.format;
   });
   return contract;
+}
+
+function relativeUrisAsReferences(node: any): void {
+  if (!node || typeof node !== 'object') return;
+  const relative = (typeof node.example === 'string' && node.example.startsWith('/')) || /relative/i.test(String(node.description ?? ''));
+  if (node.format === 'uri' && relative) node.format = 'uri-reference';
+  for (const child of Object.values(node)) relativeUrisAsReferences(child);
 }
 
 interface StoredContact {
@@ -56,7 +67,7 @@ interface StoredContact {
 
 const errorList = (status: number, code: string, message: string): Reply => ({
   status,
-  body: { type: 'error.list', request_id: randomBytes(8).toString('hex'), errors: [{ code, message }] },
+  body: { type: 'error.list', request_id: randomUUID(), errors: [{ code, message }] },
 });
 
 export interface IntercomStandInOptions extends Partial<StandInOptions> {
@@ -80,10 +91,10 @@ export class IntercomStandIn extends HttpStandIn {
     super(
       {
         name: 'intercom',
-        contract: intercomContract(),
-        contractPath: (r) => r.path,
+        contracts: [intercomContract()],
+        violationBody: (message) => errorList(422, 'contract_violation', message).body,
         authorize: (r) => (r.headers.authorization === `Bearer ${token}` ? undefined : errorList(401, 'unauthorized', 'Access Token Invalid')),
-        rateLimitedBody: { type: 'error.list', errors: [{ code: 'rate_limit_exceeded', message: 'Rate Limit Exceeded' }] },
+        rateLimitedBody: { type: 'error.list', request_id: randomUUID(), errors: [{ code: 'rate_limit_exceeded', message: 'Rate Limit Exceeded' }] },
         ...options,
       },
       (r) => this.routeRequest(r),
@@ -120,6 +131,32 @@ export class IntercomStandIn extends HttpStandIn {
     return { ...rest, tags: { type: 'list', data: tags.map((id) => ({ type: 'tag', id, url: `/tags/${id}` })), url: '/contacts/tags', total_count: tags.length, has_more: false } };
   }
 
+  /**
+   * POST /contacts/search as the description documents it: single filters and AND/OR groups (at most
+   * 2 levels of nesting, 15 filters a group), each operator only on the field types it supports,
+   * matches in creation order, `per_page` (default 50, at most 150) pages joined by `starting_after`.
+   */
+  private search(b: Record<string, any>): Reply {
+    let matches: (c: StoredContact) => boolean;
+    try {
+      matches = compileQuery(b.query, 0);
+    } catch (err) {
+      return errorList(400, 'invalid_query', (err as Error).message);
+    }
+    const perPage = b.pagination?.per_page ?? 50;
+    if (!Number.isInteger(perPage) || perPage < 1 || perPage > 150) return errorList(400, 'parameter_invalid', 'per_page must be between 1 and 150');
+    const all = [...this.contacts.values()].filter((c) => c.searchableAt <= Date.now() && matches(c));
+    const offset = b.pagination?.starting_after ? Number(Buffer.from(String(b.pagination.starting_after), 'base64url').toString()) : 0;
+    if (!Number.isInteger(offset) || offset < 0) return errorList(400, 'parameter_invalid', 'starting_after is not a cursor this API issued');
+    const data = all.slice(offset, offset + perPage).map((c) => this.view(c));
+    const totalPages = Math.ceil(all.length / perPage);
+    const next = offset + perPage < all.length ? { per_page: perPage, starting_after: Buffer.from(String(offset + perPage)).toString('base64url') } : undefined;
+    return {
+      status: 200,
+      body: { type: 'list', data, total_count: all.length, pages: { type: 'pages', page: Math.floor(offset / perPage) + 1, per_page: perPage, total_pages: totalPages, ...(next ? { next } : {}) } },
+    };
+  }
+
   private routeRequest(r: RecordedRequest): Reply | undefined {
     const b = (r.body ?? {}) as Record<string, any>;
     const now = Math.floor(Date.now() / 1000);
@@ -127,25 +164,21 @@ export class IntercomStandIn extends HttpStandIn {
     if (r.method === 'GET' && r.path === '/me') {
       return { status: 200, body: { type: 'admin', id: this.options.adminId ?? '991', name: 'Test Admin', email: 'admin@ourco.test', email_verified: true, app: { type: 'app', id_code: 'abc123' } } };
     }
-    if (r.method === 'POST' && r.path === '/contacts/search') {
-      const q = b.query ?? {};
-      const field = q.field === 'external_id' ? 'external_id' : 'email';
-      const value = String(q.value ?? '').toLowerCase();
-      const data = [...this.contacts.values()]
-        .filter((c) => c.searchableAt <= Date.now() && String(c[field] ?? '').toLowerCase() === value)
-        .map((c) => this.view(c));
-      return { status: 200, body: { type: 'list', data, total_count: data.length, pages: { type: 'pages', page: 1, per_page: b.pagination?.per_page ?? 50, total_pages: 1 } } };
-    }
+    if (r.method === 'POST' && r.path === '/contacts/search') return this.search(b);
     if (r.method === 'POST' && r.path === '/contacts') {
       const email = b.email ? String(b.email).toLowerCase() : null;
-      const dup = [...this.contacts.values()].find((c) => (email && c.email === email) || (b.external_id && c.external_id === b.external_id));
+      const role = b.role === 'lead' ? 'lead' : 'user';
+      // Users are unique by email and external_id; leads may share an email with a user or each other.
+      const dup =
+        role === 'user' &&
+        [...this.contacts.values()].find((c) => c.role === 'user' && ((email && c.email === email) || (b.external_id && c.external_id === b.external_id)));
       if (dup) return errorList(409, 'conflict', `A contact matching those details already exists with id=${dup.id}`);
       const c: StoredContact = {
         type: 'contact',
         id: randomBytes(12).toString('hex'),
         workspace_id: 'ws1',
         external_id: b.external_id ?? null,
-        role: b.role === 'lead' ? 'lead' : 'user',
+        role,
         email,
         phone: b.phone ?? null,
         name: b.name ?? null,
@@ -232,4 +265,69 @@ export class IntercomStandIn extends HttpStandIn {
 
 export async function startIntercomStandIn(options: IntercomStandInOptions = {}): Promise<IntercomStandIn> {
   return new IntercomStandIn(options).start();
+}
+
+const STRING_FIELDS = new Set(['id', 'role', 'name', 'email', 'email_domain', 'phone', 'external_id']);
+const DATE_FIELDS = new Set(['created_at', 'updated_at', 'signed_up_at', 'last_seen_at']);
+const STRING_OPERATORS = new Set(['=', '!=', 'IN', 'NIN', '~', '!~', '^', '$']);
+const DATE_OPERATORS = new Set(['=', '<', '>']); // matched by calendar day (UTC here); !=, <=, >=, IN, NIN are errors
+
+function fieldValue(c: StoredContact, field: string): unknown {
+  if (field === 'email_domain') return c.email?.split('@')[1] ?? null;
+  if (field.startsWith('custom_attributes.')) return c.custom_attributes[field.slice('custom_attributes.'.length)] ?? null;
+  return (c as unknown as Record<string, unknown>)[field] ?? null;
+}
+
+/** Turns a search query into a predicate, refusing what Intercom refuses (with its reason). */
+function compileQuery(q: any, depth: number): (c: StoredContact) => boolean {
+  if (!q || typeof q !== 'object') throw new Error('query is required');
+  if (q.operator === 'AND' || q.operator === 'OR') {
+    if (depth >= 2) throw new Error('There is a limit of 2 nested filters');
+    if (!Array.isArray(q.value) || q.value.length === 0) throw new Error(`${q.operator} needs an array of filters`);
+    if (q.value.length > 15) throw new Error(`There is a limit of 15 filters for each ${q.operator} group`);
+    const parts = q.value.map((f: unknown) => compileQuery(f, depth + 1));
+    return q.operator === 'AND' ? (c) => parts.every((p: (c: StoredContact) => boolean) => p(c)) : (c) => parts.some((p: (c: StoredContact) => boolean) => p(c));
+  }
+  const { field, operator, value } = q as { field: string; operator: string; value: unknown };
+  const isCustom = typeof field === 'string' && field.startsWith('custom_attributes.');
+  if (DATE_FIELDS.has(field)) {
+    if (!DATE_OPERATORS.has(operator)) throw new Error(`Operator ${operator} is not supported on date field ${field}`);
+    const day = Math.floor(Number(value) / 86_400);
+    if (!Number.isFinite(day)) throw new Error(`${field} needs a UNIX timestamp`);
+    return (c) => {
+      const v = fieldValue(c, field);
+      if (v === null) return false;
+      const d = Math.floor(Number(v) / 86_400);
+      return operator === '=' ? d === day : operator === '<' ? d < day : d > day;
+    };
+  }
+  if (!STRING_FIELDS.has(field) && !isCustom) throw new Error(`${String(field)} is not a searchable field`);
+  if (!STRING_OPERATORS.has(operator)) throw new Error(`Operator ${operator} is not supported on string field ${field}`);
+  const listOp = operator === 'IN' || operator === 'NIN';
+  if (listOp !== Array.isArray(value)) throw new Error(listOp ? `${operator} needs an array value` : `${operator} needs a single value`);
+  const norm = (v: unknown) => String(v).toLowerCase();
+  const wanted = listOp ? (value as unknown[]).map(norm) : [norm(value)];
+  const w = wanted[0]!;
+  return (c) => {
+    const raw = fieldValue(c, field);
+    const v = raw === null ? null : norm(raw);
+    switch (operator) {
+      case '=':
+        return v === w;
+      case '!=':
+        return v !== w;
+      case 'IN':
+        return v !== null && wanted.includes(v);
+      case 'NIN':
+        return v === null || !wanted.includes(v);
+      case '~':
+        return v !== null && v.includes(w);
+      case '!~':
+        return v === null || !v.includes(w);
+      case '^':
+        return v !== null && v.startsWith(w);
+      default: // '$'
+        return v !== null && v.endsWith(w);
+    }
+  };
 }

@@ -4,21 +4,40 @@ import { HttpStandIn, type RecordedRequest, type Reply, type StandInOptions } fr
 
 /**
  * A local SendGrid v3 (Mail Send, Stats): 202 + X-Message-Id, SendGrid's error list, Bearer auth,
- * X-RateLimit-* headers, the 1,000-personalization and 1,000-address limits, and every body validated
- * against shared/contracts/sendgrid-mail-v3.yaml.
+ * X-RateLimit-* headers (and, like SendGrid, 429s without them: `bare429Probability` or an injected
+ * fault with `withoutRateHeaders`), the 1,000-personalization and 1,000-address limits, and every
+ * request and answer validated against test/contracts/sendgrid-mail-v3.yaml and sendgrid-stats-v3.yaml.
  */
 
 let contract: OpenApiContract | undefined;
+let statsContract: OpenApiContract | undefined;
 
-/** The published description, with the one defect shared/contracts/README.md lists patched in this
- * test copy: top-level custom_args is an object of strings (the file types it as a string). */
+/**
+ * The published description, with the defects test/contracts/README.md lists patched in this test copy:
+ * 1. top-level custom_args is an object of strings (the file types it as a string);
+ * 2. an error's `help` is "helper text or a link" by the file's own words, and null when there is
+ *    none (as SendGrid sends it), but typed object.
+ */
 export function sendgridContract(): OpenApiContract {
   contract ??= OpenApiContract.load('sendgrid-mail-v3.yaml', (doc: any) => {
     const schema = doc.components.requestBodies.PostMailSend.content['application/json'].schema;
     schema.properties.custom_args = { type: 'object', additionalProperties: { type: 'string' } };
+    doc.components.schemas.ErrorResponse.properties.errors.items.properties.help.type = ['string', 'object', 'null'];
   });
   return contract;
 }
+
+/** The Stats description, unpatched. */
+export function sendgridStatsContract(): OpenApiContract {
+  statsContract ??= OpenApiContract.load('sendgrid-stats-v3.yaml');
+  return statsContract;
+}
+
+/** Every metric SendGrid reports for a day (the Stats description requires them all). */
+const STAT_METRICS = [
+  'blocks', 'bounce_drops', 'bounces', 'clicks', 'deferred', 'delivered', 'invalid_emails', 'opens', 'processed',
+  'requests', 'spam_report_drops', 'spam_reports', 'unique_clicks', 'unique_opens', 'unsubscribe_drops', 'unsubscribes',
+] as const;
 
 const sgError = (status: number, message: string, field: string | null = null, help: string | null = null): Reply => ({
   status,
@@ -42,8 +61,8 @@ export class SendGridStandIn extends HttpStandIn {
     super(
       {
         name: 'sendgrid',
-        contract: sendgridContract(),
-        contractPath: (r) => (r.path === '/v3/mail/send' ? r.path : undefined),
+        contracts: [sendgridContract(), sendgridStatsContract()],
+        violationBody: (message) => ({ errors: [{ field: null, message, help: null }] }),
         authorize: (r) => (r.headers.authorization === `Bearer ${key}` ? undefined : sgError(401, 'The provided authorization grant is invalid, expired, or revoked')),
         rateLimitedBody: { errors: [{ field: null, message: 'too many requests' }] },
         ...options,
@@ -77,7 +96,13 @@ export class SendGridStandIn extends HttpStandIn {
     if (r.method === 'GET' && (r.path === '/v3/stats' || r.path === '/v3/categories/stats')) {
       const start = r.query.get('start_date');
       if (!start) return sgError(400, 'start_date is required', 'start_date');
-      const metrics = { requests: this.delivered.length, delivered: this.delivered.length, opens: 0, unique_opens: 0, clicks: 0, unique_clicks: 0, bounces: 0, spam_reports: 0, unsubscribes: 0 };
+      const n = this.delivered.length;
+      const metrics = {
+        ...Object.fromEntries(STAT_METRICS.map((m) => [m, 0])),
+        requests: n,
+        processed: n,
+        delivered: n,
+      };
       const cats = r.query.getAll('categories');
       return {
         status: 200,

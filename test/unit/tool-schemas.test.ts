@@ -1,4 +1,9 @@
+import { Ajv } from 'ajv';
+import addFormats from 'ajv-formats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DEFAULT_MAX_REQUEST_BYTES } from '../../src/config.js';
+import { jsonSchema } from '../../src/mcp/register.js';
+import { publishedOutputSchema } from '../../src/mcp/tool.js';
 import { allTools } from '../../src/tools/index.js';
 import { startInMemory, tempDataDir, testEnv, type InMemoryHarness } from '../helpers/mcp.js';
 
@@ -37,4 +42,46 @@ describe('tool schemas', () => {
       await expect(JSON.stringify(listed, null, 2) + '\n').toMatchFileSnapshot(`__toolsnaps__/${tool.name}.json`);
     });
   }
+});
+
+describe('published schemas every major client reads', () => {
+  const published = allTools.flatMap((t) => [
+    { name: `${t.name} input`, schema: jsonSchema(t.input, 'input') },
+    { name: `${t.name} output`, schema: jsonSchema(publishedOutputSchema(t), 'output') },
+  ]);
+
+  it('every input and output schema compiles in Ajv strict mode', () => {
+    const ajv = new Ajv({ strict: true });
+    (addFormats as unknown as (a: Ajv) => void)(ajv); // the package's CJS default export, as test/helpers/openapi.ts uses it
+    for (const { name, schema } of published) expect(() => ajv.compile(schema), name).not.toThrow();
+  });
+
+  it('no schema anywhere has a type array (single-type dialects such as Gemini refuse them)', () => {
+    const typeArrays = (s: unknown, at: string): string[] => {
+      if (Array.isArray(s)) return s.flatMap((x, i) => typeArrays(x, `${at}/${i}`));
+      if (!s || typeof s !== 'object') return [];
+      const own = Array.isArray((s as { type?: unknown }).type) ? [at] : [];
+      return [...own, ...Object.entries(s).flatMap(([k, v]) => (k === 'enum' || k === 'const' || k === 'default' ? [] : typeArrays(v, `${at}/${k}`)))];
+    };
+    for (const { name, schema } of published) expect(typeArrays(schema, name)).toEqual([]);
+  });
+
+  it('any one field at its schema maximum fits in a request, with 1 MiB to spare (MCP_MAX_REQUEST_BYTES)', () => {
+    // Upper bound of the bytes a field adds to a request: 3 UTF-8 bytes a character (1 for an email
+    // address, ASCII by its format), times the items of every array (and entries of every record) around it.
+    const fields = (s: Record<string, any>, times: number, at: string): Array<{ at: string; bytes: number }> => {
+      const branches = (s.anyOf ?? s.oneOf ?? []) as Array<Record<string, any>>;
+      const out = branches.flatMap((b) => fields(b, times, at));
+      if (s.type === 'string' && typeof s.maxLength === 'number') out.push({ at, bytes: times * (s.maxLength * (s.format === 'email' ? 1 : 3) + 3) });
+      if (s.type === 'array' && s.items) out.push(...fields(s.items, times * (s.maxItems ?? 1), `${at}[]`));
+      for (const [k, v] of Object.entries((s.properties ?? {}) as Record<string, any>)) out.push(...fields(v, times, `${at}.${k}`));
+      if (s.additionalProperties && typeof s.additionalProperties === 'object') out.push(...fields(s.additionalProperties, times * (s.maxProperties ?? 1), `${at}.*`));
+      return out;
+    };
+    const all = allTools.flatMap((t) => fields(jsonSchema(t.input, 'input'), 1, t.name));
+    const largest = all.reduce((a, b) => (b.bytes > a.bytes ? b : a));
+    expect(largest.bytes, `${largest.at} takes up to ${largest.bytes} bytes`).toBeLessThanOrEqual(DEFAULT_MAX_REQUEST_BYTES - 1024 * 1024);
+    // The size found here is the one README quotes.
+    expect(largest.at).toBe('sendgrid_send_bulk_emails.recipients[].name');
+  });
 });

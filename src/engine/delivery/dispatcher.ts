@@ -140,8 +140,7 @@ export class OutboxDispatcher {
   private async deliver(row: OutboxRow): Promise<void> {
     const { repo, port, admission, leaseMs, log } = this.opts;
     let placeDay: string | undefined;
-    // Set when the authoritative check refuses: the refusal is thrown inside the provider call, whose
-    // error handling may wrap it, so the decision itself is kept here.
+    // Set by the hook when the row may not be sent after all: provider code wraps whatever the hook throws.
     let refused: Exclude<Admission, { kind: 'send' }> | undefined;
     try {
       // Cheap checks first: a row outside its window or for an unsubscribed contact costs no provider lookup.
@@ -151,15 +150,18 @@ export class OutboxDispatcher {
       const receipt = await withRequestHook(async () => {
         if (placeDay !== undefined) throw new ToolError('provider_error', 'internal: a delivery attempted a second request');
         const decision = await admission.admit(row, this.owner, leaseMs);
-        if (decision.kind !== 'send') throw new NotAdmitted((refused = decision));
+        if (decision.kind !== 'send') {
+          refused = decision;
+          throw new NotAdmitted(decision);
+        }
         placeDay = decision.day;
       }, send);
       if (placeDay === undefined) throw new ToolError('provider_error', 'internal: the delivery sent no request');
       await repo.finish(row, 'sent', { provider_message_id: receipt.provider_message_id });
       await port.settled(row, { state: 'sent', receipt });
     } catch (e) {
-      if (e instanceof NotAdmitted) return this.notAdmitted(row, e.decision);
-      if (refused) return this.notAdmitted(row, refused);
+      const decision = refused ?? (e instanceof NotAdmitted ? e.decision : undefined);
+      if (decision) return this.notAdmitted(row, decision);
       const err = e instanceof ToolError ? e : new ToolError('provider_error', `Delivery failed unexpectedly: ${e instanceof Error ? e.message : String(e)}`);
       const error = { code: err.code, message: err.message };
       const marked = placeDay !== undefined;

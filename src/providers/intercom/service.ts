@@ -127,8 +127,20 @@ export class IntercomService {
     const page = await this.call('search_contacts', true, (o) =>
       this.client.contacts.search({ query: { field, operator: '=', value }, pagination: { per_page: 5 } }, o),
     );
-    const found = (page.data as SdkContact[])[0];
-    return found ? toContact(found) : undefined;
+    // A lead may share a user's email (search returns both): the user is the customer we mean. Two
+    // users (or, without a user, two leads) are ambiguous: guessing could message the wrong person.
+    const hits = page.data as SdkContact[];
+    const users = hits.filter((c) => c.role !== 'lead');
+    const candidates = users.length ? users : hits;
+    if (candidates.length > 1) {
+      throw new ToolError(
+        'conflict',
+        `Several Intercom ${users.length ? 'users' : 'leads'} have ${field === 'email' ? 'email' : 'user_id'} ${value} (contact ids ${candidates.map((c) => c.id).join(', ')}). ` +
+          'Nothing was sent. Name the one you mean with contact_id.',
+        { provider: 'intercom', details: { contact_ids: candidates.map((c) => c.id) } },
+      );
+    }
+    return candidates[0] ? toContact(candidates[0]) : undefined;
   }
 
   async findContact(id: string): Promise<IntercomContact> {

@@ -1,6 +1,6 @@
-import { z } from 'zod';
 import { httpStatusError } from '../../resilience/http-errors.js';
 import { invalidInput, ToolError } from '../../result.js';
+import { emailProblem } from '../../validation.js';
 import type { ProviderDeps } from '../deps.js';
 
 /**
@@ -52,10 +52,8 @@ export interface BulkOutcome {
 /** SendGrid caps one request at 1,000 personalizations and 1,000 addresses across to/cc/bcc. */
 export const MAX_PER_REQUEST = 1000;
 const MAX_SEND_AHEAD_S = 72 * 3600;
-const emailCheck = z.email();
-
 export function invalidEmails(addresses: string[]): string[] {
-  return addresses.filter((a) => !emailCheck.safeParse(a).success);
+  return addresses.filter((a) => emailProblem(a) !== undefined);
 }
 
 /** SendGrid's own explanation: errors[] of {field, message, help}. */

@@ -1,0 +1,76 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { availableDialects, createTarget, type DatabaseTarget } from '../helpers/databases.js';
+import { startInMemory, testEnv, type InMemoryHarness } from '../helpers/mcp.js';
+
+const dialects = await availableDialects();
+const cursor = (v: unknown) => Buffer.from(JSON.stringify(v)).toString('base64url');
+
+/** Bad input that reaches the database must be invalid_input on both stores — never "This is a bug". */
+describe.each(dialects)('input guards on %s', (dialect) => {
+  let target: DatabaseTarget;
+  let h: InMemoryHarness;
+  beforeAll(async () => {
+    target = await createTarget(dialect);
+    h = await startInMemory(testEnv(target.env));
+    for (const [id, health] of [['acme-co', 40], ['bolt-co', 60], ['coral-co', 80]] as const) {
+      await h.call('register_client', { client_id: id, name: id, health_score: health });
+    }
+  });
+  afterAll(async () => {
+    await h?.close();
+    await target?.cleanup();
+  });
+
+  const expectInvalid = (r: { structuredContent: Record<string, any> }, field?: string) => {
+    expect(r.structuredContent.success, JSON.stringify(r.structuredContent)).toBe(false);
+    expect(r.structuredContent.error.code).toBe('invalid_input');
+    expect(r.structuredContent.error.message).not.toMatch(/This is a bug/);
+    if (field) expect(r.structuredContent.error.details.fields.map((f: { field: string }) => f.field)).toContain(field);
+  };
+
+  it('a NUL character in any string argument is invalid_input naming the field', async () => {
+    expectInvalid(await h.call('register_client', { client_id: 'nul-co', name: 'Nul\u0000Co' }), 'name');
+    expectInvalid(await h.call('list_clients', { search: 'ac\u0000me' }), 'search');
+    expectInvalid(await h.call('upsert_contact', { client_id: 'acme-co', email: 'a@acme.test', name: 'A\u0000' }), 'name');
+    expectInvalid(await h.call('update_client_info', { client_id: 'acme-co', custom_attributes: { 'k\u0000': 'v' } }), 'custom_attributes.k\u0000');
+    expectInvalid(await h.call('get_client_timeline', { client_id: 'acme-co', types: ['note\u0000'] }), 'types[0]');
+    expect((await h.call('list_clients', {})).structuredContent.total).toBe(3);
+  });
+
+  it('the store itself refuses NUL in any query parameter (whatever path a value took)', async () => {
+    await expect(h.services.store.roster.getClient('acme\u0000co')).rejects.toMatchObject({ code: 'invalid_input' });
+    await expect(h.services.store.timeline.list({ client_id: 'x\u0000' }, 5)).rejects.toMatchObject({ code: 'invalid_input' });
+  });
+
+  it('a crafted list_clients cursor is invalid_input, whatever its content', async () => {
+    const first = await h.call('list_clients', { sort_by: 'health_score', limit: 1 });
+    expect(first.structuredContent.next_cursor).toBeTruthy();
+    expect((await h.call('list_clients', { sort_by: 'health_score', limit: 1, cursor: first.structuredContent.next_cursor })).structuredContent.success).toBe(true);
+    for (const [sort_by, c] of [
+      ['health_score', cursor(['health_score', 'asc', { $gt: 1 }, 'acme-co'])],
+      ['health_score', cursor(['health_score', 'asc', 'forty', 'acme-co'])],
+      ['health_score', cursor(['health_score', 'asc', [1], 'acme-co'])],
+      ['name', cursor(['name', 'asc', 5, 'acme-co'])],
+      ['name', cursor(['name', 'asc', 'acme', { id: 1 }])],
+      ['name', cursor(['name', 'asc', 'acme', 'acme\u0000'])],
+      ['name', cursor(['name', 'asc', null, 'acme-co'])],
+      ['name', cursor({ field: 'name' })],
+      ['name', 'not base64 at all!'],
+      ['name', cursor(['name', 'asc'])],
+    ] as const) {
+      expectInvalid(await h.call('list_clients', { sort_by, cursor: c }));
+    }
+  });
+
+  it('a crafted timeline cursor is invalid_input', async () => {
+    for (const c of ['1e300', '99999999999999999999', '-1', '1.5', 'abc', '0x10', ' 12']) {
+      expectInvalid(await h.call('get_client_timeline', { client_id: 'acme-co', cursor: c }));
+    }
+  });
+
+  it('a crafted list_campaigns cursor is invalid_input', async () => {
+    for (const c of [cursor([{ a: 1 }, 'x']), cursor(['2024-01-01T00:00:00Z', 5]), cursor(['2024\u0000', 'x']), cursor('x'), 'garbage!!']) {
+      expectInvalid(await h.call('list_campaigns', { cursor: c }));
+    }
+  });
+});
