@@ -114,7 +114,7 @@ const stepSchemas = [
     type: z.literal('send_email'),
     subject: liquid(998),
     body: liquid(100_000).describe('plain text (Liquid)'),
-    body_html: z.string().min(1).max(500_000).optional(),
+    body_html: z.string().min(1).max(200_000).optional(),
     from_email: z.email().optional().describe('default: sender_email, else SENDGRID_FROM_EMAIL'),
   }),
   z.strictObject({ type: z.literal('send_intercom_email'), subject: liquid(998), body: liquid(100_000) }),
