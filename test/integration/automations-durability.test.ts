@@ -81,16 +81,15 @@ describe('automation durability', () => {
       expect(run.structuredContent.enrolled).toBe(500);
 
       // Mid-run: every email slot, then every step slot, blocked inside a request the provider has received; then kill.
-      const notes = () => ic.matching(/^POST \/contacts\/[^/]+\/notes$/).length;
-      const mails = () => sg.matching(/^POST \/v3\/mail\/send/).length;
-      await until(notes, (n) => n >= 150);
-      const mailsAtHang = mails();
-      sg.inject({ match: /^POST \/v3\/mail\/send/, times: CONCURRENCY, hang: true });
-      await until(mails, (n) => n >= mailsAtHang + CONCURRENCY);
-      const notesAtHang = notes();
-      ic.inject({ match: /^POST \/contacts\/[^/]+\/notes$/, times: CONCURRENCY, hang: true });
-      await until(notes, (n) => n >= notesAtHang + CONCURRENCY);
-      expect(notes()).toBeLessThan(500);
+      const NOTE = /^POST \/contacts\/[^/]+\/notes$/;
+      const MAIL = /^POST \/v3\/mail\/send/;
+      const hung = (s: { matching(re: RegExp): Array<{ answer?: unknown }> }, re: RegExp) => s.matching(re).filter((r) => r.answer === 'hang').length;
+      await until(() => ic.matching(NOTE).length, (n) => n >= 150);
+      sg.inject({ match: MAIL, times: CONCURRENCY, hang: true });
+      await until(() => hung(sg, MAIL), (n) => n === CONCURRENCY);
+      ic.inject({ match: NOTE, times: CONCURRENCY, hang: true });
+      await until(() => hung(ic, NOTE), (n) => n === CONCURRENCY);
+      expect(ic.matching(NOTE).length).toBeLessThan(500);
       process.kill(first.pid!, 'SIGKILL');
       await first.close().catch(() => undefined);
       sg.clearFaults();
