@@ -534,23 +534,24 @@ export class AutomationService {
     const w = await this.requireWorkflow(id);
     const def = await this.repo.definition(id, w.version);
     const db = this.db;
-    const [enrolments, atStep, runs, errors, messages, reasons, problems] = await Promise.all([
-      // By state and reason in one read, so the goals reached always add up to the exited enrolments.
-      db.selectFrom('workflow_enrollments').select(['state', 'exit_reason', (eb) => eb.fn.countAll<number>().as('n')]).where('workflow_id', '=', id).groupBy(['state', 'exit_reason']).execute(),
-      db.selectFrom('workflow_enrollments').select(['version', 'step_index', (eb) => eb.fn.countAll<number>().as('n')]).where('workflow_id', '=', id).where('state', '=', 'active').groupBy(['version', 'step_index']).execute(),
-      db.selectFrom('workflow_step_runs').select(['step_index', 'action_type', 'state', (eb) => eb.fn.countAll<number>().as('n')]).where('workflow_id', '=', id).groupBy(['step_index', 'action_type', 'state']).execute(),
-      db
-        .selectFrom('workflow_step_runs')
-        .select(['run_key', 'step_index', 'action_type', 'state', 'error_code', 'error_message', 'finished_at'])
-        .where('workflow_id', '=', id)
-        .where('state', 'in', ['failed', 'unknown', 'retry'])
-        .orderBy('started_at', 'desc')
-        .limit(10)
-        .execute(),
-      this.deps.outbox.countsByStateAndChannel('automation', id),
-      this.deps.outbox.reasons('automation', id, ['skipped', 'queued']),
-      this.deps.outbox.problems('automation', id, 10),
-    ]);
+    // One read after another, counts before the lists they summarise: enrolments, steps and messages
+    // only move forward, so a list read later includes what the counts counted (side by side, on
+    // separate PostgreSQL connections, a change landing in between made them disagree).
+    // By state and reason in one read, so the goals reached always add up to the exited enrolments.
+    const enrolments = await db.selectFrom('workflow_enrollments').select(['state', 'exit_reason', (eb) => eb.fn.countAll<number>().as('n')]).where('workflow_id', '=', id).groupBy(['state', 'exit_reason']).execute();
+    const atStep = await db.selectFrom('workflow_enrollments').select(['version', 'step_index', (eb) => eb.fn.countAll<number>().as('n')]).where('workflow_id', '=', id).where('state', '=', 'active').groupBy(['version', 'step_index']).execute();
+    const runs = await db.selectFrom('workflow_step_runs').select(['step_index', 'action_type', 'state', (eb) => eb.fn.countAll<number>().as('n')]).where('workflow_id', '=', id).groupBy(['step_index', 'action_type', 'state']).execute();
+    const errors = await db
+      .selectFrom('workflow_step_runs')
+      .select(['run_key', 'step_index', 'action_type', 'state', 'error_code', 'error_message', 'finished_at'])
+      .where('workflow_id', '=', id)
+      .where('state', 'in', ['failed', 'unknown', 'retry'])
+      .orderBy('started_at', 'desc')
+      .limit(10)
+      .execute();
+    const messages = await this.deps.outbox.countsByStateAndChannel('automation', id);
+    const reasons = await this.deps.outbox.reasons('automation', id, ['skipped', 'queued']);
+    const problems = await this.deps.outbox.problems('automation', id, 10);
     const byState = Object.fromEntries(['active', 'completed', 'exited', 'cancelled'].map((s) => [s, enrolments.filter((e) => e.state === s).reduce((n, e) => n + Number(e.n), 0)]));
     const exits = enrolments.filter((e) => e.state === 'exited');
     const steps = def.steps.map((s, i) => {

@@ -237,11 +237,12 @@ export class CampaignService {
     if (!c) throw new ToolError('not_found', `No campaign ${campaignId}. Use list_campaigns to find its id.`);
     const def = JSON.parse(c.definition) as CampaignDefinition;
     const outbox = this.deps.outbox;
-    const [counts, reasons, problems] = await Promise.all([
-      outbox.countsByStateAndChannel('campaign', campaignId),
-      outbox.reasons('campaign', campaignId, ['skipped', 'queued']),
-      outbox.problems('campaign', campaignId, EXAMPLES),
-    ]);
+    // One after the other, counts first: a row only moves forward (queued → failed…), so the problems
+    // read after the counts lists every failure they counted. Side by side (separate PostgreSQL
+    // connections) a row settling in between was counted failed yet missing from the list.
+    const counts = await outbox.countsByStateAndChannel('campaign', campaignId);
+    const reasons = await outbox.reasons('campaign', campaignId, ['skipped', 'queued']);
+    const problems = await outbox.problems('campaign', campaignId, EXAMPLES);
     const totals = emptyTotals();
     const perChannel: Record<string, Totals> = {};
     for (const { state, channel, n } of counts) {
