@@ -12,9 +12,11 @@ import { enabledTools } from './mcp/toolsets.js';
 import { allTools } from './tools/index.js';
 
 const USAGE = `Usage: customer-success-mcp [--http] [--env-file <path>] [--help] [--version]
+       customer-success-mcp worker [--env-file <path>]
 
   (no option)        serve MCP over stdio (for Claude Desktop, Cursor and other local clients)
   --http             serve MCP over Streamable HTTP on MCP_HTTP_HOST:MCP_HTTP_PORT (default 127.0.0.1:3000) at /mcp
+  worker             run automations and deliver queued messages around the clock, without MCP (stop with Ctrl+C or SIGTERM)
   --env-file <path>  read settings from this file (default: CS_MCP_ENV_FILE, else .env in the data folder)
 
 Configuration comes from environment variables and, at most, that one settings file; see README.md.
@@ -22,21 +24,25 @@ A .env file in the working directory is not read.`;
 
 interface Options {
   http: boolean;
+  /** The headless worker: automations and delivery, no MCP. */
+  worker: boolean;
   envFile?: string;
 }
 
 function parseArgs(argv: string[]): Options | { exit: string; code: number } {
-  const opts: Options = { http: false };
+  const opts: Options = { http: false, worker: false };
   for (let i = 0; i < argv.length; i += 1) {
     const a = argv[i]!;
     if (a === '--help' || a === '-h') return { exit: USAGE, code: 0 };
     if (a === '--version') return { exit: `${SERVER_NAME} ${SERVER_VERSION}`, code: 0 };
     if (a === '--http') opts.http = true;
     else if (a === '--stdio') opts.http = false;
+    else if (a === 'worker' && i === 0) opts.worker = true;
     else if (a === '--env-file' && argv[i + 1] !== undefined) opts.envFile = argv[++i];
     else if (a.startsWith('--env-file=')) opts.envFile = a.slice('--env-file='.length);
     else return { exit: `Unknown or incomplete option: ${a}\n\n${USAGE}`, code: 2 };
   }
+  if (opts.worker && opts.http) return { exit: `worker serves no MCP transport: leave out --http.\n\n${USAGE}`, code: 2 };
   return opts;
 }
 
@@ -99,6 +105,20 @@ async function main(argv: string[]): Promise<void> {
       process.exit(0);
     })();
   };
+
+  if (args.worker) {
+    // Headless: the scheduler and the outbox run (started with the services); no MCP transport.
+    // The inbound-webhook HTTP listener will be mounted here (one place, so the worker serves it too).
+    setInterval(() => undefined, 3_600_000); // the loops' timers are unref'd; the worker lives until a signal
+    for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => stop(sig));
+    const running = services.automations.running;
+    log.info({ automations: running, outbox: services.delivery.dispatcher.running }, 'worker started');
+    process.stderr.write(
+      `\n${SERVER_NAME} ${SERVER_VERSION} worker: ${running ? 'running automations and delivering queued messages' : 'read-only mode (CS_MCP_READ_ONLY): nothing runs'}. ` +
+        `Data: ${config.database.kind === 'sqlite' ? config.database.file : 'PostgreSQL (DATABASE_URL)'}. Press Ctrl+C to stop.\n\n`,
+    );
+    return;
+  }
 
   if (args.http) {
     let running;

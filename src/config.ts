@@ -126,6 +126,17 @@ const envSchema = z.object({
   WEBHOOK_MAX_BODY_BYTES: int(2 * 1024 * 1024, 1024, 64 * 1024 * 1024),
   WEBHOOK_RETENTION_DAYS: int(30, 1, 3650),
   WEBHOOK_PROCESS_POLL_MS: int(1000, 10, 60_000),
+  // Automations (see README "Automations").
+  AUTOMATION_TICK_MS: int(1000, 10, 60_000),
+  AUTOMATION_SWEEP_MS: int(60_000, 50, 3_600_000),
+  AUTOMATION_LEASE_MS: int(60_000, 500, 3_600_000),
+  AUTOMATION_STEP_CONCURRENCY: int(8, 1, 64),
+  AUTOMATION_CATCH_UP_MINUTES: int(60, 0, 10_080),
+  AUTOMATION_MAX_CHAIN_DEPTH: int(3, 1, 10),
+  AUTOMATION_WEBHOOK_ALLOWED_HOSTS: optionalString,
+  AUTOMATION_WEBHOOK_SECRET: optionalString,
+  SLACK_WEBHOOK_URL: z.preprocess(emptyToUndefined, z.string().url().refine((u) => /^https?:\/\//.test(u), 'must start with http:// or https://').optional()),
+  INTERCOM_TICKET_TYPE_ID: optionalString,
 });
 
 /** SendGrid shows the key as base64 DER (SPKI); a PEM block is accepted too. */
@@ -217,7 +228,7 @@ export interface Config {
     auditRetentionDays: number;
     auditBodies: 'redact' | 'full';
   };
-  automations: { maxPerContactPerDay: number; maxPerContactPerWeek: number };
+  automations: AutomationsConfig;
   /** Inbound provider webhooks; an endpoint without its secret answers 404. */
   webhooks: {
     sendgridPublicKey?: string;
@@ -230,6 +241,27 @@ export interface Config {
     retentionDays: number;
     pollMs: number;
   };
+}
+
+export interface AutomationsConfig {
+  maxPerContactPerDay: number;
+  maxPerContactPerWeek: number;
+  /** How often the scheduler looks for due steps and triggers (recorded events wake it at once in-process). */
+  tickMs: number;
+  /** How often state-based triggers (renewals, usage, inactivity) are evaluated. */
+  sweepMs: number;
+  /** How long a claimed enrolment / the trigger lease stays reserved for a process that stopped renewing it. */
+  leaseMs: number;
+  stepConcurrency: number;
+  /** A missed time-based occurrence younger than this fires once on start; older ones are skipped. */
+  catchUpMs: number;
+  /** Chains of workflows triggering each other stop at this depth. */
+  maxChainDepth: number;
+  /** trigger_webhook may post only to these hosts (`host` or `host:port`). */
+  webhookAllowedHosts: string[];
+  webhookSecret?: string;
+  slackWebhookUrl?: string;
+  intercomTicketTypeId?: string;
 }
 
 export class ConfigError extends Error {
@@ -253,7 +285,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (!parsed.success) {
     const lines = parsed.error.issues.map((i) => {
       const name = String(i.path[0] ?? '?');
-      const shown = name.includes('TOKEN') || name.includes('KEY') || name.includes('SECRET') ? '(hidden)' : JSON.stringify(env[name]);
+      const shown = /TOKEN|KEY|SECRET|WEBHOOK_URL/.test(name) ? '(hidden)' : JSON.stringify(env[name]);
       return `${name}=${shown}: ${i.message}`;
     });
     throw new ConfigError(`Invalid configuration:\n  ${lines.join('\n  ')}\nFix the variable(s) above (see README, "Configuration") and start again.`);
@@ -344,6 +376,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     automations: {
       maxPerContactPerDay: e.AUTOMATION_MAX_MESSAGES_PER_CONTACT_PER_DAY,
       maxPerContactPerWeek: e.AUTOMATION_MAX_MESSAGES_PER_CONTACT_PER_WEEK,
+      tickMs: e.AUTOMATION_TICK_MS,
+      sweepMs: e.AUTOMATION_SWEEP_MS,
+      leaseMs: e.AUTOMATION_LEASE_MS,
+      stepConcurrency: e.AUTOMATION_STEP_CONCURRENCY,
+      catchUpMs: e.AUTOMATION_CATCH_UP_MINUTES * 60_000,
+      maxChainDepth: e.AUTOMATION_MAX_CHAIN_DEPTH,
+      webhookAllowedHosts: (list(e.AUTOMATION_WEBHOOK_ALLOWED_HOSTS) ?? []).map((h) => h.toLowerCase()),
+      webhookSecret: e.AUTOMATION_WEBHOOK_SECRET,
+      slackWebhookUrl: e.SLACK_WEBHOOK_URL,
+      intercomTicketTypeId: e.INTERCOM_TICKET_TYPE_ID,
     },
     webhooks: {
       sendgridPublicKey: e.SENDGRID_WEBHOOK_PUBLIC_KEY,
@@ -393,7 +435,8 @@ export function customProviderHosts(config: Config): string[] {
  * Settings files may set credentials and tuning, never where data and credentials go: a file is easier
  * to plant than an environment, and a planted INTERCOM_BASE_URL would receive the user's token.
  */
-const FORBIDDEN_IN_SETTINGS_FILE = /^(DATABASE_URL|CS_MCP_DATA_DIR|CS_MCP_ENV_FILE|CS_MCP_ALLOW_CUSTOM_PROVIDER_HOSTS|[A-Z0-9_]*_BASE_URL|[A-Z0-9_]*_API_HOST)$/;
+const FORBIDDEN_IN_SETTINGS_FILE =
+  /^(DATABASE_URL|CS_MCP_DATA_DIR|CS_MCP_ENV_FILE|CS_MCP_ALLOW_CUSTOM_PROVIDER_HOSTS|[A-Z0-9_]*_BASE_URL|[A-Z0-9_]*_API_HOST|SLACK_WEBHOOK_URL|AUTOMATION_WEBHOOK_ALLOWED_HOSTS)$/;
 
 export interface SettingsFile {
   /** The file read, if any. */
@@ -422,7 +465,8 @@ export function readSettingsFile(explicitPath: string | undefined, env: NodeJS.P
   if (forbidden.length) {
     throw new ConfigError(
       `The settings file ${file} sets ${forbidden.join(', ')}, which a settings file may not set: ` +
-        'DATABASE_URL, CS_MCP_DATA_DIR, the provider hosts (*_BASE_URL, *_API_HOST) and CS_MCP_ALLOW_CUSTOM_PROVIDER_HOSTS decide where your data and credentials go. ' +
+        'DATABASE_URL, CS_MCP_DATA_DIR, the provider hosts (*_BASE_URL, *_API_HOST), the automations\' destinations (SLACK_WEBHOOK_URL, ' +
+        'AUTOMATION_WEBHOOK_ALLOWED_HOSTS) and CS_MCP_ALLOW_CUSTOM_PROVIDER_HOSTS decide where your data and credentials go. ' +
         'Remove them from the file and set them in the environment the server is started with (for Claude Desktop, the "env" block of its configuration).',
     );
   }
@@ -444,6 +488,8 @@ export function configSecrets(config: Config): string[] {
     config.mixpanel.apiSecret,
     config.webhooks.intercomClientSecret,
     config.webhooks.eventsSecret,
+    config.automations.webhookSecret,
+    config.automations.slackWebhookUrl,
     config.database.kind === 'postgres' ? passwordOf(config.database.url) : undefined,
   ].filter((s): s is string => typeof s === 'string');
 }

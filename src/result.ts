@@ -22,11 +22,18 @@ export const ERROR_CODES = [
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
 
-export const PROVIDERS = ['intercom', 'sendgrid', 'mixpanel'] as const;
+/** Every outside service the server calls; `slack` and `webhook` are automation steps' destinations. */
+export const PROVIDERS = ['intercom', 'sendgrid', 'mixpanel', 'slack', 'webhook'] as const;
 export type ProviderName = (typeof PROVIDERS)[number];
 
 /** How people write the providers' names, for messages. */
-export const PROVIDER_LABEL: Record<ProviderName, string> = { intercom: 'Intercom', sendgrid: 'SendGrid', mixpanel: 'Mixpanel' };
+export const PROVIDER_LABEL: Record<ProviderName, string> = {
+  intercom: 'Intercom',
+  sendgrid: 'SendGrid',
+  mixpanel: 'Mixpanel',
+  slack: 'Slack',
+  webhook: 'Webhook receiver',
+};
 
 export interface ToolErrorOptions {
   retryable?: boolean;
@@ -81,6 +88,13 @@ const DEFAULT_RETRYABLE: Record<ErrorCode, boolean> = {
   provider_error: false,
   declined: false,
 };
+
+const TRANSIENT: ReadonlySet<ErrorCode> = new Set(['circuit_open', 'rate_limited', 'provider_unavailable', 'timeout']);
+
+/** A failure worth trying again later: transient, and the provider provably did not act on the request. */
+export function retryLater(err: ToolError): boolean {
+  return TRANSIENT.has(err.code) && !err.outcomeUnknown;
+}
 
 export const errorBodySchema = z.object({
   code: z.enum(ERROR_CODES),

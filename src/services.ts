@@ -1,12 +1,17 @@
 import type { Config } from './config.js';
 import type { Logger } from './log.js';
+import { AutomationRepository } from './engine/automations/repository.js';
+import { AutomationService } from './engine/automations/service.js';
 import { CampaignService } from './engine/campaigns/service.js';
+import { ConfirmationTokens } from './engine/confirmations.js';
 import { Delivery } from './engine/delivery/index.js';
 import { Inbox } from './engine/inbox/index.js';
 import { RenderGate } from './engine/render-gate.js';
 import { IntercomService } from './providers/intercom/service.js';
 import { MixpanelService } from './providers/mixpanel/service.js';
 import { SendGridService } from './providers/sendgrid/service.js';
+import { SlackService } from './providers/slack/service.js';
+import { WebhookService } from './providers/webhooks/service.js';
 import { ProviderRuntime } from './resilience/provider-runtime.js';
 import type { ProviderName } from './result.js';
 import { AuditLog } from './safety/audit.js';
@@ -23,11 +28,14 @@ export interface Services {
   intercom: IntercomService;
   sendgrid: SendGridService;
   mixpanel: MixpanelService;
+  slack: SlackService;
+  webhooks: WebhookService;
   store: Store;
   delivery: Delivery;
   campaigns: CampaignService;
   /** Verified provider webhooks: storage and the processor that applies them. */
   inbox: Inbox;
+  automations: AutomationService;
   renderGate: RenderGate;
   dailyLimit: DailySendLimit;
   idempotency: IdempotencyStore;
@@ -46,10 +54,13 @@ export interface ServiceOverrides {
 export function missingCredentials(config: Config): Record<ProviderName, string[]> {
   const m = config.mixpanel;
   const mixpanelAuth = m.projectToken || m.apiSecret || (m.serviceAccountUsername && m.serviceAccountSecret && m.projectId);
+  const a = config.automations;
   return {
     intercom: config.intercom.accessToken ? [] : ['INTERCOM_ACCESS_TOKEN'],
     sendgrid: config.sendgrid.apiKey ? [] : ['SENDGRID_API_KEY'],
     mixpanel: mixpanelAuth ? [] : ['MIXPANEL_PROJECT_TOKEN'],
+    slack: a.slackWebhookUrl ? [] : ['SLACK_WEBHOOK_URL'],
+    webhook: [...(a.webhookSecret ? [] : ['AUTOMATION_WEBHOOK_SECRET']), ...(a.webhookAllowedHosts.length ? [] : ['AUTOMATION_WEBHOOK_ALLOWED_HOSTS'])],
   };
 }
 
@@ -61,15 +72,20 @@ export async function createServices(config: Config, log: Logger, overrides: Ser
     intercom: runtime('intercom'),
     sendgrid: runtime('sendgrid'),
     mixpanel: runtime('mixpanel'),
+    slack: runtime('slack'),
+    webhook: runtime('webhook'),
   };
   const store = await openStore(config, log);
   const intercom = new IntercomService({ config, log: log.child({ provider: 'intercom' }), runtime: runtimes.intercom });
   const sendgrid = new SendGridService({ config, log: log.child({ provider: 'sendgrid' }), runtime: runtimes.sendgrid });
   const mixpanel = new MixpanelService({ config, log: log.child({ provider: 'mixpanel' }), runtime: runtimes.mixpanel });
+  const slack = new SlackService({ config, log: log.child({ provider: 'slack' }), runtime: runtimes.slack });
+  const webhooks = new WebhookService({ config, log: log.child({ provider: 'webhook' }), runtime: runtimes.webhook });
   const dailyLimit = new DailySendLimit(config.safety.dailySendLimit);
   const deliveryLog = log.child({ component: 'delivery' });
   const delivery = new Delivery({ config, log: deliveryLog, store, runtimes, email: sendgrid, intercom, analytics: mixpanel, dailyLimit });
   const renderGate = new RenderGate();
+  const tokens = new ConfirmationTokens(store.db, config.campaigns.confirmationTtlS);
   const campaigns = new CampaignService({
     config,
     log: log.child({ component: 'campaigns' }),
@@ -77,6 +93,22 @@ export async function createServices(config: Config, log: Logger, overrides: Ser
     runtimes,
     outbox: delivery.outbox,
     wakeDelivery: () => delivery.wake(),
+    renderGate,
+    tokens,
+  });
+  const automations = new AutomationService({
+    config,
+    log: log.child({ component: 'automations' }),
+    store,
+    repo: new AutomationRepository(store.db, store.dialect),
+    runtimes,
+    intercom,
+    mixpanel,
+    slack,
+    webhooks,
+    outbox: delivery.outbox,
+    wakeDelivery: () => delivery.wake(),
+    tokens,
     renderGate,
   });
   const idempotency = new IdempotencyStore(store.db, config.safety);
@@ -87,6 +119,7 @@ export async function createServices(config: Config, log: Logger, overrides: Ser
   await campaigns.start();
   delivery.start();
   inbox.start();
+  automations.start();
   // Retention: expired idempotency records and old audit entries, now and hourly.
   const housekeeping = () =>
     Promise.all([audit.prune(), idempotency.prune()]).catch((err: unknown) => log.warn({ err }, 'pruning the audit log / idempotency records failed'));
@@ -102,10 +135,13 @@ export async function createServices(config: Config, log: Logger, overrides: Ser
     intercom,
     sendgrid,
     mixpanel,
+    slack,
+    webhooks,
     store,
     delivery,
     campaigns,
     inbox,
+    automations,
     renderGate,
     dailyLimit,
     idempotency,
@@ -114,6 +150,7 @@ export async function createServices(config: Config, log: Logger, overrides: Ser
     close: () =>
       (closing ??= (async () => {
         clearInterval(housekeepingTimer);
+        await automations.stop().catch((err) => log.error({ err }, 'stopping automations failed'));
         await delivery.stop().catch((err) => log.error({ err }, 'stopping delivery failed'));
         await inbox.stop().catch((err) => log.error({ err }, 'stopping the inbox processor failed'));
         await mixpanel.close().catch((err) => log.error({ err }, 'flushing Mixpanel failed'));

@@ -10,6 +10,7 @@ import { invalidInput } from '../result.js';
  * back instead of seeing "Hi ," or a raw {{…}}.
  */
 
+/** The variables a campaign's templates may use; automations add `workflow` and `event` (see automations/render.ts). */
 export const SCOPE_ROOTS = ['contact', 'client', 'sender', 'campaign', 'tokens'] as const;
 
 /** A value the template asked for that the recipient does not have. Passes through filters unchanged. */
@@ -96,14 +97,25 @@ export interface CompiledTemplates {
   subject: Template[];
   text: Template[];
   html?: Template[];
+  /** The parameter each part came from, for messages. */
+  fields: Record<keyof TemplateSources, string>;
 }
 
-const FIELD_OF: Record<keyof TemplateSources, string> = { subject: 'subject_line', text: 'body_text', html: 'body_html' };
+const CAMPAIGN_FIELDS: Record<keyof TemplateSources, string> = { subject: 'subject_line', text: 'body_text', html: 'body_html' };
+
+export interface CompileOptions {
+  /** Variable roots the templates may use (default: a campaign's). */
+  roots?: readonly string[];
+  /** The parameter names of the parts, for messages (default: a campaign's subject_line, body_text, body_html). */
+  fields?: Record<keyof TemplateSources, string>;
+}
 
 /** Parses all parts once; a syntax error or an unknown variable root is invalid_input naming the field. */
-export function compileTemplates(src: TemplateSources, tokenNames: string[]): CompiledTemplates {
-  const known = new Set<string>([...SCOPE_ROOTS, ...tokenNames]);
-  const out: Partial<CompiledTemplates> = {};
+export function compileTemplates(src: TemplateSources, tokenNames: string[], opts: CompileOptions = {}): CompiledTemplates {
+  const allowedRoots = opts.roots ?? SCOPE_ROOTS;
+  const FIELD_OF = opts.fields ?? CAMPAIGN_FIELDS;
+  const known = new Set<string>([...allowedRoots, ...tokenNames]);
+  const out: Partial<CompiledTemplates> = { fields: FIELD_OF };
   for (const key of ['subject', 'text', 'html'] as const) {
     const source = src[key];
     if (source === undefined) continue;
@@ -129,7 +141,7 @@ export function compileTemplates(src: TemplateSources, tokenNames: string[]): Co
     } catch (err) {
       // Static analysis follows includes; there are none to follow in the sandbox.
       throw invalidInput(
-        `${FIELD_OF[key]} cannot be used: ${(err as Error).message.split('\n')[0]}. Campaign templates are self-contained: {% include %}, {% render %} and {% layout %} are not available.`,
+        `${FIELD_OF[key]} cannot be used: ${(err as Error).message.split('\n')[0]}. Templates are self-contained: {% include %}, {% render %} and {% layout %} are not available.`,
         { field: FIELD_OF[key] },
       );
     }
@@ -137,7 +149,7 @@ export function compileTemplates(src: TemplateSources, tokenNames: string[]): Co
     if (unknown.length) {
       throw invalidInput(
         `${FIELD_OF[key]} uses ${unknown.map((u) => `{{ ${u} }}`).join(', ')}, which ${unknown.length === 1 ? 'is' : 'are'} not known. ` +
-          `Use contact.*, client.*, sender.*, campaign.*, or pass a value in personalization_tokens.`,
+          `Use ${allowedRoots.filter((r) => r !== 'tokens').map((r) => `${r}.*`).join(', ')}${allowedRoots.includes('tokens') ? ', or pass a value in personalization_tokens' : ''}.`,
         { field: FIELD_OF[key], unknown_variables: unknown },
       );
     }
@@ -146,13 +158,8 @@ export function compileTemplates(src: TemplateSources, tokenNames: string[]): Co
   return out as CompiledTemplates;
 }
 
-export interface RenderScope {
-  contact: Record<string, unknown>;
-  client: Record<string, unknown>;
-  sender: Record<string, unknown>;
-  campaign: Record<string, unknown>;
-  tokens: Record<string, unknown>;
-}
+/** One record per variable root (contact, client, …); `tokens` are also usable bare ({{ promo }}). */
+export type RenderScope = Record<string, Record<string, unknown>> & { tokens?: Record<string, unknown> };
 
 export type RenderOutcome =
   | { ok: true; subject: string; text: string; html?: string }
@@ -176,7 +183,8 @@ const MEMORY_LIMIT = 20_000_000;
 /** Renders every part for one recipient; never returns text containing Liquid syntax. */
 export function renderForRecipient(compiled: CompiledTemplates, scope: RenderScope, limits: RenderLimits = DEFAULT_RENDER_LIMITS): RenderOutcome {
   const context: Record<string, unknown> = { ...scope.tokens };
-  for (const root of SCOPE_ROOTS) context[root] = new RecordDrop(root, scope[root]);
+  for (const [root, data] of Object.entries(scope)) context[root] = new RecordDrop(root, data ?? {});
+  const FIELD_OF = compiled.fields;
   const parts: Record<string, string> = {};
   for (const key of ['subject', 'text', 'html'] as const) {
     const tpl = compiled[key];
@@ -202,10 +210,10 @@ export function renderForRecipient(compiled: CompiledTemplates, scope: RenderSco
   // A subject is one header line: line breaks from a contact's value must never reach the provider.
   const subject = (parts.subject ?? '').replace(/[\r\n]+/g, ' ').trim();
   if (subject === '') {
-    return { ok: false, reason: 'missing_value', missing: [], detail: 'subject_line renders empty for this contact' };
+    return { ok: false, reason: 'missing_value', missing: [], detail: `${FIELD_OF.subject} renders empty for this contact` };
   }
   if (subject.length > 998) {
-    return { ok: false, reason: 'render_error', missing: [], detail: 'subject_line renders to more than 998 characters for this contact' };
+    return { ok: false, reason: 'render_error', missing: [], detail: `${FIELD_OF.subject} renders to more than 998 characters for this contact` };
   }
   return { ok: true, subject, text: parts.text ?? '', html: parts.html };
 }

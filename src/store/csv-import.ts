@@ -5,7 +5,8 @@ import { ToolError } from '../result.js';
 import { openCsvFile, readCsvRows, type CsvFile } from './csv-source.js';
 import type { Store } from './index.js';
 import { clientFieldsSchema, clientIdSchema, contactFieldsSchema, customAttributesSchema, type NewClient } from './roster-model.js';
-import { newContactRow, toClientView } from './roster.js';
+import type { CustomerEventInput } from './customer-events.js';
+import { clientChangeEvents, newContactRow, toClientView } from './roster.js';
 import type { ContactsTable, Database } from './schema.js';
 
 /**
@@ -228,6 +229,7 @@ async function writeClients(store: Store, trx: Kysely<Database>, clients: Map<st
     const ids = batch.map((b) => b.client.client_id);
     const existingRows = await trx.selectFrom('clients').selectAll().where('client_id', 'in', ids).execute();
     const existing = new Map(existingRows.map((r) => [r.client_id, toClientView(r, [])]));
+    const changes: CustomerEventInput[] = [];
     for (const { client, first } of batch) {
       const before = existing.get(client.client_id);
       const given = first.data;
@@ -246,7 +248,9 @@ async function writeClients(store: Store, trx: Kysely<Database>, clients: Map<st
       await store.roster.writeClient(trx, merged, !before);
       if (before) result.clients_updated += 1;
       else result.clients_created += 1;
+      if (before) changes.push(...clientChangeEvents(client.client_id, before, merged, { source: 'import' }));
     }
+    await store.events.record(trx, changes); // health, stage and renewal changes: automations trigger on them
   }
 }
 

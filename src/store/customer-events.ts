@@ -63,10 +63,11 @@ export class CustomerEventLog {
     return stored;
   }
 
-  /** Events after `afterId`, oldest first (a consumer's cursor). */
-  async after(afterId: number, limit: number, names?: string[]): Promise<CustomerEvent[]> {
+  /** Events after `afterId`, oldest first (a consumer's cursor); optionally of one client only. */
+  async after(afterId: number, limit: number, names?: string[], clientId?: string): Promise<CustomerEvent[]> {
     let q = this.db.selectFrom('customer_events').selectAll().where('event_id', '>', afterId);
     if (names?.length) q = q.where('name', 'in', names);
+    if (clientId) q = q.where('client_id', '=', clientId);
     const rows = await q.orderBy('event_id').limit(limit).execute();
     return rows.map(toEvent);
   }

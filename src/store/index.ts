@@ -6,7 +6,7 @@ import pg from 'pg';
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import { migrations } from './migrations/index.js';
-import { CustomerEventLog } from './customer-events.js';
+import { CustomerEventLog, type CustomerEventInput } from './customer-events.js';
 import { withNulGuard } from './nul-guard.js';
 import { RosterRepository } from './roster.js';
 import { ImmediateSqliteDialect } from './sqlite-dialect.js';
@@ -30,6 +30,8 @@ export interface Store {
   readonly events: CustomerEventLog;
   /** Appends to the timeline of every roster contact matching the recipient; returns how many matched. */
   recordActivityForRecipient(ref: RecipientRef, entry: ActivityInput): Promise<number>;
+  /** Records a customer event for every roster contact matching the recipient (automations trigger on it); returns how many matched. */
+  recordEventForRecipient(ref: RecipientRef, event: Omit<CustomerEventInput, 'client_id' | 'contact_id'>): Promise<number>;
   /** Remembers Intercom's contact id on the roster contact(s) with this email / external id. */
   linkIntercomContact(ref: RecipientRef, intercomContactId: string, role?: 'user' | 'lead'): Promise<void>;
   /** Refreshes the query planner's statistics of the roster tables (after a bulk load). */
@@ -78,16 +80,22 @@ export async function openStore(config: Config, log: Logger): Promise<Store> {
     throw new Error(`Could not open or migrate ${where}: ${(err as Error).message}`);
   }
   const timeline = new TimelineRepository(db);
-  const roster = new RosterRepository(db, dialect, timeline);
+  const events = new CustomerEventLog(db);
+  const roster = new RosterRepository(db, dialect, timeline, events);
   return {
     dialect,
     db,
     roster,
     timeline,
-    events: new CustomerEventLog(db),
+    events,
     recordActivityForRecipient: async (ref, entry) => {
       const contacts = await roster.findContacts(ref);
       for (const c of contacts) await timeline.append(db, { client_id: c.client_id, contact_id: c.contact_id, ...entry });
+      return contacts.length;
+    },
+    recordEventForRecipient: async (ref, event) => {
+      const contacts = await roster.findContacts(ref);
+      if (contacts.length) await events.record(db, contacts.map((c) => ({ ...event, client_id: c.client_id, contact_id: c.contact_id })));
       return contacts.length;
     },
     linkIntercomContact: (ref, id, role) => roster.linkIntercomContact(ref, id, role),

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { sql, type Expression, type Kysely, type Selectable, type SqlBool } from 'kysely';
 import { invalidInput, ToolError } from '../result.js';
 import type { EmailStatus } from './consent.js';
+import type { CustomerEventInput, CustomerEventLog } from './customer-events.js';
 import type { ClientPatch, ContactInput, NewClient } from './roster-model.js';
 import type { ClientsTable, ContactsTable, Database } from './schema.js';
 import type { TimelineRepository } from './timeline.js';
@@ -91,6 +92,33 @@ export interface EmailResubscribe {
  */
 const SUPPRESSION_RANK: Record<EmailStatus, number> = { group_unsubscribed: 1, unsubscribed: 2, dropped: 3, spam_report: 3, bounced: 3 };
 
+/** Who caused a change, for the customer events it records (an automation step carries its chain depth). */
+export interface ChangeOrigin {
+  source: string;
+  source_ref?: string;
+  depth?: number;
+}
+
+/** Client fields whose changes are customer events (automations trigger on them), and the events' names. */
+const TRACKED_CHANGES = { health_score: 'health_score_changed', lifecycle_stage: 'lifecycle_stage_changed', renewal_date: 'renewal_date_changed' } as const;
+
+/** The customer events a change of a client records: {from, to} of its health score, lifecycle stage and renewal date. */
+export function clientChangeEvents(
+  clientId: string,
+  before: Partial<Record<keyof typeof TRACKED_CHANGES, unknown>>,
+  after: Partial<Record<keyof typeof TRACKED_CHANGES, unknown>>,
+  origin: ChangeOrigin,
+): CustomerEventInput[] {
+  const events: CustomerEventInput[] = [];
+  for (const [field, name] of Object.entries(TRACKED_CHANGES) as Array<[keyof typeof TRACKED_CHANGES, string]>) {
+    const from = before[field] ?? null;
+    const to = after[field] === undefined ? from : after[field];
+    if (from === to) continue;
+    events.push({ name, client_id: clientId, properties: { from, to }, source: origin.source, source_ref: origin.source_ref ?? null, depth: origin.depth ?? 0 });
+  }
+  return events;
+}
+
 /** A fresh, subscribed contact row (shared by upsert_contact and the CSV import). */
 export function newContactRow(clientId: string, input: ContactInput, now: string): ContactRow {
   return {
@@ -147,6 +175,7 @@ export class RosterRepository {
     private readonly db: Kysely<Database>,
     readonly dialect: 'sqlite' | 'postgres',
     private readonly timeline: TimelineRepository,
+    private readonly events: CustomerEventLog,
   ) {}
 
   async getClient(clientId: string, db: Kysely<Database> = this.db): Promise<ClientView | undefined> {
@@ -198,31 +227,41 @@ export class RosterRepository {
     if (unique.length) await db.insertInto('client_segments').values(unique.map((segment) => ({ client_id: clientId, segment }))).execute();
   }
 
-  async updateClient(clientId: string, patch: ClientPatch, actor?: string): Promise<{ client: ClientView; changes: Record<string, { from: unknown; to: unknown }> }> {
-    return this.db.transaction().execute(async (trx) => {
-      const before = await this.requireClient(clientId, trx);
-      const changes: Record<string, { from: unknown; to: unknown }> = {};
-      for (const [k, v] of Object.entries(patch)) {
-        if (v === undefined) continue;
-        const old = (before as unknown as Record<string, unknown>)[k];
-        const next = k === 'segments' ? [...new Set(v as string[])].sort() : v;
-        if (JSON.stringify(old) !== JSON.stringify(next)) changes[k] = { from: old, to: next };
-      }
-      if (Object.keys(changes).length) {
-        const merged = { ...before, ...Object.fromEntries(Object.entries(patch).filter(([, v]) => v !== undefined)) } as NewClient;
-        await this.writeClient(trx, { ...merged, segments: patch.segments ?? undefined }, false);
-        await this.timeline.append(trx, {
-          client_id: clientId,
-          type: 'profile_change',
-          channel: 'roster',
-          actor,
-          summary: `Updated ${Object.keys(changes).join(', ')}`,
-          outcome: 'success',
-          data: { changes },
-        });
-      }
-      return { client: (await this.getClient(clientId, trx))!, changes };
-    });
+  async updateClient(clientId: string, patch: ClientPatch, actor?: string, origin?: ChangeOrigin): Promise<{ client: ClientView; changes: Record<string, { from: unknown; to: unknown }> }> {
+    return this.db.transaction().execute((trx) => this.applyClientPatch(trx, clientId, patch, actor, origin));
+  }
+
+  /** The update inside the caller's transaction: row, timeline entry and customer events commit together. */
+  async applyClientPatch(
+    trx: Kysely<Database>,
+    clientId: string,
+    patch: ClientPatch,
+    actor?: string,
+    origin: ChangeOrigin = { source: 'roster' },
+  ): Promise<{ client: ClientView; changes: Record<string, { from: unknown; to: unknown }> }> {
+    const before = await this.requireClient(clientId, trx);
+    const changes: Record<string, { from: unknown; to: unknown }> = {};
+    for (const [k, v] of Object.entries(patch)) {
+      if (v === undefined) continue;
+      const old = (before as unknown as Record<string, unknown>)[k];
+      const next = k === 'segments' ? [...new Set(v as string[])].sort() : v;
+      if (JSON.stringify(old) !== JSON.stringify(next)) changes[k] = { from: old, to: next };
+    }
+    if (Object.keys(changes).length) {
+      const merged = { ...before, ...Object.fromEntries(Object.entries(patch).filter(([, v]) => v !== undefined)) } as NewClient;
+      await this.writeClient(trx, { ...merged, segments: patch.segments ?? undefined }, false);
+      await this.timeline.append(trx, {
+        client_id: clientId,
+        type: 'profile_change',
+        channel: 'roster',
+        actor,
+        summary: `Updated ${Object.keys(changes).join(', ')}`,
+        outcome: 'success',
+        data: { changes },
+      });
+      await this.events.record(trx, clientChangeEvents(clientId, before, patch, origin));
+    }
+    return { client: (await this.getClient(clientId, trx))!, changes };
   }
 
   async contactsOf(clientId: string): Promise<ContactView[]> {

@@ -87,14 +87,19 @@ export interface CampaignsTable {
   cancelled_at: string | null;
 }
 
-export interface CampaignPreviewsTable {
+/** One per preview of a two-phase tool (campaigns, workflows): the token confirms exactly what was previewed. */
+export interface ConfirmationTokensTable {
   token: string;
-  /** Hash of content + audience + schedule: the token confirms exactly this. */
+  /** campaign | workflow_activate | workflow_resume | workflow_run */
+  kind: string;
+  /** Hashes of what the preview showed, by part (content, audience, …), as JSON. */
   fingerprint: string;
-  campaign_name: string;
+  /** What it is about, for messages (the campaign's or workflow's name). */
+  label: string;
   expires_at: string;
   used_at: string | null;
-  campaign_id: string | null;
+  /** What the confirmation created (campaign id, workflow id, run id). */
+  result_id: string | null;
   created_at: string;
 }
 
@@ -243,13 +248,109 @@ export interface MessageEventsTable {
   first_at: string;
 }
 
+export interface WorkflowsTable {
+  workflow_id: string;
+  name: string;
+  description: string | null;
+  /** draft | active | paused | archived */
+  status: string;
+  /** The current definition's version (workflow_versions). */
+  version: number;
+  trigger_type: string;
+  created_by: string | null;
+  created_at: string;
+  updated_at: string;
+  activated_at: string | null;
+  paused_at: string | null;
+  archived_at: string | null;
+  /** Customer events up to this id predate the (re)activation: they never trigger it. */
+  event_floor: number;
+  /** time_based: the next scheduled occurrence. */
+  next_fire_at: string | null;
+  last_fired_at: string | null;
+  /** State-based triggers (renewals, usage, inactivity): when they were last evaluated. */
+  last_swept_at: string | null;
+}
+
+export interface WorkflowVersionsTable {
+  workflow_id: string;
+  version: number;
+  /** JSON WorkflowDefinition: what enrolments of this version follow. */
+  definition: string;
+  created_at: string;
+}
+
+export interface WorkflowEnrollmentsTable {
+  enrollment_id: string;
+  workflow_id: string;
+  version: number;
+  /** Unique: one trigger occurrence enrols a subject at most once. */
+  occurrence_key: string;
+  /** contact | client */
+  subject_kind: string;
+  client_id: string;
+  contact_id: string | null;
+  /** active | completed | exited (goal reached) | cancelled */
+  state: string;
+  /** The next step to run. */
+  step_index: number;
+  next_run_at: string;
+  lease_owner: string | null;
+  lease_until: string | null;
+  /** How many automation steps led to the triggering event (chains of workflows stop at a small depth). */
+  depth: number;
+  /** JSON: the trigger occurrence (event name, properties, time) for templates and goals. */
+  context: string;
+  /** Goal events must come after this customer event id. */
+  start_event_id: number;
+  enrolled_at: string;
+  updated_at: string;
+  finished_at: string | null;
+  exit_reason: string | null;
+}
+
+export interface WorkflowStepRunsTable {
+  /** enrollment_id:step_index — also the idempotency key sent where a provider accepts one. */
+  run_key: string;
+  workflow_id: string;
+  enrollment_id: string;
+  step_index: number;
+  action_type: string;
+  /** started | retry | done | failed | unknown | skipped */
+  state: string;
+  attempts: number;
+  owner: string | null;
+  started_at: string;
+  finished_at: string | null;
+  error_code: string | null;
+  error_message: string | null;
+  /** JSON: what the step did (provider ids, recipients queued, exclusions). */
+  detail: string;
+}
+
+export interface WorkflowMarksTable {
+  workflow_id: string;
+  /** gate:<subject> (re-entry), occ:<occurrence> (seen), side:<subject> (usage threshold side). */
+  mark: string;
+  at: string;
+  value: string | null;
+}
+
+export interface AutomationStateTable {
+  /** e.g. `triggers`: the trigger evaluator's lease and its customer-event cursor. */
+  name: string;
+  owner: string | null;
+  lease_until: string | null;
+  position: number;
+}
+
 export interface Database {
   clients: ClientsTable;
   client_segments: ClientSegmentsTable;
   contacts: ContactsTable;
   timeline: TimelineTable;
   campaigns: CampaignsTable;
-  campaign_previews: CampaignPreviewsTable;
+  confirmation_tokens: ConfirmationTokensTable;
   outbox: OutboxTable;
   audit_log: AuditLogTable;
   idempotency_records: IdempotencyRecordsTable;
@@ -258,6 +359,12 @@ export interface Database {
   inbox_events: InboxEventsTable;
   webhook_endpoints: WebhookEndpointsTable;
   message_events: MessageEventsTable;
+  workflows: WorkflowsTable;
+  workflow_versions: WorkflowVersionsTable;
+  workflow_enrollments: WorkflowEnrollmentsTable;
+  workflow_step_runs: WorkflowStepRunsTable;
+  workflow_marks: WorkflowMarksTable;
+  automation_state: AutomationStateTable;
 }
 
 export type JsonText = ColumnType<string, string, string>;

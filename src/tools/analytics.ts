@@ -2,7 +2,13 @@ import { z } from 'zod';
 import { defineTool } from '../mcp/tool.js';
 import type { FlushResult } from '../providers/mixpanel/service.js';
 import { ToolError } from '../result.js';
+import { recordForRecipient } from './events.js';
 import { idempotencyKey, replayed } from './safety-fields.js';
+
+/** A Mixpanel distinct_id names a roster contact by external user id, or by email when it is one. */
+const distinctRef = (id: string) => ({ external_user_id: id, ...(id.includes('@') ? { email: id } : {}) });
+/** Mixpanel times are epoch seconds or milliseconds. */
+const eventTime = (t: number | undefined) => (t === undefined ? undefined : new Date(t < 1e11 ? t * 1000 : t).toISOString());
 
 const properties = z.record(z.string().min(1).max(255), z.unknown()).optional();
 const failure = z.object({ insert_id: z.string(), event: z.string(), field: z.string().optional(), message: z.string() });
@@ -44,8 +50,10 @@ export const analyticsTools = [
       flush: z.boolean().default(false),
     }),
     output: { event: z.string(), distinct_id: z.string(), insert_id: z.string(), queued: z.boolean(), imported: z.boolean().optional(), delivery: z.object(flushOut).optional() },
-    async handle(i, { services }) {
+    async handle(i, ctx) {
+      const { services } = ctx;
       const { insert_id } = services.mixpanel.track(i);
+      await recordForRecipient(ctx, distinctRef(i.distinct_id), { name: i.event, properties: i.properties ?? {}, occurred_at: eventTime(i.time), source: 'tool:mixpanel_track_event' });
       if (!i.flush) return { event: i.event, distinct_id: i.distinct_id, insert_id, queued: true };
       const delivery = await services.mixpanel.flush();
       const own = delivery.rejected.find((f) => f.insert_id === insert_id);
@@ -130,14 +138,20 @@ export const analyticsTools = [
       idempotency_key: idempotencyKey.describe('your own key for this usage record: a repeat with it records and adds nothing more'),
     }),
     output: { event: z.string(), distinct_id: z.string(), insert_id: z.string(), queued: z.boolean(), profile_incremented: z.boolean(), replayed },
-    async handle({ idempotency_key, ...i }, { services, log }) {
+    async handle({ idempotency_key, ...i }, ctx) {
+      const { services, log } = ctx;
       return services.idempotency.once('mixpanel_track_usage_engagement', idempotency_key, i, `usage of ${i.feature} by ${i.distinct_id}`, async () => {
-        const { insert_id } = services.mixpanel.track({
-          event: 'feature_used',
-          distinct_id: i.distinct_id,
-          time: i.time,
-          properties: { ...i.properties, feature: i.feature, duration_seconds: i.duration_seconds, ...(i.client_id ? { client_id: i.client_id } : {}) },
-        });
+        const properties = { ...i.properties, feature: i.feature, duration_seconds: i.duration_seconds, ...(i.client_id ? { client_id: i.client_id } : {}) };
+        const { insert_id } = services.mixpanel.track({ event: 'feature_used', distinct_id: i.distinct_id, time: i.time, properties });
+        const usage = { name: 'feature_used', properties, occurred_at: eventTime(i.time), source: 'tool:mixpanel_track_usage_engagement' };
+        if (!(await recordForRecipient(ctx, distinctRef(i.distinct_id), usage)) && i.client_id) {
+          // No contact with that id: the account's usage still counts (usage_pattern triggers are per client).
+          const known = await services.store.roster.getClient(i.client_id).catch(() => undefined);
+          if (known) {
+            await services.store.events.record(services.store.db, [{ ...usage, client_id: i.client_id }]);
+            services.automations.wake();
+          }
+        }
         let profile_incremented = false;
         if (services.config.mixpanel.projectToken) {
           await services.mixpanel.engage(i.distinct_id, '$add', { feature_uses: 1, usage_seconds: i.duration_seconds, [`uses:${i.feature}`]: 1 });

@@ -94,7 +94,9 @@ export const clientTools = [
     input: clientFieldsSchema.partial().extend({ client_id: clientIdSchema, actor }),
     output: { client: clientView, changes: z.record(z.string(), z.object({ from: z.unknown(), to: z.unknown() })) },
     async handle({ client_id, actor, ...patch }, { services }) {
-      return services.store.roster.updateClient(client_id, patch, actor);
+      const r = await services.store.roster.updateClient(client_id, patch, actor);
+      if (Object.keys(r.changes).length) services.automations.wake(); // a health, stage or renewal change may trigger automations
+      return r;
     },
   }),
   defineTool({
@@ -258,12 +260,14 @@ export const clientTools = [
       errors_truncated: z.boolean(),
     },
     async handle({ file_path, skip_invalid, actor }, { services, progress, log }) {
-      return importClientsCsv(services.store, file_path, {
+      const r = await importClientsCsv(services.store, file_path, {
         skipInvalid: skip_invalid,
         actor,
         onProgress: (n, phase) => progress(n, undefined, `${phase} row ${n}`),
         log,
       });
+      if (r.imported) services.automations.wake(); // health, stage and renewal changes may trigger automations
+      return r;
     },
   }),
 ];

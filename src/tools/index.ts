@@ -1,10 +1,12 @@
 import type { AnyToolDefinition } from '../mcp/tool.js';
 import { analyticsTools } from './analytics.js';
 import { auditTools } from './audit.js';
+import { automationTools } from './automations.js';
 import { campaignTools } from './campaigns.js';
 import { clientTools } from './clients.js';
 import { emailTools } from './email.js';
 import { inboxTools } from './inbox.js';
+import { eventTools } from './events.js';
 import { intercomTools } from './intercom.js';
 import { statusTools } from './status.js';
 
@@ -16,6 +18,8 @@ export const allTools: AnyToolDefinition[] = [
   ...clientTools,
   ...campaignTools,
   ...inboxTools,
+  ...automationTools,
+  ...eventTools,
   ...auditTools,
   ...statusTools,
 ];

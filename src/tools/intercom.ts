@@ -4,6 +4,7 @@ import type { IntercomContact, RecipientSpec } from '../providers/intercom/servi
 import { invalidInput } from '../result.js';
 import type { ActivityInput } from '../store/index.js';
 import { emailAddress } from '../validation.js';
+import { recordForRecipient } from './events.js';
 import { idempotencyKey, overrideConsent, replayed } from './safety-fields.js';
 
 /** Exactly one of these names the recipient; the service checks and explains. */
@@ -151,6 +152,11 @@ export const intercomTools = [
         const contact = await ctx.services.intercom.resolveContact(spec(input));
         await ctx.services.intercom.trackEvent({ contact_id: contact.id, event_name: input.event_name, created_at: input.created_at, metadata: input.metadata });
         await recordActivity(ctx, contact, { type: 'event', summary: `Intercom event ${input.event_name}`, data: { metadata: input.metadata ?? {} } });
+        await recordForRecipient(
+          ctx,
+          { email: contact.email ?? undefined, external_user_id: contact.external_id ?? undefined, intercom_contact_id: contact.id },
+          { name: input.event_name, properties: input.metadata ?? {}, occurred_at: input.created_at ? new Date(input.created_at * 1000).toISOString() : undefined, source: 'tool:intercom_track_event' },
+        );
         return { event_name: input.event_name, user: toRecipient(contact), metadata: input.metadata ?? {} };
       });
     },

@@ -24,8 +24,9 @@ const providerStatus = z.object({
 });
 
 const mode = z.object({
-  read_only: z.boolean().describe('CS_MCP_READ_ONLY: only tools that change nothing are offered, and the outbox sends nothing'),
+  read_only: z.boolean().describe('CS_MCP_READ_ONLY: only tools that change nothing are offered, the outbox sends nothing and automations do not run'),
   outbox_sending: z.boolean().describe('whether this process delivers queued messages'),
+  automations_running: z.boolean().describe('whether this process runs automations (never in read-only mode)'),
   approval: z.enum(['elicitation', 'auto', 'token']).describe('CS_MCP_APPROVAL'),
   approval_by_person_available: z.boolean().describe('this client supports elicitation, so a person can be asked'),
   max_recipients_per_send: z.number(),
@@ -53,7 +54,7 @@ export const statusTools = [
     name: 'integrations_status',
     title: 'Integration status',
     description:
-      'Shows, for Intercom, SendGrid and Mixpanel: whether each is configured (and which environment variable is missing), ' +
+      'Shows, for Intercom, SendGrid, Mixpanel, Slack and outgoing webhooks: whether each is configured (and which environment variable is missing), ' +
       'the circuit-breaker state, the last error seen, and the rate-limit budget the provider last reported. ' +
       'Also each inbound webhook endpoint: enabled or not, when the last verified event arrived, backlog and refusals. ' +
       'Also the safety mode: read-only, approval policy, recipient and daily limits (and how much of today\'s limit is used). ' +
@@ -71,6 +72,7 @@ export const statusTools = [
         mode: {
           read_only: safety.readOnly,
           outbox_sending: services.delivery.dispatcher.running,
+          automations_running: services.automations.running,
           approval: safety.approval,
           approval_by_person_available: approvalAvailable(),
           max_recipients_per_send: safety.maxRecipientsPerSend,

@@ -83,6 +83,7 @@ export class IntercomStandIn extends HttpStandIn {
   readonly messages: Array<{ id: string; to: { id: string; type: string }; message_type: string; subject?: string; body: string; from: unknown }> = [];
   readonly notes: Array<{ id: string; contact_id: string; body: string; admin_id: string }> = [];
   readonly events: Array<Record<string, unknown>> = [];
+  readonly tickets: Array<{ id: string; ticket_type_id: string; contact_id: string; attributes: Record<string, unknown> }> = [];
   searchLagMs: number;
 
   constructor(readonly options: IntercomStandInOptions = {}) {
@@ -216,6 +217,16 @@ export class IntercomStandIn extends HttpStandIn {
       const id = String(400_000 + this.messages.length);
       this.messages.push({ id, to, message_type: b.message_type, subject: b.subject, body: b.body, from: b.from });
       return { status: 200, body: { type: b.message_type === 'email' ? 'email' : 'inapp', id, created_at: now, subject: b.subject ?? '', body: b.body, message_type: b.message_type, conversation_id: `conv-${id}` } };
+    }
+    if (r.method === 'POST' && r.path === '/tickets') {
+      const contactId = b.contacts?.[0]?.id;
+      if (!this.contacts.has(contactId)) return errorList(404, 'not_found', 'User Not Found');
+      const ticket = { id: String(600 + this.tickets.length), ticket_type_id: String(b.ticket_type_id), contact_id: contactId, attributes: b.ticket_attributes ?? {} };
+      this.tickets.push(ticket);
+      return {
+        status: 200,
+        body: { type: 'ticket', id: ticket.id, ticket_id: String(30 + this.tickets.length), ticket_attributes: ticket.attributes, ticket_state: { type: 'ticket_state', id: '1', category: 'submitted' }, contacts: { type: 'contact.list', contacts: [{ type: 'contact', id: contactId }] }, created_at: now, updated_at: now, open: true },
+      };
     }
     if (r.method === 'POST' && r.path === '/events') {
       if (b.id && !this.contacts.has(b.id)) return errorList(404, 'not_found', 'User Not Found');

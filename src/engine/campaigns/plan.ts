@@ -2,8 +2,9 @@ import { createHash } from 'node:crypto';
 import type { Config } from '../../config.js';
 import { invalidInput, notConfigured, ToolError, type ProviderName } from '../../result.js';
 import { consentBlock } from '../../store/consent.js';
-import type { Audience, AudienceMember, Exclusion } from '../audience.js';
+import type { Audience, Exclusion } from '../audience.js';
 import { isEmailChannel, PROVIDER_OF_CHANNEL, type Channel, type MessageContent } from '../delivery/message.js';
+import { clientScope, contactScope, messageContent } from '../recipient-scope.js';
 import { compileTemplates, renderForRecipient, type RenderLimits } from '../templating.js';
 import type { CampaignRequest } from './request.js';
 
@@ -93,7 +94,7 @@ const SAMPLE_CHARS = 4_000;
 const CHUNK = 250;
 const SLICE_MS = 8;
 
-export function resolveChannels(req: CampaignRequest, configured: Record<ProviderName, boolean>): Channel[] {
+export function resolveChannels(req: CampaignRequest, configured: Partial<Record<ProviderName, boolean>>): Channel[] {
   if (!req.channels && !configured.sendgrid && !configured.intercom) {
     throw new ToolError(
       'not_configured',
@@ -199,8 +200,8 @@ export async function renderPlan(
     const outcome = renderForRecipient(
       compiled,
       {
-        contact: contactScope(member),
-        client: clientScope(member),
+        contact: contactScope(member.contact),
+        client: clientScope(member.client),
         sender: { email: def.sender.email, name: def.sender.name },
         campaign: { name: def.campaign_name, template_type: def.template_type },
         tokens,
@@ -218,18 +219,7 @@ export async function renderPlan(
     } else {
       plan.recipients += 1;
       for (const channel of channels) {
-        const content: MessageContent = {
-          subject: outcome.subject,
-          text: outcome.text,
-          html: outcome.html,
-          to_email: contact.email,
-          to_name: contact.name ?? undefined,
-          external_user_id: contact.external_user_id ?? undefined,
-          intercom_contact_id: contact.intercom_contact_id ?? undefined,
-          intercom_role: contact.intercom_role === 'user' || contact.intercom_role === 'lead' ? contact.intercom_role : undefined,
-          from_email: channel === 'email' ? def.sender.email : undefined,
-          from_name: channel === 'email' ? def.sender.name : undefined,
-        };
+        const content = messageContent(contact, outcome, channel, def.sender);
         // The audience part covers who receives what: a changed address or rendered text changes it.
         // (Intercom ids learned by earlier sends are not part of it: they change how, not what.)
         const { intercom_contact_id: _id, intercom_role: _role, ...fingerprinted } = content;
@@ -281,39 +271,6 @@ function sampleOf(clientId: string, channel: Channel, c: MessageContent): Sample
   };
 }
 
-function contactScope({ contact }: AudienceMember): Record<string, unknown> {
-  return {
-    id: contact.contact_id,
-    email: contact.email,
-    name: contact.name,
-    first_name: contact.first_name ?? firstNameOf(contact.name),
-    role: contact.role,
-    phone: contact.phone,
-    user_id: contact.external_user_id,
-  };
-}
-
-function clientScope({ client }: AudienceMember): Record<string, unknown> {
-  return {
-    id: client.client_id,
-    name: client.name,
-    tier: client.tier,
-    lifecycle_stage: client.lifecycle_stage,
-    health_score: client.health_score,
-    mrr: client.mrr,
-    renewal_date: client.renewal_date,
-    owner: client.owner_email,
-    segments: client.segments,
-    custom: client.custom,
-  };
-}
-
-/** Only a clear first word of a full name counts as a first name; otherwise it stays missing. */
-function firstNameOf(name: string | null): string | undefined {
-  const first = name?.trim().split(/\s+/)[0];
-  return first && /^[\p{L}][\p{L}'-]*$/u.test(first) ? first : undefined;
-}
-
 export function hash(text: string): string {
   return createHash('sha256').update(text).digest('hex');
 }
@@ -322,8 +279,4 @@ export function canonicalJson(value: unknown): string {
   return JSON.stringify(value, (_k, v) =>
     v && typeof v === 'object' && !Array.isArray(v) ? Object.fromEntries(Object.keys(v).sort().map((k) => [k, (v as Record<string, unknown>)[k]])) : v,
   );
-}
-
-export function fingerprintString(fp: CampaignPlan['fingerprint']): string {
-  return `${fp.content}:${fp.audience}:${fp.schedule}`;
 }

@@ -2,15 +2,17 @@ import { randomBytes } from 'node:crypto';
 import type { Config } from '../../config.js';
 import type { Logger } from '../../log.js';
 import type { ProviderRuntime } from '../../resilience/provider-runtime.js';
-import { invalidInput, ToolError, type ProviderName } from '../../result.js';
+import { PROVIDERS, ToolError, type ProviderName } from '../../result.js';
 import type { Approver } from '../../safety/approval.js';
 import type { Store } from '../../store/index.js';
 import { resolveAudience } from '../audience.js';
+import { twoPhase, type ConfirmationTokens, type TwoPhaseSpec } from '../confirmations.js';
+import { decodeCursor, encodeCursor } from '../cursor.js';
 import type { OutboundMessage } from '../delivery/message.js';
 import { insertMessages, OUTBOX_STATES, type OutboxRepository, type OutboxState } from '../delivery/outbox.js';
 import { engagementBySource, summarizeEngagement, type Engagement } from '../inbox/engagement.js';
 import type { RenderGate } from '../render-gate.js';
-import { buildDefinition, fingerprintString, renderPlan, resolveChannels, type CampaignDefinition, type CampaignPlan, type PlannedDelivery } from './plan.js';
+import { buildDefinition, renderPlan, resolveChannels, type CampaignDefinition, type CampaignPlan, type PlannedDelivery } from './plan.js';
 import type { CampaignRequest } from './request.js';
 
 export interface CampaignDeps {
@@ -22,6 +24,7 @@ export interface CampaignDeps {
   /** Tells delivery that messages became due. */
   wakeDelivery: () => void;
   renderGate: RenderGate;
+  tokens: ConfirmationTokens;
 }
 
 const EXAMPLES = 20;
@@ -72,8 +75,7 @@ export class CampaignService {
   }
 
   private configured(): Record<ProviderName, boolean> {
-    const r = this.deps.runtimes;
-    return { intercom: r.intercom.configured, sendgrid: r.sendgrid.configured, mixpanel: r.mixpanel.configured };
+    return Object.fromEntries(PROVIDERS.map((p) => [p, this.deps.runtimes[p].configured])) as Record<ProviderName, boolean>;
   }
 
   private async definitionAndAudience(req: CampaignRequest) {
@@ -98,52 +100,7 @@ export class CampaignService {
 
   /** The first call: a preview and a token bound to exactly this content, audience and schedule. */
   async preview(req: CampaignRequest): Promise<Record<string, unknown>> {
-    return this.issuePreview(await this.plan(req));
-  }
-
-  private async issuePreview(plan: CampaignPlan): Promise<Record<string, unknown>> {
-    const summary = summarize(plan);
-    // Unused previews are kept a day past expiry (to explain "expired"), then dropped.
-    await this.deps.store.db
-      .deleteFrom('campaign_previews')
-      .where('used_at', 'is', null)
-      .where('expires_at', '<', new Date(Date.now() - 86_400_000).toISOString())
-      .execute();
-    if (plan.messages === 0) {
-      return { phase: 'preview', ...summary, next_step: 'Nobody in this audience can receive the campaign (see excluded and held_back). Nothing to confirm.' };
-    }
-    const token = `cst_${randomBytes(24).toString('base64url')}`;
-    const now = Date.now();
-    const expires = new Date(now + this.deps.config.campaigns.confirmationTtlS * 1000).toISOString();
-    await this.deps.store.db
-      .insertInto('campaign_previews')
-      .values({
-        token,
-        fingerprint: fingerprintString(plan.fingerprint),
-        campaign_name: plan.definition.campaign_name,
-        expires_at: expires,
-        used_at: null,
-        campaign_id: null,
-        created_at: new Date(now).toISOString(),
-      })
-      .execute();
-    return {
-      phase: 'preview',
-      ...summary,
-      confirmation_token: token,
-      token_expires_at: expires,
-      next_step:
-        `Nothing has been sent. Show this preview to the user. To send, call send_personalized_email again with exactly the same parameters ` +
-        `plus confirmation_token "${token}" before ${expires}.`,
-    };
-  }
-
-  private async refusal(plan: CampaignPlan, why: string): Promise<ToolError> {
-    const fresh = await this.issuePreview(plan);
-    return invalidInput(`${why} Nothing was sent. Review the fresh preview in error.details.fresh_preview and confirm with its token.`, {
-      field: 'confirmation_token',
-      fresh_preview: fresh,
-    });
+    return twoPhase(this.deps.tokens, this.confirmation(req), undefined);
   }
 
   /**
@@ -152,102 +109,95 @@ export class CampaignService {
    * transaction. A crash at any point before that commit leaves nothing to send.
    */
   async confirm(req: CampaignRequest & { confirmation_token: string }, approve: Approver): Promise<Record<string, unknown>> {
+    return twoPhase(this.deps.tokens, this.confirmation(req, approve), req.confirmation_token);
+  }
+
+  private confirmation(req: CampaignRequest, approve?: Approver): TwoPhaseSpec<{ plan: CampaignPlan; campaignId?: string }> {
     const db = this.deps.store.db;
-    const token = await db.selectFrom('campaign_previews').selectAll().where('token', '=', req.confirmation_token).executeTakeFirst();
-    if (!token || (token.used_at && token.campaign_id) || Date.parse(token.expires_at) <= Date.now()) {
-      const plan = await this.plan(req);
-      if (!token) throw await this.refusal(plan, 'That confirmation_token is not one this server issued.');
-      if (token.used_at && token.campaign_id) {
-        if (token.fingerprint !== fingerprintString(plan.fingerprint)) throw await this.refusal(plan, `That confirmation_token was already used for campaign ${token.campaign_id}.`);
-        // The same confirmation again (a retried call): report the campaign it created, send nothing more.
-        const status = await this.status(token.campaign_id);
+    return {
+      kind: 'campaign',
+      tool: 'send_personalized_email',
+      nothingDone: 'Nothing was sent.',
+      compute: async (confirming) => {
+        if (!confirming) return { plan: await this.plan(req) };
+        const campaignId = `cmp_${randomBytes(8).toString('hex')}`;
+        const plan = await this.plan(req, (chunk, d) => insertMessages(db, chunk.map((x) => this.message(campaignId, d, x)), Date.now(), 'staged'));
+        return { plan, campaignId };
+      },
+      label: ({ plan }) => plan.definition.campaign_name,
+      parts: ({ plan }) => plan.fingerprint,
+      preview: ({ plan }) => summarize(plan),
+      nothingToConfirm: ({ plan }) => (plan.messages === 0 ? 'Nobody in this audience can receive the campaign (see excluded and held_back). Nothing to confirm.' : undefined),
+      abandon: async ({ campaignId }) => {
+        if (campaignId) await this.deps.outbox.dropStaged({ kind: 'campaign', sourceId: campaignId });
+      },
+      replay: async (campaignId, { plan }) => {
+        const status = await this.status(campaignId);
         return {
           phase: 'confirmed',
           already_confirmed: true,
           ...summarize(plan),
-          campaign_id: token.campaign_id,
+          campaign_id: campaignId,
           queued: status.totals.total,
           delivery: status,
           next_step: 'This campaign was already confirmed; nothing new was queued. Use get_campaign_status to follow it.',
         };
-      }
-      throw await this.refusal(plan, `That confirmation_token expired at ${token.expires_at}.`);
-    }
-
-    const campaignId = `cmp_${randomBytes(8).toString('hex')}`;
-    let plan: CampaignPlan;
-    let def: CampaignDefinition;
-    try {
-      plan = await this.plan(req, (chunk, d) => insertMessages(db, chunk.map((x) => this.message(campaignId, d, x)), Date.now(), 'staged'));
-      const fp = fingerprintString(plan.fingerprint);
-      if (token.fingerprint !== fp) {
-        const [c, a, s] = token.fingerprint.split(':');
-        const changed = [c !== plan.fingerprint.content && 'content', a !== plan.fingerprint.audience && 'audience', s !== plan.fingerprint.schedule && 'schedule'].filter(Boolean);
-        throw await this.refusal(plan, `The campaign changed since the preview (${changed.join(', ')}).`);
-      }
-      if (plan.messages === 0) throw await this.refusal(plan, 'Nobody in this audience can receive the campaign any more.');
-      def = plan.definition;
-      const sample = plan.samples[0];
-      await approve({
-        action: 'campaign_confirm',
-        title: `Send the campaign "${def.campaign_name}" (${def.template_type})`,
-        recipients: plan.recipients,
-        examples: plan.samples.map((s) => s.to),
-        channel: def.channels.join(' + '),
-        when: def.scheduled_send_time ?? 'now',
-        subject: sample?.subject,
-        sample: sample?.text,
-        notes: [
-          ...(plan.excluded.total ? [`${plan.excluded.total} excluded (${Object.entries(plan.excluded.by_reason).map(([r, n]) => `${r}: ${n}`).join(', ')})`] : []),
-          ...(plan.held_back.total ? [`${plan.held_back.total} held back (a template value they lack)`] : []),
-        ],
-      });
-    } catch (err) {
-      await this.deps.outbox.dropStaged({ kind: 'campaign', sourceId: campaignId });
-      throw err;
-    }
-
-    const now = new Date().toISOString();
-    const committed = await db.transaction().execute(async (trx) => {
-      const used = await trx
-        .updateTable('campaign_previews')
-        .set({ used_at: now, campaign_id: campaignId })
-        .where('token', '=', req.confirmation_token)
-        .where('used_at', 'is', null)
-        .executeTakeFirst();
-      if (Number(used.numUpdatedRows) !== 1) return false; // a concurrent confirmation won
-      await trx
-        .insertInto('campaigns')
-        .values({
-          campaign_id: campaignId,
-          name: def.campaign_name,
-          template_type: def.template_type,
-          definition: JSON.stringify(def),
-          content_hash: plan.fingerprint.content,
-          created_by: def.created_by ?? null,
-          scheduled_at: def.scheduled_send_time,
-          created_at: now,
-          confirmed_at: now,
-          cancelled_at: null,
-        })
-        .execute();
-      await this.deps.outbox.commitStaged(trx, 'campaign', campaignId);
-      return true;
-    });
-    if (!committed) {
-      await this.deps.outbox.dropStaged({ kind: 'campaign', sourceId: campaignId });
-      return this.confirm(req, approve); // reports what the winning confirmation created
-    }
-    this.deps.log.info({ campaign_id: campaignId, messages: plan.messages, scheduled: def.scheduled_send_time }, 'campaign confirmed');
-    this.deps.wakeDelivery();
-    return {
-      phase: 'confirmed',
-      ...summarize(plan),
-      campaign_id: campaignId,
-      queued: plan.messages,
-      next_step: def.scheduled_send_time
-        ? `Scheduled: ${plan.messages} message(s) will go out at ${def.scheduled_send_time}, even across restarts. Use get_campaign_status or cancel_campaign with campaign_id "${campaignId}".`
-        : `Sending ${plan.messages} message(s) now at the pace the providers allow. Use get_campaign_status with campaign_id "${campaignId}" to follow it.`,
+      },
+      confirm: async ({ plan, campaignId }, consume) => {
+        const def = plan.definition;
+        const sample = plan.samples[0];
+        await approve!({
+          action: 'campaign_confirm',
+          title: `Send the campaign "${def.campaign_name}" (${def.template_type})`,
+          recipients: plan.recipients,
+          examples: plan.samples.map((s) => s.to),
+          channel: def.channels.join(' + '),
+          when: def.scheduled_send_time ?? 'now',
+          subject: sample?.subject,
+          sample: sample?.text,
+          notes: [
+            ...(plan.excluded.total ? [`${plan.excluded.total} excluded (${Object.entries(plan.excluded.by_reason).map(([r, n]) => `${r}: ${n}`).join(', ')})`] : []),
+            ...(plan.held_back.total ? [`${plan.held_back.total} held back (a template value they lack)`] : []),
+          ],
+        });
+        const id = campaignId!;
+        const now = new Date().toISOString();
+        const committed = await db.transaction().execute(async (trx) => {
+          if (!(await consume(trx, id))) return false; // a concurrent confirmation won
+          await trx
+            .insertInto('campaigns')
+            .values({
+              campaign_id: id,
+              name: def.campaign_name,
+              template_type: def.template_type,
+              definition: JSON.stringify(def),
+              content_hash: plan.fingerprint.content,
+              created_by: def.created_by ?? null,
+              scheduled_at: def.scheduled_send_time,
+              created_at: now,
+              confirmed_at: now,
+              cancelled_at: null,
+            })
+            .execute();
+          await this.deps.outbox.commitStaged(trx, 'campaign', id);
+          return true;
+        });
+        if (!committed) return undefined;
+        this.deps.log.info({ campaign_id: id, messages: plan.messages, scheduled: def.scheduled_send_time }, 'campaign confirmed');
+        this.deps.wakeDelivery();
+        return {
+          id,
+          result: {
+            phase: 'confirmed',
+            ...summarize(plan),
+            campaign_id: id,
+            queued: plan.messages,
+            next_step: def.scheduled_send_time
+              ? `Scheduled: ${plan.messages} message(s) will go out at ${def.scheduled_send_time}, even across restarts. Use get_campaign_status or cancel_campaign with campaign_id "${id}".`
+              : `Sending ${plan.messages} message(s) now at the pace the providers allow. Use get_campaign_status with campaign_id "${id}" to follow it.`,
+          },
+        };
+      },
     };
   }
 
@@ -290,12 +240,13 @@ export class CampaignService {
     if (!c) throw new ToolError('not_found', `No campaign ${campaignId}. Use list_campaigns to find its id.`);
     const def = JSON.parse(c.definition) as CampaignDefinition;
     const outbox = this.deps.outbox;
-    const [counts, reasons, problems, engagement] = await Promise.all([
-      outbox.countsByStateAndChannel('campaign', campaignId),
-      outbox.reasons('campaign', campaignId, ['skipped', 'queued']),
-      outbox.problems('campaign', campaignId, EXAMPLES),
-      engagementBySource(db, 'campaign', campaignId),
-    ]);
+    // One after the other, counts first: a row only moves forward (queued → failed…), so the problems
+    // read after the counts lists every failure they counted. Side by side (separate PostgreSQL
+    // connections) a row settling in between was counted failed yet missing from the list.
+    const counts = await outbox.countsByStateAndChannel('campaign', campaignId);
+    const reasons = await outbox.reasons('campaign', campaignId, ['skipped', 'queued']);
+    const problems = await outbox.problems('campaign', campaignId, EXAMPLES);
+    const engagement = await engagementBySource(db, 'campaign', campaignId);
     const totals = emptyTotals();
     const perChannel: Record<string, Totals> = {};
     for (const { state, channel, n } of counts) {
@@ -352,7 +303,7 @@ export class CampaignService {
   async list(opts: { limit: number; cursor?: string; status?: string }): Promise<{ campaigns: CampaignStatus[]; next_cursor?: string }> {
     let q = this.deps.store.db.selectFrom('campaigns').select(['campaign_id', 'created_at']).orderBy('created_at', 'desc').orderBy('campaign_id', 'desc');
     if (opts.cursor) {
-      const [at, id] = decodeCursor(opts.cursor);
+      const [at, id] = decodeCursor(opts.cursor, 'list_campaigns');
       q = q.where((eb) => eb.or([eb('created_at', '<', at), eb.and([eb('created_at', '=', at), eb('campaign_id', '<', id)])]));
     }
     const rows = await q.limit(opts.limit + 1).execute();
@@ -423,18 +374,4 @@ function summarize(plan: CampaignPlan) {
     },
     samples: plan.samples,
   };
-}
-
-function encodeCursor(at: string, id: string): string {
-  return Buffer.from(JSON.stringify([at, id])).toString('base64url');
-}
-
-function decodeCursor(cursor: string): [string, string] {
-  try {
-    const v = JSON.parse(Buffer.from(cursor, 'base64url').toString()) as unknown;
-    if (Array.isArray(v) && v.length === 2 && typeof v[0] === 'string' && typeof v[1] === 'string') return [v[0], v[1]];
-  } catch {
-    // fall through
-  }
-  throw invalidInput('cursor is not one this server returned. Call list_campaigns without a cursor to start again.', { field: 'cursor' });
 }

@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from '../../log.js';
 import { withRequestHook } from '../../resilience/request-hooks.js';
-import { ToolError } from '../../result.js';
+import { retryLater, ToolError } from '../../result.js';
+import { WorkLoop } from '../work-loop.js';
 import type { Admission, SendAdmission } from './admission.js';
 import type { MessageContent } from './message.js';
 import { parseContent, type OutboxRepository, type OutboxRow } from './outbox.js';
@@ -62,7 +63,6 @@ export interface DispatcherOptions {
   initialConcurrency?: number;
 }
 
-const TRANSIENT = new Set(['circuit_open', 'rate_limited', 'provider_unavailable', 'timeout']);
 const ADAPT_EVERY_MS = 250;
 
 class NotAdmitted extends Error {
@@ -83,18 +83,13 @@ class NotAdmitted extends Error {
  */
 export class OutboxDispatcher {
   readonly owner = `dispatcher-${randomUUID()}`;
-  private active = 0;
+  private readonly loop: WorkLoop;
   private limit: number;
-  private stopped = true;
-  private loop?: Promise<void>;
-  private wakeUp?: () => void;
-  private wakeRequested = false;
   private lastRenewal = 0;
   private lastAdapt = 0;
   private busySince = 0;
   private readonly ready: OutboxRow[] = [];
   private readonly activeByChannel = new Map<string, number>();
-  private readonly inFlight = new Set<Promise<void>>();
   private readonly retryBaseMs: number;
   private readonly retryMaxMs: number;
 
@@ -102,16 +97,24 @@ export class OutboxDispatcher {
     this.retryBaseMs = opts.retryBaseMs ?? 2_000;
     this.retryMaxMs = opts.retryMaxMs ?? 60_000;
     this.limit = Math.min(opts.concurrency, opts.initialConcurrency ?? 8);
+    this.loop = new WorkLoop({
+      pass: () => this.fill(),
+      retryMs: () => opts.pollMs,
+      onPassError: (err) => opts.log.error({ err }, 'outbox dispatch pass failed; retrying at the next poll'),
+    });
   }
 
   start(): void {
-    if (!this.stopped) return;
-    this.stopped = false;
-    this.loop = this.run();
+    this.loop.start();
   }
 
   get running(): boolean {
-    return !this.stopped;
+    return this.loop.running;
+  }
+
+  /** Deliveries (single or batched requests) in flight. */
+  private get active(): number {
+    return this.loop.active;
   }
 
   /** Deliveries allowed in flight right now (adapted). */
@@ -121,19 +124,13 @@ export class OutboxDispatcher {
 
   /** Something became due (a confirmation, a finished delivery): look now rather than at the next poll. */
   wake(): void {
-    // Not asleep (mid-pass): the pass after this one must not sleep, or the news waits a whole poll.
-    if (this.wakeUp) this.wakeUp();
-    else this.wakeRequested = true;
+    this.loop.wake();
   }
 
   /** Stops claiming, waits (bounded) for deliveries in flight, records what settled, and gives back unstarted rows. */
   async stop(graceMs = 10_000): Promise<void> {
-    if (this.stopped) return;
-    this.stopped = true;
-    this.wake();
-    await this.loop;
-    const settled = Promise.allSettled([...this.inFlight]);
-    await Promise.race([settled, new Promise((r) => setTimeout(r, graceMs).unref())]);
+    if (!this.loop.running) return;
+    await this.loop.stop(graceMs);
     await this.opts.settlements.flush();
     const unstarted = this.ready.splice(0);
     if (unstarted.length) await this.opts.repo.release(this.owner, unstarted.map((r) => r.outbox_id)).catch((err: unknown) => this.opts.log.warn({ err }, 'releasing unstarted deliveries failed'));
@@ -146,31 +143,6 @@ export class OutboxDispatcher {
   /** Whether any message of these channels is in flight or claimed and about to go. */
   busy(channels: readonly string[]): boolean {
     return channels.some((c) => (this.activeByChannel.get(c) ?? 0) > 0) || this.ready.some((r) => channels.includes(r.channel));
-  }
-
-  private async run(): Promise<void> {
-    while (!this.stopped) {
-      let sleepMs = this.opts.pollMs;
-      try {
-        sleepMs = await this.fill();
-      } catch (err) {
-        this.opts.log.error({ err }, 'outbox dispatch pass failed; retrying at the next poll');
-      }
-      if (this.stopped) break;
-      if (this.wakeRequested) {
-        this.wakeRequested = false;
-        continue;
-      }
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, sleepMs);
-        timer.unref();
-        this.wakeUp = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-      this.wakeUp = undefined;
-    }
   }
 
   /** One pass: keep leases alive, recover abandoned rows, fill the free slots. Returns how long to sleep. */
@@ -239,17 +211,12 @@ export class OutboxDispatcher {
 
   private launch(rows: OutboxRow[]): void {
     const row = rows[0]!;
-    this.active += 1;
     this.activeByChannel.set(row.channel, (this.activeByChannel.get(row.channel) ?? 0) + 1);
-    const p = (rows.length === 1 ? this.deliver(row) : this.deliverBatch(rows))
-      .catch((err) => this.opts.log.error({ err, outbox_id: row.outbox_id }, 'settling an outbox row failed'))
-      .finally(() => {
-        this.active -= 1;
-        this.activeByChannel.set(row.channel, this.activeByChannel.get(row.channel)! - 1);
-        this.inFlight.delete(p);
-        this.wake();
-      });
-    this.inFlight.add(p);
+    this.loop.launch(() =>
+      (rows.length === 1 ? this.deliver(row) : this.deliverBatch(rows))
+        .catch((err) => this.opts.log.error({ err, outbox_id: row.outbox_id }, 'settling an outbox row failed'))
+        .finally(() => void this.activeByChannel.set(row.channel, this.activeByChannel.get(row.channel)! - 1)),
+    );
   }
 
   private async deliver(row: OutboxRow): Promise<void> {
@@ -358,7 +325,7 @@ export class OutboxDispatcher {
   private async settleUnsent(rows: OutboxRow[], err: ToolError, marked: boolean): Promise<void> {
     const attempts = rows[0]!.attempts + (marked ? 1 : 0);
     const error = { code: err.code, message: err.message };
-    if ((TRANSIENT.has(err.code) && !err.outcomeUnknown) || (!marked && err.outcomeUnknown)) {
+    if (retryLater(err) || (!marked && err.outcomeUnknown)) {
       const wait = Math.min(this.retryMaxMs, err.retryAfterMs ?? this.retryBaseMs * 2 ** Math.max(0, attempts - 1));
       this.opts.log.info({ outbox_ids: rows.slice(0, 20).map((r) => r.outbox_id), rows: rows.length, code: err.code, wait_ms: Math.round(wait) }, 'delivery postponed');
       await this.opts.repo.requeueMany(rows, Date.now() + wait, error);

@@ -88,4 +88,10 @@ export interface OutboundMessage {
   policy?: MessagePolicy;
   /** ISO time before which it must not be sent. */
   not_before: string;
+  /**
+   * Not to be delivered at all (e.g. an automation step's recipient who unsubscribed, or whose message
+   * needs a value they lack): written as `skipped` with this reason, so every message outcome of a
+   * producer is counted in one place.
+   */
+  skip?: { code: string; message: string };
 }

@@ -26,7 +26,7 @@ const INSERT_CHUNK = 400;
 
 /**
  * Writes messages; a key already present is left as it is (a producer may safely write twice). Returns
- * rows written. `staged` rows are invisible to delivery until their producer commits them to `queued`
+ * rows written. A message with `skip` is recorded as already `skipped`, never delivered. `staged` rows are invisible to delivery until their producer commits them to `queued`
  * (a campaign confirmation writes its messages as it renders them, then commits them in one step).
  */
 export async function insertMessages(db: Kysely<Database>, messages: OutboundMessage[], now = Date.now(), state: 'queued' | 'staged' = 'queued'): Promise<number> {
@@ -45,7 +45,9 @@ export async function insertMessages(db: Kysely<Database>, messages: OutboundMes
       payload: JSON.stringify(m.content),
       meta: JSON.stringify(m.meta),
       policy: m.policy ? JSON.stringify(m.policy) : null,
-      state,
+      state: m.skip ? 'skipped' : state,
+      error_code: m.skip?.code ?? null,
+      error_message: m.skip?.message ?? null,
       attempts: 0,
       not_before: m.not_before,
       updated_at: at,

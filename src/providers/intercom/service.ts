@@ -198,6 +198,21 @@ export class IntercomService {
     return { note_id: String(note.id) };
   }
 
+  /**
+   * A ticket of the configured type (INTERCOM_TICKET_TYPE_ID) for one contact. Intercom accepts no
+   * idempotency key for tickets, so this is never retried once it may have arrived.
+   */
+  async createTicket(t: { ticket_type_id: string; contact_id: string; title: string; description?: string }): Promise<{ ticket_id: string }> {
+    const request = {
+      ticket_type_id: t.ticket_type_id,
+      contacts: [{ id: t.contact_id }],
+      ticket_attributes: { _default_title_: t.title, ...(t.description ? { _default_description_: t.description } : {}) },
+    };
+    const ticket = await this.call('create_ticket', false, (o) => this.client.tickets.create(request as never, o));
+    const id = (ticket as { ticket_id?: string; id?: string } | undefined)?.ticket_id ?? (ticket as { id?: string } | undefined)?.id;
+    return { ticket_id: String(id ?? '') };
+  }
+
   async trackEvent(ev: { contact_id: string; event_name: string; created_at?: number; metadata?: Record<string, unknown> }): Promise<void> {
     const request = {
       event_name: ev.event_name,

@@ -4,6 +4,7 @@ import * as campaigns from './0002_campaigns.js';
 import * as delivery from './0003_delivery.js';
 import * as safety from './0004_safety.js';
 import * as customerEvents from './0006_customer_events.js';
+import * as automations from './0007_automations.js';
 import * as inbox from './0009_inbox.js';
 
 /** Versioned, in order. Applied automatically at start (Kysely's Migrator holds a lock while it runs). */
@@ -14,5 +15,6 @@ export const migrations: Record<string, Migration> = {
   '0004_safety': safety,
   // 0005 is the shared rate budget (added with the pacer).
   '0006_customer_events': customerEvents,
+  '0007_automations': automations,
   '0009_inbox': inbox,
 };
