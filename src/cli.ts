@@ -8,6 +8,7 @@ import { SERVER_NAME, SERVER_VERSION } from './server.js';
 import { createServices } from './services.js';
 import { serveHttp } from './transports/http.js';
 import { serveStdio } from './transports/stdio.js';
+import { serveWebhooks } from './transports/webhook-listener.js';
 import { enabledTools } from './mcp/toolsets.js';
 import { allTools } from './tools/index.js';
 
@@ -107,14 +108,27 @@ async function main(argv: string[]): Promise<void> {
   };
 
   if (args.worker) {
-    // Headless: the scheduler and the outbox run (started with the services); no MCP transport.
-    // The inbound-webhook HTTP listener will be mounted here (one place, so the worker serves it too).
+    // Headless: the scheduler and the outbox run (started with the services); no MCP transport. The
+    // provider webhooks are served when one is enabled, so the worker alone closes the loop.
+    let listener;
+    try {
+      listener = await serveWebhooks(services);
+    } catch (err) {
+      await services.close();
+      if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+        process.stderr.write(`Port ${config.http.port} on ${config.http.host} is already in use (webhooks): set MCP_HTTP_PORT to a free port.\n`);
+        process.exitCode = 2;
+        return;
+      }
+      throw err;
+    }
     setInterval(() => undefined, 3_600_000); // the loops' timers are unref'd; the worker lives until a signal
-    for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => stop(sig));
+    for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => stop(sig, listener?.close));
     const running = services.automations.running;
-    log.info({ automations: running, outbox: services.delivery.dispatcher.running }, 'worker started');
+    log.info({ automations: running, outbox: services.delivery.dispatcher.running, webhooks: listener?.endpoints ?? [] }, 'worker started');
     process.stderr.write(
       `\n${SERVER_NAME} ${SERVER_VERSION} worker: ${running ? 'running automations and delivering queued messages' : 'read-only mode (CS_MCP_READ_ONLY): nothing runs'}. ` +
+        (listener ? `Webhooks (${listener.endpoints.join(', ')}) at ${listener.url}<endpoint>. ` : 'No webhook endpoint is enabled. ') +
         `Data: ${config.database.kind === 'sqlite' ? config.database.file : 'PostgreSQL (DATABASE_URL)'}. Press Ctrl+C to stop.\n\n`,
     );
     return;

@@ -232,6 +232,39 @@ describe.each(dialects)('closing the loop on %s', (dialect) => {
     });
   });
 
+  it('an "opened" webhook reaches an automation goal: the follow-up step of the workflow is cancelled', async () => {
+    const args = {
+      workflow_name: 'Welcome then follow-up',
+      trigger_type: 'event_based',
+      trigger_conditions: { event: 'trial_started' },
+      exit_when: [{ event: 'email_opened', of_this_workflow: true }],
+      actions: [
+        { type: 'send_email', subject: 'Welcome, {{ contact.first_name | fallback: "there" }}', body: 'Here is how to start.' },
+        { type: 'wait', minutes: 1 },
+        { type: 'send_email', subject: 'Did you get started?', body: 'Just checking in.' },
+      ],
+    };
+    const preview = await h.call('automate_communications', args);
+    const confirmed = await h.call('automate_communications', { ...args, confirmation_token: preview.structuredContent.confirmation_token });
+    expect(confirmed.structuredContent.phase).toBe('confirmed');
+    const workflowId = confirmed.structuredContent.result_id as string;
+    await h.call('record_customer_event', { event: 'trial_started', contact_email: 'tom@acme.example' });
+    // The first email goes out through SendGrid with the workflow's custom_args …
+    const welcome = await until(() => sg.delivered.find((d) => d.custom_args.workflow_id === workflowId), (d) => d !== undefined);
+    expect(welcome!.subject).toBe('Welcome, Tom');
+    // … SendGrid reports it opened, signed, to our endpoint …
+    await postSendGrid([sgEvent('open', 'tom@acme.example', { ...welcome!.custom_args, sg_message_id: `${welcome!.message_id}.filter0002` })]);
+    await processed();
+    // … and the enrolment leaves at its goal before the follow-up.
+    const wf = await until(() => h.call('get_workflow', { workflow_id: workflowId }), (x) => x.structuredContent.enrollments.exited === 1);
+    expect(wf.structuredContent.goals_reached.total).toBe(1);
+    // Even once the wait would have ended, the follow-up is never sent.
+    await h.services.store.db.updateTable('workflow_enrollments').set({ next_run_at: new Date(Date.now() - 1000).toISOString() }).where('workflow_id', '=', workflowId).execute();
+    await new Promise((r) => setTimeout(r, 500));
+    expect(sg.delivered.filter((d) => d.custom_args.workflow_id === workflowId).map((d) => d.subject)).toEqual(['Welcome, Tom']);
+    await h.call('archive_workflow', { workflow_id: workflowId });
+  });
+
   it('a group resubscribe lifts only that group\'s unsubscribe, never a bounce or a spam report', async () => {
     await postSendGrid([about('group_unsubscribe', 'hank@globex.example', { asm_group_id: 42 })]);
     await processed();
