@@ -248,12 +248,14 @@ describe.each(dialects)('closing the loop on %s', (dialect) => {
     const confirmed = await h.call('automate_communications', { ...args, confirmation_token: preview.structuredContent.confirmation_token });
     expect(confirmed.structuredContent.phase).toBe('confirmed');
     const workflowId = confirmed.structuredContent.result_id as string;
-    await h.call('record_customer_event', { event: 'trial_started', contact_email: 'tom@acme.example' });
+    // A contact the earlier tests left alone (no suppression from their events).
+    await h.call('upsert_contact', { client_id: 'acme', email: 'newbie@acme.example', first_name: 'Nia' });
+    await h.call('record_customer_event', { event: 'trial_started', contact_email: 'newbie@acme.example' });
     // The first email goes out through SendGrid with the workflow's custom_args …
-    const welcome = await until(() => sg.delivered.find((d) => d.custom_args.workflow_id === workflowId), (d) => d !== undefined);
-    expect(welcome!.subject).toBe('Welcome, Tom');
+    const welcome = await until(() => sg.delivered.find((d) => d.custom_args.workflow_id === workflowId) ?? null, (d) => d !== null);
+    expect(welcome!.subject).toBe('Welcome, Nia');
     // … SendGrid reports it opened, signed, to our endpoint …
-    await postSendGrid([sgEvent('open', 'tom@acme.example', { ...welcome!.custom_args, sg_message_id: `${welcome!.message_id}.filter0002` })]);
+    await postSendGrid([sgEvent('open', 'newbie@acme.example', { ...welcome!.custom_args, sg_message_id: `${welcome!.message_id}.filter0002` })]);
     await processed();
     // … and the enrolment leaves at its goal before the follow-up.
     const wf = await until(() => h.call('get_workflow', { workflow_id: workflowId }), (x) => x.structuredContent.enrollments.exited === 1);
@@ -261,7 +263,7 @@ describe.each(dialects)('closing the loop on %s', (dialect) => {
     // Even once the wait would have ended, the follow-up is never sent.
     await h.services.store.db.updateTable('workflow_enrollments').set({ next_run_at: new Date(Date.now() - 1000).toISOString() }).where('workflow_id', '=', workflowId).execute();
     await new Promise((r) => setTimeout(r, 500));
-    expect(sg.delivered.filter((d) => d.custom_args.workflow_id === workflowId).map((d) => d.subject)).toEqual(['Welcome, Tom']);
+    expect(sg.delivered.filter((d) => d.custom_args.workflow_id === workflowId).map((d) => d.subject)).toEqual(['Welcome, Nia']);
     await h.call('archive_workflow', { workflow_id: workflowId });
   });
 
