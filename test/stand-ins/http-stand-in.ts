@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import type { OpenApiContract } from '../helpers/openapi.js';
 import { seededRandom } from '../helpers/random.js';
 import { until } from '../helpers/until.js';
-import { RateWindow } from './rate-window.js';
+import { RateWindow, type RateWindowOptions } from './rate-window.js';
 
 /**
  * What every provider stand-in shares: a node:http server on 127.0.0.1, request recording, contract
@@ -71,7 +71,8 @@ export interface StandInOptions {
   violationBody?: (message: string) => unknown;
   /** Checks credentials; returns a reply to refuse the request. */
   authorize?: (req: RecordedRequest) => Reply | undefined;
-  rateLimit?: { limit: number; windowMs: number };
+  /** The provider's rate window (default: 100,000 per 10 s, clock-aligned). */
+  rateLimit?: RateWindowOptions;
   /** The provider's 429 body. */
   rateLimitedBody?: unknown;
   /** Added to every answer; plus up to `jitterMs` more, drawn from the seeded random source. */

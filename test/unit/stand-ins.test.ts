@@ -4,6 +4,7 @@ import { startIntercomStandIn, type IntercomStandIn } from '../stand-ins/interco
 import { startMixpanelStandIn } from '../stand-ins/mixpanel.js';
 import { startSendGridStandIn, type SendGridStandIn } from '../stand-ins/sendgrid.js';
 import type { HttpStandIn } from '../stand-ins/http-stand-in.js';
+import { RateWindow } from '../stand-ins/rate-window.js';
 
 /** The stand-ins are the tests' measure of the providers: these check that they can fail a test. */
 
@@ -107,6 +108,25 @@ describe('contract violations fail the request that caused them', () => {
     await post(`${again.url}/v3/mail/send`, { personalizations: [] }, `Bearer ${SG}`);
     expect(again.acknowledgeViolations()).toHaveLength(1);
     expect(() => failOnViolations()).not.toThrow();
+  });
+});
+
+describe('rate windows as providers run them', () => {
+  it('clock windows start on multiples of the length; the reset header is whole epoch seconds', () => {
+    const w = new RateWindow({ limit: 2, windowMs: 1000 });
+    expect([w.take(10_300), w.take(10_400), w.take(10_900)]).toEqual([true, true, false]);
+    expect(w.headers(10_900)).toMatchObject({ 'X-RateLimit-Remaining': '0', 'X-RateLimit-Reset': '11' });
+    expect(w.take(11_000)).toBe(true);
+  });
+
+  it('anchored windows start at the first request after the last one ended, and the reset is rounded up', () => {
+    const w = new RateWindow({ limit: 2, windowMs: 1000, style: 'anchored' });
+    expect([w.take(10_300), w.take(10_400)]).toEqual([true, true]);
+    // The window really ends at 11.3 s, the header says 12 s: up to a second late.
+    expect(w.headers(10_400)).toMatchObject({ 'X-RateLimit-Remaining': '0', 'X-RateLimit-Reset': '12' });
+    expect(w.take(11_100)).toBe(false); // a clock-aligned window would have rolled at 11.0 s
+    expect(w.take(11_300)).toBe(true);
+    expect(w.windows).toBe(2);
   });
 });
 
