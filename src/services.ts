@@ -12,6 +12,7 @@ import { MixpanelService } from './providers/mixpanel/service.js';
 import { SendGridService } from './providers/sendgrid/service.js';
 import { SlackService } from './providers/slack/service.js';
 import { WebhookService } from './providers/webhooks/service.js';
+import { BudgetPeers } from './resilience/budget-peers.js';
 import { ProviderRuntime } from './resilience/provider-runtime.js';
 import type { ProviderName } from './result.js';
 import { AuditLog } from './safety/audit.js';
@@ -76,6 +77,18 @@ export async function createServices(config: Config, log: Logger, overrides: Ser
     webhook: runtime('webhook'),
   };
   const store = await openStore(config, log);
+  // Processes on one database that send with the same account share its rate budget.
+  const sharing = (
+    [
+      ['intercom', config.intercom.accessToken],
+      ['sendgrid', config.sendgrid.apiKey],
+    ] as const
+  ).flatMap(([provider, credential]) => {
+    if (!credential) return [];
+    const peers = new BudgetPeers(store.db, BudgetPeers.key(provider, credential), log.child({ provider }));
+    runtimes[provider].budget.shareWith(peers);
+    return [peers];
+  });
   const intercom = new IntercomService({ config, log: log.child({ provider: 'intercom' }), runtime: runtimes.intercom });
   const sendgrid = new SendGridService({ config, log: log.child({ provider: 'sendgrid' }), runtime: runtimes.sendgrid });
   const mixpanel = new MixpanelService({ config, log: log.child({ provider: 'mixpanel' }), runtime: runtimes.mixpanel });
@@ -155,6 +168,7 @@ export async function createServices(config: Config, log: Logger, overrides: Ser
         await inbox.stop().catch((err) => log.error({ err }, 'stopping the inbox processor failed'));
         await mixpanel.close().catch((err) => log.error({ err }, 'flushing Mixpanel failed'));
         await audit.flush();
+        await Promise.all(sharing.map((p) => p.close()));
         await store.close().catch((err) => log.error({ err }, 'closing the store failed'));
       })()),
   };

@@ -1,7 +1,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Logger } from '../log.js';
 import { ToolError, type ProviderName } from '../result.js';
-import { networkError, retryAfterMs } from './http-errors.js';
+import { networkError } from './http-errors.js';
 import type { RateBudget } from './rate-budget.js';
 import { runRequestHook } from './request-hooks.js';
 
@@ -46,6 +46,7 @@ export function createObservedFetch(opts: ObservedFetchOptions): typeof fetch {
       opts.budget.release();
       throw err;
     }
+    const sentAt = Date.now();
     const controller = new AbortController();
     let timedOut = false;
     // The timer also covers reading the body (fetch resolves at the headers); unref so it never holds the process.
@@ -59,10 +60,7 @@ export function createObservedFetch(opts: ObservedFetchOptions): typeof fetch {
     callerSignal?.addEventListener('abort', onCallerAbort, { once: true });
     try {
       const response = await baseFetch(input, { ...init, signal: controller.signal });
-      opts.budget.observe(response.headers, response.status);
-      if (response.status === 429 && !response.headers.get('x-ratelimit-reset')) {
-        opts.budget.exhaustFor(retryAfterMs(response.headers) ?? 1000);
-      }
+      opts.budget.observe(response.headers, response.status, sentAt);
       if (record) record.response = { status: response.status, headers: response.headers };
       if (response.status >= 400) {
         opts.log.debug({ provider: opts.provider, status: response.status, method: init?.method ?? 'GET' }, 'provider answered with an error status');

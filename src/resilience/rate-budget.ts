@@ -1,153 +1,356 @@
 /**
  * Proactive pacing from the budget a provider reports (`X-RateLimit-Limit/Remaining/Reset`).
  *
- * Every request takes one unit before it is sent. Within a window we spend what the provider says is
- * left, counting our own requests still in flight (the header lags them), and when the budget is spent
- * we wait for the window to reset instead of running into a 429. Providers that report nothing are
- * not paced.
+ * Providers count requests in fixed windows, but they do not say where a window begins, and they
+ * round the reset time up to whole seconds. Some windows start on the clock (every whole second),
+ * others at the first request after the last window ended. A pacer that bursts its budget and then
+ * waits for the reported reset idles for up to a second per window: half the rate at 1-second windows.
+ *
+ * So the pacer learns the windows instead of trusting the rounded reset:
+ * - a window is known by its reset value; when the value moves on, a new window has begun, no later
+ *   than the moment the answer that shows it arrived (its start, an upper bound);
+ * - the window length is the smallest step between successive reset values: never shorter than the
+ *   real length, and equal to it after a window or two of steady sending;
+ * - a window ends at min(start + length, reported reset): never earlier than it really does.
+ * Within a window the remaining budget is spread evenly up to that end, rather than sent in a burst,
+ * which suits either kind of window and keeps room for latency. When the end has passed, the next
+ * window is spent at the learned rate until its first answer places it.
+ *
+ * Several processes using one account share the budget: `shareWith()` says how many are sending now
+ * (they meet in the database: budget-peers.ts); each spends its share of what the provider reports
+ * as left, so together they spend it all, and none assumes the whole remainder is its own.
+ * Providers that report nothing are not paced; a 429 stops everything until its Retry-After (or
+ * reset) has passed, then one request goes first to find out where the budget stands.
  */
 
 export interface RateBudgetSnapshot {
   limit?: number;
   remaining?: number;
   reset_at?: string;
+  /** The window length learned from the provider's answers, when known. */
+  window_ms?: number;
   observed_at?: string;
+  /** Processes sharing this budget now (this one included). */
+  sharing: number;
   waiting: number;
   in_flight: number;
   paced_waits: number;
 }
 
 export interface RateBudgetOptions {
-  /** Requests kept in hand at the end of a window, for other clients of the same app. */
+  /** Requests left in each window for other clients of the same app (a dashboard, another integration). */
   reserve?: number;
-  /** Added to a reset time before spending the new window: covers clock skew and coarse reset values. */
-  resetMarginMs?: number;
-  /** Longest single pacing wait; a reset further away than this is treated as unreliable. */
+  /** Longest single wait; a reset further away than this is treated as unreliable. */
   maxWaitMs?: number;
-  now?: () => number;
-  sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
 }
+
+/** The processes sharing one provider account's budget (budget-peers.ts). */
+export interface BudgetSharing {
+  /** How many send with it now, this one included (≥ 1). */
+  count(): number;
+  /** Told on every request, so this process counts as one of them while it sends. */
+  touch(): void;
+}
+
+/** A window of the provider's, as far as its answers have placed it. */
+interface Window {
+  /** The reported reset (epoch ms); undefined for a window no answer has shown yet. */
+  resetMs?: number;
+  /** It began after this moment (-Infinity: unknown) and no later than `startHiMs`. */
+  startLoMs: number;
+  startHiMs?: number;
+  /** When we may treat it as over: never before its real end. Undefined: not placed yet. */
+  endMs?: number;
+  /** The latest send time of a request whose answer showed this window. */
+  lastSentMs: number;
+  /** What is left in it, counting our own requests as they leave. */
+  remaining: number;
+}
+
+interface Waiter {
+  resolve: () => void;
+  reject: (err: unknown) => void;
+  signal?: AbortSignal;
+  onAbort?: () => void;
+}
+
+/** Two reset values this close are the same window (a provider may recompute it per answer). */
+const SAME_RESET_MS = 500;
+/** Until the window length is known, the reported reset is the end, plus this for clock skew. */
+const FIRST_WINDOW_MARGIN_MS = 50;
 
 export class RateBudget {
   private limit?: number;
-  private remaining?: number;
-  private resetAtMs?: number;
+  /** The window length: learned, never shorter than the real one. */
+  private windowMs?: number;
+  private lengthLoMs = Number.NEGATIVE_INFINITY;
+  private lengthHiMs = Number.POSITIVE_INFINITY;
+  private window?: Window;
+  /** The last window an answer placed, and its reset: a window we rolled past is remembered here. */
+  private lastPlaced?: Window;
+  private lastResetMs?: number;
   private observedAtMs?: number;
+  private lastSendMs?: number;
+  /** Nothing may be sent before this (a 429's Retry-After). */
+  private blockedUntilMs = 0;
+  /** True until an answer tells where the budget stands: one request at a time. */
+  private probing = true;
   private inFlight = 0;
-  private waiting = 0;
   private pacedWaits = 0;
-  /** Set by the first answer: until then nobody knows the budget, so one request goes first to find out. */
-  private probed = false;
+  private readonly queue: Waiter[] = [];
+  private timer?: NodeJS.Timeout;
+  private timerAt = 0;
   private readonly reserve: number;
-  private readonly resetMarginMs: number;
   private readonly maxWaitMs: number;
-  private readonly now: () => number;
-  private readonly sleep: (ms: number, signal?: AbortSignal) => Promise<void>;
+  private sharing?: BudgetSharing;
 
   constructor(opts: RateBudgetOptions = {}) {
     this.reserve = opts.reserve ?? 0;
-    this.resetMarginMs = opts.resetMarginMs ?? 50;
     this.maxWaitMs = opts.maxWaitMs ?? 60_000;
-    this.now = opts.now ?? Date.now;
-    this.sleep = opts.sleep ?? abortableSleep;
   }
 
-  /** Waits until a request may be sent within the reported budget, then takes one unit. */
-  async acquire(signal?: AbortSignal): Promise<void> {
-    for (;;) {
-      const wait = this.waitNeeded();
-      if (wait <= 0) {
-        if (this.remaining !== undefined) this.remaining -= 1;
-        this.inFlight += 1;
-        return;
-      }
-      this.waiting += 1;
-      this.pacedWaits += 1;
-      try {
-        await this.sleep(wait, signal);
-      } finally {
-        this.waiting -= 1;
-      }
+  /** Shares this budget with the other processes that use the same account. */
+  shareWith(sharing: BudgetSharing): void {
+    this.sharing = sharing;
+  }
+
+  private peers(): number {
+    return this.sharing ? Math.max(1, this.sharing.count()) : 1;
+  }
+
+  /** Waits until a request may be sent within the budget, then takes one unit. First come, first served. */
+  acquire(signal?: AbortSignal): Promise<void> {
+    this.sharing?.touch();
+    if (signal?.aborted) return Promise.reject(signal.reason ?? new Error('aborted'));
+    if (this.queue.length === 0 && this.waitNeeded() <= 0) {
+      this.take();
+      return Promise.resolve();
     }
+    this.pacedWaits += 1;
+    return new Promise<void>((resolve, reject) => {
+      const w: Waiter = { resolve, reject, signal };
+      if (signal) {
+        w.onAbort = () => {
+          const i = this.queue.indexOf(w);
+          if (i >= 0) this.queue.splice(i, 1);
+          reject(signal.reason ?? new Error('aborted'));
+          this.pump();
+        };
+        signal.addEventListener('abort', w.onAbort, { once: true });
+      }
+      this.queue.push(w);
+      this.pump();
+    });
   }
 
   /** Call once for each acquire(), when its response (or failure) has arrived. */
   release(): void {
     if (this.inFlight > 0) this.inFlight -= 1;
+    this.pump();
   }
 
-  /** Reads the rate-limit headers of a response. */
-  observe(headers: Headers | Record<string, string | string[] | undefined>, status?: number): void {
-    const get = (name: string): string | undefined => {
-      if (typeof (headers as Headers).get === 'function') return (headers as Headers).get(name) ?? undefined;
-      const rec = headers as Record<string, string | string[] | undefined>;
-      const v = rec[name] ?? rec[name.toLowerCase()];
-      return Array.isArray(v) ? v[0] : v;
-    };
-    this.probed = true;
+  /** Reads the rate-limit headers (and a 429's Retry-After) of a response. */
+  observe(headers: Headers | Record<string, string | string[] | undefined>, status?: number, sentAtMs?: number): void {
+    const get = headerReader(headers);
+    const now = Date.now();
     const limit = num(get('x-ratelimit-limit'));
     const remaining = num(get('x-ratelimit-remaining'));
     const reset = num(get('x-ratelimit-reset'));
-    const now = this.now();
-    if (limit === undefined && remaining === undefined && reset === undefined) {
-      if (status === 429) this.exhaustFor(1000);
+    if (limit !== undefined) this.limit = limit;
+    if (status === 429) {
+      // Refused: the provider's explicit wait wins over a reset that may belong to another window.
+      const retry = retryAfterMs(get('retry-after'), now);
+      const resetAt = reset === undefined ? undefined : resetToEpochMs(reset, now);
+      this.exhaustFor(retry ?? (resetAt !== undefined && resetAt > now ? resetAt - now : 1000));
+      // A refusal of the budget itself means what we learned about the windows is wrong (a bare 429,
+      // SendGrid's occasional one, says nothing about them).
+      if (remaining === 0 && this.windowMs !== undefined) this.forgetLength();
+      return;
+    }
+    if (remaining === undefined || reset === undefined) {
+      // Nothing to pace by (Mixpanel): the answer still ends a probe.
+      if (this.probing) {
+        this.probing = false;
+        this.pump();
+      }
       return;
     }
     this.observedAtMs = now;
-    if (limit !== undefined) this.limit = limit;
-    const resetAt = reset === undefined ? undefined : resetToEpochMs(reset, now);
-    if (remaining !== undefined) {
-      // Requests we sent after this one was counted are still in flight: the header does not know them yet.
-      const adjusted = Math.max(0, remaining - Math.max(0, this.inFlight - 1));
-      const sameWindow = resetAt !== undefined && this.resetAtMs !== undefined && Math.abs(resetAt - this.resetAtMs) < 1000;
-      this.remaining = sameWindow && this.remaining !== undefined ? Math.min(this.remaining, adjusted) : adjusted;
+    const resetMs = resetToEpochMs(reset, now);
+    const sent = sentAtMs ?? now;
+    // Our requests sent after this one was counted are still in flight; the header does not know them
+    // yet. Peers have about as many in flight as we do.
+    const adjusted = Math.max(0, remaining - Math.max(0, this.inFlight - 1) * Math.max(1, this.peers()));
+    const w = this.window;
+    const shown = w?.resetMs ?? this.lastResetMs;
+    if (shown !== undefined && resetMs < shown - SAME_RESET_MS) return; // a late answer from a window already over
+    if (w?.resetMs !== undefined && Math.abs(resetMs - w.resetMs) <= SAME_RESET_MS) {
+      // After a refusal the answer to the probe is the news; otherwise the lowest count is the truth.
+      w.remaining = this.probing ? adjusted : Math.min(w.remaining, adjusted);
+      w.lastSentMs = Math.max(w.lastSentMs, sent);
+    } else if (w?.resetMs === undefined && shown !== undefined && Math.abs(resetMs - shown) <= SAME_RESET_MS) {
+      return; // the window we rolled past, answering for a request sent before its end
+    } else {
+      this.placeWindow(resetMs, adjusted, sent, now);
     }
-    if (resetAt !== undefined) this.resetAtMs = resetAt;
-    if (status === 429) this.remaining = 0;
+    this.probing = false;
+    this.pump();
   }
 
-  /** A 429 with only a Retry-After: spend nothing until it has passed. */
+  /**
+   * An answer shows a window we have not seen: it began after the last request the previous window
+   * answered for was sent, and before this answer arrived. Those bounds, the previous window's own
+   * start, and the reset (rounded up to whole seconds: the end lies within the second before it)
+   * narrow the window's length; providers use whole seconds, so the length is the largest whole number
+   * of seconds the bounds allow (never shorter than the real one).
+   */
+  private placeWindow(resetMs: number, remaining: number, sentMs: number, now: number): void {
+    const prev = this.window?.resetMs !== undefined ? this.window : this.lastPlaced;
+    const startLoMs = prev ? prev.lastSentMs : Number.NEGATIVE_INFINITY;
+    const startHiMs = now;
+    if (prev) {
+      // The previous window ended between its last request and this answer.
+      if (prev.startHiMs !== undefined) this.narrow(prev.lastSentMs - prev.startHiMs, now - prev.startLoMs);
+      this.narrow(resetMs - 1000 - startHiMs, resetMs - startLoMs);
+    }
+    const endMs = this.windowMs !== undefined && prev ? startHiMs + this.windowMs : resetMs + FIRST_WINDOW_MARGIN_MS;
+    this.window = { resetMs, startLoMs, startHiMs: prev ? startHiMs : undefined, endMs, lastSentMs: sentMs, remaining };
+    this.lastPlaced = this.window;
+    this.lastResetMs = resetMs;
+  }
+
+  private narrow(lo: number, hi: number): void {
+    this.lengthLoMs = Math.max(this.lengthLoMs, lo);
+    this.lengthHiMs = Math.min(this.lengthHiMs, hi);
+    if (this.lengthLoMs >= this.lengthHiMs) {
+      // Inconsistent (a clock jump, a provider that changed its limits): learn again from scratch.
+      this.forgetLength();
+      return;
+    }
+    if (!Number.isFinite(this.lengthHiMs)) return;
+    const whole = Math.floor(this.lengthHiMs / 1000) * 1000;
+    this.windowMs = whole > this.lengthLoMs && whole >= 1000 ? whole : Math.ceil(this.lengthHiMs);
+  }
+
+  private forgetLength(): void {
+    this.lengthLoMs = Number.NEGATIVE_INFINITY;
+    this.lengthHiMs = Number.POSITIVE_INFINITY;
+    this.windowMs = undefined;
+  }
+
+  /** Spend nothing for `ms` (a 429 with Retry-After, or a bare 429); then one request goes first. */
   exhaustFor(ms: number): void {
-    this.probed = true;
-    this.remaining = 0;
-    this.resetAtMs = this.now() + ms;
+    this.blockedUntilMs = Math.max(this.blockedUntilMs, Date.now() + Math.min(ms, this.maxWaitMs));
+    this.probing = true;
+    this.pump();
   }
 
   /** Milliseconds until the budget allows another request (0: now). */
   waitNeeded(): number {
-    const now = this.now();
-    if (this.resetAtMs !== undefined && now >= this.resetAtMs + this.resetMarginMs) {
-      // A new window has begun: assume the full limit until a response tells us otherwise.
-      this.remaining = this.limit;
-      this.resetAtMs = undefined;
+    const now = Date.now();
+    if (now < this.blockedUntilMs) return this.blockedUntilMs - now;
+    // Unknown budget: one request at a time until an answer says more. Its answer wakes the queue.
+    if (this.probing) return this.inFlight > 0 ? Number.POSITIVE_INFINITY : 0;
+    let w = this.window;
+    if (!w) return 0; // a provider that reports no budget
+    if (w.endMs !== undefined && now >= w.endMs) {
+      // The window is over. The next is spent at the learned rate until its first answer places it;
+      // without a learned length, one request finds out.
+      if (this.limit === undefined || this.windowMs === undefined) {
+        this.window = undefined;
+        this.probing = true;
+        return this.inFlight > 0 ? Number.POSITIVE_INFINITY : 0;
+      }
+      w = this.window = { startLoMs: w.lastSentMs, lastSentMs: w.lastSentMs, remaining: this.limit };
     }
-    if (!this.probed && this.inFlight > 0) return 10;
-    if (this.remaining === undefined) return 0;
-    if (this.remaining > this.reserve) return 0;
-    if (this.resetAtMs === undefined) {
-      // Spent, with no reset known: wait for the in-flight answers to tell us about the window.
-      return this.inFlight > 0 ? 25 : 0;
+    // Peers see each other's requests only in the next answers: each extra peer keeps one in hand.
+    const peers = Math.max(1, this.peers());
+    const share = (w.remaining - this.reserve - (peers - 1)) / peers;
+    if (share < 1) {
+      if (w.endMs === undefined) return Number.POSITIVE_INFINITY; // wait for an answer to place the window
+      return Math.min(this.maxWaitMs, w.endMs - now + 1);
     }
-    return Math.min(this.maxWaitMs, Math.max(1, this.resetAtMs + this.resetMarginMs - now));
+    if (this.lastSendMs === undefined) return 0;
+    // Spread what is left evenly up to the window's end: the k remaining requests take k+1 equal gaps
+    // from the last one sent. A window not yet placed is spent at the learned steady rate.
+    const nextAt =
+      w.endMs !== undefined
+        ? (share * this.lastSendMs + w.endMs) / (share + 1)
+        : this.lastSendMs + (this.windowMs! * peers) / Math.max(1, this.limit! - this.reserve);
+    return Math.max(0, Math.ceil(nextAt - now));
   }
 
   snapshot(): RateBudgetSnapshot {
+    const w = this.window;
     return {
       limit: this.limit,
-      remaining: this.remaining,
-      reset_at: this.resetAtMs === undefined ? undefined : new Date(this.resetAtMs).toISOString(),
+      remaining: w?.remaining,
+      reset_at: w?.endMs === undefined ? undefined : new Date(w.endMs).toISOString(),
+      window_ms: this.windowMs,
       observed_at: this.observedAtMs === undefined ? undefined : new Date(this.observedAtMs).toISOString(),
-      waiting: this.waiting,
+      sharing: Math.max(1, this.peers()),
+      waiting: this.queue.length,
       in_flight: this.inFlight,
       paced_waits: this.pacedWaits,
     };
   }
+
+  private take(): void {
+    if (this.window) this.window.remaining -= 1;
+    this.lastSendMs = Date.now();
+    this.inFlight += 1;
+  }
+
+  /** Lets waiters go in order while the budget allows; otherwise sleeps until it will (or an answer comes). */
+  private pump(): void {
+    while (this.queue.length > 0) {
+      const wait = this.waitNeeded();
+      if (wait > 0) {
+        if (Number.isFinite(wait)) this.schedule(wait);
+        return; // an answer (observe/release) pumps again
+      }
+      const w = this.queue.shift()!;
+      if (w.onAbort) w.signal?.removeEventListener('abort', w.onAbort);
+      this.take();
+      w.resolve();
+    }
+  }
+
+  private schedule(ms: number): void {
+    const at = Date.now() + ms;
+    if (this.timer && this.timerAt <= at) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timerAt = at;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.pump();
+    }, ms);
+    this.timer.unref?.();
+  }
+}
+
+function headerReader(headers: Headers | Record<string, string | string[] | undefined>): (name: string) => string | undefined {
+  if (typeof (headers as Headers).get === 'function') return (name) => (headers as Headers).get(name) ?? undefined;
+  const rec = headers as Record<string, string | string[] | undefined>;
+  return (name) => {
+    const v = rec[name] ?? rec[name.toLowerCase()] ?? Object.entries(rec).find(([k]) => k.toLowerCase() === name)?.[1];
+    return Array.isArray(v) ? v[0] : v;
+  };
 }
 
 function num(v: string | undefined): number | undefined {
   if (v === undefined || v.trim() === '') return undefined;
   const n = Number(v);
   return Number.isFinite(n) ? n : undefined;
+}
+
+/** Retry-After in seconds or as an HTTP date. */
+function retryAfterMs(v: string | undefined, now: number): number | undefined {
+  if (v === undefined) return undefined;
+  const secs = num(v);
+  if (secs !== undefined) return Math.max(0, secs * 1000);
+  const at = Date.parse(v);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - now);
 }
 
 /** Intercom and SendGrid send epoch seconds; some APIs send seconds-until-reset. Tell them apart. */

@@ -344,8 +344,16 @@ export interface AutomationStateTable {
   position: number;
 }
 
+/** Processes sharing a provider account's rate budget, and when each last sent (UTC ISO). */
+export interface RateBudgetPeersTable {
+  budget_key: string;
+  instance_id: string;
+  seen_at: string;
+}
+
 export interface Database {
   clients: ClientsTable;
+  rate_budget_peers: RateBudgetPeersTable;
   client_segments: ClientSegmentsTable;
   contacts: ContactsTable;
   timeline: TimelineTable;

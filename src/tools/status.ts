@@ -15,8 +15,10 @@ const providerStatus = z.object({
   rate_limit: z.object({
     limit: z.number().optional(),
     remaining: z.number().optional(),
-    reset_at: z.string().optional(),
+    reset_at: z.string().optional().describe('when the current window is treated as over (learned; never before it really is)'),
+    window_ms: z.number().optional().describe("the provider's window length, as learned from its answers"),
     observed_at: z.string().optional(),
+    sharing: z.number().describe('processes sending with this account now, this one included; each spends its share'),
     waiting: z.number(),
     in_flight: z.number(),
     paced_waits: z.number(),

@@ -7,6 +7,7 @@ import { ProviderPolicy } from '../../src/resilience/policy.js';
 import { ProviderRuntime } from '../../src/resilience/provider-runtime.js';
 import { RateBudget } from '../../src/resilience/rate-budget.js';
 import { ToolError } from '../../src/result.js';
+import { RateWindow, type RateWindowStyle } from '../stand-ins/rate-window.js';
 
 const cfg: ResilienceConfig = { maxRetries: 3, baseDelayMs: 1000, maxDelayMs: 60_000, breakerThreshold: 5, breakerResetMs: 60_000, timeoutMs: 10_000 };
 
@@ -201,59 +202,161 @@ describe('ProviderPolicy: circuit breaker', () => {
 });
 
 describe('RateBudget: pacing by the reported budget', () => {
-  it('spends the remaining budget, then waits for the reset instead of exceeding it', async () => {
-    let now = 1_800_000_000_000;
-    const slept: number[] = [];
-    const budget = new RateBudget({
-      now: () => now,
-      resetMarginMs: 0,
-      sleep: async (ms) => {
-        slept.push(ms);
-        now += ms;
-      },
-    });
-    budget.observe({ 'x-ratelimit-limit': '100', 'x-ratelimit-remaining': '3', 'x-ratelimit-reset': String(now / 1000 + 10) });
-    for (let i = 0; i < 3; i++) {
-      await budget.acquire();
-      budget.release();
-    }
-    expect(slept).toEqual([]);
-    await budget.acquire(); // the 4th waits for the window to reset
-    expect(slept).toEqual([10_000]);
-    expect(budget.snapshot()).toMatchObject({ limit: 100, remaining: 99 });
+  beforeEach(() => {
+    vi.useFakeTimers();
+    vi.setSystemTime(1_800_000_000_300);
+  });
+  afterEach(() => vi.useRealTimers());
+  const hdr = (limit: number, remaining: number, resetS: number) => ({
+    'x-ratelimit-limit': String(limit),
+    'x-ratelimit-remaining': String(remaining),
+    'x-ratelimit-reset': String(resetS),
+  });
+
+  it('sends one request first to find out, then spreads what is left up to the reset instead of bursting', async () => {
+    const budget = new RateBudget();
+    await budget.acquire();
+    const times: number[] = [];
+    const rest = Promise.all([1, 2, 3, 4].map(() => budget.acquire().then(() => times.push(Date.now()))));
+    await vi.advanceTimersByTimeAsync(100);
+    expect(times).toEqual([]); // nothing is known until the first answer
+    budget.observe(hdr(100, 4, 1_800_000_001), 200, 1_800_000_000_300);
+    budget.release();
+    await vi.advanceTimersByTimeAsync(1000);
+    await rest;
+    // 4 left over the 600 ms to the (rounded) reset: evenly spaced, all before it, not all at once.
+    const gaps = times.slice(1).map((t, i) => t - times[i]!);
+    expect(gaps.every((g) => g >= 100)).toBe(true);
+    expect(times[3]!).toBeLessThan(1_800_000_001_000);
   });
 
   it('counts requests still in flight, which the header does not know yet', async () => {
-    const now = 1_800_000_000_000;
-    const budget = new RateBudget({ now: () => now, sleep: async () => { throw new Error('should not sleep'); } });
-    budget.observe({ 'x-ratelimit-remaining': '10', 'x-ratelimit-reset': String(now / 1000 + 10) });
-    for (let i = 0; i < 5; i++) await budget.acquire(); // 5 in flight
-    // The first answer comes back counting only itself: remaining 9 → 9 − 4 still in flight = 5 left, not 9.
-    budget.observe({ 'x-ratelimit-remaining': '9', 'x-ratelimit-reset': String(now / 1000 + 10) });
+    const budget = new RateBudget();
+    budget.observe(hdr(100, 10, 1_800_000_010));
+    // 5 go out (spaced); the first answer counts only itself: 9 − 4 still in flight = 5 left, not 9.
+    for (let i = 0; i < 5; i++) {
+      const p = budget.acquire();
+      await vi.advanceTimersByTimeAsync(1500);
+      await p;
+    }
+    budget.observe(hdr(100, 9, 1_800_000_010));
     budget.release();
     expect(budget.snapshot().remaining).toBe(5);
   });
 
-  it('does not pace providers that report nothing; a bare 429 with Retry-After pauses until then', async () => {
-    let now = 0;
-    const slept: number[] = [];
-    const budget = new RateBudget({ now: () => now, resetMarginMs: 0, sleep: async (ms) => { slept.push(ms); now += ms; } });
-    budget.observe({});
+  it('a 429 stops everything until its Retry-After, even when its reset header points further away; then one goes first', async () => {
+    const budget = new RateBudget();
+    budget.observe(hdr(100_000, 99_000, 1_800_000_010));
     await budget.acquire();
-    expect(slept).toEqual([]);
-    budget.exhaustFor(2000);
-    await budget.acquire();
-    expect(slept).toEqual([2000]);
+    budget.observe({ ...hdr(100_000, 98_999, 1_800_000_010), 'retry-after': '2' }, 429);
+    budget.release();
+    let sent = 0;
+    const all = Promise.all([1, 2].map(() => budget.acquire().then(() => (sent += 1))));
+    await vi.advanceTimersByTimeAsync(1990);
+    expect(sent).toBe(0);
+    await vi.advanceTimersByTimeAsync(20);
+    expect(sent).toBe(1); // the probe
+    budget.observe(hdr(100_000, 98_998, 1_800_000_010), 200);
+    budget.release();
+    await vi.advanceTimersByTimeAsync(10);
+    await all;
+    expect(sent).toBe(2);
   });
 
-  it('a new window restores the full limit until the provider says otherwise', async () => {
-    let now = 1_800_000_000_000;
-    const budget = new RateBudget({ now: () => now, resetMarginMs: 0, sleep: async (ms) => { now += ms; } });
-    budget.observe({ 'x-ratelimit-limit': '50', 'x-ratelimit-remaining': '0', 'x-ratelimit-reset': String(now / 1000 + 1) });
-    now += 1001;
-    expect(budget.waitNeeded()).toBe(0);
-    expect(budget.snapshot().remaining).toBe(50);
+  it('does not pace providers that report nothing; a bare 429 pauses for a second', async () => {
+    const budget = new RateBudget();
+    await budget.acquire();
+    budget.observe({}, 200);
+    budget.release();
+    for (let i = 0; i < 20; i++) await budget.acquire();
+    budget.observe({}, 429);
+    for (let i = 0; i < 20; i++) budget.release();
+    let sent = false;
+    void budget.acquire().then(() => (sent = true));
+    await vi.advanceTimersByTimeAsync(990);
+    expect(sent).toBe(false);
+    await vi.advanceTimersByTimeAsync(20);
+    expect(sent).toBe(true);
   });
+
+  it('an aborted wait leaves the queue and rejects', async () => {
+    const budget = new RateBudget();
+    await budget.acquire();
+    const ac = new AbortController();
+    const p = budget.acquire(ac.signal);
+    ac.abort(new Error('stop'));
+    await expect(p).rejects.toThrow('stop');
+    expect(budget.snapshot().waiting).toBe(0);
+  });
+});
+
+/**
+ * The pacer against a simulated provider (the stand-ins' RateWindow) under fake time: clock-aligned
+ * and anchored windows, reset rounded up to whole seconds, 20 ms each way. What it must reach is the
+ * issue's bar: no 429, and at least 95 % of the allowed rate at 10-second windows, 90 % at 1-second.
+ */
+describe('RateBudget against windows it has to learn', () => {
+  beforeEach(() => {
+    vi.useFakeTimers();
+    vi.setSystemTime(1_800_000_000_437);
+  });
+  afterEach(() => vi.useRealTimers());
+
+  async function simulate(opts: { limit: number; windowMs: number; style: RateWindowStyle; requests: number; peers?: number }) {
+    const provider = new RateWindow({ limit: opts.limit, windowMs: opts.windowMs, style: opts.style });
+    const peers = opts.peers ?? 1;
+    const budgets = Array.from({ length: peers }, () => {
+      const b = new RateBudget();
+      b.shareWith({ count: () => peers, touch: () => undefined });
+      return b;
+    });
+    const arrivals: number[] = [];
+    let next = 0;
+    const worker = async (budget: RateBudget) => {
+      while (next < opts.requests) {
+        next += 1;
+        await budget.acquire();
+        const sentAt = Date.now();
+        await new Promise((r) => setTimeout(r, 10)); // on the way
+        const ok = provider.take(Date.now());
+        if (ok) arrivals.push(Date.now());
+        else if (process.env.DEBUG_PACER) console.log('429 at', Date.now() % 100000, budgets.indexOf(budget), budget.snapshot(), provider.headers(Date.now()));
+        const headers = provider.headers(Date.now());
+        await new Promise((r) => setTimeout(r, 10)); // on the way back
+        budget.observe(headers, ok ? 200 : 429, sentAt);
+        budget.release();
+        if (!ok) next -= 1; // resent
+      }
+    };
+    const run = Promise.all(budgets.flatMap((b) => Array.from({ length: 16 }, () => worker(b))));
+    while (next < opts.requests || arrivals.length < opts.requests) await vi.advanceTimersByTimeAsync(50);
+    await run;
+    // Requests per second from the first arrival to the last, against the allowed rate.
+    const span = arrivals[arrivals.length - 1]! - arrivals[0]!;
+    const ratio = (opts.requests - 1) / span / (opts.limit / opts.windowMs);
+    if (process.env.DEBUG_PACER) console.log(opts.style, opts.windowMs, opts.peers ?? 1, { span, windows: provider.windows, rejected: provider.rejected, ratio });
+    return { rejected: provider.rejected, ratio };
+  }
+
+  for (const style of ['clock', 'anchored'] as const) {
+    it(`${style} windows of 1 s (100 requests): no 429, at least 90 % of the allowed rate`, async () => {
+      const r = await simulate({ limit: 100, windowMs: 1000, style, requests: 2000 });
+      expect(r.rejected).toBe(0);
+      expect(r.ratio).toBeGreaterThanOrEqual(0.9);
+    });
+
+    it(`${style} windows of 10 s (1,666 requests): no 429, at least 95 % of the allowed rate`, async () => {
+      const r = await simulate({ limit: 1666, windowMs: 10_000, style, requests: 8000 });
+      expect(r.rejected).toBe(0);
+      expect(r.ratio).toBeGreaterThanOrEqual(0.95);
+    });
+
+    it(`${style} windows shared by three processes: no 429, together at least 90 % of the allowed rate`, async () => {
+      const r = await simulate({ limit: 100, windowMs: 1000, style, requests: 2000, peers: 3 });
+      expect(r.rejected).toBe(0);
+      expect(r.ratio).toBeGreaterThanOrEqual(0.9);
+    });
+  }
 });
 
 describe('classification', () => {

@@ -6,6 +6,7 @@ import * as safety from './0004_safety.js';
 import * as customerEvents from './0006_customer_events.js';
 import * as automations from './0007_automations.js';
 import * as inbox from './0009_inbox.js';
+import * as rateBudget from './0010_rate_budget.js';
 
 /** Versioned, in order. Applied automatically at start (Kysely's Migrator holds a lock while it runs). */
 export const migrations: Record<string, Migration> = {
@@ -13,8 +14,8 @@ export const migrations: Record<string, Migration> = {
   '0002_campaigns': campaigns,
   '0003_delivery': delivery,
   '0004_safety': safety,
-  // 0005 is the shared rate budget (added with the pacer).
   '0006_customer_events': customerEvents,
   '0007_automations': automations,
   '0009_inbox': inbox,
+  '0010_rate_budget': rateBudget,
 };
