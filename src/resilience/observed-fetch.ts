@@ -39,14 +39,13 @@ export function createObservedFetch(opts: ObservedFetchOptions): typeof fetch {
   return async (input: string | URL | Request, init?: RequestInit): Promise<Response> => {
     const record = attempts.getStore();
     const callerSignal = init?.signal ?? undefined;
-    await opts.budget.acquire(callerSignal);
+    const sentAt = await opts.budget.acquire(callerSignal);
     try {
       await runRequestHook(); // the outbox's point of no return, right before the request is written
     } catch (err) {
-      opts.budget.release();
+      opts.budget.release(sentAt);
       throw err;
     }
-    const sentAt = Date.now();
     const controller = new AbortController();
     let timedOut = false;
     // The timer also covers reading the body (fetch resolves at the headers); unref so it never holds the process.
@@ -73,7 +72,7 @@ export function createObservedFetch(opts: ObservedFetchOptions): typeof fetch {
       if (record) record.error = classified;
       throw classified;
     } finally {
-      opts.budget.release();
+      opts.budget.release(sentAt);
       callerSignal?.removeEventListener('abort', onCallerAbort);
     }
   };

@@ -68,7 +68,7 @@ interface Window {
 }
 
 interface Waiter {
-  resolve: () => void;
+  resolve: (takenAt: number) => void;
   reject: (err: unknown) => void;
   signal?: AbortSignal;
   onAbort?: () => void;
@@ -95,7 +95,8 @@ export class RateBudget {
   private blockedUntilMs = 0;
   /** True until an answer tells where the budget stands: one request at a time. */
   private probing = true;
-  private inFlight = 0;
+  /** Send times of our requests still waiting for an answer. */
+  private readonly inFlightSent: number[] = [];
   private pacedWaits = 0;
   private readonly queue: Waiter[] = [];
   private timer?: NodeJS.Timeout;
@@ -118,16 +119,16 @@ export class RateBudget {
     return this.sharing ? Math.max(1, this.sharing.count()) : 1;
   }
 
-  /** Waits until a request may be sent within the budget, then takes one unit. First come, first served. */
-  acquire(signal?: AbortSignal): Promise<void> {
+  /**
+   * Waits until a request may be sent within the budget, then takes one unit. First come, first
+   * served. Resolves with the moment it was taken: hand it to observe() and release().
+   */
+  acquire(signal?: AbortSignal): Promise<number> {
     this.sharing?.touch();
     if (signal?.aborted) return Promise.reject(signal.reason ?? new Error('aborted'));
-    if (this.queue.length === 0 && this.waitNeeded() <= 0) {
-      this.take();
-      return Promise.resolve();
-    }
+    if (this.queue.length === 0 && this.waitNeeded() <= 0) return Promise.resolve(this.take());
     this.pacedWaits += 1;
-    return new Promise<void>((resolve, reject) => {
+    return new Promise<number>((resolve, reject) => {
       const w: Waiter = { resolve, reject, signal };
       if (signal) {
         w.onAbort = () => {
@@ -143,10 +144,16 @@ export class RateBudget {
     });
   }
 
-  /** Call once for each acquire(), when its response (or failure) has arrived. */
-  release(): void {
-    if (this.inFlight > 0) this.inFlight -= 1;
+  /** Call once for each acquire(), when its response (or failure) has arrived, with its send time. */
+  release(sentAtMs?: number): void {
+    const i = sentAtMs === undefined ? -1 : this.inFlightSent.indexOf(sentAtMs);
+    if (i >= 0) this.inFlightSent.splice(i, 1);
+    else this.inFlightSent.shift();
     this.pump();
+  }
+
+  private get inFlight(): number {
+    return this.inFlightSent.length;
   }
 
   /** Reads the rate-limit headers (and a 429's Retry-After) of a response. */
@@ -178,9 +185,10 @@ export class RateBudget {
     this.observedAtMs = now;
     const resetMs = resetToEpochMs(reset, now);
     const sent = sentAtMs ?? now;
-    // Our requests sent after this one was counted are still in flight; the header does not know them
-    // yet. Peers have about as many in flight as we do.
-    const adjusted = Math.max(0, remaining - Math.max(0, this.inFlight - 1) * Math.max(1, this.peers()));
+    // Our requests sent after this one are still in flight: the header does not know them yet (those
+    // sent before it were counted before it). Peers have about as many in flight as we do.
+    const later = sentAtMs === undefined ? this.inFlight - 1 : this.inFlightSent.filter((t) => t >= sent).length - 1;
+    const adjusted = Math.max(0, remaining - Math.max(0, later) * Math.max(1, this.peers()));
     const w = this.window;
     const shown = w?.resetMs ?? this.lastResetMs;
     if (shown !== undefined && resetMs < shown - SAME_RESET_MS) return; // a late answer from a window already over
@@ -295,10 +303,11 @@ export class RateBudget {
     };
   }
 
-  private take(): void {
+  private take(): number {
     if (this.window) this.window.remaining -= 1;
     this.lastSendMs = Date.now();
-    this.inFlight += 1;
+    this.inFlightSent.push(this.lastSendMs);
+    return this.lastSendMs;
   }
 
   /** Lets waiters go in order while the budget allows; otherwise sleeps until it will (or an answer comes). */
@@ -311,8 +320,7 @@ export class RateBudget {
       }
       const w = this.queue.shift()!;
       if (w.onAbort) w.signal?.removeEventListener('abort', w.onAbort);
-      this.take();
-      w.resolve();
+      w.resolve(this.take());
     }
   }
 

@@ -252,7 +252,7 @@ describe.each(dialects)('closing the loop on %s', (dialect) => {
     await h.call('upsert_contact', { client_id: 'acme', email: 'newbie@acme.example', first_name: 'Nia' });
     await h.call('record_customer_event', { event: 'trial_started', contact_email: 'newbie@acme.example' });
     // The first email goes out through SendGrid with the workflow's custom_args …
-    const welcome = await until(() => sg.delivered.find((d) => d.custom_args.workflow_id === workflowId) ?? null, (d) => d !== null);
+    const welcome = await until(async () => sg.delivered.find((d) => d.custom_args.workflow_id === workflowId), (d) => d !== undefined);
     expect(welcome!.subject).toBe('Welcome, Nia');
     // … SendGrid reports it opened, signed, to our endpoint …
     await postSendGrid([sgEvent('open', 'newbie@acme.example', { ...welcome!.custom_args, sg_message_id: `${welcome!.message_id}.filter0002` })]);
