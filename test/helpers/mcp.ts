@@ -41,6 +41,14 @@ export function testEnv(extra: Record<string, string | undefined> = {}, dataDir?
   return Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined)) as Record<string, string>;
 }
 
+/** The environment that points the server at the SendGrid and Intercom stand-ins. */
+export function standInEnv(p: { sendgrid?: { url: string; apiKey: string }; intercom?: { url: string; token: string } }): Record<string, string> {
+  return {
+    ...(p.sendgrid ? { SENDGRID_API_KEY: p.sendgrid.apiKey, SENDGRID_BASE_URL: p.sendgrid.url, SENDGRID_FROM_EMAIL: 'success@ourco.test' } : {}),
+    ...(p.intercom ? { INTERCOM_ACCESS_TOKEN: p.intercom.token, INTERCOM_BASE_URL: p.intercom.url } : {}),
+  };
+}
+
 export interface InMemoryHarness {
   client: Client;
   services: Services;

@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { openStore } from '../../src/store/index.js';
 import { availableDialects, createTarget } from '../helpers/databases.js';
-import { DIST_CLI, startInMemory, startStdio, tempDataDir, testEnv, type StdioHarness } from '../helpers/mcp.js';
+import { DIST_CLI, startInMemory, startStdio, tempDataDir, testEnv, type StdioHarness, standInEnv } from '../helpers/mcp.js';
 import { exited, until } from '../helpers/until.js';
 import { HttpStandIn } from '../stand-ins/http-stand-in.js';
 import { startIntercomStandIn } from '../stand-ins/intercom.js';
@@ -40,11 +40,7 @@ describe('automation durability', () => {
     const data = tempDataDir();
     const env = testEnv(
       {
-        SENDGRID_API_KEY: SG_KEY,
-        SENDGRID_BASE_URL: sg.url,
-        SENDGRID_FROM_EMAIL: 'success@ourco.test',
-        INTERCOM_ACCESS_TOKEN: IC_TOKEN,
-        INTERCOM_BASE_URL: ic.url,
+        ...standInEnv({ sendgrid: { url: sg.url, apiKey: SG_KEY }, intercom: { url: ic.url, token: IC_TOKEN } }),
         CAMPAIGN_DISPATCH_POLL_MS: '50',
         CAMPAIGN_DISPATCH_CONCURRENCY: String(CONCURRENCY),
         CAMPAIGN_LEASE_MS: '1000',

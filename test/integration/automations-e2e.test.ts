@@ -1,7 +1,7 @@
 import path from 'node:path';
 import SQLite from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
-import { startStdio, tempDataDir, testEnv, type StdioHarness } from '../helpers/mcp.js';
+import { startStdio, tempDataDir, testEnv, type StdioHarness, standInEnv } from '../helpers/mcp.js';
 import { startIntercomStandIn } from '../stand-ins/intercom.js';
 import { startSendGridStandIn } from '../stand-ins/sendgrid.js';
 import { until } from '../helpers/until.js';
@@ -22,11 +22,7 @@ describe('health-drop playbook over stdio', () => {
     const data = tempDataDir();
     const env = testEnv(
       {
-        SENDGRID_API_KEY: SG_KEY,
-        SENDGRID_BASE_URL: sg.url,
-        SENDGRID_FROM_EMAIL: 'success@ourco.test',
-        INTERCOM_ACCESS_TOKEN: IC_TOKEN,
-        INTERCOM_BASE_URL: ic.url,
+        ...standInEnv({ sendgrid: { url: sg.url, apiKey: SG_KEY }, intercom: { url: ic.url, token: IC_TOKEN } }),
         CAMPAIGN_DISPATCH_POLL_MS: '50',
         AUTOMATION_TICK_MS: '50',
         AUTOMATION_LEASE_MS: '2000',

@@ -1,7 +1,7 @@
 import { createHmac } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { availableDialects, createTarget, type DatabaseTarget } from '../helpers/databases.js';
-import { startInMemory, tempDataDir, testEnv, type InMemoryHarness } from '../helpers/mcp.js';
+import { startInMemory, tempDataDir, testEnv, type InMemoryHarness, standInEnv } from '../helpers/mcp.js';
 import { until } from '../helpers/until.js';
 import { HttpStandIn } from '../stand-ins/http-stand-in.js';
 import { startIntercomStandIn, type IntercomStandIn } from '../stand-ins/intercom.js';
@@ -51,11 +51,7 @@ describe.each(dialects)('automations on %s', (dialect) => {
     hooks = await new HttpStandIn({ name: 'receiver' }, () => ({ status: 202, body: { received: true } })).start();
     h = await startInMemory(
       testEnv({
-        SENDGRID_API_KEY: SG_KEY,
-        SENDGRID_BASE_URL: sg.url,
-        SENDGRID_FROM_EMAIL: 'success@ourco.test',
-        INTERCOM_ACCESS_TOKEN: IC_TOKEN,
-        INTERCOM_BASE_URL: ic.url,
+        ...standInEnv({ sendgrid: { url: sg.url, apiKey: SG_KEY }, intercom: { url: ic.url, token: IC_TOKEN } }),
         INTERCOM_TICKET_TYPE_ID: '88',
         MIXPANEL_API_SECRET: 'mp-secret',
         MIXPANEL_PROJECT_TOKEN: 'mp-token',
@@ -374,11 +370,7 @@ describe('automations: validation, lifecycle, read-only, missed schedules', () =
     hooks = await new HttpStandIn({ name: 'receiver' }, () => ({ status: 200, body: {} })).start();
     env = testEnv(
       {
-        SENDGRID_API_KEY: SG_KEY,
-        SENDGRID_BASE_URL: sg.url,
-        SENDGRID_FROM_EMAIL: 'success@ourco.test',
-        INTERCOM_ACCESS_TOKEN: IC_TOKEN,
-        INTERCOM_BASE_URL: ic.url,
+        ...standInEnv({ sendgrid: { url: sg.url, apiKey: SG_KEY }, intercom: { url: ic.url, token: IC_TOKEN } }),
         AUTOMATION_WEBHOOK_ALLOWED_HOSTS: new URL(hooks.url).host,
         AUTOMATION_WEBHOOK_SECRET: WEBHOOK_SECRET,
         CAMPAIGN_DISPATCH_POLL_MS: '50',

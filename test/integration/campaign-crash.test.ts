@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { openStore, type Store } from '../../src/store/index.js';
 import { availableDialects, createTarget, type DatabaseTarget } from '../helpers/databases.js';
-import { startInMemory, startStdio, testEnv, type StdioHarness } from '../helpers/mcp.js';
+import { startInMemory, startStdio, testEnv, type StdioHarness, standInEnv } from '../helpers/mcp.js';
 import { seededRandom, testSeed } from '../helpers/random.js';
 import { until } from '../helpers/until.js';
 import type { HttpStandIn, RecordedRequest } from '../stand-ins/http-stand-in.js';
@@ -66,11 +66,7 @@ async function rig(dialect: 'sqlite' | 'postgres', seed: number, extraEnv: Recor
   const sg = await startSendGridStandIn({ apiKey: SG_KEY, latencyMs: 2, jitterMs: 10, seed, bare429Probability: 0.03 });
   const ic = await startIntercomStandIn({ token: IC_TOKEN, latencyMs: 2, jitterMs: 10, seed: seed + 1 });
   const env = testEnv({
-    SENDGRID_API_KEY: SG_KEY,
-    SENDGRID_BASE_URL: sg.url,
-    SENDGRID_FROM_EMAIL: 'success@ourco.test',
-    INTERCOM_ACCESS_TOKEN: IC_TOKEN,
-    INTERCOM_BASE_URL: ic.url,
+    ...standInEnv({ sendgrid: { url: sg.url, apiKey: SG_KEY }, intercom: { url: ic.url, token: IC_TOKEN } }),
     CAMPAIGN_DISPATCH_POLL_MS: '50',
     CAMPAIGN_DISPATCH_CONCURRENCY: String(CONCURRENCY),
     CAMPAIGN_LEASE_MS: '1000',

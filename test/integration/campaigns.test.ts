@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { availableDialects, createTarget, type DatabaseTarget } from '../helpers/databases.js';
-import { startInMemory, startStdio, tempDataDir, testEnv, type InMemoryHarness } from '../helpers/mcp.js';
+import { startInMemory, startStdio, tempDataDir, testEnv, type InMemoryHarness, standInEnv } from '../helpers/mcp.js';
 import { startIntercomStandIn, type IntercomStandIn } from '../stand-ins/intercom.js';
 import { startMixpanelStandIn, type MixpanelStandIn } from '../stand-ins/mixpanel.js';
 import { startSendGridStandIn, type SendGridStandIn } from '../stand-ins/sendgrid.js';
@@ -39,11 +39,7 @@ describe.each(dialects)('send_personalized_email on %s', (dialect) => {
   const env = () =>
     testEnv(
       {
-        SENDGRID_API_KEY: SG_KEY,
-        SENDGRID_BASE_URL: sg.url,
-        SENDGRID_FROM_EMAIL: 'success@ourco.test',
-        INTERCOM_ACCESS_TOKEN: IC_TOKEN,
-        INTERCOM_BASE_URL: ic.url,
+        ...standInEnv({ sendgrid: { url: sg.url, apiKey: SG_KEY }, intercom: { url: ic.url, token: IC_TOKEN } }),
         MIXPANEL_API_SECRET: 'mp-secret',
         MIXPANEL_API_HOST: mp.url,
         CAMPAIGN_DISPATCH_POLL_MS: '50',

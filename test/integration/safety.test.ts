@@ -9,7 +9,7 @@ import { registerSecrets } from '../../src/secrets.js';
 import { createServices } from '../../src/services.js';
 import { serveHttp } from '../../src/transports/http.js';
 import { availableDialects, createTarget, type DatabaseTarget } from '../helpers/databases.js';
-import { startInMemory, startStdio, tempDataDir, testClient, testEnv, type InMemoryHarness } from '../helpers/mcp.js';
+import { startInMemory, startStdio, tempDataDir, testClient, testEnv, type InMemoryHarness, standInEnv } from '../helpers/mcp.js';
 import { until } from '../helpers/until.js';
 import { startIntercomStandIn, type IntercomStandIn } from '../stand-ins/intercom.js';
 import { startSendGridStandIn, type SendGridStandIn } from '../stand-ins/sendgrid.js';
@@ -44,11 +44,7 @@ describe('outbound safety (in memory)', () => {
   const env = (extra: Record<string, string> = {}) =>
     testEnv(
       {
-        SENDGRID_API_KEY: SG_KEY,
-        SENDGRID_BASE_URL: sg.url,
-        SENDGRID_FROM_EMAIL: 'success@ourco.test',
-        INTERCOM_ACCESS_TOKEN: IC_TOKEN,
-        INTERCOM_BASE_URL: ic.url,
+        ...standInEnv({ sendgrid: { url: sg.url, apiKey: SG_KEY }, intercom: { url: ic.url, token: IC_TOKEN } }),
         INTERCOM_ADMIN_ID: '991',
         CAMPAIGN_DISPATCH_POLL_MS: '50',
         ...extra,

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { insertMessages } from '../../src/engine/delivery/outbox.js';
 import { serveHttp, type RunningHttpServer } from '../../src/transports/http.js';
 import { availableDialects, createTarget, type DatabaseTarget } from '../helpers/databases.js';
-import { startInMemory, testEnv, type InMemoryHarness } from '../helpers/mcp.js';
+import { startInMemory, testEnv, type InMemoryHarness, standInEnv } from '../helpers/mcp.js';
 import { intercomHeaders, intercomNotification, post, sendgridSigner, sgEvent } from '../helpers/webhooks.js';
 import { startIntercomStandIn, type IntercomStandIn } from '../stand-ins/intercom.js';
 import { startSendGridStandIn, type SendGridStandIn } from '../stand-ins/sendgrid.js';
@@ -80,11 +80,7 @@ describe.each(dialects)('closing the loop on %s', (dialect) => {
     h = await startInMemory(
       testEnv({
         ...target.env,
-        SENDGRID_API_KEY: SG_KEY,
-        SENDGRID_BASE_URL: sg.url,
-        SENDGRID_FROM_EMAIL: 'success@ourco.test',
-        INTERCOM_ACCESS_TOKEN: IC_TOKEN,
-        INTERCOM_BASE_URL: ic.url,
+        ...standInEnv({ sendgrid: { url: sg.url, apiKey: SG_KEY }, intercom: { url: ic.url, token: IC_TOKEN } }),
         CAMPAIGN_DISPATCH_POLL_MS: '50',
         MCP_HTTP_PORT: '0',
         SENDGRID_WEBHOOK_PUBLIC_KEY: signer.publicKey,
