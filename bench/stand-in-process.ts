@@ -50,6 +50,8 @@ export interface StandInStats {
   rejected: number;
   accepted: number;
   windows: number;
+  /** When each window since the mark began (RateWindow.starts). */
+  windowStarts: number[];
   violations: number;
 }
 
@@ -93,6 +95,7 @@ function stats(since: StandInMark): StandInStats {
     rejected: standIn.rate.rejected - since.rejected,
     accepted: standIn.rate.accepted - since.accepted,
     windows: standIn.rate.windows - since.windows,
+    windowStarts: standIn.rate.starts.slice(since.windows),
     violations: standIn.violations.length,
   };
 }
