@@ -173,6 +173,42 @@ function timeline(s: StandInStats): { idleS: number; gaps: number; maxGapMs: num
   return { idleS: idle / 1000, gaps, maxGapMs: maxGap, maxInFlight: max, meanInFlight: span > 0 ? area / span : 0 };
 }
 
+/**
+ * Per stand-in window (all but the last, and for clock windows all but the first, which the campaign
+ * entered part-way): how much of the budget was used, how long after the window
+ * began the last accepted request came (the stand-in counts a request when it answers it), and how long
+ * the window waited for its first request after it became available (clock: its start; anchored: the end
+ * of the previous window: a new one begins only with a request).
+ */
+function perWindow(s: StandInStats, lim: Limit, style: RateWindowStyle): { used: number; spendMs: number; lateMs: number; maxLateMs: number } | undefined {
+  const starts = s.windowStarts;
+  if (starts.length < 2) return undefined;
+  const takes = s.answeredAt.filter((_, i) => s.status[i] !== 429 && s.status[i] !== 0).sort((a, b) => a - b);
+  let used = 0;
+  let spend = 0;
+  let late = 0;
+  let maxLate = 0;
+  const n = starts.length - 1;
+  // Clock: the first window is whatever was left of it when the campaign began; it says nothing of pacing.
+  const from = style === 'clock' ? 1 : 0;
+  if (n - from < 1) return undefined;
+  for (let i = from; i < n; i++) {
+    const inside = takes.filter((t) => t >= starts[i]! && t < starts[i + 1]! && t < starts[i]! + lim.windowMs);
+    used += inside.length;
+    spend += inside.length ? inside[inside.length - 1]! - starts[i]! : 0;
+    const l = style === 'clock' ? (inside.length ? inside[0]! - starts[i]! : 0) : i === 0 ? 0 : starts[i]! - (starts[i - 1]! + lim.windowMs);
+    late += l;
+    maxLate = Math.max(maxLate, l);
+  }
+  // Anchored: the lateness of window i+1 belongs to the gap after window i; count the last gap too.
+  if (style === 'anchored') {
+    const l = starts[n]! - (starts[n - 1]! + lim.windowMs);
+    late += l;
+    maxLate = Math.max(maxLate, l);
+  }
+  return { used: used / (n - from), spendMs: spend / (n - from), lateMs: late / (n - from), maxLateMs: maxLate };
+}
+
 interface Measured {
   wallS: number;
   totals: Record<string, number>;
@@ -223,6 +259,13 @@ function report(name: string, style: RateWindowStyle, lim: Limit, m: Measured, e
   line('  requests (by route)', `${all.at.length}${followUps ? ` (${followUps} follow-ups, not counted below)` : ''}: ${Object.entries(s.byRoute).map(([k, v]) => `${k} ${v}`).join(', ')}`);
   line('  429s / duplicates / requests per message', `${s.rejected} / ${s.duplicates} / ${fmt(row.reqPerMsg, 3)}`);
   line('  stand-in windows begun / accepted per window', `${s.windows} / ${fmt(s.accepted / Math.max(1, s.windows), 1)}`);
+  const pw = perWindow(s, lim, style);
+  if (pw) {
+    line(
+      `  per window (${s.windowStarts.length - (style === 'clock' ? 2 : 1)}): used, ms to last request, ms late`,
+      `${fmt(pw.used, 1)} of ${lim.limit}, ${fmt(pw.spendMs, 0)}, ${fmt(pw.lateMs, 0)} (max ${pw.maxLateMs}) ${style === 'clock' ? 'after the window began' : 'after the previous window ended'}`,
+    );
+  }
   line('  idle gaps ≥100 ms: count, total s, longest ms', `${tl.gaps}, ${fmt(tl.idleS, 2)}, ${tl.maxGapMs}`);
   line('  requests in flight at the stand-in: max, mean', `${tl.maxInFlight}, ${fmt(tl.meanInFlight, 1)}`);
   if (Object.keys(m.waiting).length) line('  waiting_by_reason seen (max)', JSON.stringify(m.waiting));
