@@ -180,7 +180,11 @@ function timeline(s: StandInStats): { idleS: number; gaps: number; maxGapMs: num
  * the window waited for its first request after it became available (clock: its start; anchored: the end
  * of the previous window: a new one begins only with a request).
  */
-function perWindow(s: StandInStats, lim: Limit, style: RateWindowStyle): { used: number; spendMs: number; lateMs: number; maxLateMs: number } | undefined {
+function perWindow(
+  s: StandInStats,
+  lim: Limit,
+  style: RateWindowStyle,
+): { used: number; spendMs: number; lateMs: number; maxLateMs: number; afterResetMs?: number } | undefined {
   const starts = s.windowStarts;
   if (starts.length < 2) return undefined;
   const takes = s.answeredAt.filter((_, i) => s.status[i] !== 429 && s.status[i] !== 0).sort((a, b) => a - b);
@@ -201,12 +205,17 @@ function perWindow(s: StandInStats, lim: Limit, style: RateWindowStyle): { used:
     maxLate = Math.max(maxLate, l);
   }
   // Anchored: the lateness of window i+1 belongs to the gap after window i; count the last gap too.
+  // And how much of it came after the reset the stand-in reported (the window's end rounded up to a second).
+  let afterReset: number | undefined;
   if (style === 'anchored') {
     const l = starts[n]! - (starts[n - 1]! + lim.windowMs);
     late += l;
     maxLate = Math.max(maxLate, l);
+    let sum = 0;
+    for (let i = 1; i <= n; i++) sum += starts[i]! - Math.ceil((starts[i - 1]! + lim.windowMs) / 1000) * 1000;
+    afterReset = sum / n;
   }
-  return { used: used / (n - from), spendMs: spend / (n - from), lateMs: late / (n - from), maxLateMs: maxLate };
+  return { used: used / (n - from), spendMs: spend / (n - from), lateMs: late / (n - from), maxLateMs: maxLate, afterResetMs: afterReset };
 }
 
 interface Measured {
@@ -263,7 +272,7 @@ function report(name: string, style: RateWindowStyle, lim: Limit, m: Measured, e
   if (pw) {
     line(
       `  per window (${s.windowStarts.length - (style === 'clock' ? 2 : 1)}): used, ms to last request, ms late`,
-      `${fmt(pw.used, 1)} of ${lim.limit}, ${fmt(pw.spendMs, 0)}, ${fmt(pw.lateMs, 0)} (max ${pw.maxLateMs}) ${style === 'clock' ? 'after the window began' : 'after the previous window ended'}`,
+      `${fmt(pw.used, 1)} of ${lim.limit}, ${fmt(pw.spendMs, 0)}, ${fmt(pw.lateMs, 0)} (max ${pw.maxLateMs}) ${style === 'clock' ? 'after the window began' : `after the previous window ended, ${fmt(pw.afterResetMs ?? NaN, 0)} after its reported reset`}`,
     );
   }
   line('  idle gaps ≥100 ms: count, total s, longest ms', `${tl.gaps}, ${fmt(tl.idleS, 2)}, ${tl.maxGapMs}`);
