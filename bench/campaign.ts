@@ -1,140 +1,476 @@
 /**
- * `npm run bench:campaign`: a 2,000-recipient campaign against a SendGrid stand-in that enforces 200
- * requests per 2-second window and adds 20 ms latency. Reports the achieved send rate as a fraction of
- * the allowed rate, 429s, duplicates, wall time and peak memory; then the same audience sent by a
- * straightforward sequential loop, and by a naive concurrent loop without pacing, for comparison.
+ * `npm run bench:campaign [-- <case>…]`: campaign throughput at the providers' real rate limits.
+ *
+ * Every case runs against a provider stand-in in its own process (bench/stand-in-process.ts) that
+ * enforces a fixed-window limit, once with clock-aligned windows and once with anchored ones (a window
+ * starts at the first request after the previous one ended), 20 ms latency, server defaults otherwise.
+ * The server runs in this process (in-memory MCP), so process.cpuUsage() is the server's (and the MCP
+ * client's, which only confirms and polls); the multi-instance case runs three processes of the built
+ * binary (dist/cli.js) on one PostgreSQL database and reads their CPU from /proc.
+ *
+ * Cases (a name or a prefix selects; none runs all):
+ *   email-unbatched       email, 2,000 recipients, 100/1 s, CAMPAIGN_EMAIL_BATCHING=false (one request a message)
+ *   email-batched         the same with batching (SendGrid personalizations, up to 1,000 a request)
+ *   intercom-inapp        intercom_inapp, 2,000 recipients, 100/1 s: a first campaign (contact search + message),
+ *                         then a second to the same contacts (the roster knows their Intercom ids)
+ *   ten-second-email      email unbatched, 4,000 recipients, 1,666/10 s (Intercom's real window)
+ *   ten-second-intercom   intercom_inapp first campaign, 2,000 recipients, 1,666/10 s
+ *   email-1000-unbatched  email, 20,000 recipients, 1,000/1 s, unbatched
+ *   email-1000-batched    the same, batched
+ *   instances             three processes on one PostgreSQL database, 3,000 emails unbatched, 100/1 s
+ * Environment: BENCH_STYLES=clock,anchored (default both); BENCH_SCALE=0.1 scales every audience (for
+ * quick runs while developing); TEST_DATABASE_URL as for the store tests.
+ *
+ * How the rate is measured: over the sending period, from the first to the last request the stand-in
+ * received for the campaign. "Allowed" is what a perfect client could have had accepted over that same
+ * period: the full limit for each window the period touches (clock: the clock windows; anchored:
+ * windows laid back to back from the first request), except the last window, which counts only what
+ * was sent in it (a short run is neither flattered nor punished by a partial last window). The
+ * ratios are messages ÷ allowed and accepted requests ÷ allowed, i.e. (x/period) ÷ (allowed/period).
  */
+import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { startInMemory, tempDataDir, testEnv } from '../test/helpers/mcp.js';
-import { startSendGridStandIn, type SendGridStandIn } from '../test/stand-ins/sendgrid.js';
-import { fmt, line, memoryLine, withPeakMemory } from './util.js';
+import { createPostgresDatabase, postgresUnavailableReason } from '../test/helpers/databases.js';
+import { DIST_CLI, startInMemory, startStdio, tempDataDir } from '../test/helpers/mcp.js';
+import type { RateWindowStyle } from '../test/stand-ins/rate-window.js';
+import { StandInClient } from './stand-in-client.js';
+import type { StandInMark, StandInStats } from './stand-in-process.js';
+import { fmt, line, withPeakMemory } from './util.js';
 
-const RECIPIENTS = Number(process.env.BENCH_RECIPIENTS ?? 2000);
-const LIMIT = 200;
-const WINDOW_MS = 2000;
 const LATENCY_MS = 20;
-const ALLOWED_PER_S = LIMIT / (WINDOW_MS / 1000);
-const KEY = 'SG.bench-campaign';
+const SG_KEY = 'SG.bench-campaign';
+const IC_TOKEN = 'ic-bench-campaign';
+const SCALE = Number(process.env.BENCH_SCALE ?? 1);
+const STYLES = (process.env.BENCH_STYLES ?? 'clock,anchored').split(',').map((s) => s.trim()) as RateWindowStyle[];
+const POLL_MS = 250;
 
-function duplicates(sg: SendGridStandIn): number {
-  return [...sg.countsByAddress().values()].filter((n) => n > 1).length;
+interface Limit {
+  limit: number;
+  windowMs: number;
 }
 
-/** Waits for the start of a fresh rate window so every run gets the same budget. */
-async function alignToWindow(): Promise<void> {
-  await new Promise((r) => setTimeout(r, WINDOW_MS - (Date.now() % WINDOW_MS) + 5));
+interface Row {
+  name: string;
+  style: RateWindowStyle;
+  limit: Limit;
+  messages: number;
+  wallS: number;
+  spanS: number;
+  msgRatio: number;
+  reqRatio: number;
+  rejected: number;
+  duplicates: number;
+  reqPerMsg: number;
+  cpuMsPerMsg: number;
+  peakRssMiB: number;
 }
 
-async function viaServer(csv: string, dataDir: string): Promise<void> {
-  const sg = await startSendGridStandIn({ apiKey: KEY, rateLimit: { limit: LIMIT, windowMs: WINDOW_MS }, latencyMs: LATENCY_MS });
-  const h = await startInMemory(testEnv({ SENDGRID_API_KEY: KEY, SENDGRID_BASE_URL: sg.url, SENDGRID_FROM_EMAIL: 'success@ourco.test', CAMPAIGN_DISPATCH_POLL_MS: '100' }, dataDir));
-  try {
-    await h.call('import_clients', { file_path: csv });
-    const args = {
-      campaign_name: 'Bench',
-      template_type: 'newsletter',
-      subject_line: 'News for {{ client.name }}',
-      body_text: 'Hi {{ contact.first_name | fallback: "there" }}',
-      target_tier: 'enterprise',
-    };
-    const preview = await h.call('send_personalized_email', args);
-    await alignToWindow();
-    const memory = await withPeakMemory(async () => {
-      const started = performance.now();
-      const confirmed = await h.call('send_personalized_email', { ...args, confirmation_token: preview.structuredContent.confirmation_token });
-      const id = confirmed.structuredContent.campaign_id;
-      for (;;) {
-        const s = await h.call('get_campaign_status', { campaign_id: id });
-        const t = s.structuredContent.campaign.totals;
-        if (t.queued + t.sending === 0) return { secs: (performance.now() - started) / 1000, totals: t };
-        await new Promise((r) => setTimeout(r, 25));
-      }
-    });
-    const result = memory.result;
-    const rate = result.totals.sent / result.secs;
-    // Budget use: what was sent against what the windows the run touched allowed.
-    const windows = Math.ceil((result.secs * 1000) / WINDOW_MS);
-    line(`send_personalized_email: ${RECIPIENTS} recipients, wall time s`, fmt(result.secs, 2));
-    line('  sent / failed / unknown', `${result.totals.sent} / ${result.totals.failed} / ${result.totals.unknown}`);
-    line(`  budget used: sent / (${LIMIT} × ${windows} windows touched)`, `${fmt((100 * result.totals.sent) / (LIMIT * windows), 1)} % of allowed`);
-    line(`  raw rate msg/s (allowed ${ALLOWED_PER_S}/s; the last window is not waited out)`, fmt(rate, 1));
-    line('  429s received / duplicates', `${sg.rate.rejected} / ${duplicates(sg)}`);
-    line('  peak RSS / heap MiB', memoryLine(memory));
-  } finally {
-    await h.close();
-    await sg.stop();
+const rows: Row[] = [];
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const scaled = (n: number) => Math.max(10, Math.round(n * SCALE));
+const email = (i: number) => `person${i}@bench.example`;
+
+function audienceCsv(dir: string, n: number): string {
+  const file = path.join(dir, `audience-${n}.csv`);
+  const lines = ['client_id,client_name,tier,contact_email,contact_first_name'];
+  for (let i = 0; i < n; i++) lines.push(`client-${String(Math.floor(i / 10)).padStart(5, '0')},Client ${Math.floor(i / 10)},enterprise,${email(i)},P${i}`);
+  fs.writeFileSync(file, lines.join('\n'));
+  return file;
+}
+
+/** Server environment: defaults, plus the provider(s), the stand-in opt-in and what the case sets. */
+function serverEnv(dataDir: string, standIn: StandInClient, provider: 'sendgrid' | 'intercom', extra: Record<string, string> = {}): Record<string, string> {
+  const creds: Record<string, string> =
+    provider === 'sendgrid'
+      ? { SENDGRID_API_KEY: SG_KEY, SENDGRID_BASE_URL: standIn.url, SENDGRID_FROM_EMAIL: 'success@ourco.test' }
+      : { INTERCOM_ACCESS_TOKEN: IC_TOKEN, INTERCOM_BASE_URL: standIn.url };
+  return { LOG_LEVEL: 'silent', CS_MCP_DATA_DIR: dataDir, CS_MCP_ALLOW_CUSTOM_PROVIDER_HOSTS: 'true', ...creds, ...extra };
+}
+
+type Call = (name: string, args?: Record<string, unknown>) => Promise<{ structuredContent: Record<string, any>; isError?: boolean }>;
+
+function campaignArgs(channel: 'email' | 'intercom_inapp', n: number, label = 'Bench'): Record<string, unknown> {
+  return {
+    campaign_name: `${label} ${n}`,
+    template_type: 'newsletter',
+    subject_line: `${label}: news for {{ client.name }}`,
+    body_text: `Hi {{ contact.first_name | fallback: "there" }}, ${label.toLowerCase()} news.`,
+    target_tier: 'enterprise',
+    channels: [channel],
+  };
+}
+
+async function preview(call: Call, args: Record<string, unknown>): Promise<string> {
+  const p = await call('send_personalized_email', args);
+  const token = p.structuredContent?.confirmation_token;
+  if (!token) throw new Error(`preview gave no token: ${JSON.stringify(p.structuredContent ?? p).slice(0, 600)}`);
+  return token;
+}
+
+/** Confirms and polls get_campaign_status until nothing is queued or sending. */
+async function confirmAndWait(call: Call, args: Record<string, unknown>, token: string): Promise<{ wallS: number; totals: Record<string, number>; waiting: Record<string, number> }> {
+  const started = performance.now();
+  const confirmed = await call('send_personalized_email', { ...args, confirmation_token: token });
+  const id = confirmed.structuredContent?.campaign_id;
+  if (!id) throw new Error(`not confirmed: ${JSON.stringify(confirmed.structuredContent ?? confirmed).slice(0, 600)}`);
+  const waiting: Record<string, number> = {};
+  for (;;) {
+    const s = await call('get_campaign_status', { campaign_id: id });
+    const c = s.structuredContent.campaign;
+    for (const [k, v] of Object.entries(c.waiting_by_reason as Record<string, number>)) waiting[k] = Math.max(waiting[k] ?? 0, v);
+    if (c.totals.queued + c.totals.sending === 0) return { wallS: (performance.now() - started) / 1000, totals: c.totals, waiting };
+    await sleep(POLL_MS);
   }
 }
 
-function body(i: number) {
-  return JSON.stringify({
-    personalizations: [{ to: [{ email: `person${i}@bench.example` }] }],
-    from: { email: 'success@ourco.test' },
-    subject: 'News',
-    content: [{ type: 'text/plain', value: 'Hi' }],
+/** What a perfect client could have had accepted between the first and last accepted request (see the header). */
+function allowedOver(accepted: number[], lim: Limit, style: RateWindowStyle): number {
+  if (!accepted.length) return 0;
+  const first = accepted[0]!;
+  const last = accepted[accepted.length - 1]!;
+  const w = lim.windowMs;
+  let k: number;
+  let lastStart: number;
+  if (style === 'clock') {
+    lastStart = last - (last % w);
+    k = (lastStart - (first - (first % w))) / w + 1;
+  } else {
+    k = Math.floor((last - first) / w) + 1;
+    lastStart = first + (k - 1) * w;
+  }
+  const inLast = accepted.filter((t) => t >= lastStart).length;
+  return lim.limit * (k - 1) + Math.min(lim.limit, inLast);
+}
+
+/** Where the time went at the stand-in: idle gaps between requests, and the most requests in flight at once. */
+function timeline(s: StandInStats): { idleS: number; gaps: number; maxGapMs: number; maxInFlight: number; meanInFlight: number } {
+  let idle = 0;
+  let gaps = 0;
+  let maxGap = 0;
+  for (let i = 1; i < s.at.length; i++) {
+    const g = s.at[i]! - s.at[i - 1]!;
+    maxGap = Math.max(maxGap, g);
+    if (g >= 100) {
+      idle += g;
+      gaps += 1;
+    }
+  }
+  const events: Array<[number, number]> = [];
+  for (let i = 0; i < s.at.length; i++) events.push([s.at[i]!, 1], [s.answeredAt[i]! || s.at[i]!, -1]);
+  events.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+  let cur = 0;
+  let max = 0;
+  let area = 0;
+  let prev = events[0]?.[0] ?? 0;
+  for (const [t, d] of events) {
+    area += cur * (t - prev);
+    prev = t;
+    cur += d;
+    max = Math.max(max, cur);
+  }
+  const span = (s.at[s.at.length - 1] ?? 0) - (s.at[0] ?? 0);
+  return { idleS: idle / 1000, gaps, maxGapMs: maxGap, maxInFlight: max, meanInFlight: span > 0 ? area / span : 0 };
+}
+
+/**
+ * Per stand-in window (all but the last, and for clock windows all but the first, which the campaign
+ * entered part-way): how much of the budget was used, how long after the window
+ * began the last accepted request came (the stand-in counts a request when it answers it), and how long
+ * the window waited for its first request after it became available (clock: its start; anchored: the end
+ * of the previous window: a new one begins only with a request).
+ */
+function perWindow(
+  s: StandInStats,
+  lim: Limit,
+  style: RateWindowStyle,
+): { used: number; spendMs: number; lateMs: number; maxLateMs: number; afterResetMs?: number } | undefined {
+  const starts = s.windowStarts;
+  if (starts.length < 2) return undefined;
+  const takes = s.answeredAt.filter((_, i) => s.status[i] !== 429 && s.status[i] !== 0).sort((a, b) => a - b);
+  let used = 0;
+  let spend = 0;
+  let late = 0;
+  let maxLate = 0;
+  const n = starts.length - 1;
+  // Clock: the first window is whatever was left of it when the campaign began; it says nothing of pacing.
+  const from = style === 'clock' ? 1 : 0;
+  if (n - from < 1) return undefined;
+  for (let i = from; i < n; i++) {
+    const inside = takes.filter((t) => t >= starts[i]! && t < starts[i + 1]! && t < starts[i]! + lim.windowMs);
+    used += inside.length;
+    spend += inside.length ? inside[inside.length - 1]! - starts[i]! : 0;
+    const l = style === 'clock' ? (inside.length ? inside[0]! - starts[i]! : 0) : i === 0 ? 0 : starts[i]! - (starts[i - 1]! + lim.windowMs);
+    late += l;
+    maxLate = Math.max(maxLate, l);
+  }
+  // Anchored: the lateness of window i+1 belongs to the gap after window i; count the last gap too.
+  // And how much of it came after the reset the stand-in reported (the window's end rounded up to a second).
+  let afterReset: number | undefined;
+  if (style === 'anchored') {
+    const l = starts[n]! - (starts[n - 1]! + lim.windowMs);
+    late += l;
+    maxLate = Math.max(maxLate, l);
+    let sum = 0;
+    for (let i = 1; i <= n; i++) sum += starts[i]! - Math.ceil((starts[i - 1]! + lim.windowMs) / 1000) * 1000;
+    afterReset = sum / n;
+  }
+  return { used: used / (n - from), spendMs: spend / (n - from), lateMs: late / (n - from), maxLateMs: maxLate, afterResetMs: afterReset };
+}
+
+interface Measured {
+  wallS: number;
+  totals: Record<string, number>;
+  waiting: Record<string, number>;
+  cpuMs: number;
+  peakRssMiB: number;
+  stats: StandInStats;
+}
+
+function report(name: string, style: RateWindowStyle, lim: Limit, m: Measured, expected: number, extra: string[] = []): void {
+  // The period and the ratios count the requests that deliver messages; follow-ups (Intercom's tracking
+  // events, sent once no message waits) are listed but left out: how many arrive before the status says
+  // "settled" is a matter of timing.
+  const all = m.stats;
+  const keep = all.followUp.map((f) => !f);
+  const pick = <T,>(xs: T[]) => xs.filter((_, i) => keep[i]);
+  const s: StandInStats = { ...all, at: pick(all.at), answeredAt: pick(all.answeredAt), status: pick(all.status), followUp: pick(all.followUp) };
+  const followUps = all.at.length - s.at.length;
+  const accepted = s.at.filter((_, i) => s.status[i] !== 429);
+  const allowed = allowedOver(accepted, lim, style);
+  const spanS = s.at.length > 1 ? (s.at[s.at.length - 1]! - s.at[0]!) / 1000 : 0;
+  const messages = s.deliveries;
+  const acceptedRequests = s.status.filter((x) => x !== 429).length;
+  const tl = timeline(s);
+  const row: Row = {
+    name,
+    style,
+    limit: lim,
+    messages,
+    wallS: m.wallS,
+    spanS,
+    msgRatio: allowed ? messages / allowed : NaN,
+    reqRatio: allowed ? acceptedRequests / allowed : NaN,
+    rejected: s.rejected,
+    duplicates: s.duplicates,
+    reqPerMsg: s.at.length / Math.max(1, messages),
+    cpuMsPerMsg: m.cpuMs / Math.max(1, messages),
+    peakRssMiB: m.peakRssMiB,
+  };
+  rows.push(row);
+  const allowedPerS = lim.limit / (lim.windowMs / 1000);
+  line(`${name} [${style}]: ${expected} recipients, ${lim.limit}/${lim.windowMs / 1000} s`, `wall ${fmt(m.wallS, 2)} s (confirm → settled)`);
+  line('  sent / failed / unknown / skipped (campaign totals)', `${m.totals.sent} / ${m.totals.failed} / ${m.totals.unknown} / ${m.totals.skipped ?? 0}`);
+  line('  delivered at the stand-in / distinct recipients', `${messages} / ${s.distinctRecipients}${messages !== expected ? `  (expected ${expected})` : ''}`);
+  line('  sending period (first → last request at the stand-in)', `${fmt(spanS, 2)} s`);
+  line(`  msg/s, req/s over it (allowed ${fmt(allowedPerS, 1)} req/s)`, spanS > 0 ? `${fmt(messages / spanS, 1)}, ${fmt(s.at.length / spanS, 1)}` : 'one burst');
+  line('  messages ÷ allowed, accepted requests ÷ allowed', `${fmt(row.msgRatio, 3)}, ${fmt(row.reqRatio, 3)}  (allowed ${allowed} requests)`);
+  line('  requests (by route)', `${all.at.length}${followUps ? ` (${followUps} follow-ups, not counted below)` : ''}: ${Object.entries(s.byRoute).map(([k, v]) => `${k} ${v}`).join(', ')}`);
+  line('  429s / duplicates / requests per message', `${s.rejected} / ${s.duplicates} / ${fmt(row.reqPerMsg, 3)}`);
+  line('  stand-in windows begun / accepted per window', `${s.windows} / ${fmt(s.accepted / Math.max(1, s.windows), 1)}`);
+  const pw = perWindow(s, lim, style);
+  if (pw) {
+    line(
+      `  per window (${s.windowStarts.length - (style === 'clock' ? 2 : 1)}): used, ms to last request, ms late`,
+      `${fmt(pw.used, 1)} of ${lim.limit}, ${fmt(pw.spendMs, 0)}, ${fmt(pw.lateMs, 0)} (max ${pw.maxLateMs}) ${style === 'clock' ? 'after the window began' : `after the previous window ended, ${fmt(pw.afterResetMs ?? NaN, 0)} after its reported reset`}`,
+    );
+  }
+  line('  idle gaps ≥100 ms: count, total s, longest ms', `${tl.gaps}, ${fmt(tl.idleS, 2)}, ${tl.maxGapMs}`);
+  line('  requests in flight at the stand-in: max, mean', `${tl.maxInFlight}, ${fmt(tl.meanInFlight, 1)}`);
+  if (Object.keys(m.waiting).length) line('  waiting_by_reason seen (max)', JSON.stringify(m.waiting));
+  line('  server CPU ms per message / peak RSS MiB', `${fmt(row.cpuMsPerMsg, 3)} / ${fmt(m.peakRssMiB, 1)}`);
+  for (const e of extra) process.stdout.write(`  ${e}\n`);
+}
+
+/** One in-process server against one stand-in; `run` gets the MCP call and measures with `measure`. */
+async function inProcess(
+  provider: 'sendgrid' | 'intercom',
+  style: RateWindowStyle,
+  lim: Limit,
+  audience: number,
+  env: Record<string, string>,
+  run: (call: Call, csv: string, measure: (work: () => Promise<{ wallS: number; totals: Record<string, number>; waiting: Record<string, number> }>) => Promise<Measured>) => Promise<void>,
+): Promise<void> {
+  const data = tempDataDir('csmcp-bench-');
+  const standIn = await StandInClient.start({ provider, key: provider === 'sendgrid' ? SG_KEY : IC_TOKEN, rateLimit: { ...lim, style }, latencyMs: LATENCY_MS });
+  const h = await startInMemory(serverEnv(data.dir, standIn, provider, env));
+  try {
+    if (provider === 'intercom') await standIn.seed(Array.from({ length: audience }, (_, i) => email(i)));
+    const csv = audienceCsv(data.dir, audience);
+    const imported = await h.call('import_clients', { file_path: csv });
+    if (imported.isError) throw new Error(JSON.stringify(imported.structuredContent).slice(0, 600));
+    await run(h.call as Call, csv, async (work) => {
+      const mark: StandInMark = await standIn.mark();
+      const cpu0 = process.cpuUsage();
+      const mem = await withPeakMemory(work);
+      const cpu = process.cpuUsage(cpu0);
+      const stats = await standIn.stats(mark);
+      return { ...mem.result, cpuMs: (cpu.user + cpu.system) / 1000, peakRssMiB: mem.peakRssMiB, stats };
+    });
+  } finally {
+    await h.close();
+    await standIn.stop();
+    data.cleanup();
+  }
+}
+
+async function emailCase(name: string, style: RateWindowStyle, lim: Limit, n: number, batched: boolean, extraEnv: Record<string, string> = {}): Promise<void> {
+  const env = { ...(batched ? {} : { CAMPAIGN_EMAIL_BATCHING: 'false' }), ...extraEnv };
+  await inProcess('sendgrid', style, lim, n, env, async (call, _csv, measure) => {
+    const args = campaignArgs('email', n);
+    const token = await preview(call, args);
+    const m = await measure(() => confirmAndWait(call, args, token));
+    report(name, style, lim, m, n);
   });
 }
 
-async function send(url: string, i: number): Promise<number> {
-  const r = await fetch(`${url}/v3/mail/send`, { method: 'POST', headers: { Authorization: `Bearer ${KEY}`, 'Content-Type': 'application/json' }, body: body(i) });
-  await r.arrayBuffer();
-  return r.status;
+async function intercomCase(name: string, style: RateWindowStyle, lim: Limit, n: number, second: boolean): Promise<void> {
+  await inProcess('intercom', style, lim, n, {}, async (call, _csv, measure) => {
+    const first = campaignArgs('intercom_inapp', n, 'First');
+    const t1 = await preview(call, first);
+    report(`${name} (first: search + message)`, style, lim, await measure(() => confirmAndWait(call, first, t1)), n);
+    if (!second) return;
+    const again = campaignArgs('intercom_inapp', n, 'Second');
+    const t2 = await preview(call, again);
+    report(`${name} (second: ids known)`, style, lim, await measure(() => confirmAndWait(call, again, t2)), n);
+  });
 }
 
-async function sequentialLoop(): Promise<void> {
-  const sg = await startSendGridStandIn({ apiKey: KEY, rateLimit: { limit: LIMIT, windowMs: WINDOW_MS }, latencyMs: LATENCY_MS });
+// ---- several instances ------------------------------------------------------------------------
+
+/** utime + stime of a process, in ms (from /proc/<pid>/stat; clock ticks are 1/100 s on Linux). */
+function procCpuMs(pid: number): number {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10; // fields 14 and 15 of the full line
+}
+
+/** Peak RSS of a process so far (VmHWM), in MiB. */
+function procPeakRssMiB(pid: number): number {
+  const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) / 1024 : NaN;
+}
+
+async function startWorker(env: Record<string, string>): Promise<{ child: ChildProcess; stderr: () => string }> {
+  const child = spawn(process.execPath, [DIST_CLI, 'worker'], { env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr!.on('data', (d) => (stderr += String(d)));
+  const deadline = Date.now() + 20_000;
+  while (!/worker: /.test(stderr)) {
+    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`worker did not start: ${stderr.slice(0, 1000)}`);
+    await sleep(50);
+  }
+  return { child, stderr: () => stderr };
+}
+
+async function instancesCase(style: RateWindowStyle, lim: Limit, n: number): Promise<void> {
+  const unavailable = await postgresUnavailableReason();
+  if (unavailable) {
+    process.stdout.write(`instances [${style}]: skipped: ${unavailable}\n`);
+    return;
+  }
+  const db = await createPostgresDatabase();
+  const dirs = [tempDataDir('csmcp-bench-a-'), tempDataDir('csmcp-bench-b-'), tempDataDir('csmcp-bench-c-')];
+  const standIn = await StandInClient.start({ provider: 'sendgrid', key: SG_KEY, rateLimit: { ...lim, style }, latencyMs: LATENCY_MS });
+  const env = (i: number) => serverEnv(dirs[i]!.dir, standIn, 'sendgrid', { DATABASE_URL: db.url, CAMPAIGN_EMAIL_BATCHING: 'false', LOG_LEVEL: 'error' });
+  const workers: Array<{ child: ChildProcess; stderr: () => string }> = [];
+  // The first instance migrates the database before the workers start.
+  const mcp = await startStdio(env(0));
   try {
-    await alignToWindow();
-    const started = performance.now();
-    let sent = 0;
-    for (let i = 0; i < RECIPIENTS; i++) if ((await send(sg.url, i)) === 202) sent++;
-    const secs = (performance.now() - started) / 1000;
-    line('sequential loop (one request after another): wall time s', fmt(secs, 2));
-    line('  sent, achieved rate', `${sent}, ${fmt(sent / secs, 1)} msg/s = ${fmt((100 * sent) / secs / ALLOWED_PER_S, 1)} % of allowed`);
-    line('  429s / duplicates', `${sg.rate.rejected} / ${duplicates(sg)}`);
+    const csv = audienceCsv(dirs[0]!.dir, n);
+    const imported = await mcp.call('import_clients', { file_path: csv });
+    if (imported.isError) throw new Error(JSON.stringify(imported.structuredContent).slice(0, 600));
+    for (const i of [1, 2]) workers.push(await startWorker(env(i)));
+    const pids = [mcp.pid!, ...workers.map((w) => w.child.pid!)];
+    const args = campaignArgs('email', n);
+    const token = await preview(mcp.call as Call, args);
+    const mark = await standIn.mark();
+    const cpu0 = pids.map(procCpuMs);
+    const result = await confirmAndWait(mcp.call as Call, args, token);
+    const cpu = pids.map((p, i) => procCpuMs(p) - cpu0[i]!);
+    const rss = pids.map(procPeakRssMiB);
+    const stats = await standIn.stats(mark);
+    const byOwner = await deliveriesByInstance(db.url);
+    report(`instances (3 processes, PostgreSQL)`, style, lim, { ...result, cpuMs: cpu.reduce((a, b) => a + b, 0), peakRssMiB: rss.reduce((a, b) => a + b, 0), stats }, n, [
+      `CPU ms per process (MCP instance, worker, worker): ${cpu.map((c) => fmt(c, 0)).join(', ')}; peak RSS MiB each: ${rss.map((r) => fmt(r, 1)).join(', ')} (the row shows the sums)`,
+      ...(byOwner ? [`messages sent per lease owner: ${byOwner}`] : []),
+    ]);
   } finally {
-    await sg.stop();
+    await mcp.close();
+    for (const w of workers) {
+      const exited = new Promise((r) => w.child.once('exit', r));
+      w.child.kill('SIGTERM');
+      await exited;
+    }
+    await standIn.stop();
+    await db.drop();
+    for (const d of dirs) d.cleanup();
   }
 }
 
-async function naiveConcurrentLoop(): Promise<void> {
-  const sg = await startSendGridStandIn({ apiKey: KEY, rateLimit: { limit: LIMIT, windowMs: WINDOW_MS }, latencyMs: LATENCY_MS });
+/** Which dispatcher sent how many rows, if the outbox keeps the last lease owner. */
+async function deliveriesByInstance(url: string): Promise<string | undefined> {
+  const pg = (await import('pg')).default;
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
   try {
-    await alignToWindow();
-    const started = performance.now();
-    let next = 0;
-    let sent = 0;
-    await Promise.all(
-      Array.from({ length: 8 }, async () => {
-        while (next < RECIPIENTS) {
-          const i = next++;
-          if ((await send(sg.url, i)) === 202) sent++;
-        }
-      }),
-    );
-    const secs = (performance.now() - started) / 1000;
-    line('naive loop, 8 concurrent, no pacing: wall time s', fmt(secs, 2));
-    line('  sent (the rest got 429 and were dropped), 429s', `${sent}, ${sg.rate.rejected}`);
+    const r = await c.query(`select lease_owner, count(*)::int as n from outbox where state = 'sent' group by lease_owner order by n desc`);
+    if (r.rows.every((x) => x.lease_owner === null)) return undefined;
+    return r.rows.map((x) => `${x.lease_owner ? String(x.lease_owner).slice(0, 19) : 'none'} ${x.n}`).join(', ');
   } finally {
-    await sg.stop();
+    await c.end();
   }
+}
+
+// ---- cases --------------------------------------------------------------------------------------
+
+const ONE_S_100: Limit = { limit: 100, windowMs: 1000 };
+const TEN_S_1666: Limit = { limit: 1666, windowMs: 10_000 };
+const ONE_S_1000: Limit = { limit: 1000, windowMs: 1000 };
+
+const CASES: Array<{ name: string; run: (style: RateWindowStyle) => Promise<void> }> = [
+  { name: 'email-unbatched', run: (s) => emailCase('email unbatched', s, ONE_S_100, scaled(2000), false) },
+  { name: 'email-batched', run: (s) => emailCase('email batched', s, ONE_S_100, scaled(2000), true) },
+  { name: 'intercom-inapp', run: (s) => intercomCase('intercom_inapp', s, ONE_S_100, scaled(2000), true) },
+  { name: 'ten-second-email', run: (s) => emailCase('10 s window: email unbatched', s, TEN_S_1666, scaled(4000), false) },
+  { name: 'ten-second-intercom', run: (s) => intercomCase('10 s window: intercom_inapp', s, TEN_S_1666, scaled(2000), false) },
+  // 20,000 recipients pass the default CS_MCP_DAILY_SEND_LIMIT (10,000 a day): raised so it still counts.
+  { name: 'email-1000-unbatched', run: (s) => emailCase('1,000/s: email unbatched', s, ONE_S_1000, scaled(20_000), false, { CS_MCP_DAILY_SEND_LIMIT: '1000000' }) },
+  { name: 'email-1000-batched', run: (s) => emailCase('1,000/s: email batched', s, ONE_S_1000, scaled(20_000), true, { CS_MCP_DAILY_SEND_LIMIT: '1000000' }) },
+  { name: 'instances', run: (s) => instancesCase(s, ONE_S_100, scaled(3000)) },
+];
+
+function summary(): void {
+  const out = [
+    '',
+    `| case | window | limit | messages | wall s | period s | msg ÷ allowed | req ÷ allowed | 429s | dups | req/msg | CPU ms/msg | peak RSS MiB |`,
+    `|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|`,
+    ...rows.map(
+      (r) =>
+        `| ${r.name} | ${r.style} | ${r.limit.limit}/${r.limit.windowMs / 1000} s | ${r.messages} | ${fmt(r.wallS, 1)} | ${fmt(r.spanS, 1)} | ${fmt(r.msgRatio, 3)} | ${fmt(r.reqRatio, 3)} | ${r.rejected} | ${r.duplicates} | ${fmt(r.reqPerMsg, 3)} | ${fmt(r.cpuMsPerMsg, 3)} | ${fmt(r.peakRssMiB, 0)} |`,
+    ),
+  ];
+  process.stdout.write(`${out.join('\n')}\n`);
 }
 
 async function main(): Promise<void> {
-  const data = tempDataDir();
-  try {
-    const csv = path.join(data.dir, 'audience.csv');
-    const rows = ['client_id,client_name,tier,contact_email,contact_first_name'];
-    for (let i = 0; i < RECIPIENTS; i++) rows.push(`client-${String(Math.floor(i / 10)).padStart(4, '0')},Client ${Math.floor(i / 10)},enterprise,person${i}@bench.example,P${i}`);
-    fs.writeFileSync(csv, rows.join('\n'));
-    line('stand-in limit', `${LIMIT} requests / ${WINDOW_MS} ms window, ${LATENCY_MS} ms latency`);
-    await viaServer(csv, data.dir);
-    await sequentialLoop();
-    await naiveConcurrentLoop();
-  } finally {
-    data.cleanup();
+  const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));
+  const selected = wanted.length ? CASES.filter((c) => wanted.some((w) => c.name === w || c.name.startsWith(w))) : CASES;
+  if (!selected.length) {
+    process.stderr.write(`No case matches ${wanted.join(', ')}. Cases: ${CASES.map((c) => c.name).join(', ')}\n`);
+    process.exitCode = 2;
+    return;
   }
+  const started = performance.now();
+  line('stand-in latency', `${LATENCY_MS} ms; window styles: ${STYLES.join(', ')}${SCALE !== 1 ? `; audiences × ${SCALE}` : ''}`);
+  for (const c of selected) {
+    for (const style of STYLES) {
+      await c.run(style);
+      process.stdout.write('\n');
+    }
+  }
+  summary();
+  line('\ntotal benchmark time', `${fmt((performance.now() - started) / 1000, 0)} s`);
 }
 
 await main();

@@ -26,6 +26,8 @@ export class RateWindow {
   accepted = 0;
   /** Windows begun so far (anchored and clock alike): a benchmark divides by it. */
   windows = 0;
+  /** When each window began that a request started (a benchmark sees where the time between windows went). */
+  readonly starts: number[] = [];
 
   constructor(readonly opts: RateWindowOptions) {}
 
@@ -37,6 +39,7 @@ export class RateWindow {
         this.windowStart = now;
         this.used = 0;
         this.windows += 1;
+        this.starts.push(now);
       }
       return;
     }
@@ -44,7 +47,10 @@ export class RateWindow {
     if (start !== this.windowStart) {
       this.windowStart = start;
       this.used = 0;
-      if (starting) this.windows += 1;
+      if (starting) {
+        this.windows += 1;
+        this.starts.push(start);
+      }
     }
   }
 
