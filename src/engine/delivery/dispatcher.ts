@@ -159,7 +159,6 @@ export class OutboxDispatcher {
       }
     }
     const gate = this.opts.channelGate();
-    this.adapt(gate, now);
     // Rows of a channel that became blocked while they waited here go back to the queue.
     if (gate.blocked.length && this.ready.some((r) => gate.blocked.includes(r.channel))) {
       const back = this.ready.filter((r) => gate.blocked.includes(r.channel));
@@ -172,6 +171,9 @@ export class OutboxDispatcher {
       this.ready.push(...rows);
     }
     while (this.active < this.limit && this.ready.length) this.launch(this.takeNext());
+    // Judged after filling: a pass runs when a delivery has just finished, so before filling one slot
+    // is always free and the dispatcher would never look saturated.
+    this.adapt(gate, now);
     let sleep = this.opts.pollMs;
     if (gate.reopensInMs !== undefined) sleep = Math.min(sleep, gate.reopensInMs + 1);
     if (this.active === 0 && !this.ready.length) {

@@ -79,7 +79,8 @@ export class Delivery {
     let paced = false;
     for (const channel of CHANNELS) {
       const runtime = this.deps.runtimes[PROVIDER_OF_CHANNEL[channel]];
-      paced ||= runtime.budget.snapshot().waiting > 0;
+      // A queue at the pacer (not one request that happened to arrive within its spacing): the budget is the limit.
+      paced ||= runtime.budget.snapshot().waiting > 1;
       const policy = runtime.policy;
       if (policy.state !== 'open') continue;
       const wait = policy.msUntilHalfOpen() ?? 0;
