@@ -54,7 +54,7 @@ export class ProviderRuntime {
     this.provider = opts.provider;
     this.missing = opts.missing;
     const log = opts.log; // policy and fetch name the provider in each line themselves
-    this.budget = new RateBudget(opts.budget);
+    this.budget = new RateBudget({ maxWaitMs: opts.resilience.maxDelayMs, provider: opts.provider, ...opts.budget });
     this.policy = new ProviderPolicy(opts.provider, opts.resilience, log, opts.policy);
     this.fetch = createObservedFetch({
       provider: opts.provider,

@@ -19,9 +19,12 @@
  * Several processes using one account share the budget: `shareWith()` says how many are sending now
  * (they meet in the database: budget-peers.ts); each spends its share of what the provider reports
  * as left, so together they spend it all, and none assumes the whole remainder is its own.
- * Providers that report nothing are not paced; a 429 stops everything until its Retry-After (or
+ * A wait longer than RETRY_MAX_DELAY_MS is not imposed: the request fails at once with rate_limited
+ * and retry_after_ms. Providers that report nothing are not paced; a 429 stops everything until its Retry-After (or
  * reset) has passed, then one request goes first to find out where the budget stands.
  */
+
+import { PROVIDER_LABEL, ToolError, type ProviderName } from '../result.js';
 
 export interface RateBudgetSnapshot {
   limit?: number;
@@ -40,8 +43,10 @@ export interface RateBudgetSnapshot {
 export interface RateBudgetOptions {
   /** Requests left in each window for other clients of the same app (a dashboard, another integration). */
   reserve?: number;
-  /** Longest single wait; a reset further away than this is treated as unreliable. */
+  /** Longest wait a request accepts (RETRY_MAX_DELAY_MS); beyond it acquire() fails with rate_limited. */
   maxWaitMs?: number;
+  /** Names the provider in that error. */
+  provider?: ProviderName;
 }
 
 /** The processes sharing one provider account's budget (budget-peers.ts). */
@@ -103,11 +108,13 @@ export class RateBudget {
   private timerAt = 0;
   private readonly reserve: number;
   private readonly maxWaitMs: number;
+  private readonly provider?: ProviderName;
   private sharing?: BudgetSharing;
 
   constructor(opts: RateBudgetOptions = {}) {
     this.reserve = opts.reserve ?? 0;
     this.maxWaitMs = opts.maxWaitMs ?? 60_000;
+    this.provider = opts.provider;
   }
 
   /** Shares this budget with the other processes that use the same account. */
@@ -126,7 +133,19 @@ export class RateBudget {
   acquire(signal?: AbortSignal): Promise<number> {
     this.sharing?.touch();
     if (signal?.aborted) return Promise.reject(signal.reason ?? new Error('aborted'));
-    if (this.queue.length === 0 && this.waitNeeded() <= 0) return Promise.resolve(this.take());
+    const wait = this.waitNeeded();
+    if (this.queue.length === 0 && wait <= 0) return Promise.resolve(this.take());
+    if (Number.isFinite(wait) && wait > this.maxWaitMs) {
+      // Every wait the server imposes honours the configured maximum: past it, say how long instead.
+      const who = this.provider ? PROVIDER_LABEL[this.provider] : 'The provider';
+      return Promise.reject(
+        new ToolError('rate_limited', `${who}'s rate budget is spent for about ${Math.ceil(wait / 1000)} s, longer than a call may wait (RETRY_MAX_DELAY_MS). Try again after that.`, {
+          provider: this.provider,
+          retryAfterMs: wait,
+          retryable: true,
+        }),
+      );
+    }
     this.pacedWaits += 1;
     return new Promise<number>((resolve, reject) => {
       const w: Waiter = { resolve, reject, signal };
@@ -248,7 +267,7 @@ export class RateBudget {
 
   /** Spend nothing for `ms` (a 429 with Retry-After, or a bare 429); then one request goes first. */
   exhaustFor(ms: number): void {
-    this.blockedUntilMs = Math.max(this.blockedUntilMs, Date.now() + Math.min(ms, this.maxWaitMs));
+    this.blockedUntilMs = Math.max(this.blockedUntilMs, Date.now() + ms);
     this.probing = true;
     this.pump();
   }
@@ -276,7 +295,7 @@ export class RateBudget {
     const share = (w.remaining - this.reserve - (peers - 1)) / peers;
     if (share < 1) {
       if (w.endMs === undefined) return Number.POSITIVE_INFINITY; // wait for an answer to place the window
-      return Math.min(this.maxWaitMs, w.endMs - now + 1);
+      return w.endMs - now + 1;
     }
     if (this.lastSendMs === undefined) return 0;
     // Spread what is left evenly up to the window's end: the k remaining requests take k+1 equal gaps

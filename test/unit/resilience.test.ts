@@ -279,6 +279,22 @@ describe('RateBudget: pacing by the reported budget', () => {
     expect(sent).toBe(true);
   });
 
+  it('never imposes a wait longer than RETRY_MAX_DELAY_MS: the call fails at once with rate_limited and retry_after_ms', async () => {
+    const budget = new RateBudget({ maxWaitMs: 2000, provider: 'intercom' });
+    await budget.acquire();
+    budget.observe({ ...hdr(100, 0, 1_800_000_010), 'retry-after': '9' }, 429);
+    budget.release();
+    const err = await budget.acquire().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ToolError);
+    expect(err).toMatchObject({ code: 'rate_limited', provider: 'intercom', retryable: true });
+    expect((err as ToolError).retryAfterMs).toBeGreaterThan(8000);
+    // Within the maximum it waits.
+    await vi.advanceTimersByTimeAsync(7500);
+    const p = budget.acquire();
+    await vi.advanceTimersByTimeAsync(1600);
+    await expect(p).resolves.toBeTypeOf('number');
+  });
+
   it('an aborted wait leaves the queue and rejects', async () => {
     const budget = new RateBudget();
     await budget.acquire();
