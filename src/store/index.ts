@@ -42,6 +42,19 @@ export interface Store {
 // PostgreSQL returns COUNT(*) as int8 text; our counts fit in a JS number.
 pg.types.setTypeParser(20, (v) => Number(v));
 
+/**
+ * mkdir -p, one level at a time: Node's recursive mkdirSync never returns for a path under /proc (it
+ * retries ENOENT forever), which would hang start-up on a mistyped data folder instead of saying so.
+ */
+function ensureDir(dir: string): void {
+  const missing: string[] = [];
+  for (let d = path.resolve(dir); !fs.existsSync(d); d = path.dirname(d)) {
+    missing.unshift(d);
+    if (path.dirname(d) === d) break;
+  }
+  for (const d of missing) fs.mkdirSync(d);
+}
+
 function createDb(config: Config, log: Logger): { db: Kysely<Database>; dialect: Store['dialect'] } {
   if (config.database.kind === 'postgres') {
     const pool = new pg.Pool({ connectionString: config.database.url, max: 10 });
@@ -51,7 +64,7 @@ function createDb(config: Config, log: Logger): { db: Kysely<Database>; dialect:
     return { db: new Kysely<Database>({ dialect: withNulGuard(new PostgresDialect({ pool })) }), dialect: 'postgres' };
   }
   const file = config.database.file;
-  fs.mkdirSync(path.dirname(file), { recursive: true });
+  ensureDir(path.dirname(file));
   const sqlite = new SQLite(file);
   // WAL: readers never block the writer; NORMAL sync is durable across a process kill (not a power cut).
   sqlite.pragma('journal_mode = WAL');

@@ -119,6 +119,14 @@ describe('CLI start-up checks', () => {
     d.cleanup();
   });
 
+  it('a data folder that cannot be created stops the server with the reason, at once (never hangs)', async () => {
+    // Node's own recursive mkdir never returns for a path under /proc.
+    const r = await runCli(['--http'], testEnv({ MCP_HTTP_PORT: '0' }, '/proc/no-such-folder'));
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/failed to start: .*\/proc\/no-such-folder/);
+    expect(r.stdout).toBe('');
+  });
+
   it('reads the settings file named with --env-file, and SIGTERM stops it cleanly', async () => {
     const d = tempDataDir();
     const file = path.join(d.dir, 'team.env');
