@@ -3,7 +3,7 @@ import type { Logger } from '../log.js';
 import { ToolError, type ProviderName } from '../result.js';
 import { networkError, retryAfterMs } from './http-errors.js';
 import type { RateBudget } from './rate-budget.js';
-import { runRequestHook } from './request-hooks.js';
+import { currentRequestHook } from './request-hooks.js';
 
 /**
  * What the transport saw during one attempt. SDKs (intercom-client) swallow transport errors and
@@ -40,11 +40,14 @@ export function createObservedFetch(opts: ObservedFetchOptions): typeof fetch {
     const record = attempts.getStore();
     const callerSignal = init?.signal ?? undefined;
     await opts.budget.acquire(callerSignal);
-    try {
-      await runRequestHook(); // the outbox's point of no return, right before the request is written
-    } catch (err) {
-      opts.budget.release();
-      throw err;
+    const hook = currentRequestHook();
+    if (hook) {
+      try {
+        await hook(); // the outbox's point of no return, right before the request is written
+      } catch (err) {
+        opts.budget.release();
+        throw err;
+      }
     }
     const controller = new AbortController();
     let timedOut = false;
@@ -57,8 +60,10 @@ export function createObservedFetch(opts: ObservedFetchOptions): typeof fetch {
     timer.unref?.();
     const onCallerAbort = () => controller.abort(callerSignal?.reason);
     callerSignal?.addEventListener('abort', onCallerAbort, { once: true });
+    let answered = false;
     try {
       const response = await baseFetch(input, { ...init, signal: controller.signal });
+      answered = true;
       opts.budget.observe(response.headers, response.status);
       if (response.status === 429 && !response.headers.get('x-ratelimit-reset')) {
         opts.budget.exhaustFor(retryAfterMs(response.headers) ?? 1000);
@@ -67,7 +72,7 @@ export function createObservedFetch(opts: ObservedFetchOptions): typeof fetch {
       if (response.status >= 400) {
         opts.log.debug({ provider: opts.provider, status: response.status, method: init?.method ?? 'GET' }, 'provider answered with an error status');
       }
-      return response;
+      return clearOnceRead(response, timer);
     } catch (err) {
       clearTimeout(timer);
       if (callerSignal?.aborted && !timedOut) throw err;
@@ -77,6 +82,28 @@ export function createObservedFetch(opts: ObservedFetchOptions): typeof fetch {
     } finally {
       opts.budget.release();
       callerSignal?.removeEventListener('abort', onCallerAbort);
+      if (!answered) clearTimeout(timer);
     }
   };
+}
+
+const BODY_READERS = ['text', 'json', 'arrayBuffer', 'blob', 'bytes', 'formData'] as const;
+
+/**
+ * Clears the attempt's timer once the body has been read whole (or failed). Left running, every request
+ * left a timer behind that later aborted a finished request and built an error nobody read. A body read
+ * as a stream stays under the timer, as before.
+ */
+function clearOnceRead(response: Response, timer: NodeJS.Timeout): Response {
+  if (response.body === null) {
+    clearTimeout(timer);
+    return response;
+  }
+  const done = () => clearTimeout(timer);
+  const r = response as unknown as Record<string, (() => Promise<unknown>) | undefined>;
+  for (const name of BODY_READERS) {
+    const read = r[name];
+    if (typeof read === 'function') r[name] = () => read.call(response).finally(done);
+  }
+  return response;
 }
