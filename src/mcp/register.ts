@@ -20,7 +20,7 @@ import { scrubValue } from '../secrets.js';
 import type { Services } from '../services.js';
 import { rejectUnsafeArguments } from './argument-guards.js';
 import { withoutTypeArrays } from './json-schema.js';
-import { boundResult, MAX_RESULT_BYTES } from './bound-result.js';
+import { boundResultWithText, MAX_RESULT_BYTES } from './bound-result.js';
 import { annotationsFor, publishedOutputSchema, successSchema, type AnyToolDefinition } from './tool.js';
 
 export interface ResourceDefinition {
@@ -119,7 +119,8 @@ export function registerTools(server: Server, tools: Eventually<AnyToolDefinitio
     const tool = byName.get(request.params.name);
     if (!tool) throw new McpError(ErrorCode.InvalidParams, `Unknown tool: ${request.params.name}`);
     const started = Date.now();
-    const toolLog = log.child({ tool: tool.name });
+    let toolLog: Logger | undefined; // made only when a handler logs: one per call cost a pino child each time
+    const logger = () => (toolLog ??= log.child({ tool: tool.name }));
     const progressToken = request.params._meta?.progressToken;
     const audit: Record<string, unknown> = {};
     // Approval asks the person through the client that made this call, on this call's own stream.
@@ -152,7 +153,9 @@ export function registerTools(server: Server, tools: Eventually<AnyToolDefinitio
       if (!parsed.success) throw fromZodError(parsed.error, `Invalid arguments for ${tool.name}`);
       const data = await tool.handle(parsed.data, {
         services,
-        log: toolLog,
+        get log() {
+          return logger();
+        },
         signal: extra.signal,
         approve,
         audit,
@@ -168,21 +171,21 @@ export function registerTools(server: Server, tools: Eventually<AnyToolDefinitio
       });
       const checked = strictOutput.get(tool.name)!.safeParse({ success: true, ...(data as object) });
       if (!checked.success) {
-        toolLog.error({ issues: checked.error.issues }, 'tool returned a result that does not match its declared output');
+        logger().error({ issues: checked.error.issues }, 'tool returned a result that does not match its declared output');
         throw new ToolError('provider_error', `Internal error: ${tool.name} produced an invalid result. This is a bug; the server logs have details.`);
       }
       // Never a failure once the work is done (a send must not be followed by an error): an oversized result is cut, with a note.
-      const structured = boundResult(scrubValue(checked.data as Record<string, unknown>), MAX_RESULT_BYTES);
-      toolLog.info({ ms: Date.now() - started, success: true }, 'tool call');
+      const { value: structured, text } = boundResultWithText(scrubValue(checked.data as Record<string, unknown>), MAX_RESULT_BYTES);
+      log.info({ tool: tool.name, ms: Date.now() - started, success: true }, 'tool call');
       record('success');
-      return { content: [{ type: 'text', text: JSON.stringify(structured) }], structuredContent: structured };
+      return { content: [{ type: 'text', text }], structuredContent: structured };
     } catch (err) {
       const error = toErrorBody(err);
-      if (!(err instanceof ToolError) && !(err instanceof z.ZodError)) toolLog.error({ err }, 'tool crashed');
-      toolLog.info({ ms: Date.now() - started, success: false, code: error.code }, 'tool call');
+      if (!(err instanceof ToolError) && !(err instanceof z.ZodError)) logger().error({ err }, 'tool crashed');
+      log.info({ tool: tool.name, ms: Date.now() - started, success: false, code: error.code }, 'tool call');
       record(error.code, error);
-      const structured = boundResult({ success: false, error } as Record<string, unknown>, MAX_RESULT_BYTES);
-      return { content: [{ type: 'text', text: JSON.stringify(structured) }], structuredContent: structured, isError: true };
+      const { value: structured, text } = boundResultWithText({ success: false, error } as Record<string, unknown>, MAX_RESULT_BYTES);
+      return { content: [{ type: 'text', text }], structuredContent: structured, isError: true };
     }
   });
 }
