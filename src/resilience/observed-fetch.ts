@@ -1,4 +1,3 @@
-import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Logger } from '../log.js';
 import { ToolError, type ProviderName } from '../result.js';
 import { networkError, retryAfterMs } from './http-errors.js';
@@ -15,12 +14,48 @@ export interface AttemptRecord {
   error?: ToolError;
 }
 
-const attempts = new AsyncLocalStorage<AttemptRecord>();
+/**
+ * How a request made through an SDK names its attempt: the runtime gives each attempt an id, the SDK
+ * call sends it as this header (intercom-client: request option `headers`), and the observed fetch
+ * takes it off again and records into that attempt. A fetch made directly is given the record instead
+ * (CallContext.fetch). Neither needs AsyncLocalStorage, whose promise hooks, once enabled, slow down
+ * every promise in the process.
+ */
+export const ATTEMPT_HEADER = 'x-cs-mcp-attempt';
+const openAttempts = new Map<string, AttemptRecord>();
+let attemptSeq = 0;
 
-export function withAttemptRecord<T>(fn: (record: AttemptRecord) => Promise<T>): Promise<T> {
+/** Runs one attempt with a fresh record, findable by its id while it runs. */
+export async function withAttemptRecord<T>(fn: (record: AttemptRecord, id: string) => Promise<T>): Promise<T> {
   const record: AttemptRecord = {};
-  return attempts.run(record, () => fn(record));
+  const id = String(++attemptSeq);
+  openAttempts.set(id, record);
+  try {
+    return await fn(record, id);
+  } finally {
+    openAttempts.delete(id);
+  }
 }
+
+/** The attempt a request names by its header (which is removed: it is not for the provider). */
+function attemptOf(init: RequestInit | undefined): AttemptRecord | undefined {
+  const headers = init?.headers;
+  if (!headers) return undefined;
+  if (headers instanceof Headers) {
+    const id = headers.get(ATTEMPT_HEADER);
+    if (id === null) return undefined;
+    headers.delete(ATTEMPT_HEADER);
+    return openAttempts.get(id);
+  }
+  if (Array.isArray(headers)) return undefined;
+  const id = headers[ATTEMPT_HEADER];
+  if (typeof id !== 'string') return undefined;
+  delete headers[ATTEMPT_HEADER];
+  return openAttempts.get(id);
+}
+
+/** fetch, plus the attempt to record into when the caller has it at hand. */
+export type ObservedFetch = (input: string | URL | Request, init?: RequestInit, record?: AttemptRecord) => Promise<Response>;
 
 export interface ObservedFetchOptions {
   provider: ProviderName;
@@ -34,10 +69,10 @@ export interface ObservedFetchOptions {
  * A fetch that paces by the provider's reported budget, bounds each attempt with a timeout, reads
  * rate-limit headers, and turns transport failures into classified ToolErrors.
  */
-export function createObservedFetch(opts: ObservedFetchOptions): typeof fetch {
+export function createObservedFetch(opts: ObservedFetchOptions): ObservedFetch {
   const baseFetch = opts.baseFetch ?? globalThis.fetch;
-  return async (input: string | URL | Request, init?: RequestInit): Promise<Response> => {
-    const record = attempts.getStore();
+  return async (input: string | URL | Request, init?: RequestInit, given?: AttemptRecord): Promise<Response> => {
+    const record = given ?? attemptOf(init);
     const callerSignal = init?.signal ?? undefined;
     await opts.budget.acquire(callerSignal);
     const hook = currentRequestHook();
