@@ -30,7 +30,8 @@ export interface ProviderRuntimeOptions {
 
 export interface CallContext {
   attempt: number;
-  signal: AbortSignal;
+  /** Present when the call was given a signal (CallOptions.signal): pass it on to the request. */
+  signal?: AbortSignal;
   record: AttemptRecord;
   /** The runtime's fetch, recording into this attempt: what a provider calling HTTP itself uses. */
   fetch: typeof fetch;

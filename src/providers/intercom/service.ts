@@ -104,7 +104,7 @@ export class IntercomService {
   private call<T>(
     operation: string,
     idempotent: boolean,
-    fn: (opts: { maxRetries: 0; abortSignal: AbortSignal; headers: Record<string, string> }) => Promise<T>,
+    fn: (opts: { maxRetries: 0; abortSignal?: AbortSignal; headers: Record<string, string> }) => Promise<T>,
   ): Promise<T> {
     // The attempt header lets the runtime's fetch, which the SDK calls, record what this attempt saw.
     return this.deps.runtime.call({ operation, idempotent, describeError: describeIntercomError }, ({ signal, attemptHeaders }) =>
