@@ -10,7 +10,16 @@ import { fmt, line, summarize } from './util.js';
 const N = Number(process.env.BENCH_N ?? 2000);
 const WARMUP = 200;
 
-export default async function run(): Promise<void> {
+export interface GetUserFigures {
+  mcp: ReturnType<typeof summarize>;
+  sdk: ReturnType<typeof summarize>;
+}
+
+/**
+ * Times `n` calls each way (after `warmup` untimed ones) against one stand-in with no latency. The two
+ * ways alternate in rounds of 50 so that a slow patch of the (shared) machine lands on both.
+ */
+export async function measureGetUser(n: number, warmup: number): Promise<GetUserFigures> {
   const stand = await startIntercomStandIn({ token: 'bench-token' });
   stand.seedContact({ email: 'bench@example.org', external_id: 'u-bench', name: 'Bench User' });
   const data = tempDataDir();
@@ -27,25 +36,41 @@ export default async function run(): Promise<void> {
       const c = page.data[0]!;
       await direct.contacts.listAttachedTags({ contact_id: c.id });
     };
-    const time = async (fn: () => Promise<void>) => {
-      for (let i = 0; i < WARMUP; i++) await fn();
-      const samples: number[] = [];
-      for (let i = 0; i < N; i++) {
-        const t = performance.now();
-        await fn();
-        samples.push(performance.now() - t);
+    for (let i = 0; i < warmup; i++) {
+      await viaMcp();
+      await viaSdk();
+    }
+    const mcpSamples: number[] = [];
+    const sdkSamples: number[] = [];
+    const round = 50;
+    for (let done = 0; done < n; done += round) {
+      const k = Math.min(round, n - done);
+      for (const [fn, samples] of [
+        [viaMcp, mcpSamples],
+        [viaSdk, sdkSamples],
+      ] as const) {
+        for (let i = 0; i < k; i++) {
+          const t = performance.now();
+          await fn();
+          samples.push(performance.now() - t);
+        }
       }
-      return summarize(samples);
-    };
-    const mcp = await time(viaMcp);
-    const sdk = await time(viaSdk);
-    line(`intercom_get_user via MCP (n=${N}) p50 / p99 ms`, `${fmt(mcp.p50)} / ${fmt(mcp.p99)}`);
-    line(`same lookup direct with intercom-client p50 / p99 ms`, `${fmt(sdk.p50)} / ${fmt(sdk.p99)}`);
-    line('ratio MCP / direct (p50, p99)', `${fmt(mcp.p50 / sdk.p50)}x, ${fmt(mcp.p99 / sdk.p99)}x`);
-    line('overhead per call, p50 ms', fmt(mcp.p50 - sdk.p50));
+    }
+    return { mcp: summarize(mcpSamples), sdk: summarize(sdkSamples) };
   } finally {
     await h.close();
     await stand.stop();
     data.cleanup();
   }
+}
+
+export function printGetUser({ mcp, sdk }: GetUserFigures): void {
+  line(`intercom_get_user via MCP (n=${mcp.n}) p50 / p99 ms`, `${fmt(mcp.p50)} / ${fmt(mcp.p99)}`);
+  line(`same lookup direct with intercom-client p50 / p99 ms`, `${fmt(sdk.p50)} / ${fmt(sdk.p99)}`);
+  line('ratio MCP / direct (p50, p99)', `${fmt(mcp.p50 / sdk.p50)}x, ${fmt(mcp.p99 / sdk.p99)}x`);
+  line('overhead per call, p50 ms', fmt(mcp.p50 - sdk.p50));
+}
+
+export default async function run(): Promise<void> {
+  printGetUser(await measureGetUser(N, WARMUP));
 }

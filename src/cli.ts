@@ -4,13 +4,14 @@ import path from 'node:path';
 import { ConfigError, configSecrets, customProviderHosts, loadConfig, readSettingsFile, type SettingsFile } from './config.js';
 import { createLogger } from './log.js';
 import { registerSecrets } from './secrets.js';
-import { SERVER_NAME, SERVER_VERSION } from './server.js';
-import { createServices } from './services.js';
-import { serveHttp } from './transports/http.js';
-import { serveStdio } from './transports/stdio.js';
-import { serveWebhooks } from './transports/webhook-listener.js';
+import { SERVER_NAME, SERVER_VERSION } from './mcp/server-info.js';
 import { enabledTools } from './mcp/toolsets.js';
-import { allTools } from './tools/index.js';
+import type { Services } from './services.js';
+import { serveStdio, type StdioBackend } from './transports/stdio.js';
+
+// Only what every mode needs is imported up front. The tools, the services (store, providers, engines) and
+// each transport are imported when used: a stdio server answers `initialize` before they have loaded,
+// and stdio never loads Express at all.
 
 const USAGE = `Usage: customer-success-mcp [--http] [--env-file <path>] [--help] [--version]
        customer-success-mcp worker [--env-file <path>]
@@ -62,7 +63,8 @@ async function main(argv: string[]): Promise<void> {
     settings = readSettingsFile(args.envFile, process.env);
     // The environment wins over the file, as with any .env loader.
     config = loadConfig({ ...settings.values, ...process.env });
-    enabledTools(config, allTools); // unknown toolset or tool names stop start-up here, listing the valid ones
+    // Unknown toolset or tool names stop start-up, listing the valid ones (stdio checks in the background).
+    if (args.http || args.worker) enabledTools(config, (await import('./tools/index.js')).allTools);
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`${err.message}\n`);
@@ -88,7 +90,31 @@ async function main(argv: string[]): Promise<void> {
   process.on('uncaughtException', (err) => log.error({ err }, 'uncaught exception'));
   process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection'));
 
-  const services = await createServices(config, log);
+  const cfg = config;
+  // stdio: the transport comes up first (see serveStdio) and the tools and services are built meanwhile;
+  // a failure then is reported as before (exit 2 for a setting, 1 otherwise), after the initialize answer.
+  const stdioBackend = async (): Promise<StdioBackend> => {
+    await new Promise((resolve) => setImmediate(resolve)); // an initialize already waiting on stdin is answered first
+    const [{ allTools }, { allResources }, { createServices }] = await Promise.all([
+      import('./tools/index.js'),
+      import('./resources/index.js'),
+      import('./services.js'),
+    ]);
+    const tools = enabledTools(cfg, allTools);
+    return { tools, resources: allResources, services: await createServices(cfg, log) };
+  };
+  const backend = args.http || args.worker ? undefined : stdioBackend();
+  backend?.catch((err: unknown) => {
+    log.flush();
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.message}\n`);
+      process.exit(2);
+    }
+    process.stderr.write(`customer-success-mcp failed to start: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  });
+  const starting: Promise<Services> = backend ? backend.then((b) => b.services) : import('./services.js').then((m) => m.createServices(cfg, log));
+  starting.catch(() => undefined); // reported where it is awaited (or, for stdio, by backend's handler)
   let stopping = false;
   const stop = (why: string, after?: () => Promise<void>) => {
     if (stopping) return;
@@ -101,17 +127,27 @@ async function main(argv: string[]): Promise<void> {
     hardStop.unref();
     void (async () => {
       await after?.().catch((err) => log.error({ err }, 'closing the transport failed'));
+      // Services still being built (stdio) are awaited, then closed; had they failed, that was reported above.
+      const services = await starting.catch(() => new Promise<never>(() => undefined));
       await services.close();
       log.flush();
       process.exit(0);
     })();
   };
 
+  if (backend) {
+    for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => stop(sig));
+    await serveStdio(config, log, backend, () => stop('stdin closed'));
+    return;
+  }
+
+  const services = await starting;
   if (args.worker) {
     // Headless: the scheduler and the outbox run (started with the services); no MCP transport. The
     // provider webhooks are served when one is enabled, so the worker alone closes the loop.
     let listener;
     try {
+      const { serveWebhooks } = await import('./transports/webhook-listener.js');
       listener = await serveWebhooks(services);
     } catch (err) {
       await services.close();
@@ -137,6 +173,7 @@ async function main(argv: string[]): Promise<void> {
   if (args.http) {
     let running;
     try {
+      const { serveHttp } = await import('./transports/http.js');
       running = await serveHttp(services);
     } catch (err) {
       await services.close();
@@ -160,9 +197,6 @@ async function main(argv: string[]): Promise<void> {
         `  claude mcp add --transport http customer-success ${running.url}\n` +
         `Data: ${config.database.kind === 'sqlite' ? config.database.file : 'PostgreSQL (DATABASE_URL)'}. Press Ctrl+C to stop.\n\n`,
     );
-  } else {
-    for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => stop(sig));
-    await serveStdio(services, () => stop('stdin closed'));
   }
 }
 

@@ -18,6 +18,15 @@ interface Cut {
   of: number;
 }
 
+/** boundResult plus the JSON text of what it returns, serializing only once when nothing is cut (every call). */
+export function boundResultWithText<T extends Record<string, unknown>>(value: T, maxBytes = MAX_RESULT_BYTES): { value: T; text: string } {
+  const text = JSON.stringify(value);
+  // A UTF-8 byte is at most 3 per UTF-16 unit: short texts need no byte count.
+  if (text.length * 3 <= maxBytes || Buffer.byteLength(text) <= maxBytes) return { value, text };
+  const cut = boundResult(value, maxBytes);
+  return { value: cut, text: JSON.stringify(cut) };
+}
+
 export function boundResult<T extends Record<string, unknown>>(value: T, maxBytes = MAX_RESULT_BYTES): T {
   if (Buffer.byteLength(JSON.stringify(value)) <= maxBytes) return value;
   const copy = structuredClone(value) as unknown as { [k: string]: Json };

@@ -20,7 +20,7 @@ import { scrubValue } from '../secrets.js';
 import type { Services } from '../services.js';
 import { rejectUnsafeArguments } from './argument-guards.js';
 import { withoutTypeArrays } from './json-schema.js';
-import { boundResult, MAX_RESULT_BYTES } from './bound-result.js';
+import { boundResultWithText, MAX_RESULT_BYTES } from './bound-result.js';
 import { annotationsFor, publishedOutputSchema, successSchema, type AnyToolDefinition } from './tool.js';
 
 export interface ResourceDefinition {
@@ -65,6 +65,24 @@ function deriveOnce(tools: AnyToolDefinition[]) {
   return d;
 }
 
+/** A value now, or one still being built (stdio answers `initialize` before the services exist). */
+export type Eventually<T> = T | Promise<T>;
+
+/**
+ * Runs `use` with the value as soon as there is one: synchronously when it is already there (HTTP, tests),
+ * else when the promise settles. The returned getter gives the value, awaiting it only while it is pending.
+ */
+function whenReady<T, R>(value: Eventually<T>, use: (v: T) => R): () => Eventually<R> {
+  if (!(value instanceof Promise)) {
+    const r = use(value);
+    return () => r;
+  }
+  let ready: R | undefined;
+  const pending = value.then((v) => (ready = use(v)));
+  pending.catch(() => undefined); // whoever builds the value reports its failure (and stops the process)
+  return () => ready ?? pending;
+}
+
 /**
  * The adapter: lists every declared tool with its schemas and annotations, and runs calls through
  * one path that validates input (structured invalid_input naming each field), runs the handler,
@@ -73,21 +91,36 @@ function deriveOnce(tools: AnyToolDefinition[]) {
  * Why the SDK's low-level Server rather than McpServer.registerTool: McpServer (1.32) answers a
  * schema-invalid call with a text-only isError result and no structuredContent, so the model would
  * not get our `invalid_input` error with `details.fields`; here one path gives every failure that shape.
+ *
+ * `tools` and `services` may still be on their way: the handlers are registered at once and wait for them.
  */
-export function registerTools(server: Server, tools: AnyToolDefinition[], services: Services, log: Logger): void {
-  const byName = new Map(tools.map((t) => [t.name, t]));
-  const { listed, strictOutput } = deriveOnce(tools);
+export function registerTools(server: Server, tools: Eventually<AnyToolDefinition[]>, services: Eventually<Services>, log: Logger): void {
+  const state = whenReady(
+    tools instanceof Promise || services instanceof Promise
+      ? Promise.all([tools, services])
+      : ([tools, services] as [AnyToolDefinition[], Services]),
+    ([tools, services]) => {
+      const { safety } = services.config;
+      return {
+        tools,
+        services,
+        byName: new Map(tools.map((t) => [t.name, t])),
+        ...deriveOnce(tools),
+        approvalOptions: { policy: safety.approval, threshold: safety.approvalThreshold, timeoutMs: safety.approvalTimeoutMs },
+      };
+    },
+  );
 
-  server.setRequestHandler(ListToolsRequestSchema, async () => ({ tools: listed as ListToolsResult['tools'] }));
-
-  const { safety } = services.config;
-  const approvalOptions = { policy: safety.approval, threshold: safety.approvalThreshold, timeoutMs: safety.approvalTimeoutMs };
+  server.setRequestHandler(ListToolsRequestSchema, async () => ({ tools: (await state()).listed as ListToolsResult['tools'] }));
 
   server.setRequestHandler(CallToolRequestSchema, async (request, extra): Promise<CallToolResult> => {
+    const ready = state();
+    const { tools, services, byName, strictOutput, approvalOptions } = ready instanceof Promise ? await ready : ready;
     const tool = byName.get(request.params.name);
     if (!tool) throw new McpError(ErrorCode.InvalidParams, `Unknown tool: ${request.params.name}`);
     const started = Date.now();
-    const toolLog = log.child({ tool: tool.name });
+    let toolLog: Logger | undefined; // made only when a handler logs: one per call cost a pino child each time
+    const logger = () => (toolLog ??= log.child({ tool: tool.name }));
     const progressToken = request.params._meta?.progressToken;
     const audit: Record<string, unknown> = {};
     // Approval asks the person through the client that made this call, on this call's own stream.
@@ -120,7 +153,9 @@ export function registerTools(server: Server, tools: AnyToolDefinition[], servic
       if (!parsed.success) throw fromZodError(parsed.error, `Invalid arguments for ${tool.name}`);
       const data = await tool.handle(parsed.data, {
         services,
-        log: toolLog,
+        get log() {
+          return logger();
+        },
         signal: extra.signal,
         approve,
         audit,
@@ -136,30 +171,35 @@ export function registerTools(server: Server, tools: AnyToolDefinition[], servic
       });
       const checked = strictOutput.get(tool.name)!.safeParse({ success: true, ...(data as object) });
       if (!checked.success) {
-        toolLog.error({ issues: checked.error.issues }, 'tool returned a result that does not match its declared output');
+        logger().error({ issues: checked.error.issues }, 'tool returned a result that does not match its declared output');
         throw new ToolError('provider_error', `Internal error: ${tool.name} produced an invalid result. This is a bug; the server logs have details.`);
       }
       // Never a failure once the work is done (a send must not be followed by an error): an oversized result is cut, with a note.
-      const structured = boundResult(scrubValue(checked.data as Record<string, unknown>), MAX_RESULT_BYTES);
-      toolLog.info({ ms: Date.now() - started, success: true }, 'tool call');
+      const { value: structured, text } = boundResultWithText(scrubValue(checked.data as Record<string, unknown>), MAX_RESULT_BYTES);
+      log.info({ tool: tool.name, ms: Date.now() - started, success: true }, 'tool call');
       record('success');
-      return { content: [{ type: 'text', text: JSON.stringify(structured) }], structuredContent: structured };
+      return { content: [{ type: 'text', text }], structuredContent: structured };
     } catch (err) {
       const error = toErrorBody(err);
-      if (!(err instanceof ToolError) && !(err instanceof z.ZodError)) toolLog.error({ err }, 'tool crashed');
-      toolLog.info({ ms: Date.now() - started, success: false, code: error.code }, 'tool call');
+      if (!(err instanceof ToolError) && !(err instanceof z.ZodError)) logger().error({ err }, 'tool crashed');
+      log.info({ tool: tool.name, ms: Date.now() - started, success: false, code: error.code }, 'tool call');
       record(error.code, error);
-      const structured = boundResult({ success: false, error } as Record<string, unknown>, MAX_RESULT_BYTES);
-      return { content: [{ type: 'text', text: JSON.stringify(structured) }], structuredContent: structured, isError: true };
+      const { value: structured, text } = boundResultWithText({ success: false, error } as Record<string, unknown>, MAX_RESULT_BYTES);
+      return { content: [{ type: 'text', text }], structuredContent: structured, isError: true };
     }
   });
 }
 
-export function registerResources(server: Server, resources: ResourceDefinition[], services: Services): void {
-  const templates = resources.map((r) => ({ def: r, template: new UriTemplate(r.uriTemplate) }));
+export function registerResources(server: Server, resources: Eventually<ResourceDefinition[]>, services: Eventually<Services>): void {
+  const state = whenReady(
+    resources instanceof Promise || services instanceof Promise
+      ? Promise.all([resources, services])
+      : ([resources, services] as [ResourceDefinition[], Services]),
+    ([resources, services]) => ({ resources, services, templates: resources.map((r) => ({ def: r, template: new UriTemplate(r.uriTemplate) })) }),
+  );
 
   server.setRequestHandler(ListResourceTemplatesRequestSchema, async () => ({
-    resourceTemplates: resources.map((r) => ({
+    resourceTemplates: (await state()).resources.map((r) => ({
       name: r.name,
       title: r.title,
       uriTemplate: r.uriTemplate,
@@ -169,11 +209,13 @@ export function registerResources(server: Server, resources: ResourceDefinition[
   }));
 
   server.setRequestHandler(ListResourcesRequestSchema, async () => {
+    const { resources, services } = await state();
     const lists = await Promise.all(resources.map(async (r) => (await r.list(services)).map((item) => ({ ...item, mimeType: r.mimeType }))));
     return { resources: lists.flat() };
   });
 
   server.setRequestHandler(ReadResourceRequestSchema, async (request) => {
+    const { services, templates } = await state();
     const uri = request.params.uri;
     for (const { def, template } of templates) {
       const params = template.match(uri);

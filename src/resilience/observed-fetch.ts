@@ -1,9 +1,8 @@
-import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Logger } from '../log.js';
 import { ToolError, type ProviderName } from '../result.js';
 import { networkError } from './http-errors.js';
 import type { RateBudget } from './rate-budget.js';
-import { runRequestHook } from './request-hooks.js';
+import { currentRequestHook } from './request-hooks.js';
 
 /**
  * What the transport saw during one attempt. SDKs (intercom-client) swallow transport errors and
@@ -15,12 +14,48 @@ export interface AttemptRecord {
   error?: ToolError;
 }
 
-const attempts = new AsyncLocalStorage<AttemptRecord>();
+/**
+ * How a request made through an SDK names its attempt: the runtime gives each attempt an id, the SDK
+ * call sends it as this header (intercom-client: request option `headers`), and the observed fetch
+ * takes it off again and records into that attempt. A fetch made directly is given the record instead
+ * (CallContext.fetch). Neither needs AsyncLocalStorage, whose promise hooks, once enabled, slow down
+ * every promise in the process.
+ */
+export const ATTEMPT_HEADER = 'x-cs-mcp-attempt';
+const openAttempts = new Map<string, AttemptRecord>();
+let attemptSeq = 0;
 
-export function withAttemptRecord<T>(fn: (record: AttemptRecord) => Promise<T>): Promise<T> {
+/** Runs one attempt with a fresh record, findable by its id while it runs. */
+export async function withAttemptRecord<T>(fn: (record: AttemptRecord, id: string) => Promise<T>): Promise<T> {
   const record: AttemptRecord = {};
-  return attempts.run(record, () => fn(record));
+  const id = String(++attemptSeq);
+  openAttempts.set(id, record);
+  try {
+    return await fn(record, id);
+  } finally {
+    openAttempts.delete(id);
+  }
 }
+
+/** The attempt a request names by its header (which is removed: it is not for the provider). */
+function attemptOf(init: RequestInit | undefined): AttemptRecord | undefined {
+  const headers = init?.headers;
+  if (!headers) return undefined;
+  if (headers instanceof Headers) {
+    const id = headers.get(ATTEMPT_HEADER);
+    if (id === null) return undefined;
+    headers.delete(ATTEMPT_HEADER);
+    return openAttempts.get(id);
+  }
+  if (Array.isArray(headers)) return undefined;
+  const id = headers[ATTEMPT_HEADER];
+  if (typeof id !== 'string') return undefined;
+  delete headers[ATTEMPT_HEADER];
+  return openAttempts.get(id);
+}
+
+/** fetch, plus the attempt to record into when the caller has it at hand. */
+export type ObservedFetch = (input: string | URL | Request, init?: RequestInit, record?: AttemptRecord) => Promise<Response>;
 
 export interface ObservedFetchOptions {
   provider: ProviderName;
@@ -34,17 +69,20 @@ export interface ObservedFetchOptions {
  * A fetch that paces by the provider's reported budget, bounds each attempt with a timeout, reads
  * rate-limit headers, and turns transport failures into classified ToolErrors.
  */
-export function createObservedFetch(opts: ObservedFetchOptions): typeof fetch {
+export function createObservedFetch(opts: ObservedFetchOptions): ObservedFetch {
   const baseFetch = opts.baseFetch ?? globalThis.fetch;
-  return async (input: string | URL | Request, init?: RequestInit): Promise<Response> => {
-    const record = attempts.getStore();
+  return async (input: string | URL | Request, init?: RequestInit, given?: AttemptRecord): Promise<Response> => {
+    const record = given ?? attemptOf(init);
     const callerSignal = init?.signal ?? undefined;
     const sentAt = await opts.budget.acquire(callerSignal);
-    try {
-      await runRequestHook(); // the outbox's point of no return, right before the request is written
-    } catch (err) {
-      opts.budget.release(sentAt);
-      throw err;
+    const hook = currentRequestHook();
+    if (hook) {
+      try {
+        await hook(); // the outbox's point of no return, right before the request is written
+      } catch (err) {
+        opts.budget.release(sentAt);
+        throw err;
+      }
     }
     const controller = new AbortController();
     let timedOut = false;
@@ -57,14 +95,16 @@ export function createObservedFetch(opts: ObservedFetchOptions): typeof fetch {
     timer.unref?.();
     const onCallerAbort = () => controller.abort(callerSignal?.reason);
     callerSignal?.addEventListener('abort', onCallerAbort, { once: true });
+    let answered = false;
     try {
       const response = await baseFetch(input, { ...init, signal: controller.signal });
+      answered = true;
       opts.budget.observe(response.headers, response.status, sentAt);
       if (record) record.response = { status: response.status, headers: response.headers };
       if (response.status >= 400) {
         opts.log.debug({ provider: opts.provider, status: response.status, method: init?.method ?? 'GET' }, 'provider answered with an error status');
       }
-      return response;
+      return clearOnceRead(response, timer);
     } catch (err) {
       clearTimeout(timer);
       if (callerSignal?.aborted && !timedOut) throw err;
@@ -74,6 +114,28 @@ export function createObservedFetch(opts: ObservedFetchOptions): typeof fetch {
     } finally {
       opts.budget.release(sentAt);
       callerSignal?.removeEventListener('abort', onCallerAbort);
+      if (!answered) clearTimeout(timer);
     }
   };
+}
+
+const BODY_READERS = ['text', 'json', 'arrayBuffer', 'blob', 'bytes', 'formData'] as const;
+
+/**
+ * Clears the attempt's timer once the body has been read whole (or failed). Left running, every request
+ * left a timer behind that later aborted a finished request and built an error nobody read. A body read
+ * as a stream stays under the timer, as before.
+ */
+function clearOnceRead(response: Response, timer: NodeJS.Timeout): Response {
+  if (response.body === null) {
+    clearTimeout(timer);
+    return response;
+  }
+  const done = () => clearTimeout(timer);
+  const r = response as unknown as Record<string, (() => Promise<unknown>) | undefined>;
+  for (const name of BODY_READERS) {
+    const read = r[name];
+    if (typeof read === 'function') r[name] = () => read.call(response).finally(done);
+  }
+  return response;
 }

@@ -136,12 +136,14 @@ export class ProviderPolicy {
    * Runs `attempt` under the policy. `attempt` must throw ToolErrors (the runtime classifies transport
    * and HTTP failures before they get here).
    */
-  async execute<T>(opts: CallOptions, attempt: (ctx: { attempt: number; signal: AbortSignal }) => Promise<T>): Promise<T> {
+  async execute<T>(opts: CallOptions, attempt: (ctx: { attempt: number; signal?: AbortSignal }) => Promise<T>): Promise<T> {
     const policy = callerRetries() ? this.noRetry : opts.idempotent ? this.retryIdempotent : this.retrySend;
-    // A signal of this call's own: without one cockatiel hands every call the same never-aborted
-    // signal, and SDKs that attach abort listeners to it (intercom-client does) would leak them forever.
-    const controller = new AbortController();
-    const onAbort = () => controller.abort(opts.signal?.reason);
+    // With a caller's signal: a signal of this call's own. Without one, the attempts get no signal at all:
+    // cockatiel would hand every call the same never-aborted signal, and SDKs that attach abort
+    // listeners to it (intercom-client does) would leak them forever; nor is a controller that can
+    // never abort worth making on every call.
+    const controller = opts.signal ? new AbortController() : undefined;
+    const onAbort = () => controller?.abort(opts.signal?.reason);
     opts.signal?.addEventListener('abort', onAbort, { once: true });
     try {
       return await policy.execute(async ({ attempt: n, signal }) => {
@@ -149,7 +151,7 @@ export class ProviderPolicy {
         try {
           outcome = await this.breaker.execute(async () => {
             try {
-              return { value: await attempt({ attempt: n, signal }) };
+              return { value: await attempt({ attempt: n, signal: controller ? signal : undefined }) };
             } catch (e) {
               const err = asToolError(e, this.provider);
               if (err.breakerFailure) throw err;
@@ -162,7 +164,7 @@ export class ProviderPolicy {
         }
         if ('error' in outcome) throw outcome.error;
         return outcome.value;
-      }, controller.signal);
+      }, controller?.signal);
     } catch (e) {
       let err = asToolError(e, this.provider);
       if (!opts.idempotent && err.outcomeUnknown && err.retryable) {

@@ -2,7 +2,7 @@ import type { ResilienceConfig } from '../config.js';
 import type { Logger } from '../log.js';
 import { notConfigured, PROVIDER_LABEL, ToolError, type ProviderName } from '../result.js';
 import { httpStatusError } from './http-errors.js';
-import { createObservedFetch, withAttemptRecord, type AttemptRecord } from './observed-fetch.js';
+import { ATTEMPT_HEADER, createObservedFetch, withAttemptRecord, type AttemptRecord, type ObservedFetch } from './observed-fetch.js';
 import { ProviderPolicy, type CallOptions, type CircuitStateName, type LastError, type PolicyOptions } from './policy.js';
 import { RateBudget, type RateBudgetOptions, type RateBudgetSnapshot } from './rate-budget.js';
 
@@ -30,8 +30,13 @@ export interface ProviderRuntimeOptions {
 
 export interface CallContext {
   attempt: number;
-  signal: AbortSignal;
+  /** Present when the call was given a signal (CallOptions.signal): pass it on to the request. */
+  signal?: AbortSignal;
   record: AttemptRecord;
+  /** The runtime's fetch, recording into this attempt: what a provider calling HTTP itself uses. */
+  fetch: typeof fetch;
+  /** For a request made through an SDK (which calls the runtime's fetch itself): send these headers with it. */
+  attemptHeaders: Record<string, string>;
 }
 
 export interface RuntimeCallOptions extends CallOptions {
@@ -47,7 +52,8 @@ export class ProviderRuntime {
   readonly provider: ProviderName;
   readonly budget: RateBudget;
   readonly policy: ProviderPolicy;
-  readonly fetch: typeof fetch;
+  /** Paced, timed and observed; outside `call` it records into no attempt. */
+  readonly fetch: ObservedFetch;
   readonly missing: string[];
 
   constructor(opts: ProviderRuntimeOptions) {
@@ -81,9 +87,9 @@ export class ProviderRuntime {
   async call<T>(opts: RuntimeCallOptions, fn: (ctx: CallContext) => Promise<T>): Promise<T> {
     this.requireConfigured();
     return this.policy.execute(opts, ({ attempt, signal }) =>
-      withAttemptRecord(async (record) => {
+      withAttemptRecord(async (record, id) => {
         try {
-          return await fn({ attempt, signal, record });
+          return await fn({ attempt, signal, record, fetch: (input, init) => this.fetch(input as string | URL | Request, init, record), attemptHeaders: { [ATTEMPT_HEADER]: id } });
         } catch (e) {
           throw this.classify(e, record, opts.describeError);
         }

@@ -22,6 +22,11 @@ export async function runRequestHook(): Promise<void> {
   await hooks.getStore()?.();
 }
 
+/** The hook the observed fetch must run before this request, if any (no promise when there is none). */
+export function currentRequestHook(): RequestHook | undefined {
+  return hooks.getStore();
+}
+
 /** True inside withRequestHook: the caller retries by itself, the policy must not. */
 export function callerRetries(): boolean {
   return hooks.getStore() !== undefined;

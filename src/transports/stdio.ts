@@ -1,13 +1,33 @@
 import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
-import { createMcpServer } from '../server.js';
+import type { Config } from '../config.js';
+import type { Logger } from '../log.js';
+import { registerResources, registerTools, type ResourceDefinition } from '../mcp/register.js';
+import { newServer } from '../mcp/server-info.js';
+import type { AnyToolDefinition } from '../mcp/tool.js';
 import type { Services } from '../services.js';
 import { BoundedLineReader, identifyRequest, type OversizedLine } from './stdio-limit.js';
 
-/** MCP over stdin/stdout. stdout carries protocol messages only; logs go to stderr. */
-export async function serveStdio(services: Services, onClosed: () => void): Promise<void> {
-  const limit = services.config.maxRequestBytes;
-  const log = services.log.child({ transport: 'stdio' });
-  const server = createMcpServer(services);
+/** What the tools need, built after the transport is up. */
+export interface StdioBackend {
+  tools: AnyToolDefinition[];
+  resources: ResourceDefinition[];
+  services: Services;
+}
+
+/**
+ * MCP over stdin/stdout. stdout carries protocol messages only; logs go to stderr.
+ *
+ * Desktop clients start every configured server when they open, so the transport comes up first and
+ * answers `initialize` at once; tools/list, tools/call and the resources wait for `backend` (tool
+ * definitions, store and services), which the caller builds meanwhile and whose failure it reports.
+ */
+export async function serveStdio(config: Config, baseLog: Logger, backend: Promise<StdioBackend>, onClosed: () => void): Promise<void> {
+  const limit = config.maxRequestBytes;
+  const log = baseLog.child({ transport: 'stdio' });
+  const server = newServer();
+  const services = backend.then((b) => b.services);
+  registerTools(server, backend.then((b) => b.tools), services, baseLog);
+  registerResources(server, backend.then((b) => b.resources), services);
   const reader = new BoundedLineReader(limit, (line) => answerOversized(line, limit, log));
   process.stdin.pipe(reader);
   // The reader passes one whole line per chunk, each within the limit: the SDK's buffer only needs room for one.
@@ -24,7 +44,7 @@ export async function serveStdio(services: Services, onClosed: () => void): Prom
  * A request over MCP_MAX_REQUEST_BYTES was dropped unread: answer it, so the client is not left waiting.
  * A tool call gets the tool-result contract (invalid_input), anything else a JSON-RPC error.
  */
-function answerOversized(line: OversizedLine, limit: number, log: Services['log']): void {
+function answerOversized(line: OversizedLine, limit: number, log: Logger): void {
   const { method, id } = identifyRequest(line);
   log.warn({ bytes: line.bytes, limit, method, id }, 'dropped a message over MCP_MAX_REQUEST_BYTES');
   if (method === undefined || id === undefined) return; // a notification or a response: nobody waits for an answer

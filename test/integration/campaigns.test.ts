@@ -390,8 +390,12 @@ describe('campaign durability across restarts', () => {
       const received = receivedPerAddress(sg);
       expect(received.size).toBe(500);
       expect([...received.values()].every((n) => n === 1)).toBe(true);
-      // The requests caught mid-flight are reported as in doubt, and were not resent.
-      expect(s.structuredContent.campaign.totals).toMatchObject({ unknown: CONCURRENCY, sent: 500 - CONCURRENCY, failed: 0, total: 500 });
+      // The requests caught mid-flight are reported as in doubt, and were not resent. So is any answered
+      // request whose "sent" the kill caught before it was written (results are written in groups).
+      const totals = s.structuredContent.campaign.totals;
+      expect(totals).toMatchObject({ failed: 0, total: 500 });
+      expect(totals.unknown).toBeGreaterThanOrEqual(CONCURRENCY);
+      expect(totals.sent + totals.unknown).toBe(500);
       expect(s.structuredContent.campaign.problems.every((p: any) => p.state === 'unknown')).toBe(true);
     } finally {
       await cleanup();

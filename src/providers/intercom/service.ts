@@ -101,9 +101,14 @@ export class IntercomService {
     return this.clientInstance;
   }
 
-  private call<T>(operation: string, idempotent: boolean, fn: (opts: { maxRetries: 0; abortSignal: AbortSignal }) => Promise<T>): Promise<T> {
-    return this.deps.runtime.call({ operation, idempotent, describeError: describeIntercomError }, ({ signal }) =>
-      fn({ maxRetries: 0, abortSignal: signal }),
+  private call<T>(
+    operation: string,
+    idempotent: boolean,
+    fn: (opts: { maxRetries: 0; abortSignal?: AbortSignal; headers: Record<string, string> }) => Promise<T>,
+  ): Promise<T> {
+    // The attempt header lets the runtime's fetch, which the SDK calls, record what this attempt saw.
+    return this.deps.runtime.call({ operation, idempotent, describeError: describeIntercomError }, ({ signal, attemptHeaders }) =>
+      fn({ maxRetries: 0, abortSignal: signal, headers: attemptHeaders }),
     );
   }
 

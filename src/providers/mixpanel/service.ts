@@ -195,8 +195,8 @@ export class MixpanelService {
     const url = new URL(`${this.cfg.apiHost}/import`);
     url.searchParams.set('strict', '1');
     if (this.cfg.projectId) url.searchParams.set('project_id', this.cfg.projectId);
-    return this.deps.runtime.call({ operation: 'import', idempotent: true }, async ({ signal }) => {
-      const res = await this.deps.runtime.fetch(url, {
+    return this.deps.runtime.call({ operation: 'import', idempotent: true }, async ({ signal, fetch }) => {
+      const res = await fetch(url, {
         method: 'POST',
         headers: { Authorization: this.authHeader(), 'Content-Type': 'application/json', Accept: 'application/json' },
         body: JSON.stringify(batch),
@@ -236,8 +236,8 @@ export class MixpanelService {
     const url = new URL(`${this.cfg.apiHost}/engage`);
     url.searchParams.set('verbose', '1');
     url.searchParams.set('ip', '0');
-    await this.deps.runtime.call({ operation: `engage ${operation}`, idempotent: operation !== '$add' }, async ({ signal }) => {
-      const res = await this.deps.runtime.fetch(url, {
+    await this.deps.runtime.call({ operation: `engage ${operation}`, idempotent: operation !== '$add' }, async ({ signal, fetch }) => {
+      const res = await fetch(url, {
         method: 'POST',
         headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
         body: JSON.stringify([{ $token: this.cfg.projectToken, $distinct_id: distinct_id, [operation]: values }]),

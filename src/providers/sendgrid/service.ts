@@ -78,8 +78,8 @@ export class SendGridService {
   private async request(operation: string, idempotent: boolean, path: string, init: { method: string; body?: unknown; query?: Record<string, string | string[]> }): Promise<Response> {
     const url = new URL(`${this.cfg.baseUrl}${path}`);
     for (const [k, v] of Object.entries(init.query ?? {})) for (const item of Array.isArray(v) ? v : [v]) url.searchParams.append(k, item);
-    return this.deps.runtime.call({ operation, idempotent }, async ({ signal }) => {
-      const res = await this.deps.runtime.fetch(url, {
+    return this.deps.runtime.call({ operation, idempotent }, async ({ signal, fetch }) => {
+      const res = await fetch(url, {
         method: init.method,
         headers: { Authorization: `Bearer ${this.cfg.apiKey}`, 'Content-Type': 'application/json', Accept: 'application/json' },
         body: init.body === undefined ? undefined : JSON.stringify(init.body),

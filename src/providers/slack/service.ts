@@ -12,8 +12,8 @@ export class SlackService {
 
   async postMessage(text: string): Promise<void> {
     const url = this.deps.config.automations.slackWebhookUrl;
-    await this.deps.runtime.call({ operation: 'post_message', idempotent: false }, async ({ signal }) => {
-      const res = await this.deps.runtime.fetch(url!, {
+    await this.deps.runtime.call({ operation: 'post_message', idempotent: false }, async ({ signal, fetch }) => {
+      const res = await fetch(url!, {
         method: 'POST',
         headers: { 'Content-Type': 'application/json' },
         body: JSON.stringify({ text }),

@@ -51,9 +51,9 @@ export class WebhookService {
     this.deps.runtime.requireConfigured();
     const url = allowedWebhookUrl(rawUrl, webhookAllowedHosts);
     const body = JSON.stringify(payload);
-    return this.deps.runtime.call({ operation: 'post_webhook', idempotent: true }, async ({ signal }) => {
+    return this.deps.runtime.call({ operation: 'post_webhook', idempotent: true }, async ({ signal, fetch }) => {
       const timestamp = String(Math.floor(Date.now() / 1000));
-      const res = await this.deps.runtime.fetch(url, {
+      const res = await fetch(url, {
         method: 'POST',
         headers: {
           'Content-Type': 'application/json',
