@@ -304,7 +304,9 @@ export class RateBudget {
       w.endMs !== undefined
         ? (share * this.lastSendMs + w.endMs) / (share + 1)
         : this.lastSendMs + (this.windowMs! * peers) / Math.max(1, this.limit! - this.reserve);
-    return Math.max(0, Math.ceil(nextAt - now));
+    // Gaps under a millisecond are not worth a timer (a timer cannot wait less than one anyway).
+    const wait = nextAt - now;
+    return wait < 1 ? 0 : Math.ceil(wait);
   }
 
   snapshot(): RateBudgetSnapshot {
@@ -351,8 +353,7 @@ export class RateBudget {
     this.timer = setTimeout(() => {
       this.timer = undefined;
       this.pump();
-    }, ms);
-    this.timer.unref?.();
+    }, ms); // not unref'd: a request is waiting on it
   }
 }
 
