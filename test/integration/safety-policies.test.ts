@@ -276,7 +276,7 @@ describe('safety policies (in memory)', () => {
     });
   });
 
-  describe('line breaks in subjects never reach SendGrid', () => {
+  describe('templates: | raw and line breaks in subjects', () => {
     it('a typed subject with CR/LF is invalid_input on every direct send tool, and nothing is sent', async () => {
       const h = await start();
       const before = sg.requests.length + ic.messages.length;
@@ -292,6 +292,16 @@ describe('safety policies (in memory)', () => {
         expect(JSON.stringify(r.structuredContent.error), tool).toMatch(/subject/);
       }
       expect(sg.requests.length + ic.messages.length).toBe(before);
+    });
+
+    it('| raw in a campaign HTML body is refused at the preview with invalid_input naming body_html; nothing is queued', async () => {
+      const h = await start();
+      const args = { campaign_name: 'Raw html', template_type: 'newsletter', subject_line: 'Hi', body_text: 'Hello', body_html: '<p>Hello {{ contact.first_name | raw }}</p>', target_client_ids: ['acme'] };
+      const r = await h.call('send_personalized_email', args);
+      expect(r.isError).toBe(true);
+      expect(r.structuredContent.error).toMatchObject({ code: 'invalid_input', details: { field: 'body_html' } });
+      expect(r.structuredContent.error.message).toMatch(/raw filter, which is not available/);
+      expect(r.structuredContent.confirmation_token).toBeUndefined();
     });
 
     it('a campaign subject with CR/LF, typed or from a contact value, reaches SendGrid as one line (breaks become spaces)', async () => {
