@@ -119,6 +119,27 @@ describe('CLI start-up checks', () => {
     d.cleanup();
   });
 
+  it('unknown names in CS_MCP_TOOLSETS or CS_MCP_TOOLS_DENY stop start-up (stdio and HTTP), listing the valid ones', async () => {
+    const d = tempDataDir();
+    try {
+      // Checked before any transport starts: stdio (no argument) for one, --http for the other.
+      const [sets, deny] = await Promise.all([
+        runCli([], testEnv({ CS_MCP_TOOLSETS: 'roster,campaignz' }, d.dir)),
+        runCli(['--http'], testEnv({ CS_MCP_TOOLS_DENY: 'remove_contact,send_fax', MCP_HTTP_PORT: '0' }, d.dir)),
+      ]);
+      expect(sets.code, sets.stderr).toBe(2);
+      expect(sets.stderr).toMatch(/CS_MCP_TOOLSETS names unknown toolset\(s\): campaignz\. Valid toolsets: intercom, sendgrid, mixpanel, roster, campaigns, automations, events, audit, status\./);
+      expect(sets.stdout).toBe('');
+      expect(deny.code, deny.stderr).toBe(2);
+      expect(deny.stderr).toMatch(/CS_MCP_TOOLS_DENY names unknown tool\(s\): send_fax\. Valid tools: .*\bremove_contact\b.*\bsendgrid_send_email\b/);
+      expect(deny.stderr).not.toMatch(/serving MCP/);
+      // Stopped before opening anything: no database was created.
+      expect(fs.readdirSync(d.dir)).toEqual([]);
+    } finally {
+      d.cleanup();
+    }
+  });
+
   it('a data folder that cannot be created stops the server with the reason, at once (never hangs)', async () => {
     // Node's own recursive mkdir never returns for a path under /proc.
     const r = await runCli(['--http'], testEnv({ MCP_HTTP_PORT: '0' }, '/proc/no-such-folder'));

@@ -40,6 +40,35 @@ describe('Mixpanel tools against the ingestion stand-in', () => {
     expect(r.structuredContent.rejected).toEqual([expect.objectContaining({ event: '__invalid__', message: expect.stringMatching(/not a valid event/) })]);
   });
 
+  it('an /import whose every event is rejected is an error with Mixpanel\'s reason, not a success', async () => {
+    await h.call('mixpanel_flush');
+    const before = mp.events.size;
+    await h.call('mixpanel_track_event', { distinct_id: 'u-all', event: '__invalid__' });
+    await h.call('mixpanel_track_event', { distinct_id: 'u-all', event: '__invalid__', properties: { n: 2 } });
+    const r = await h.call('mixpanel_flush');
+    expect(r.isError).toBe(true);
+    expect(r.structuredContent.error).toMatchObject({ code: 'invalid_input', provider: 'mixpanel', retryable: false, details: { rejected_total: 2 } });
+    expect(r.structuredContent.error.message).toMatch(/Mixpanel rejected all 2 event\(s\); none was imported\. Mixpanel said: '__invalid__' is not a valid event/);
+    expect(mp.events.size).toBe(before);
+    // Dropped, not kept to fail again: the next flush has nothing to send.
+    expect((await h.call('mixpanel_flush')).structuredContent).toMatchObject({ success: true, requests: 0, imported: 0, pending: 0 });
+  });
+
+  it('an /import refused as a whole (400 without failed_records) is an error with Mixpanel\'s reason', async () => {
+    await h.call('mixpanel_flush');
+    mp.inject({ match: /^POST \/import/, times: 1, status: 400, body: { code: 400, error: 'project_id 12345 does not match the credentials', status: 'Bad Request' } });
+    await h.call('mixpanel_track_event', { distinct_id: 'u-whole', event: 'refused-whole' });
+    const r = await h.call('mixpanel_flush');
+    expect(r.isError).toBe(true);
+    expect(r.structuredContent.error).toMatchObject({ code: 'invalid_input', provider: 'mixpanel' });
+    expect(r.structuredContent.error.message).toMatch(/Mixpanel rejected all 1 event\(s\); none was imported\. Mixpanel said: .*project_id 12345 does not match the credentials/);
+    // flush: true on the call itself says the same for its own event.
+    mp.inject({ match: /^POST \/import/, times: 1, status: 400, body: { code: 400, error: 'project_id 12345 does not match the credentials', status: 'Bad Request' } });
+    const own = await h.call('mixpanel_track_event', { distinct_id: 'u-whole', event: 'refused-own', flush: true });
+    expect(own.structuredContent.error).toMatchObject({ code: 'invalid_input', provider: 'mixpanel' });
+    expect(own.structuredContent.error.message).toMatch(/Mixpanel rejected the event "refused-own": .*project_id 12345 does not match/);
+  });
+
   it('keeps events buffered when Mixpanel is down, and delivers them on the next flush', async () => {
     mp.inject({ match: /^POST \/import/, times: 3, status: 503 });
     await h.call('mixpanel_track_event', { distinct_id: 'u-3', event: 'kept' });

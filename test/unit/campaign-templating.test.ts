@@ -71,6 +71,32 @@ describe('campaign templating', () => {
     expect(() => compileTemplates({ subject: 'Hi', text: '{{ x | no_such_filter }}' }, ['x'])).toThrow(/body_text is not a valid template/);
   });
 
+  it('refuses | raw in an HTML body at compile time (invalid_input naming body_html), in every spelling', () => {
+    const forms = [
+      '<p>{{ contact.first_name | raw }}</p>',
+      '<p>{{contact.first_name|raw}}</p>',
+      '<p>{{ contact.first_name | upcase |\n raw }}</p>',
+      '{% assign v = contact.first_name | raw %}<p>{{ v }}</p>',
+      '{% echo contact.first_name | raw %}',
+    ];
+    for (const html of forms) {
+      let caught: unknown;
+      try {
+        compileTemplates({ subject: 'Hi', text: 'x', html }, []);
+      } catch (err) {
+        caught = err;
+      }
+      expect(caught, html).toMatchObject({ code: 'invalid_input', details: { field: 'body_html' } });
+      expect((caught as Error).message, html).toMatch(/body_html uses the raw filter, which is not available: every value in an HTML body is HTML-escaped/);
+    }
+  });
+
+  it('escapes a contact value with markup in an HTML body (what raw would have let through)', () => {
+    const t = compileTemplates({ subject: 'Hi', text: 'Hi {{ contact.first_name }}', html: '<p>Hi {{ contact.first_name }}</p>' }, []);
+    const r = renderForRecipient(t, scope({ first_name: '<img src=x onerror=alert(1)>' }));
+    expect(r).toMatchObject({ ok: true, html: '<p>Hi &lt;img src=x onerror=alert(1)&gt;</p>' });
+  });
+
   it('never exposes internals through prototype properties: the recipient is held back instead', () => {
     const t = compileTemplates({ subject: 'Hi', text: '{{ contact.constructor }}{{ client.__proto__ }}' }, []);
     const r = renderForRecipient(t, scope({}));
