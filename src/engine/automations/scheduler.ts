@@ -297,7 +297,10 @@ export class TriggerEvaluator {
     if (Date.parse(w.next_fire_at) > now) return;
     const latest = cron.previousRuns(1, new Date(now + 1))[0] ?? new Date(w.next_fire_at);
     const at = latest.toISOString();
-    if (now - latest.getTime() <= this.deps.config.automations.catchUpMs || latest.getTime() === Date.parse(w.next_fire_at)) {
+    // Late by no more than the scheduler's own lag (a tick, or a lease taken over) is on time, even with
+    // AUTOMATION_CATCH_UP_MINUTES=0; later than that the run was missed, and fires only within the catch-up limit.
+    const { catchUpMs, leaseMs, tickMs } = this.deps.config.automations;
+    if (now - latest.getTime() <= Math.max(catchUpMs, leaseMs + tickMs)) {
       const missed = latest.getTime() > Date.parse(w.next_fire_at);
       if (missed) this.deps.log.warn({ workflow_id: w.workflow_id, fired_for: at, first_missed: w.next_fire_at }, 'scheduled runs were missed while nothing ran: only the latest fires');
       const { clients } = await matchingClients(this.db, targetingOf(def.audience));
