@@ -43,6 +43,8 @@ describe('automation durability', () => {
         ...standInEnv({ sendgrid: { url: sg.url, apiKey: SG_KEY }, intercom: { url: ic.url, token: IC_TOKEN } }),
         CAMPAIGN_DISPATCH_POLL_MS: '50',
         CAMPAIGN_DISPATCH_CONCURRENCY: String(CONCURRENCY),
+        // One request per message, so every dispatch slot can be caught inside one (batched sends: campaigns.test.ts).
+        CAMPAIGN_EMAIL_BATCHING: 'false',
         CAMPAIGN_LEASE_MS: '1000',
         AUTOMATION_TICK_MS: '50',
         AUTOMATION_LEASE_MS: '1000',

@@ -36,6 +36,8 @@ const CONCURRENCY = 4;
 const REFUSED = new Set<unknown>([408, 429, 503]);
 /** How long after a 2xx answer a kill can still catch the row before the server records it `sent`. */
 const RECORD_WINDOW_MS = 2000;
+/** A refused row goes back to the queue in one write, at once: a kill later than this must find it queued. */
+const REQUEUE_WINDOW_MS = 250;
 /** A killed server's last bytes still reach the stand-in: a request can arrive just after the kill. */
 const ARRIVAL_SLACK_MS = 250;
 
@@ -255,12 +257,12 @@ async function crashDrill(dialect: 'sqlite' | 'postgres', instances: 1 | 2): Pro
       if (row.state === 'sent' && !(processed.length === 1 && is2xx(processed[0]!.answer))) problems.push(`${key} is sent, but the provider saw: ${answers}`);
       if (row.state === 'unknown') {
         // In doubt only if a request reached the provider and its answer did not reach the server: no
-        // answer at all, one that leaves the outcome open (502, 504), or any answer while the server was killed.
+        // answer at all, one that leaves the outcome open (502, 504), or any answer the server was killed
+        // before it could record (a refusal is put back in the queue by a write that takes a moment too).
         const inDoubt = requests.some(
           (q) =>
             (!REFUSED.has(q.answer) && !is2xx(q.answer)) ||
-            killedAround(q) ||
-            (is2xx(q.answer) && killedAround(q, RECORD_WINDOW_MS)),
+            killedAround(q, is2xx(q.answer) ? RECORD_WINDOW_MS : REQUEUE_WINDOW_MS),
         );
         if (!requests.length) neverArrived.push(key);
         else if (!inDoubt) {
