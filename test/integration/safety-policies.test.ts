@@ -1,6 +1,6 @@
-import type { ElicitRequest, ElicitResult } from '@modelcontextprotocol/sdk/types.js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startInMemory, tempDataDir, testEnv, type InMemoryHarness, standInEnv } from '../helpers/mcp.js';
+import { person } from '../helpers/approval.js';
 import { until } from '../helpers/until.js';
 import { startIntercomStandIn, type IntercomStandIn } from '../stand-ins/intercom.js';
 import { startMixpanelStandIn, type MixpanelStandIn } from '../stand-ins/mixpanel.js';
@@ -15,23 +15,6 @@ import { startSendGridStandIn, type SendGridStandIn } from '../stand-ins/sendgri
 const SG_KEY = 'SG.policieskey_abcdefghij.klmnopqrstuvwxyz0123';
 const IC_TOKEN = 'intercom-policies-token';
 
-type Answer = ElicitResult | ((req: ElicitRequest['params']) => ElicitResult);
-
-/** A person at the client: answers each approval request as the test says, and remembers what was asked. */
-function person() {
-  const asked: Array<ElicitRequest['params']> = [];
-  let answer: Answer = { action: 'accept', content: { decision: 'send' } };
-  return {
-    asked,
-    answers(a: Answer) {
-      answer = a;
-    },
-    onElicit: (req: ElicitRequest['params']) => {
-      asked.push(req);
-      return typeof answer === 'function' ? answer(req) : answer;
-    },
-  };
-}
 
 /** Mail-send personalizations SendGrid received for an address. */
 const mailsTo = (sg: SendGridStandIn, email: string) =>

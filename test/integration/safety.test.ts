@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import type { ElicitRequest, ElicitResult } from '@modelcontextprotocol/sdk/types.js';
+import type { ElicitResult } from '@modelcontextprotocol/sdk/types.js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { configSecrets, loadConfig } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
@@ -10,6 +10,7 @@ import { createServices } from '../../src/services.js';
 import { serveHttp } from '../../src/transports/http.js';
 import { availableDialects, createTarget, type DatabaseTarget } from '../helpers/databases.js';
 import { startInMemory, startStdio, tempDataDir, testClient, testEnv, type InMemoryHarness, standInEnv } from '../helpers/mcp.js';
+import { person } from '../helpers/approval.js';
 import { until } from '../helpers/until.js';
 import { startIntercomStandIn, type IntercomStandIn } from '../stand-ins/intercom.js';
 import { startSendGridStandIn, type SendGridStandIn } from '../stand-ins/sendgrid.js';
@@ -17,23 +18,6 @@ import { startSendGridStandIn, type SendGridStandIn } from '../stand-ins/sendgri
 const SG_KEY = 'SG.safetykey_abcdefghij.klmnopqrstuvwxyz0123';
 const IC_TOKEN = 'intercom-safety-token';
 
-type Answer = ElicitResult | ((req: ElicitRequest['params']) => ElicitResult);
-
-/** A person at the client: answers each approval request as the test says, and remembers what was asked. */
-function person() {
-  const asked: Array<ElicitRequest['params']> = [];
-  let answer: Answer = { action: 'accept', content: { decision: 'send' } };
-  return {
-    asked,
-    answers(a: Answer) {
-      answer = a;
-    },
-    onElicit: (req: ElicitRequest['params']) => {
-      asked.push(req);
-      return typeof answer === 'function' ? answer(req) : answer;
-    },
-  };
-}
 
 const sendsTo = (sg: SendGridStandIn, email: string) => sg.delivered.filter((d) => d.to === email).length;
 
