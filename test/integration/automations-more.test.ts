@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startInMemory, tempDataDir, testEnv, type InMemoryHarness, standInEnv } from '../helpers/mcp.js';
+import { activate } from '../helpers/automations.js';
 import { until } from '../helpers/until.js';
 import { HttpStandIn } from '../stand-ins/http-stand-in.js';
 import { startIntercomStandIn, type IntercomStandIn } from '../stand-ins/intercom.js';
@@ -28,13 +29,6 @@ function mailsTo(sg: SendGridStandIn, email: string): string[] {
   return out;
 }
 
-async function activate(h: InMemoryHarness, args: Record<string, unknown>) {
-  const preview = await h.call('automate_communications', args);
-  expect(preview.structuredContent, JSON.stringify(preview.structuredContent).slice(0, 2000)).toMatchObject({ success: true, phase: 'preview' });
-  const confirmed = await h.call('automate_communications', { ...args, confirmation_token: preview.structuredContent.confirmation_token });
-  expect(confirmed.structuredContent, JSON.stringify(confirmed.structuredContent).slice(0, 2000)).toMatchObject({ success: true, phase: 'confirmed' });
-  return { preview: preview.structuredContent, workflowId: confirmed.structuredContent.result_id as string, confirmed: confirmed.structuredContent };
-}
 
 async function runNow(h: InMemoryHarness, workflowId: string, targets: Record<string, unknown>) {
   const preview = await h.call('run_workflow', { workflow_id: workflowId, ...targets });

@@ -14,6 +14,7 @@ import { serveHttp, type RunningHttpServer } from '../../src/transports/http.js'
 import { availableDialects, createTarget, type DatabaseTarget } from '../helpers/databases.js';
 import { startInMemory, testEnv, type InMemoryHarness } from '../helpers/mcp.js';
 import { post, sendgridSigner, sgEvent } from '../helpers/webhooks.js';
+import { until } from '../helpers/until.js';
 
 /**
  * The inbox's promises: stored events are processed exactly once, a processing failure is retried
@@ -26,15 +27,6 @@ import { post, sendgridSigner, sgEvent } from '../helpers/webhooks.js';
 const log = pino({ level: 'silent' });
 const dialects = await availableDialects();
 
-async function until<T>(fn: () => Promise<T>, ok: (v: T) => boolean, ms = 10_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (ok(v)) return v;
-    if (Date.now() > end) throw new Error(`condition not reached within ${ms} ms (last: ${JSON.stringify(v).slice(0, 300)})`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 
 describe.each(dialects)('inbox processor on %s', (dialect) => {

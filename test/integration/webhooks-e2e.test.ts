@@ -6,6 +6,7 @@ import { startInMemory, testEnv, type InMemoryHarness, standInEnv } from '../hel
 import { intercomHeaders, intercomNotification, post, sendgridSigner, sgEvent } from '../helpers/webhooks.js';
 import { startIntercomStandIn, type IntercomStandIn } from '../stand-ins/intercom.js';
 import { startSendGridStandIn, type SendGridStandIn } from '../stand-ins/sendgrid.js';
+import { until } from '../helpers/until.js';
 
 /**
  * The loop closed, end to end over the MCP client: a campaign goes out through the SendGrid stand-in;
@@ -19,15 +20,6 @@ const SG_KEY = 'SG.webhooks-e2e-key.0123456789abcdef';
 const IC_TOKEN = 'intercom-webhooks-e2e-token';
 const IC_SECRET = 'intercom-client-secret-e2e';
 
-async function until<T>(fn: () => Promise<T>, ok: (v: T) => boolean, ms = 20_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (ok(v)) return v;
-    if (Date.now() > end) throw new Error(`condition not reached within ${ms} ms (last: ${JSON.stringify(v).slice(0, 400)})`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 const campaign = {
   campaign_name: 'Q4 check-in',

@@ -4,6 +4,7 @@ import { serveHttp, type RunningHttpServer } from '../../src/transports/http.js'
 import { availableDialects, createTarget, type DatabaseTarget } from '../helpers/databases.js';
 import { startInMemory, tempDataDir, testEnv, type InMemoryHarness } from '../helpers/mcp.js';
 import { intercomHeaders, intercomNotification, post, productHeaders, sendgridSigner, sgEvent } from '../helpers/webhooks.js';
+import { until } from '../helpers/until.js';
 
 /**
  * The endpoints over real HTTP (the server's own listener, so routing before Express is covered),
@@ -17,15 +18,6 @@ const INTERCOM_SECRET = 'intercom-client-secret-for-tests';
 const EVENTS_SECRET = 'product-events-secret-0123456789';
 const MCP_TOKEN = 'mcp-token-webhooks-test-0123456789abcdef';
 
-async function until<T>(fn: () => Promise<T>, ok: (v: T) => boolean, ms = 10_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (ok(v)) return v;
-    if (Date.now() > end) throw new Error(`condition not reached within ${ms} ms (last: ${JSON.stringify(v).slice(0, 300)})`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 describe.each(dialects)('webhook endpoints on %s', (dialect) => {
   const signer = sendgridSigner();
