@@ -1,14 +1,20 @@
 import { PROVIDER_LABEL, ToolError, type ProviderName } from '../result.js';
-import { resetToEpochMs } from './rate-budget.js';
 
-type HeaderSource = Headers | Record<string, string | string[] | undefined> | undefined;
+export type HeaderSource = Headers | Record<string, string | string[] | undefined> | undefined;
 
-function header(headers: HeaderSource, name: string): string | undefined {
+export function header(headers: HeaderSource, name: string): string | undefined {
   if (!headers) return undefined;
   if (typeof (headers as Headers).get === 'function') return (headers as Headers).get(name) ?? undefined;
   const rec = headers as Record<string, string | string[] | undefined>;
   const v = rec[name] ?? rec[name.toLowerCase()] ?? Object.entries(rec).find(([k]) => k.toLowerCase() === name)?.[1];
   return Array.isArray(v) ? v[0] : v;
+}
+
+/** Intercom and SendGrid send epoch seconds; some APIs send seconds-until-reset. Tell them apart. */
+export function resetToEpochMs(reset: number, now: number): number {
+  if (reset > 1e12) return reset; // already epoch ms
+  if (reset > 1e9) return reset * 1000; // epoch seconds
+  return now + reset * 1000; // seconds from now
 }
 
 /**

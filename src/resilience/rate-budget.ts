@@ -25,6 +25,7 @@
  */
 
 import { PROVIDER_LABEL, ToolError, type ProviderName } from '../result.js';
+import { header, resetToEpochMs, retryAfterMs, type HeaderSource } from './http-errors.js';
 
 export interface RateBudgetSnapshot {
   limit?: number;
@@ -91,9 +92,8 @@ export class RateBudget {
   private lengthLoMs = Number.NEGATIVE_INFINITY;
   private lengthHiMs = Number.POSITIVE_INFINITY;
   private window?: Window;
-  /** The last window an answer placed, and its reset: a window we rolled past is remembered here. */
+  /** The last window an answer placed: a window we rolled past is remembered here. */
   private lastPlaced?: Window;
-  private lastResetMs?: number;
   private observedAtMs?: number;
   private lastSendMs?: number;
   /** Nothing may be sent before this (a 429's Retry-After). */
@@ -176,8 +176,8 @@ export class RateBudget {
   }
 
   /** Reads the rate-limit headers (and a 429's Retry-After) of a response. */
-  observe(headers: Headers | Record<string, string | string[] | undefined>, status?: number, sentAtMs?: number): void {
-    const get = headerReader(headers);
+  observe(headers: HeaderSource, status?: number, sentAtMs?: number): void {
+    const get = (name: string) => header(headers, name);
     const now = Date.now();
     const limit = num(get('x-ratelimit-limit'));
     const remaining = num(get('x-ratelimit-remaining'));
@@ -185,7 +185,7 @@ export class RateBudget {
     if (limit !== undefined) this.limit = limit;
     if (status === 429) {
       // Refused: the provider's explicit wait wins over a reset that may belong to another window.
-      const retry = retryAfterMs(get('retry-after'), now);
+      const retry = retryAfterMs(headers, now, false);
       const resetAt = reset === undefined ? undefined : resetToEpochMs(reset, now);
       this.exhaustFor(retry ?? (resetAt !== undefined && resetAt > now ? resetAt - now : 1000));
       // A refusal of the budget itself means what we learned about the windows is wrong (a bare 429,
@@ -207,9 +207,9 @@ export class RateBudget {
     // Our requests sent after this one are still in flight: the header does not know them yet (those
     // sent before it were counted before it). Peers have about as many in flight as we do.
     const later = sentAtMs === undefined ? this.inFlight - 1 : this.inFlightSent.filter((t) => t >= sent).length - 1;
-    const adjusted = Math.max(0, remaining - Math.max(0, later) * Math.max(1, this.peers()));
+    const adjusted = Math.max(0, remaining - Math.max(0, later) * this.peers());
     const w = this.window;
-    const shown = w?.resetMs ?? this.lastResetMs;
+    const shown = w?.resetMs ?? this.lastPlaced?.resetMs;
     if (shown !== undefined && resetMs < shown - SAME_RESET_MS) return; // a late answer from a window already over
     if (w?.resetMs !== undefined && Math.abs(resetMs - w.resetMs) <= SAME_RESET_MS) {
       // After a refusal the answer to the probe is the news; otherwise the lowest count is the truth.
@@ -243,7 +243,6 @@ export class RateBudget {
     const endMs = this.windowMs !== undefined && prev ? startHiMs + this.windowMs : resetMs + FIRST_WINDOW_MARGIN_MS;
     this.window = { resetMs, startLoMs, startHiMs: prev ? startHiMs : undefined, endMs, lastSentMs: sentMs, remaining };
     this.lastPlaced = this.window;
-    this.lastResetMs = resetMs;
   }
 
   private narrow(lo: number, hi: number): void {
@@ -291,7 +290,7 @@ export class RateBudget {
       w = this.window = { startLoMs: w.lastSentMs, lastSentMs: w.lastSentMs, remaining: this.limit };
     }
     // Peers see each other's requests only in the next answers: each extra peer keeps one in hand.
-    const peers = Math.max(1, this.peers());
+    const peers = this.peers();
     const share = (w.remaining - this.reserve - (peers - 1)) / peers;
     if (share < 1) {
       if (w.endMs === undefined) return Number.POSITIVE_INFINITY; // wait for an answer to place the window
@@ -317,7 +316,7 @@ export class RateBudget {
       reset_at: w?.endMs === undefined ? undefined : new Date(w.endMs).toISOString(),
       window_ms: this.windowMs,
       observed_at: this.observedAtMs === undefined ? undefined : new Date(this.observedAtMs).toISOString(),
-      sharing: Math.max(1, this.peers()),
+      sharing: this.peers(),
       waiting: this.queue.length,
       in_flight: this.inFlight,
       paced_waits: this.pacedWaits,
@@ -357,48 +356,8 @@ export class RateBudget {
   }
 }
 
-function headerReader(headers: Headers | Record<string, string | string[] | undefined>): (name: string) => string | undefined {
-  if (typeof (headers as Headers).get === 'function') return (name) => (headers as Headers).get(name) ?? undefined;
-  const rec = headers as Record<string, string | string[] | undefined>;
-  return (name) => {
-    const v = rec[name] ?? rec[name.toLowerCase()] ?? Object.entries(rec).find(([k]) => k.toLowerCase() === name)?.[1];
-    return Array.isArray(v) ? v[0] : v;
-  };
-}
-
 function num(v: string | undefined): number | undefined {
   if (v === undefined || v.trim() === '') return undefined;
   const n = Number(v);
   return Number.isFinite(n) ? n : undefined;
-}
-
-/** Retry-After in seconds or as an HTTP date. */
-function retryAfterMs(v: string | undefined, now: number): number | undefined {
-  if (v === undefined) return undefined;
-  const secs = num(v);
-  if (secs !== undefined) return Math.max(0, secs * 1000);
-  const at = Date.parse(v);
-  return Number.isNaN(at) ? undefined : Math.max(0, at - now);
-}
-
-/** Intercom and SendGrid send epoch seconds; some APIs send seconds-until-reset. Tell them apart. */
-export function resetToEpochMs(reset: number, now: number): number {
-  if (reset > 1e12) return reset; // already epoch ms
-  if (reset > 1e9) return reset * 1000; // epoch seconds
-  return now + reset * 1000; // seconds from now
-}
-
-export function abortableSleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason ?? new Error('aborted'));
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal?.reason ?? new Error('aborted'));
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
 }
