@@ -171,6 +171,11 @@ export class RateBudget {
     this.pump();
   }
 
+  /** Requests queued for budget now (cheaper than snapshot() on a hot path). */
+  get waiting(): number {
+    return this.queue.length;
+  }
+
   private get inFlight(): number {
     return this.inFlightSent.length;
   }
@@ -317,7 +322,7 @@ export class RateBudget {
       window_ms: this.windowMs,
       observed_at: this.observedAtMs === undefined ? undefined : new Date(this.observedAtMs).toISOString(),
       sharing: this.peers(),
-      waiting: this.queue.length,
+      waiting: this.waiting,
       in_flight: this.inFlight,
       paced_waits: this.pacedWaits,
     };

@@ -43,7 +43,7 @@ export class Delivery {
     });
     // Tracking events in Intercom wait while Intercom has messages to send or to pace.
     const intercomChannels = CHANNELS.filter((c) => PROVIDER_OF_CHANNEL[c] === 'intercom');
-    this.intercomFollowUps = new FollowUpQueue('intercom tracking', () => !this.dispatcher.busy(intercomChannels) && deps.runtimes.intercom.budget.snapshot().waiting === 0, deps.log);
+    this.intercomFollowUps = new FollowUpQueue('intercom tracking', () => !this.dispatcher.busy(intercomChannels) && deps.runtimes.intercom.budget.waiting === 0, deps.log);
     const channels = new ChannelDelivery({
       store,
       log: deps.log,
@@ -80,7 +80,7 @@ export class Delivery {
     for (const channel of CHANNELS) {
       const runtime = this.deps.runtimes[PROVIDER_OF_CHANNEL[channel]];
       // A queue at the pacer (not one request that happened to arrive within its spacing): the budget is the limit.
-      paced ||= runtime.budget.snapshot().waiting > 1;
+      paced ||= runtime.budget.waiting > 1;
       const policy = runtime.policy;
       if (policy.state !== 'open') continue;
       const wait = policy.msUntilHalfOpen() ?? 0;
