@@ -7,6 +7,8 @@ import type { Database } from '../store/schema.js';
 const ACTIVE_MS = 2_000;
 /** How often a sending process notes itself and counts the others. */
 const BEAT_MS = 500;
+/** How often a process clears the rows of processes long gone. */
+const PRUNE_EVERY_MS = 60_000;
 
 /**
  * How many processes are sending with one provider account right now, learned through the database
@@ -19,6 +21,7 @@ export class BudgetPeers {
   private peers = 1;
   private lastActiveMs = 0;
   private lastBeatMs = 0;
+  private lastPruneMs = 0;
   private beating?: Promise<void>;
   private closed = false;
 
@@ -63,8 +66,11 @@ export class BudgetPeers {
         .where('seen_at', '>', since)
         .executeTakeFirst();
       this.peers = Math.max(1, Number(row?.n ?? 1));
-      // Rows of processes long gone: keep the table to the living.
-      await this.db.deleteFrom('rate_budget_peers').where('budget_key', '=', this.budgetKey).where('seen_at', '<', new Date(now - 60 * ACTIVE_MS).toISOString()).execute();
+      // Rows of processes long gone: keep the table to the living (now and then, not on every beat).
+      if (now - this.lastPruneMs >= PRUNE_EVERY_MS) {
+        this.lastPruneMs = now;
+        await this.db.deleteFrom('rate_budget_peers').where('budget_key', '=', this.budgetKey).where('seen_at', '<', new Date(now - 60 * ACTIVE_MS).toISOString()).execute();
+      }
     } catch (err) {
       // Sharing is an optimisation of pacing: alone, the pacer still follows the provider's counts.
       this.log.debug({ err }, 'could not count the processes sharing a rate budget');
