@@ -5,7 +5,8 @@ import { ConfigError, configSecrets, customProviderHosts, loadConfig, readSettin
 import { createLogger } from './log.js';
 import { registerSecrets } from './secrets.js';
 import { SERVER_NAME, SERVER_VERSION } from './mcp/server-info.js';
-import { enabledTools } from './mcp/toolsets.js';
+import { readPrebuiltListing, type ListedTool } from './mcp/tool-listing.js';
+import { chooseTools, enabledTools } from './mcp/toolsets.js';
 import type { Services } from './services.js';
 import { serveStdio, type StdioBackend } from './transports/stdio.js';
 
@@ -59,12 +60,18 @@ async function main(argv: string[]): Promise<void> {
 
   let config;
   let settings: SettingsFile;
+  let prebuilt: ListedTool[] | undefined;
   try {
     settings = readSettingsFile(args.envFile, process.env);
     // The environment wins over the file, as with any .env loader.
     config = loadConfig({ ...settings.values, ...process.env });
     // Unknown toolset or tool names stop start-up, listing the valid ones (stdio checks in the background).
     if (args.http || args.worker) enabledTools(config, (await import('./tools/index.js')).allTools);
+    // stdio lists its tools from the listing the build wrote, before the tools and services load.
+    else {
+      const built = readPrebuiltListing();
+      if (built) prebuilt = chooseTools(config, built.map((e) => ({ ...e, name: e.listed.name }))).map((e) => e.listed);
+    }
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`${err.message}\n`);
@@ -137,7 +144,7 @@ async function main(argv: string[]): Promise<void> {
 
   if (backend) {
     for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => stop(sig));
-    await serveStdio(config, log, backend, () => stop('stdin closed'));
+    await serveStdio(config, log, backend, () => stop('stdin closed'), prebuilt);
     return;
   }
 

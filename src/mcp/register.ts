@@ -19,9 +19,11 @@ import { createApprover, supportsElicitation } from '../safety/approval.js';
 import { scrubValue } from '../secrets.js';
 import type { Services } from '../services.js';
 import { rejectUnsafeArguments } from './argument-guards.js';
-import { withoutTypeArrays } from './json-schema.js';
 import { boundResultWithText, MAX_RESULT_BYTES } from './bound-result.js';
-import { annotationsFor, publishedOutputSchema, successSchema, type AnyToolDefinition } from './tool.js';
+import { successSchema, type AnyToolDefinition } from './tool.js';
+import { listedTool, type ListedTool } from './tool-listing.js';
+
+export { jsonSchema } from './tool-listing.js';
 
 export interface ResourceDefinition {
   name: string;
@@ -33,31 +35,17 @@ export interface ResourceDefinition {
   read(params: Record<string, string>, services: Services): Promise<unknown>;
 }
 
-/** What tools/list publishes: JSON Schema every major client reads (no `type` arrays: see json-schema.ts). */
-export function jsonSchema(schema: z.ZodType, io: 'input' | 'output') {
-  const out = withoutTypeArrays(z.toJSONSchema(schema, { io, unrepresentable: 'any' }) as Record<string, unknown>);
-  delete out.$schema;
-  return out as { type: 'object'; [k: string]: unknown };
-}
-
 /**
  * What registration derives from the declarations, computed once per tool list: Streamable HTTP builds
  * a server per session (or per request when stateless), and converting every schema each time cost
  * ~0.5 MB and ~10 ms per server.
  */
-const derived = new WeakMap<AnyToolDefinition[], { listed: unknown[]; strictOutput: Map<string, z.ZodType> }>();
+const derived = new WeakMap<AnyToolDefinition[], { listed: ListedTool[]; strictOutput: Map<string, z.ZodType> }>();
 function deriveOnce(tools: AnyToolDefinition[]) {
   let d = derived.get(tools);
   if (!d) {
     d = {
-      listed: tools.map((t) => ({
-        name: t.name,
-        title: t.title,
-        description: t.description,
-        inputSchema: jsonSchema(t.input, 'input'),
-        outputSchema: jsonSchema(publishedOutputSchema(t), 'output'),
-        annotations: annotationsFor(t),
-      })),
+      listed: tools.map(listedTool),
       strictOutput: new Map(tools.map((t) => [t.name, successSchema(t)])),
     };
     derived.set(tools, d);
@@ -93,25 +81,39 @@ function whenReady<T, R>(value: Eventually<T>, use: (v: T) => R): () => Eventual
  * not get our `invalid_input` error with `details.fields`; here one path gives every failure that shape.
  *
  * `tools` and `services` may still be on their way: the handlers are registered at once and wait for them.
+ * With `prebuilt` (the listing `npm run build` wrote), tools/list is answered from it at once.
  */
-export function registerTools(server: Server, tools: Eventually<AnyToolDefinition[]>, services: Eventually<Services>, log: Logger): void {
+export function registerTools(
+  server: Server,
+  tools: Eventually<AnyToolDefinition[]>,
+  services: Eventually<Services>,
+  log: Logger,
+  prebuilt?: ListedTool[],
+): void {
   const state = whenReady(
     tools instanceof Promise || services instanceof Promise
       ? Promise.all([tools, services])
       : ([tools, services] as [AnyToolDefinition[], Services]),
     ([tools, services]) => {
       const { safety } = services.config;
+      const derivedListing = deriveOnce(tools);
+      // The prebuilt listing answered tools/list while the tools loaded; a stale one (built from other
+      // sources than these) is replaced by what the tools themselves declare.
+      if (prebuilt && JSON.stringify(prebuilt) !== JSON.stringify(derivedListing.listed)) {
+        log.warn('the prebuilt tool listing (dist/tool-listing.json) differs from the tools: listing from the tools instead; run npm run build');
+        prebuilt = undefined;
+      }
       return {
         tools,
         services,
         byName: new Map(tools.map((t) => [t.name, t])),
-        ...deriveOnce(tools),
+        ...derivedListing,
         approvalOptions: { policy: safety.approval, threshold: safety.approvalThreshold, timeoutMs: safety.approvalTimeoutMs },
       };
     },
   );
 
-  server.setRequestHandler(ListToolsRequestSchema, async () => ({ tools: (await state()).listed as ListToolsResult['tools'] }));
+  server.setRequestHandler(ListToolsRequestSchema, async () => ({ tools: (prebuilt ?? (await state()).listed) as ListToolsResult['tools'] }));
 
   server.setRequestHandler(CallToolRequestSchema, async (request, extra): Promise<CallToolResult> => {
     const ready = state();

@@ -18,7 +18,14 @@ export function enabledTools(config: Config, tools: AnyToolDefinition[]): AnyToo
   return enabled;
 }
 
-function chooseTools(config: Config, tools: AnyToolDefinition[]): AnyToolDefinition[] {
+/** Anything that names a tool, its kind and its toolset: a definition, or an entry of the prebuilt listing. */
+export interface ToolIdentity {
+  name: string;
+  kind: string;
+  toolset: string;
+}
+
+export function chooseTools<T extends ToolIdentity>(config: Config, tools: T[]): T[] {
   const { readOnly, toolsets, toolsDeny } = config.safety;
   const unknownSets = (toolsets ?? []).filter((t) => !(TOOLSETS as readonly string[]).includes(t));
   if (unknownSets.length) {

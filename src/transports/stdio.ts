@@ -4,6 +4,7 @@ import type { Logger } from '../log.js';
 import { registerResources, registerTools, type ResourceDefinition } from '../mcp/register.js';
 import { newServer } from '../mcp/server-info.js';
 import type { AnyToolDefinition } from '../mcp/tool.js';
+import type { ListedTool } from '../mcp/tool-listing.js';
 import type { Services } from '../services.js';
 import { BoundedLineReader, identifyRequest, type OversizedLine } from './stdio-limit.js';
 
@@ -18,15 +19,22 @@ export interface StdioBackend {
  * MCP over stdin/stdout. stdout carries protocol messages only; logs go to stderr.
  *
  * Desktop clients start every configured server when they open, so the transport comes up first and
- * answers `initialize` at once; tools/list, tools/call and the resources wait for `backend` (tool
- * definitions, store and services), which the caller builds meanwhile and whose failure it reports.
+ * answers `initialize` at once, and tools/list from the listing built ahead (`prebuilt`); tools/call and
+ * the resources wait for `backend` (tool definitions, store and services), which the caller builds
+ * meanwhile and whose failure it reports.
  */
-export async function serveStdio(config: Config, baseLog: Logger, backend: Promise<StdioBackend>, onClosed: () => void): Promise<void> {
+export async function serveStdio(
+  config: Config,
+  baseLog: Logger,
+  backend: Promise<StdioBackend>,
+  onClosed: () => void,
+  prebuilt?: ListedTool[],
+): Promise<void> {
   const limit = config.maxRequestBytes;
   const log = baseLog.child({ transport: 'stdio' });
   const server = newServer();
   const services = backend.then((b) => b.services);
-  registerTools(server, backend.then((b) => b.tools), services, baseLog);
+  registerTools(server, backend.then((b) => b.tools), services, baseLog, prebuilt);
   registerResources(server, backend.then((b) => b.resources), services);
   const reader = new BoundedLineReader(limit, (line) => answerOversized(line, limit, log));
   process.stdin.pipe(reader);

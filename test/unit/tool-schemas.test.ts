@@ -3,7 +3,7 @@ import addFormats from 'ajv-formats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_MAX_REQUEST_BYTES } from '../../src/config.js';
 import { jsonSchema } from '../../src/mcp/register.js';
-import { publishedOutputSchema } from '../../src/mcp/tool.js';
+import { listedTool, outputSchemaOf, prebuiltEntries, readPrebuiltListing } from '../../src/mcp/tool-listing.js';
 import { allTools } from '../../src/tools/index.js';
 import { startInMemory, tempDataDir, testEnv, type InMemoryHarness } from '../helpers/mcp.js';
 
@@ -44,10 +44,32 @@ describe('tool schemas', () => {
   }
 });
 
+describe('the tool list a client receives', () => {
+  // Clients send the whole list to the model with every request, and some cap what they accept.
+  const TOOL_LIST_BUDGET_BYTES = 100 * 1024;
+
+  it(`stays within ${TOOL_LIST_BUDGET_BYTES / 1024} KB for all ${allTools.length} tools`, () => {
+    const bytes = Buffer.byteLength(JSON.stringify({ tools: allTools.map(listedTool) }));
+    expect(bytes).toBeLessThanOrEqual(TOOL_LIST_BUDGET_BYTES);
+  });
+
+  it('output schemas carry no prose: descriptions belong on inputs, where the model reads them', () => {
+    // A field may be called "description"; prose is a "description" keyword with a string value.
+    for (const t of allTools) expect(JSON.stringify(outputSchemaOf(t)), t.name).not.toMatch(/"description":"/);
+  });
+
+  it('the listing npm run build wrote (dist/tool-listing.json) is what the tools declare', () => {
+    // npm test builds first (pretest); a stale file would list tools the server no longer has.
+    const built = readPrebuiltListing(new URL('../../dist/tool-listing.json', import.meta.url));
+    expect(built, 'dist/tool-listing.json is missing: run npm run build').toBeDefined();
+    expect(built).toEqual(JSON.parse(JSON.stringify(prebuiltEntries(allTools))));
+  });
+});
+
 describe('published schemas every major client reads', () => {
   const published = allTools.flatMap((t) => [
     { name: `${t.name} input`, schema: jsonSchema(t.input, 'input') },
-    { name: `${t.name} output`, schema: jsonSchema(publishedOutputSchema(t), 'output') },
+    { name: `${t.name} output`, schema: outputSchemaOf(t) },
   ]);
 
   it('every input and output schema compiles in Ajv strict mode', () => {

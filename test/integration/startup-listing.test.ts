@@ -1,0 +1,62 @@
+import net from 'node:net';
+import { afterAll, describe, expect, it } from 'vitest';
+import { allTools } from '../../src/tools/index.js';
+import { startStdio, tempDataDir, testEnv } from '../helpers/mcp.js';
+import { until } from '../helpers/until.js';
+
+/**
+ * tools/list needs neither the database nor the providers: over stdio it is answered from the listing
+ * `npm run build` wrote, while the store is still connecting. The proof is a database that never answers:
+ * a TCP listener that accepts PostgreSQL connections and says nothing.
+ */
+describe('tools are listed before the services are ready (stdio)', () => {
+  const data = tempDataDir();
+  const sockets: net.Socket[] = [];
+  const silent = net.createServer((s) => sockets.push(s));
+  afterAll(async () => {
+    for (const s of sockets) s.destroy();
+    await new Promise((r) => silent.close(r));
+    data.cleanup();
+  });
+
+  it('answers tools/list while the database has not answered, and the call still waits for it', async () => {
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    const port = (silent.address() as net.AddressInfo).port;
+    const h = await startStdio(testEnv({ DATABASE_URL: `postgres://nobody@127.0.0.1:${port}/never` }, data.dir));
+    try {
+      let callSettled = false;
+      const call = h.call('list_clients', {}).finally(() => (callSettled = true));
+      call.catch(() => undefined);
+      // The server is now waiting on a database that will never answer...
+      await until(() => sockets.length > 0);
+      // ...and still lists every tool.
+      const { tools } = await h.client.listTools();
+      expect(tools.map((t) => t.name).sort()).toEqual(allTools.map((t) => t.name).sort());
+      expect(callSettled).toBe(false);
+    } finally {
+      const pid = h.pid;
+      await h.close().catch(() => undefined);
+      if (pid) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          /* already gone */
+        }
+      }
+    }
+  });
+
+  it('honours CS_MCP_TOOLSETS and CS_MCP_TOOLS_DENY in the prebuilt listing', async () => {
+    const h = await startStdio(testEnv({ CS_MCP_TOOLSETS: 'roster', CS_MCP_TOOLS_DENY: 'remove_contact' }, data.dir));
+    try {
+      const { tools } = await h.client.listTools();
+      const expected = allTools.filter((t) => (t.toolset === 'roster' || t.toolset === 'status') && t.name !== 'remove_contact').map((t) => t.name);
+      expect(tools.map((t) => t.name).sort()).toEqual(expected.sort());
+      // And the tools it lists are the ones it runs.
+      const r = await h.call('list_clients', {});
+      expect(r.structuredContent.success).toBe(true);
+    } finally {
+      await h.close();
+    }
+  });
+});
