@@ -75,6 +75,11 @@ export interface IntercomStandInOptions extends Partial<StandInOptions> {
   adminId?: string;
   /** How long a created contact stays invisible to POST /contacts/search. */
   searchLagMs?: number;
+  /**
+   * Email searches (`=`, `IN`) also return contacts whose email merely contains the value searched
+   * (joann@… for ann@…), as a tokenised search may: a client must check what it gets back.
+   */
+  looseEmailSearch?: boolean;
 }
 
 export class IntercomStandIn extends HttpStandIn {
@@ -139,7 +144,7 @@ export class IntercomStandIn extends HttpStandIn {
   private search(b: Record<string, any>): Reply {
     let matches: (c: StoredContact) => boolean;
     try {
-      matches = compileQuery(b.query, 0);
+      matches = compileQuery(b.query, 0, this.options.looseEmailSearch === true);
     } catch (err) {
       return errorList(400, 'invalid_query', (err as Error).message);
     }
@@ -279,13 +284,13 @@ function fieldValue(c: StoredContact, field: string): unknown {
 }
 
 /** Turns a search query into a predicate, refusing what Intercom refuses (with its reason). */
-function compileQuery(q: any, depth: number): (c: StoredContact) => boolean {
+function compileQuery(q: any, depth: number, looseEmail = false): (c: StoredContact) => boolean {
   if (!q || typeof q !== 'object') throw new Error('query is required');
   if (q.operator === 'AND' || q.operator === 'OR') {
     if (depth >= 2) throw new Error('There is a limit of 2 nested filters');
     if (!Array.isArray(q.value) || q.value.length === 0) throw new Error(`${q.operator} needs an array of filters`);
     if (q.value.length > 15) throw new Error(`There is a limit of 15 filters for each ${q.operator} group`);
-    const parts = q.value.map((f: unknown) => compileQuery(f, depth + 1));
+    const parts = q.value.map((f: unknown) => compileQuery(f, depth + 1, looseEmail));
     return q.operator === 'AND' ? (c) => parts.every((p: (c: StoredContact) => boolean) => p(c)) : (c) => parts.some((p: (c: StoredContact) => boolean) => p(c));
   }
   const { field, operator, value } = q as { field: string; operator: string; value: unknown };
@@ -308,9 +313,11 @@ function compileQuery(q: any, depth: number): (c: StoredContact) => boolean {
   const norm = (v: unknown) => String(v).toLowerCase();
   const wanted = listOp ? (value as unknown[]).map(norm) : [norm(value)];
   const w = wanted[0]!;
+  const loose = looseEmail && field === 'email';
   return (c) => {
     const raw = fieldValue(c, field);
     const v = raw === null ? null : norm(raw);
+    if (loose && (operator === '=' || operator === 'IN')) return v !== null && wanted.some((x) => v.includes(x));
     switch (operator) {
       case '=':
         return v === w;

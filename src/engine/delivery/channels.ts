@@ -9,6 +9,7 @@ import type { FollowUpQueue } from './follow-ups.js';
 import { PROVIDER_OF_CHANNEL, type Channel, type MessageContent } from './message.js';
 import { parseContent, parseMeta, type OutboxRow } from './outbox.js';
 import type { SettlementPort } from './settlement.js';
+import { IntercomContactLookup, type ResolveEmails } from './contact-lookup.js';
 
 /** What delivery needs from each provider module (the services implement these). */
 export interface EmailSender {
@@ -33,6 +34,8 @@ export interface EmailSender {
 export interface IntercomMessenger {
   /** Intercom's contact (id and role) for an id or email; throws not_found when there is none. */
   resolveContact(spec: { contact_id?: string; user_email?: string }): Promise<{ id: string; role: 'user' | 'lead' }>;
+  /** Many emails in as few searches as Intercom allows (see contact-lookup.ts). */
+  resolveEmails: ResolveEmails;
   /** The admin who sends (INTERCOM_ADMIN_ID, else GET /me, cached). */
   defaultAdminId(): Promise<string>;
   sendMessage(msg: {
@@ -67,7 +70,22 @@ const SOURCE_LABEL: Record<string, string> = { campaign: 'Campaign', automation:
 
 /** Delivers outbox rows through SendGrid or Intercom, and records what happened. Knows messages, not their producers. */
 export class ChannelDelivery implements DeliveryPort, SettlementPort {
-  constructor(private readonly deps: ChannelDeps) {}
+  private readonly contacts: IntercomContactLookup;
+
+  constructor(private readonly deps: ChannelDeps) {
+    this.contacts = new IntercomContactLookup((emails) => deps.intercom.resolveEmails(emails));
+  }
+
+  /** Claimed rows, before their turn: the Intercom contacts they need are searched a page at a time. */
+  prefetch(rows: OutboxRow[]): void {
+    const emails: string[] = [];
+    for (const row of rows) {
+      if (row.channel === 'email') continue;
+      const p = parseContent(row);
+      if (!p.intercom_contact_id) emails.push(p.to_email);
+    }
+    if (emails.length) this.contacts.prefetch(emails);
+  }
 
   async prepare(row: OutboxRow, p: MessageContent): Promise<() => Promise<DeliveryReceipt>> {
     const meta = parseMeta(row);
@@ -94,7 +112,9 @@ export class ChannelDelivery implements DeliveryPort, SettlementPort {
     const contact =
       p.intercom_contact_id && p.intercom_role
         ? { id: p.intercom_contact_id, role: p.intercom_role }
-        : await this.deps.intercom.resolveContact(p.intercom_contact_id ? { contact_id: p.intercom_contact_id } : { user_email: p.to_email });
+        : p.intercom_contact_id
+          ? await this.deps.intercom.resolveContact({ contact_id: p.intercom_contact_id })
+          : await this.contacts.lookup(p.to_email);
     const adminId = await this.deps.intercom.defaultAdminId();
     return async () => {
       const r = await this.deps.intercom.sendMessage({

@@ -30,6 +30,8 @@ export interface DeliveryPort {
   /** Rows with the same key may go out in one request (prepareBatch); undefined: alone. */
   batchKey(row: OutboxRow): string | undefined;
   prepareBatch(rows: OutboxRow[]): Promise<() => Promise<DeliveryReceipt>>;
+  /** Rows just claimed: lookups they will need may start now, together (Intercom contacts a page at a time). */
+  prefetch?(rows: OutboxRow[]): void;
 }
 
 /** Most messages in one provider request (SendGrid's personalizations). */
@@ -169,6 +171,7 @@ export class OutboxDispatcher {
       // A batch at a time: one claim serves many deliveries (and fills a batched request).
       const rows = await repo.claim(this.owner, Math.max(2 * this.limit, MAX_BATCH) - this.ready.length, gate.blocked, leaseMs, now);
       this.ready.push(...rows);
+      if (rows.length) this.opts.port.prefetch?.(rows);
     }
     while (this.active < this.limit && this.ready.length) this.launch(this.takeNext());
     // Judged after filling: a pass runs when a delivery has just finished, so before filling one slot

@@ -61,6 +61,46 @@ export function existingIdFromConflict(message: string | undefined): string | un
   return /id=([A-Za-z0-9]+)/.exec(message ?? '')?.[1];
 }
 
+/** Emails as Intercom compares them, and as we compare a search result with the recipient we meant. */
+export function normaliseEmail(email: string): string {
+  return email.trim().toLowerCase();
+}
+
+/** Emails per `IN` search: with a lead beside each user, a search's matches still fit one page. */
+const EMAILS_PER_SEARCH = 50;
+const SEARCH_PAGE_SIZE = 150; // Intercom's maximum per_page
+/** Pages followed per search, so a pathological result (hundreds of contacts on one address) stays bounded. */
+const MAX_PAGES_PER_SEARCH = 5;
+
+/**
+ * The one contact a search means, by a documented rule: only results whose field equals the value we
+ * searched (compared normalised: a search result for another address is never used); a user over a lead
+ * sharing its email (the user is the customer); several users (or, without a user, several leads) are
+ * ambiguous, a conflict: guessing could message the wrong person. undefined: nobody has it.
+ */
+function chooseContact(hits: SdkContact[], field: 'email' | 'external_id', value: string): IntercomContact | ToolError | undefined {
+  const same = hits.filter((c) => (field === 'email' ? normaliseEmail(c.email ?? '') === normaliseEmail(value) : c.external_id === value));
+  const users = same.filter((c) => c.role !== 'lead');
+  const candidates = users.length ? users : same;
+  if (candidates.length > 1) {
+    return new ToolError(
+      'conflict',
+      `Several Intercom ${users.length ? 'users' : 'leads'} have ${field === 'email' ? 'email' : 'user_id'} ${value} (contact ids ${candidates.map((c) => c.id).join(', ')}). ` +
+        'Nothing was sent. Name the one you mean with contact_id.',
+      { provider: 'intercom', details: { contact_ids: candidates.map((c) => c.id) } },
+    );
+  }
+  return candidates[0] ? toContact(candidates[0]) : undefined;
+}
+
+function notFound(field: 'email' | 'external_id', value: string): ToolError {
+  return new ToolError(
+    'not_found',
+    `No Intercom contact with ${field === 'email' ? 'email' : 'user_id'} ${value}. Create it with intercom_create_user (a contact created minutes ago may not be searchable yet).`,
+    { provider: 'intercom' },
+  );
+}
+
 function toContact(c: SdkContact): IntercomContact {
   return {
     id: c.id,
@@ -132,20 +172,36 @@ export class IntercomService {
     const page = await this.call('search_contacts', true, (o) =>
       this.client.contacts.search({ query: { field, operator: '=', value }, pagination: { per_page: 5 } }, o),
     );
-    // A lead may share a user's email (search returns both): the user is the customer we mean. Two
-    // users (or, without a user, two leads) are ambiguous: guessing could message the wrong person.
-    const hits = page.data as SdkContact[];
-    const users = hits.filter((c) => c.role !== 'lead');
-    const candidates = users.length ? users : hits;
-    if (candidates.length > 1) {
-      throw new ToolError(
-        'conflict',
-        `Several Intercom ${users.length ? 'users' : 'leads'} have ${field === 'email' ? 'email' : 'user_id'} ${value} (contact ids ${candidates.map((c) => c.id).join(', ')}). ` +
-          'Nothing was sent. Name the one you mean with contact_id.',
-        { provider: 'intercom', details: { contact_ids: candidates.map((c) => c.id) } },
-      );
+    const chosen = chooseContact(page.data as SdkContact[], field, value);
+    if (chosen instanceof ToolError) throw chosen;
+    return chosen;
+  }
+
+  /**
+   * Finds the contacts for many emails in as few searches as Intercom allows: one `email IN [...]` search
+   * per EMAILS_PER_SEARCH addresses (its pages followed), instead of one search per recipient. Each email
+   * (normalised: trimmed, lower-cased) maps to its contact, or to the error a single lookup would have
+   * given (not_found, or conflict when several users share it). A failed search rejects as a whole.
+   */
+  async resolveEmails(emails: string[]): Promise<Map<string, IntercomContact | ToolError>> {
+    const wanted = [...new Set(emails.map(normaliseEmail))];
+    const hits = new Map<string, SdkContact[]>(wanted.map((e) => [e, []]));
+    for (let i = 0; i < wanted.length; i += EMAILS_PER_SEARCH) {
+      const chunk = wanted.slice(i, i + EMAILS_PER_SEARCH);
+      let startingAfter: string | undefined;
+      for (let pageNo = 0; pageNo < MAX_PAGES_PER_SEARCH; pageNo++) {
+        const page = await this.call('search_contacts', true, (o) =>
+          this.client.contacts.search(
+            { query: { field: 'email', operator: 'IN', value: chunk }, pagination: { per_page: SEARCH_PAGE_SIZE, ...(startingAfter ? { starting_after: startingAfter } : {}) } },
+            o,
+          ),
+        );
+        for (const c of page.data as SdkContact[]) hits.get(normaliseEmail(c.email ?? ''))?.push(c);
+        startingAfter = (page.response as { pages?: { next?: { starting_after?: string } } }).pages?.next?.starting_after ?? undefined;
+        if (!startingAfter) break;
+      }
     }
-    return candidates[0] ? toContact(candidates[0]) : undefined;
+    return new Map(wanted.map((e) => [e, chooseContact(hits.get(e)!, 'email', e) ?? notFound('email', e)]));
   }
 
   async findContact(id: string): Promise<IntercomContact> {
@@ -167,13 +223,7 @@ export class IntercomService {
     if (spec.contact_id) return this.findContact(spec.contact_id);
     const [field, value] = spec.user_email ? (['email', spec.user_email.trim().toLowerCase()] as const) : (['external_id', spec.user_id!] as const);
     const found = await this.searchOne(field, value);
-    if (!found) {
-      throw new ToolError(
-        'not_found',
-        `No Intercom contact with ${field === 'email' ? 'email' : 'user_id'} ${value}. Create it with intercom_create_user (a contact created minutes ago may not be searchable yet).`,
-        { provider: 'intercom' },
-      );
-    }
+    if (!found) throw notFound(field, value);
     return found;
   }
 
