@@ -22,6 +22,15 @@ describe('Intercom contact lookup', () => {
     expect(r.calls).toEqual([['a@x.test', 'b@x.test']]);
   });
 
+  it('a large claim is searched a page of addresses at a time, each page settling its own rows', async () => {
+    const r = fakeResolver();
+    const lookup = new IntercomContactLookup(r.resolve);
+    const emails = Array.from({ length: 120 }, (_, i) => `p${i}@x.test`);
+    lookup.prefetch(emails);
+    await Promise.all(emails.map((e) => lookup.lookup(e)));
+    expect(r.calls.map((c) => c.length)).toEqual([50, 50, 20]);
+  });
+
   it('lookups made in the same turn share one search', async () => {
     const r = fakeResolver();
     const lookup = new IntercomContactLookup(r.resolve);

@@ -30,6 +30,8 @@ export interface ContactLookupOptions {
   negativeTtlMs?: number;
   /** Most emails remembered; the oldest go first. */
   maxEntries?: number;
+  /** Emails per search (Intercom's IN search answers a page of them at once). */
+  perSearch?: number;
   now?: () => number;
 }
 
@@ -44,6 +46,7 @@ export class IntercomContactLookup {
   private readonly ttlMs: number;
   private readonly negativeTtlMs: number;
   private readonly maxEntries: number;
+  private readonly perSearch: number;
   private readonly now: () => number;
 
   constructor(
@@ -53,6 +56,7 @@ export class IntercomContactLookup {
     this.ttlMs = opts.ttlMs ?? 10 * 60_000;
     this.negativeTtlMs = opts.negativeTtlMs ?? 30_000;
     this.maxEntries = opts.maxEntries ?? 20_000;
+    this.perSearch = opts.perSearch ?? 50;
     this.now = opts.now ?? Date.now;
   }
 
@@ -108,8 +112,14 @@ export class IntercomContactLookup {
 
   private flush(): void {
     if (!this.pending.size) return;
-    const emails = [...this.pending];
+    const all = [...this.pending];
     this.pending = new Set();
+    // One search per page of addresses, each settling its own rows: the first messages need not wait
+    // for every search of a large claim.
+    for (let i = 0; i < all.length; i += this.perSearch) this.search(all.slice(i, i + this.perSearch));
+  }
+
+  private search(emails: string[]): void {
     const waiting = new Map(emails.map((e) => [e, (this.entries.get(e) as ReturnType<IntercomContactLookup['placeholder']> | undefined) ?? this.placeholder(e)]));
     this.resolve(emails).then(
       (found) => {
