@@ -9,7 +9,7 @@ import { migrations } from './migrations/index.js';
 import { CustomerEventLog, type CustomerEventInput } from './customer-events.js';
 import { withNulGuard } from './nul-guard.js';
 import { RosterRepository } from './roster.js';
-import { ImmediateSqliteDialect } from './sqlite-dialect.js';
+import { ImmediateSqliteDialect, withStatementCache } from './sqlite-dialect.js';
 import type { Database } from './schema.js';
 import { TimelineRepository, type ActivityInput } from './timeline.js';
 
@@ -71,7 +71,7 @@ function createDb(config: Config, log: Logger): { db: Kysely<Database>; dialect:
   sqlite.pragma('synchronous = NORMAL');
   sqlite.pragma('busy_timeout = 5000');
   sqlite.pragma('foreign_keys = ON');
-  return { db: new Kysely<Database>({ dialect: withNulGuard(new ImmediateSqliteDialect({ database: sqlite })) }), dialect: 'sqlite' };
+  return { db: new Kysely<Database>({ dialect: withNulGuard(new ImmediateSqliteDialect({ database: withStatementCache(sqlite) })) }), dialect: 'sqlite' };
 }
 
 export async function migrateToLatest(db: Kysely<Database>): Promise<string[]> {
