@@ -421,7 +421,7 @@ function checkStep(step: Step, i: number, config: Config, configured: Record<Pro
 const NO_SUBJECT = '-';
 
 /** The Liquid parts of a step, by template part; fields say which parameter each came from. */
-function templateParts(step: Step, i: number): { src: TemplateSources; fields: Record<keyof TemplateSources, string> } | undefined {
+function templateParts(step: Step, i: number): { src: TemplateSources; fields: Record<keyof TemplateSources, string>; slack?: boolean } | undefined {
   const f = (name: string) => `actions[${i}].${name}`;
   switch (step.type) {
     case 'send_email':
@@ -437,7 +437,7 @@ function templateParts(step: Step, i: number): { src: TemplateSources; fields: R
     case 'create_note':
       return { src: { subject: NO_SUBJECT, text: step.body }, fields: { subject: f('body'), text: f('body'), html: f('body') } };
     case 'send_slack_message':
-      return { src: { subject: NO_SUBJECT, text: step.text }, fields: { subject: f('text'), text: f('text'), html: f('text') } };
+      return { src: { subject: NO_SUBJECT, text: step.text }, fields: { subject: f('text'), text: f('text'), html: f('text') }, slack: true };
     default:
       return undefined;
   }
@@ -448,7 +448,7 @@ export function compileWorkflow(def: WorkflowDefinition): Map<number, CompiledTe
   const out = new Map<number, CompiledTemplates>();
   def.steps.forEach((step, i) => {
     const parts = templateParts(step, i);
-    if (parts) out.set(i, compileTemplates(parts.src, [], { roots: WORKFLOW_ROOTS, fields: parts.fields }));
+    if (parts) out.set(i, compileTemplates(parts.src, [], { roots: WORKFLOW_ROOTS, fields: parts.fields, slack: parts.slack }));
   });
   return out;
 }
