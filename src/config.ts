@@ -133,7 +133,8 @@ const envSchema = z.object({
   AUTOMATION_STEP_CONCURRENCY: int(8, 1, 64),
   AUTOMATION_CATCH_UP_MINUTES: int(60, 0, 10_080),
   AUTOMATION_MAX_CHAIN_DEPTH: int(3, 1, 10),
-  AUTOMATION_WEBHOOK_ALLOWED_HOSTS: optionalString,
+  AUTOMATION_WEBHOOK_ALLOWED_HOSTS: z.preprocess(emptyToUndefined, z.string().optional().transform(originList)),
+  AUTOMATION_WEBHOOK_PRIVATE_ORIGINS: z.preprocess(emptyToUndefined, z.string().optional().transform(originList)),
   AUTOMATION_WEBHOOK_SECRET: optionalString,
   SLACK_WEBHOOK_URL: z.preprocess(emptyToUndefined, z.string().url().refine((u) => /^https?:\/\//.test(u), 'must start with http:// or https://').optional()),
   INTERCOM_TICKET_TYPE_ID: optionalString,
@@ -257,8 +258,10 @@ export interface AutomationsConfig {
   catchUpMs: number;
   /** Chains of workflows triggering each other stop at this depth. */
   maxChainDepth: number;
-  /** trigger_webhook may post only to these hosts (`host` or `host:port`). */
-  webhookAllowedHosts: string[];
+  /** trigger_webhook may post only to these origins (`scheme://host:port`, as URL.origin writes them). */
+  webhookAllowedOrigins: string[];
+  /** Allowed origins that may connect to loopback, private and link-local addresses (never metadata ones). */
+  webhookPrivateOrigins: string[];
   webhookSecret?: string;
   slackWebhookUrl?: string;
   intercomTicketTypeId?: string;
@@ -291,6 +294,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError(`Invalid configuration:\n  ${lines.join('\n  ')}\nFix the variable(s) above (see README, "Configuration") and start again.`);
   }
   const e = parsed.data;
+  const notAllowed = e.AUTOMATION_WEBHOOK_PRIVATE_ORIGINS.filter((o) => !e.AUTOMATION_WEBHOOK_ALLOWED_HOSTS.includes(o));
+  if (notAllowed.length) {
+    throw new ConfigError(
+      `AUTOMATION_WEBHOOK_PRIVATE_ORIGINS names ${notAllowed.join(', ')}, which AUTOMATION_WEBHOOK_ALLOWED_HOSTS does not allow. ` +
+        'List each origin in AUTOMATION_WEBHOOK_ALLOWED_HOSTS too (the opt-in only lets an allowed origin reach a private address).',
+    );
+  }
   if (!e.CS_MCP_ALLOW_CUSTOM_PROVIDER_HOSTS) {
     const wrong = (Object.keys(PROVIDER_HOSTS) as Array<keyof typeof PROVIDER_HOSTS>).filter((name) => !isProviderOwnHost(name, e[name]));
     if (wrong.length) {
@@ -382,7 +392,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       stepConcurrency: e.AUTOMATION_STEP_CONCURRENCY,
       catchUpMs: e.AUTOMATION_CATCH_UP_MINUTES * 60_000,
       maxChainDepth: e.AUTOMATION_MAX_CHAIN_DEPTH,
-      webhookAllowedHosts: (list(e.AUTOMATION_WEBHOOK_ALLOWED_HOSTS) ?? []).map((h) => h.toLowerCase()),
+      webhookAllowedOrigins: e.AUTOMATION_WEBHOOK_ALLOWED_HOSTS,
+      webhookPrivateOrigins: e.AUTOMATION_WEBHOOK_PRIVATE_ORIGINS,
       webhookSecret: e.AUTOMATION_WEBHOOK_SECRET,
       slackWebhookUrl: e.SLACK_WEBHOOK_URL,
       intercomTicketTypeId: e.INTERCOM_TICKET_TYPE_ID,
@@ -397,6 +408,38 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       pollMs: e.WEBHOOK_PROCESS_POLL_MS,
     },
   };
+}
+
+/**
+ * A webhook allowlist entry as an origin (scheme, host, port): `https://hooks.example.com:8443`,
+ * `http://10.0.0.7:8080`, or a bare `host[:port]`, which means https. A path, query or credentials
+ * in an entry are refused: an entry names where requests go, nothing else.
+ */
+export function webhookOrigin(entry: string): string {
+  const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(entry) ? entry : `https://${entry}`;
+  let u: URL;
+  try {
+    u = new URL(withScheme);
+  } catch {
+    throw new Error(`"${entry}" is not an origin (e.g. https://hooks.example.com or https://hooks.example.com:8443)`);
+  }
+  if (u.protocol !== 'https:' && u.protocol !== 'http:') throw new Error(`"${entry}": only https:// (or http:// on purpose) origins`);
+  if (u.username || u.password || u.pathname !== '/' || u.search || u.hash) {
+    throw new Error(`"${entry}" must be an origin only (scheme, host and port): no path, query or credentials`);
+  }
+  return u.origin;
+}
+
+function originList(v: string | undefined, ctx: z.RefinementCtx): string[] {
+  const out: string[] = [];
+  for (const entry of list(v) ?? []) {
+    try {
+      out.push(webhookOrigin(entry));
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', message: (err as Error).message });
+    }
+  }
+  return [...new Set(out)];
 }
 
 function list(v: string | undefined): string[] | undefined {
@@ -436,7 +479,7 @@ export function customProviderHosts(config: Config): string[] {
  * to plant than an environment, and a planted INTERCOM_BASE_URL would receive the user's token.
  */
 const FORBIDDEN_IN_SETTINGS_FILE =
-  /^(DATABASE_URL|CS_MCP_DATA_DIR|CS_MCP_ENV_FILE|CS_MCP_ALLOW_CUSTOM_PROVIDER_HOSTS|[A-Z0-9_]*_BASE_URL|[A-Z0-9_]*_API_HOST|SLACK_WEBHOOK_URL|AUTOMATION_WEBHOOK_ALLOWED_HOSTS)$/;
+  /^(DATABASE_URL|CS_MCP_DATA_DIR|CS_MCP_ENV_FILE|CS_MCP_ALLOW_CUSTOM_PROVIDER_HOSTS|[A-Z0-9_]*_BASE_URL|[A-Z0-9_]*_API_HOST|SLACK_WEBHOOK_URL|AUTOMATION_WEBHOOK_ALLOWED_HOSTS|AUTOMATION_WEBHOOK_PRIVATE_ORIGINS)$/;
 
 export interface SettingsFile {
   /** The file read, if any. */
@@ -466,7 +509,7 @@ export function readSettingsFile(explicitPath: string | undefined, env: NodeJS.P
     throw new ConfigError(
       `The settings file ${file} sets ${forbidden.join(', ')}, which a settings file may not set: ` +
         'DATABASE_URL, CS_MCP_DATA_DIR, the provider hosts (*_BASE_URL, *_API_HOST), the automations\' destinations (SLACK_WEBHOOK_URL, ' +
-        'AUTOMATION_WEBHOOK_ALLOWED_HOSTS) and CS_MCP_ALLOW_CUSTOM_PROVIDER_HOSTS decide where your data and credentials go. ' +
+        'AUTOMATION_WEBHOOK_ALLOWED_HOSTS, AUTOMATION_WEBHOOK_PRIVATE_ORIGINS) and CS_MCP_ALLOW_CUSTOM_PROVIDER_HOSTS decide where your data and credentials go. ' +
         'Remove them from the file and set them in the environment the server is started with (for Claude Desktop, the "env" block of its configuration).',
     );
   }

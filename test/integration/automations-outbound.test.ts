@@ -1,3 +1,4 @@
+import dns from 'node:dns/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startInMemory, tempDataDir, testEnv, type InMemoryHarness } from '../helpers/mcp.js';
 import { activate } from '../helpers/automations.js';
@@ -68,5 +69,158 @@ describe('automation steps that reach Slack', () => {
     expect(r.structuredContent.success).toBe(false);
     expect(r.structuredContent.error).toMatchObject({ code: 'invalid_input' });
     expect(r.structuredContent.error.message).toMatch(/raw/);
+  });
+});
+
+const WEBHOOK_SECRET = 'whsec_outbound_test_secret';
+/** What a local service would answer: none of it may reach the model. */
+const INTERNAL_REPLY = 'pg: FATAL password authentication failed for user "postgres" hunter2-internal-detail';
+
+const automationEnv = (dataDir: string, extra: Record<string, string>) =>
+  testEnv(
+    {
+    AUTOMATION_WEBHOOK_SECRET: WEBHOOK_SECRET,
+    AUTOMATION_TICK_MS: '50',
+    AUTOMATION_SWEEP_MS: '150',
+    AUTOMATION_LEASE_MS: '3000',
+      RETRY_MAX_RETRIES: '0',
+      ...extra,
+    },
+    dataDir,
+  );
+
+describe('trigger_webhook reaches only the origins the operator named', () => {
+  const dataA = tempDataDir();
+  const dataB = tempDataDir();
+  let hooks: HttpStandIn; // the allowed receiver
+  let other: HttpStandIn; // another port on the same host: a local service that must stay unreachable
+  let a: InMemoryHarness; // private origins opted in for the stand-in
+  let b: InMemoryHarness; // no opt-in
+  const lookups: string[] = [];
+
+  beforeAll(async () => {
+    hooks = await new HttpStandIn({ name: 'receiver' }, (req) =>
+      req.path.startsWith('/fail') ? { status: 400, body: INTERNAL_REPLY, headers: { 'Content-Type': 'text/plain' } } : { status: 200, body: { debug: INTERNAL_REPLY } },
+    ).start();
+    other = await new HttpStandIn({ name: 'local-service' }, () => ({ status: 200, body: INTERNAL_REPLY, headers: { 'Content-Type': 'text/plain' } })).start();
+    const port = new URL(hooks.url).port;
+    a = await startInMemory(
+      automationEnv(dataA.dir, {
+        // A bare host used to open every port of it; now it is the origin https://127.0.0.1 (port 443).
+        AUTOMATION_WEBHOOK_ALLOWED_HOSTS: `127.0.0.1, http://127.0.0.1:${port}, http://rebind.test:${port}`,
+        AUTOMATION_WEBHOOK_PRIVATE_ORIGINS: `http://127.0.0.1:${port}, http://rebind.test:${port}`,
+      }),
+      {
+        // rebind.test answers the stand-in's address once, then the metadata address: only the first may be used.
+        webhookLookup: async (hostname: string) => {
+          lookups.push(hostname);
+          return lookups.length === 1 ? [{ address: '127.0.0.1', family: 4 }] : [{ address: '169.254.169.254', family: 4 }];
+        },
+      } as any,
+    );
+    b = await startInMemory(
+      automationEnv(dataB.dir, { AUTOMATION_WEBHOOK_ALLOWED_HOSTS: `http://127.0.0.1:${port}, http://localhost:${port}, http://intranet.test:${port}` }),
+      // intranet.test stands for a company name pointing inside; everything else resolves as usual (localhost: /etc/hosts).
+      { webhookLookup: async (hostname: string) => (hostname === 'intranet.test' ? [{ address: '10.0.0.5', family: 4 }] : dns.lookup(hostname, { all: true })) } as any,
+    );
+    for (const h of [a, b]) {
+      await h.call('register_client', { client_id: 'acme', name: 'Acme Corp', tier: 'enterprise' });
+      await h.call('upsert_contact', { client_id: 'acme', email: 'maria@acme.example', role: 'champion' });
+    }
+  });
+  afterAll(async () => {
+    await a?.close();
+    await b?.close();
+    await Promise.all([hooks?.stop(), other?.stop()]);
+    dataA.cleanup();
+    dataB.cleanup();
+  });
+
+  it('an allowlist entry is an origin: another port on an allowed host is refused, nothing is sent', async () => {
+    const r = await a.call('automate_communications', {
+      workflow_name: 'Port scan',
+      trigger_type: 'custom',
+      actions: [{ type: 'trigger_webhook', url: `http://127.0.0.1:${new URL(other.url).port}/` }],
+    });
+    expect(r.structuredContent.success).toBe(false);
+    expect(r.structuredContent.error).toMatchObject({ code: 'invalid_input' });
+    expect(r.structuredContent.error.message).toMatch(/is not an allowed webhook origin/);
+    expect(other.requests).toHaveLength(0);
+  });
+
+  it('an opted-in origin is reached; the reply is shown as status and size only', async () => {
+    const { workflowId } = await activate(a, {
+      workflow_name: 'Hook ok and failing',
+      trigger_type: 'custom',
+      actions: [
+        { type: 'trigger_webhook', url: `${hooks.url}/ok` },
+        { type: 'trigger_webhook', url: `${hooks.url}/fail` },
+      ],
+    });
+    await runNow(a, workflowId, { client_ids: ['acme'] });
+    await until(() => hooks.requests.length, (n) => n >= 2);
+    const s = await until(
+      () => a.call('get_workflow', { workflow_id: workflowId }),
+      (x) => x.structuredContent.steps?.[1]?.failed === 1,
+    );
+    const timeline = await a.call('get_client_timeline', { client_id: 'acme' });
+    const status = await a.call('integrations_status', {});
+    const shown = JSON.stringify([s, timeline, status]);
+    expect(shown).not.toContain('hunter2');
+    expect(shown).not.toContain('password authentication');
+    const entries = timeline.structuredContent.entries.filter((e: any) => e.data?.action_type === 'trigger_webhook');
+    expect(entries.map((e: any) => e.summary).join('\n')).toMatch(/answered 200 \(\d+ bytes\)/);
+    expect(entries.map((e: any) => e.summary).join('\n')).toMatch(/\(400\)/);
+    expect(hooks.requests.map((r) => r.path)).toEqual(['/ok', '/fail']);
+  });
+
+  it('a name is resolved once and the request goes to the address that was checked (no DNS rebinding)', async () => {
+    const before = hooks.requests.length;
+    const { workflowId } = await activate(a, {
+      workflow_name: 'Rebind',
+      trigger_type: 'custom',
+      actions: [{ type: 'trigger_webhook', url: `http://rebind.test:${new URL(hooks.url).port}/rebind` }],
+    });
+    await runNow(a, workflowId, { client_ids: ['acme'] });
+    await until(() => hooks.requests.length, (n) => n === before + 1);
+    expect(hooks.requests.at(-1)!.path).toBe('/rebind');
+    expect(hooks.requests.at(-1)!.headers.host).toBe(`rebind.test:${new URL(hooks.url).port}`);
+    expect(lookups).toEqual(['rebind.test']);
+  });
+
+  it('without the opt-in, a loopback address is refused when saving', async () => {
+    const r = await b.call('automate_communications', {
+      workflow_name: 'Local',
+      trigger_type: 'custom',
+      actions: [{ type: 'trigger_webhook', url: `${hooks.url}/local` }],
+    });
+    expect(r.structuredContent.success).toBe(false);
+    expect(r.structuredContent.error.message).toMatch(/loopback/);
+    expect(r.structuredContent.error.message).toMatch(/AUTOMATION_WEBHOOK_PRIVATE_ORIGINS/);
+  });
+
+  it('without the opt-in, a name that resolves to a loopback or private address is refused when sending: nothing is sent', async () => {
+    const before = hooks.requests.length;
+    const port = new URL(hooks.url).port;
+    const { workflowId } = await activate(b, {
+      workflow_name: 'Names that point inside',
+      trigger_type: 'custom',
+      actions: [
+        { type: 'trigger_webhook', url: `http://localhost:${port}/via-localhost` },
+        { type: 'trigger_webhook', url: `http://intranet.test:${port}/via-intranet` },
+      ],
+    });
+    await runNow(b, workflowId, { client_ids: ['acme'] });
+    const s = await until(
+      () => b.call('get_workflow', { workflow_id: workflowId }),
+      (x) => x.structuredContent.steps?.[0]?.failed === 1 && x.structuredContent.steps?.[1]?.failed === 1,
+    );
+    const timeline = await b.call('get_client_timeline', { client_id: 'acme' });
+    const summaries = timeline.structuredContent.entries.filter((e: any) => e.data?.action_type === 'trigger_webhook').map((e: any) => e.summary).join('\n');
+    expect(summaries).toMatch(/localhost resolves to (127\.0\.0\.1|::1), a loopback address/);
+    expect(summaries).toMatch(/intranet\.test resolves to 10\.0\.0\.5, a private address/);
+    expect(JSON.stringify(s)).not.toContain('hunter2');
+    expect(hooks.requests.length).toBe(before);
+    expect(hooks.requests.filter((r) => r.path.startsWith('/via-'))).toHaveLength(0);
   });
 });

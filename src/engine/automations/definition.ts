@@ -144,7 +144,7 @@ const stepSchemas = [
   z.strictObject({ type: z.literal('send_slack_message'), text: liquid(3_000) }),
   z.strictObject({
     type: z.literal('trigger_webhook'),
-    url: z.string().min(1).max(2_000).describe('https URL on a host in AUTOMATION_WEBHOOK_ALLOWED_HOSTS'),
+    url: z.string().min(1).max(2_000).describe('https URL on an origin (scheme, host, port) in AUTOMATION_WEBHOOK_ALLOWED_HOSTS'),
     payload: z
       .record(z.string().min(1).max(100), scalar)
       .refine((p) => Object.keys(p).length <= 50, 'at most 50 payload fields')
@@ -410,7 +410,7 @@ function checkStep(step: Step, i: number, config: Config, configured: Record<Pro
     case 'send_slack_message':
       return need('slack', ['SLACK_WEBHOOK_URL']);
     case 'trigger_webhook':
-      allowedWebhookUrl(step.url, config.automations.webhookAllowedHosts, `actions[${i}].url`);
+      allowedWebhookUrl(step.url, config.automations, `actions[${i}].url`);
       return need('webhook', config.automations.webhookSecret ? ['AUTOMATION_WEBHOOK_ALLOWED_HOSTS'] : ['AUTOMATION_WEBHOOK_SECRET']);
     default:
       return;
