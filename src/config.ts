@@ -6,6 +6,7 @@ import { parseEnv } from 'node:util';
 import { z } from 'zod';
 import type { RenderBudget } from './engine/campaigns/plan.js';
 import { APPROVAL_POLICIES, type ApprovalPolicy } from './safety/approval.js';
+import { urlSecrets } from './secrets.js';
 
 /**
  * Every setting comes from the environment (plus, at most, one settings file the user chose: see
@@ -533,6 +534,8 @@ export function configSecrets(config: Config): string[] {
     config.webhooks.eventsSecret,
     config.automations.webhookSecret,
     config.automations.slackWebhookUrl,
+    // Its path is the secret: redacted even where it appears without the host.
+    ...(config.automations.slackWebhookUrl ? urlSecrets(config.automations.slackWebhookUrl) : []),
     config.database.kind === 'postgres' ? passwordOf(config.database.url) : undefined,
   ].filter((s): s is string => typeof s === 'string');
 }

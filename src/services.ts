@@ -112,11 +112,13 @@ export async function createServices(config: Config, log: Logger, overrides: Ser
     renderGate,
     tokens,
   });
+  const automationRepo = new AutomationRepository(store.db, store.dialect);
+  await automationRepo.registerStoredSecrets(); // webhook URLs' secret paths are redacted from the first log line on
   const automations = new AutomationService({
     config,
     log: log.child({ component: 'automations' }),
     store,
-    repo: new AutomationRepository(store.db, store.dialect),
+    repo: automationRepo,
     runtimes,
     intercom,
     mixpanel,

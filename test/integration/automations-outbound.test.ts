@@ -224,3 +224,86 @@ describe('trigger_webhook reaches only the origins the operator named', () => {
     expect(hooks.requests.filter((r) => r.path.startsWith('/via-'))).toHaveLength(0);
   });
 });
+
+describe('a webhook URL with a secret in it is a credential', () => {
+  const data = tempDataDir();
+  let hooks: HttpStandIn;
+  let slack: HttpStandIn;
+  let h: InMemoryHarness;
+  // Slack-style: the last path segment is the secret; and a token in the query.
+  const PATH_SECRET = 'pathsecretXq7Rk2Vn9Lw4Tz8Yb3';
+  const QUERY_SECRET = 'querysecretMv5Hd1Jp6Cs0Gf';
+  const CONFIG_SECRET = 'cfgslacksecretNa8Ue2Wi5Ko7';
+  const SECRETS = [PATH_SECRET, QUERY_SECRET, CONFIG_SECRET];
+  const hookPath = `/services/T0AAAAAAA/B0BBBBBBB/${PATH_SECRET}`;
+
+  beforeAll(async () => {
+    // Receivers that echo the path they were called on in an error (as many frameworks do: "Cannot POST /services/…").
+    hooks = await new HttpStandIn({ name: 'slack-like-receiver' }, (req) =>
+      req.query.get('fail') ? { status: 404, body: `Cannot POST ${req.path}?${req.query}`, headers: { 'Content-Type': 'text/plain' } } : { status: 200, body: 'ok', headers: { 'Content-Type': 'text/plain' } },
+    ).start();
+    slack = await new HttpStandIn({ name: 'slack' }, (req) => ({ status: 404, body: `no_service ${req.path}`, headers: { 'Content-Type': 'text/plain' } })).start();
+    h = await startInMemory(
+      automationEnv(data.dir, {
+        AUTOMATION_WEBHOOK_ALLOWED_HOSTS: new URL(hooks.url).origin,
+        AUTOMATION_WEBHOOK_PRIVATE_ORIGINS: new URL(hooks.url).origin,
+        SLACK_WEBHOOK_URL: `${slack.url}/services/T0CFG/B0CFG/${CONFIG_SECRET}`,
+        CS_MCP_AUDIT_BODIES: 'full',
+      }),
+    );
+    await h.call('register_client', { client_id: 'acme', name: 'Acme Corp', tier: 'enterprise' });
+    await h.call('upsert_contact', { client_id: 'acme', email: 'maria@acme.example', role: 'champion' });
+  });
+  afterAll(async () => {
+    await h?.close();
+    await Promise.all([hooks?.stop(), slack?.stop()]);
+    data.cleanup();
+  });
+
+  it('is redacted in previews, get_workflow, list_workflows, the timeline, integrations_status, the resource, the audit log and the logs — and still used for sending', async () => {
+    const url = `${hooks.url}${hookPath}?token=${QUERY_SECRET}`;
+    const args = {
+      workflow_name: 'Notify ops',
+      trigger_type: 'custom',
+      actions: [
+        { type: 'trigger_webhook', url },
+        { type: 'trigger_webhook', url: `${url}&fail=1` },
+        { type: 'send_slack_message', text: 'Heads-up: {{ client.name }}' },
+      ],
+    };
+    const preview = await h.call('automate_communications', args);
+    const confirmed = await h.call('automate_communications', { ...args, confirmation_token: preview.structuredContent.confirmation_token });
+    expect(confirmed.structuredContent).toMatchObject({ success: true, phase: 'confirmed' });
+    const workflowId = confirmed.structuredContent.result_id as string;
+    const run = await runNow(h, workflowId, { client_ids: ['acme'] });
+    const wf = await until(
+      () => h.call('get_workflow', { workflow_id: workflowId }),
+      (x) => x.structuredContent.steps?.[0]?.done === 1 && x.structuredContent.steps?.[1]?.failed === 1 && x.structuredContent.steps?.[2]?.failed === 1,
+    );
+    // The stored definition keeps the real URL: the receiver was called on its secret path.
+    expect(hooks.requests[0]!.path).toBe(hookPath);
+    expect(hooks.requests[0]!.query.get('token')).toBe(QUERY_SECRET);
+    expect(slack.requests[0]!.path).toBe(`/services/T0CFG/B0CFG/${CONFIG_SECRET}`);
+    // The origin stays visible (where the data goes), the secret part does not.
+    expect(JSON.stringify(wf.structuredContent)).toContain(new URL(hooks.url).origin);
+
+    const shown = {
+      preview,
+      confirmed,
+      run,
+      wf,
+      list: await h.call('list_workflows', {}),
+      timeline: await h.call('get_client_timeline', { client_id: 'acme' }),
+      status: await h.call('integrations_status', {}),
+      resource: await h.client.readResource({ uri: 'customer://clients/acme' }),
+      audit: await h.call('get_audit_log', {}),
+      stored_audit: await h.services.store.db.selectFrom('audit_log').selectAll().execute(),
+      logs: h.logs.join('\n'),
+    };
+    for (const [where, value] of Object.entries(shown)) {
+      const text = JSON.stringify(value);
+      for (const s of SECRETS) expect(text, `${where} shows ${s}`).not.toContain(s);
+    }
+    expect(JSON.stringify(shown.audit)).toContain('[REDACTED]');
+  });
+});

@@ -66,3 +66,21 @@ describe('webhook addresses', () => {
     ).toThrow(/does not allow/);
   });
 });
+
+describe('webhook URLs as credentials', () => {
+  it('the path and query are secret, the origin and ordinary words are not', async () => {
+    const { urlSecrets, registerUrlSecrets, scrubSecrets } = await import('../../src/secrets.js');
+    const url = 'https://hooks.slack.com/services/T0AAAAAAA/B0BBBBBBB/abcDEF123ghiJKL456mnoPQR?token=qs-0123456789';
+    const parts = urlSecrets(url);
+    expect(parts).toContain('/services/T0AAAAAAA/B0BBBBBBB/abcDEF123ghiJKL456mnoPQR?token=qs-0123456789');
+    expect(parts).toContain('/services/T0AAAAAAA/B0BBBBBBB/abcDEF123ghiJKL456mnoPQR');
+    expect(parts).toContain('abcDEF123ghiJKL456mnoPQR');
+    expect(parts).toContain('qs-0123456789');
+    expect(parts).not.toContain('services');
+    expect(parts.some((p) => p.includes('hooks.slack.com'))).toBe(false);
+    registerUrlSecrets(url);
+    expect(scrubSecrets(`posting to ${url}`)).toBe('posting to https://hooks.slack.com[REDACTED]');
+    expect(scrubSecrets('Cannot POST /x/abcDEF123ghiJKL456mnoPQR (our services are fine)')).toBe('Cannot POST /x/[REDACTED] (our services are fine)');
+    expect(urlSecrets('https://hooks.example.com/')).toEqual([]);
+  });
+});

@@ -3,6 +3,7 @@ import { z } from 'zod';
 import type { Config } from '../../config.js';
 import { allowedWebhookUrl } from '../../providers/webhooks/service.js';
 import { invalidInput, notConfigured, ToolError, type ProviderName } from '../../result.js';
+import { registerUrlSecrets } from '../../secrets.js';
 import { LIFECYCLE_STAGES, TIERS } from '../../store/roster-model.js';
 import type { Channel, SendWindow } from '../delivery/message.js';
 import { isValidTimezone } from '../delivery/send-window.js';
@@ -144,7 +145,14 @@ const stepSchemas = [
   z.strictObject({ type: z.literal('send_slack_message'), text: liquid(3_000) }),
   z.strictObject({
     type: z.literal('trigger_webhook'),
-    url: z.string().min(1).max(2_000).describe('https URL on an origin (scheme, host, port) in AUTOMATION_WEBHOOK_ALLOWED_HOSTS'),
+    url: z
+      .string()
+      .min(1)
+      .max(2_000)
+      // A webhook URL's path and query are a credential (Slack's secret is its last segment): known to the
+      // scrubber from the moment it arrives, so no answer, audit entry or log line shows them.
+      .refine((u) => (registerUrlSecrets(u), true))
+      .describe('https URL on an origin (scheme, host, port) in AUTOMATION_WEBHOOK_ALLOWED_HOSTS; its path and query are treated as a secret and shown redacted'),
     payload: z
       .record(z.string().min(1).max(100), scalar)
       .refine((p) => Object.keys(p).length <= 50, 'at most 50 payload fields')
@@ -415,6 +423,11 @@ function checkStep(step: Step, i: number, config: Config, configured: Record<Pro
     default:
       return;
   }
+}
+
+/** Registers the credential parts of a stored definition's webhook URLs for scrubbing (see secrets.urlSecrets). */
+export function registerDefinitionSecrets(def: { steps: Step[] }): void {
+  for (const step of def.steps) if (step.type === 'trigger_webhook') registerUrlSecrets(step.url);
 }
 
 /** Parts without a subject of their own (in-app messages, notes, Slack) render a fixed one that is never shown. */
