@@ -172,6 +172,7 @@ export async function createServices(config: Config, log: Logger, overrides: Ser
         await delivery.stop().catch((err) => log.error({ err }, 'stopping delivery failed'));
         await inbox.stop().catch((err) => log.error({ err }, 'stopping the inbox processor failed'));
         await mixpanel.close().catch((err) => log.error({ err }, 'flushing Mixpanel failed'));
+        await webhooks.close();
         await audit.flush();
         await Promise.all(sharing.map((p) => p.close()));
         await store.close().catch((err) => log.error({ err }, 'closing the store failed'));

@@ -59,7 +59,12 @@ export function webhookSignature(secret: string, timestamp: string, body: string
   return `sha256=${createHmac('sha256', secret).update(`${timestamp}.${body}`).digest('hex')}`;
 }
 
+/** Connection pools kept, one per origin and set of checked addresses (keep-alive between posts). */
+const MAX_AGENTS = 32;
+
 export class WebhookService {
+  private readonly agents = new Map<string, Agent>();
+
   constructor(
     readonly deps: ProviderDeps,
     private readonly lookup: WebhookLookup = systemLookup,
@@ -98,10 +103,9 @@ export class WebhookService {
     this.deps.runtime.requireConfigured();
     const url = allowedWebhookUrl(rawUrl, this.deps.config.automations);
     // Resolved once; the connection may only use these checked addresses (no second lookup, no rebinding).
-    const dispatcher = new Agent({ connect: { lookup: pinnedLookup(await this.addresses(url)) } });
+    const dispatcher = this.agentFor(url, await this.addresses(url));
     const body = JSON.stringify(payload);
-    try {
-      return await this.deps.runtime.call({ operation: 'post_webhook', idempotent: true }, async ({ signal, fetch }) => {
+    return this.deps.runtime.call({ operation: 'post_webhook', idempotent: true }, async ({ signal, fetch }) => {
         const timestamp = String(Math.floor(Date.now() / 1000));
         const res = await fetch(url, {
           method: 'POST',
@@ -120,9 +124,35 @@ export class WebhookService {
         if (res.status >= 300) throw replyError(res.status, res.headers, bytes);
         return { status: res.status, bytes };
       });
-    } finally {
-      void dispatcher.destroy().catch(() => undefined);
+  }
+
+  /**
+   * A pool whose connections go only to these checked addresses. Kept per origin and address set, so
+   * posts to one receiver reuse a connection; a name that now resolves elsewhere gets a new pool.
+   */
+  private agentFor(url: URL, addresses: ResolvedAddress[]): Agent {
+    const key = `${url.origin} ${addresses.map((a) => a.address).join(',')}`;
+    let agent = this.agents.get(key);
+    if (agent) {
+      this.agents.delete(key); // most recently used last
+      this.agents.set(key, agent);
+      return agent;
     }
+    agent = new Agent({ connect: { lookup: pinnedLookup(addresses) } });
+    this.agents.set(key, agent);
+    if (this.agents.size > MAX_AGENTS) {
+      const [oldestKey, oldest] = this.agents.entries().next().value as [string, Agent];
+      this.agents.delete(oldestKey);
+      void oldest.close().catch(() => undefined); // lets requests in flight finish
+    }
+    return agent;
+  }
+
+  /** Closes the kept connections. */
+  async close(): Promise<void> {
+    const agents = [...this.agents.values()];
+    this.agents.clear();
+    await Promise.all(agents.map((a) => a.destroy().catch(() => undefined)));
   }
 }
 
