@@ -93,6 +93,7 @@ const envSchema = z.object({
   MIXPANEL_FLUSH_INTERVAL_MS: int(2000, 10, 600_000),
 
   CAMPAIGN_CONFIRMATION_TTL_S: int(900, 1, 86_400),
+  CAMPAIGN_MAX_SCHEDULE_DAYS: int(365, 1, 3_650),
   CAMPAIGN_DISPATCH_CONCURRENCY: int(64, 1, 256),
   CAMPAIGN_DISPATCH_POLL_MS: int(1000, 10, 60_000),
   CAMPAIGN_LEASE_MS: int(30_000, 500, 3_600_000),
@@ -204,6 +205,8 @@ export interface Config {
   };
   campaigns: {
     confirmationTtlS: number;
+    /** How far ahead a scheduled_send_time may be, in days. */
+    maxScheduleDays: number;
     dispatchConcurrency: number;
     dispatchPollMs: number;
     leaseMs: number;
@@ -363,6 +366,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     },
     campaigns: {
       confirmationTtlS: e.CAMPAIGN_CONFIRMATION_TTL_S,
+      maxScheduleDays: e.CAMPAIGN_MAX_SCHEDULE_DAYS,
       dispatchConcurrency: e.CAMPAIGN_DISPATCH_CONCURRENCY,
       dispatchPollMs: e.CAMPAIGN_DISPATCH_POLL_MS,
       leaseMs: e.CAMPAIGN_LEASE_MS,
