@@ -1,5 +1,5 @@
 import { createHmac } from 'node:crypto';
-import { Agent } from 'undici';
+import type { Agent } from 'undici';
 import type { Config } from '../../config.js';
 import { httpStatusError } from '../../resilience/http-errors.js';
 import { invalidInput, ToolError } from '../../result.js';
@@ -103,7 +103,7 @@ export class WebhookService {
     this.deps.runtime.requireConfigured();
     const url = allowedWebhookUrl(rawUrl, this.deps.config.automations);
     // Resolved once; the connection may only use these checked addresses (no second lookup, no rebinding).
-    const dispatcher = this.agentFor(url, await this.addresses(url));
+    const dispatcher = await this.agentFor(url, await this.addresses(url));
     const body = JSON.stringify(payload);
     return this.deps.runtime.call({ operation: 'post_webhook', idempotent: true }, async ({ signal, fetch }) => {
         const timestamp = String(Math.floor(Date.now() / 1000));
@@ -130,7 +130,9 @@ export class WebhookService {
    * A pool whose connections go only to these checked addresses. Kept per origin and address set, so
    * posts to one receiver reuse a connection; a name that now resolves elsewhere gets a new pool.
    */
-  private agentFor(url: URL, addresses: ResolvedAddress[]): Agent {
+  private async agentFor(url: URL, addresses: ResolvedAddress[]): Promise<Agent> {
+    // Loaded on the first webhook: most processes never send one, and start-up stays as fast as before.
+    const { Agent } = await import('undici');
     const key = `${url.origin} ${addresses.map((a) => a.address).join(',')}`;
     let agent = this.agents.get(key);
     if (agent) {
