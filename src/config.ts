@@ -6,6 +6,7 @@ import { parseEnv } from 'node:util';
 import { z } from 'zod';
 import type { RenderBudget } from './engine/campaigns/plan.js';
 import { APPROVAL_POLICIES, type ApprovalPolicy } from './safety/approval.js';
+import { urlSecrets } from './secrets.js';
 
 /**
  * Every setting comes from the environment (plus, at most, one settings file the user chose: see
@@ -92,6 +93,7 @@ const envSchema = z.object({
   MIXPANEL_FLUSH_INTERVAL_MS: int(2000, 10, 600_000),
 
   CAMPAIGN_CONFIRMATION_TTL_S: int(900, 1, 86_400),
+  CAMPAIGN_MAX_SCHEDULE_DAYS: int(365, 1, 3_650),
   CAMPAIGN_DISPATCH_CONCURRENCY: int(64, 1, 256),
   CAMPAIGN_DISPATCH_POLL_MS: int(1000, 10, 60_000),
   CAMPAIGN_LEASE_MS: int(30_000, 500, 3_600_000),
@@ -133,7 +135,8 @@ const envSchema = z.object({
   AUTOMATION_STEP_CONCURRENCY: int(8, 1, 64),
   AUTOMATION_CATCH_UP_MINUTES: int(60, 0, 10_080),
   AUTOMATION_MAX_CHAIN_DEPTH: int(3, 1, 10),
-  AUTOMATION_WEBHOOK_ALLOWED_HOSTS: optionalString,
+  AUTOMATION_WEBHOOK_ALLOWED_HOSTS: z.preprocess(emptyToUndefined, z.string().optional().transform(originList)),
+  AUTOMATION_WEBHOOK_PRIVATE_ORIGINS: z.preprocess(emptyToUndefined, z.string().optional().transform(originList)),
   AUTOMATION_WEBHOOK_SECRET: optionalString,
   SLACK_WEBHOOK_URL: z.preprocess(emptyToUndefined, z.string().url().refine((u) => /^https?:\/\//.test(u), 'must start with http:// or https://').optional()),
   INTERCOM_TICKET_TYPE_ID: optionalString,
@@ -202,6 +205,8 @@ export interface Config {
   };
   campaigns: {
     confirmationTtlS: number;
+    /** How far ahead a scheduled_send_time may be, in days. */
+    maxScheduleDays: number;
     dispatchConcurrency: number;
     dispatchPollMs: number;
     leaseMs: number;
@@ -257,8 +262,10 @@ export interface AutomationsConfig {
   catchUpMs: number;
   /** Chains of workflows triggering each other stop at this depth. */
   maxChainDepth: number;
-  /** trigger_webhook may post only to these hosts (`host` or `host:port`). */
-  webhookAllowedHosts: string[];
+  /** trigger_webhook may post only to these origins (`scheme://host:port`, as URL.origin writes them). */
+  webhookAllowedOrigins: string[];
+  /** Allowed origins that may connect to loopback, private and link-local addresses (never metadata ones). */
+  webhookPrivateOrigins: string[];
   webhookSecret?: string;
   slackWebhookUrl?: string;
   intercomTicketTypeId?: string;
@@ -291,6 +298,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError(`Invalid configuration:\n  ${lines.join('\n  ')}\nFix the variable(s) above (see README, "Configuration") and start again.`);
   }
   const e = parsed.data;
+  const notAllowed = e.AUTOMATION_WEBHOOK_PRIVATE_ORIGINS.filter((o) => !e.AUTOMATION_WEBHOOK_ALLOWED_HOSTS.includes(o));
+  if (notAllowed.length) {
+    throw new ConfigError(
+      `AUTOMATION_WEBHOOK_PRIVATE_ORIGINS names ${notAllowed.join(', ')}, which AUTOMATION_WEBHOOK_ALLOWED_HOSTS does not allow. ` +
+        'List each origin in AUTOMATION_WEBHOOK_ALLOWED_HOSTS too (the opt-in only lets an allowed origin reach a private address).',
+    );
+  }
   if (!e.CS_MCP_ALLOW_CUSTOM_PROVIDER_HOSTS) {
     const wrong = (Object.keys(PROVIDER_HOSTS) as Array<keyof typeof PROVIDER_HOSTS>).filter((name) => !isProviderOwnHost(name, e[name]));
     if (wrong.length) {
@@ -352,6 +366,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     },
     campaigns: {
       confirmationTtlS: e.CAMPAIGN_CONFIRMATION_TTL_S,
+      maxScheduleDays: e.CAMPAIGN_MAX_SCHEDULE_DAYS,
       dispatchConcurrency: e.CAMPAIGN_DISPATCH_CONCURRENCY,
       dispatchPollMs: e.CAMPAIGN_DISPATCH_POLL_MS,
       leaseMs: e.CAMPAIGN_LEASE_MS,
@@ -382,7 +397,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       stepConcurrency: e.AUTOMATION_STEP_CONCURRENCY,
       catchUpMs: e.AUTOMATION_CATCH_UP_MINUTES * 60_000,
       maxChainDepth: e.AUTOMATION_MAX_CHAIN_DEPTH,
-      webhookAllowedHosts: (list(e.AUTOMATION_WEBHOOK_ALLOWED_HOSTS) ?? []).map((h) => h.toLowerCase()),
+      webhookAllowedOrigins: e.AUTOMATION_WEBHOOK_ALLOWED_HOSTS,
+      webhookPrivateOrigins: e.AUTOMATION_WEBHOOK_PRIVATE_ORIGINS,
       webhookSecret: e.AUTOMATION_WEBHOOK_SECRET,
       slackWebhookUrl: e.SLACK_WEBHOOK_URL,
       intercomTicketTypeId: e.INTERCOM_TICKET_TYPE_ID,
@@ -397,6 +413,38 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       pollMs: e.WEBHOOK_PROCESS_POLL_MS,
     },
   };
+}
+
+/**
+ * A webhook allowlist entry as an origin (scheme, host, port): `https://hooks.example.com:8443`,
+ * `http://10.0.0.7:8080`, or a bare `host[:port]`, which means https. A path, query or credentials
+ * in an entry are refused: an entry names where requests go, nothing else.
+ */
+export function webhookOrigin(entry: string): string {
+  const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(entry) ? entry : `https://${entry}`;
+  let u: URL;
+  try {
+    u = new URL(withScheme);
+  } catch {
+    throw new Error(`"${entry}" is not an origin (e.g. https://hooks.example.com or https://hooks.example.com:8443)`);
+  }
+  if (u.protocol !== 'https:' && u.protocol !== 'http:') throw new Error(`"${entry}": only https:// (or http:// on purpose) origins`);
+  if (u.username || u.password || u.pathname !== '/' || u.search || u.hash) {
+    throw new Error(`"${entry}" must be an origin only (scheme, host and port): no path, query or credentials`);
+  }
+  return u.origin;
+}
+
+function originList(v: string | undefined, ctx: z.RefinementCtx): string[] {
+  const out: string[] = [];
+  for (const entry of list(v) ?? []) {
+    try {
+      out.push(webhookOrigin(entry));
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', message: (err as Error).message });
+    }
+  }
+  return [...new Set(out)];
 }
 
 function list(v: string | undefined): string[] | undefined {
@@ -436,7 +484,7 @@ export function customProviderHosts(config: Config): string[] {
  * to plant than an environment, and a planted INTERCOM_BASE_URL would receive the user's token.
  */
 const FORBIDDEN_IN_SETTINGS_FILE =
-  /^(DATABASE_URL|CS_MCP_DATA_DIR|CS_MCP_ENV_FILE|CS_MCP_ALLOW_CUSTOM_PROVIDER_HOSTS|[A-Z0-9_]*_BASE_URL|[A-Z0-9_]*_API_HOST|SLACK_WEBHOOK_URL|AUTOMATION_WEBHOOK_ALLOWED_HOSTS)$/;
+  /^(DATABASE_URL|CS_MCP_DATA_DIR|CS_MCP_ENV_FILE|CS_MCP_ALLOW_CUSTOM_PROVIDER_HOSTS|[A-Z0-9_]*_BASE_URL|[A-Z0-9_]*_API_HOST|SLACK_WEBHOOK_URL|AUTOMATION_WEBHOOK_ALLOWED_HOSTS|AUTOMATION_WEBHOOK_PRIVATE_ORIGINS)$/;
 
 export interface SettingsFile {
   /** The file read, if any. */
@@ -466,7 +514,7 @@ export function readSettingsFile(explicitPath: string | undefined, env: NodeJS.P
     throw new ConfigError(
       `The settings file ${file} sets ${forbidden.join(', ')}, which a settings file may not set: ` +
         'DATABASE_URL, CS_MCP_DATA_DIR, the provider hosts (*_BASE_URL, *_API_HOST), the automations\' destinations (SLACK_WEBHOOK_URL, ' +
-        'AUTOMATION_WEBHOOK_ALLOWED_HOSTS) and CS_MCP_ALLOW_CUSTOM_PROVIDER_HOSTS decide where your data and credentials go. ' +
+        'AUTOMATION_WEBHOOK_ALLOWED_HOSTS, AUTOMATION_WEBHOOK_PRIVATE_ORIGINS) and CS_MCP_ALLOW_CUSTOM_PROVIDER_HOSTS decide where your data and credentials go. ' +
         'Remove them from the file and set them in the environment the server is started with (for Claude Desktop, the "env" block of its configuration).',
     );
   }
@@ -490,6 +538,8 @@ export function configSecrets(config: Config): string[] {
     config.webhooks.eventsSecret,
     config.automations.webhookSecret,
     config.automations.slackWebhookUrl,
+    // Its path is the secret: redacted even where it appears without the host.
+    ...(config.automations.slackWebhookUrl ? urlSecrets(config.automations.slackWebhookUrl) : []),
     config.database.kind === 'postgres' ? passwordOf(config.database.url) : undefined,
   ].filter((s): s is string => typeof s === 'string');
 }

@@ -46,6 +46,39 @@ export function registerSecrets(values: Iterable<string | undefined>): void {
 }
 
 /**
+ * The parts of a URL that are credentials: the user-info, and everything after the origin — its path
+ * and query (Slack, Discord, Teams, Zapier and most webhook services put their secret there, and which
+ * segment is the secret differs by service), as a whole, the path and the query alone, each query value,
+ * and each path segment that looks like a token (16+ characters, letters and digits). The origin stays
+ * readable: it says where the data goes.
+ */
+export function urlSecrets(raw: string): string[] {
+  let u: URL;
+  try {
+    u = new URL(raw);
+  } catch {
+    return [];
+  }
+  const out = new Set<string>();
+  if (u.username) out.add(decodeURIComponent(u.username));
+  if (u.password) out.add(decodeURIComponent(u.password));
+  const at = raw.toLowerCase().indexOf(u.host);
+  if (at >= 0) out.add(raw.slice(at + u.host.length).replace(/#.*$/, '')); // as written (it may differ from the normalised form)
+  for (const v of [`${u.pathname}${u.search}`, u.search, u.search.slice(1)]) out.add(v);
+  if (u.pathname !== '/') out.add(u.pathname);
+  for (const [, v] of u.searchParams) out.add(v);
+  for (const seg of u.pathname.split('/')) {
+    if (seg.length >= 16 && /[a-z]/i.test(seg) && /\d/.test(seg)) out.add(seg);
+  }
+  return [...out].filter((v) => v.length >= MIN_SECRET_LENGTH && v !== '/');
+}
+
+/** Registers a URL's credential parts (see urlSecrets) for scrubbing. */
+export function registerUrlSecrets(raw: string): void {
+  registerSecrets(urlSecrets(raw));
+}
+
+/**
  * Credentials we were not told about but can recognise without touching prose: a complete SendGrid key
  * (SG.<22>.<43>), and the value of an Authorization header written out as a header.
  */

@@ -11,6 +11,7 @@ import { IntercomService } from './providers/intercom/service.js';
 import { MixpanelService } from './providers/mixpanel/service.js';
 import { SendGridService } from './providers/sendgrid/service.js';
 import { SlackService } from './providers/slack/service.js';
+import type { WebhookLookup } from './providers/webhooks/address.js';
 import { WebhookService } from './providers/webhooks/service.js';
 import { BudgetPeers } from './resilience/budget-peers.js';
 import { ProviderRuntime } from './resilience/provider-runtime.js';
@@ -49,6 +50,8 @@ export interface Services {
 export interface ServiceOverrides {
   /** Replaces global fetch for every provider (tests, benchmarks). */
   baseFetch?: typeof fetch;
+  /** Replaces DNS for trigger_webhook's host names (tests: a name that resolves to a private address). */
+  webhookLookup?: WebhookLookup;
 }
 
 /** Which variables each provider still needs, from the config. Empty: ready to use. */
@@ -61,7 +64,7 @@ export function missingCredentials(config: Config): Record<ProviderName, string[
     sendgrid: config.sendgrid.apiKey ? [] : ['SENDGRID_API_KEY'],
     mixpanel: mixpanelAuth ? [] : ['MIXPANEL_PROJECT_TOKEN'],
     slack: a.slackWebhookUrl ? [] : ['SLACK_WEBHOOK_URL'],
-    webhook: [...(a.webhookSecret ? [] : ['AUTOMATION_WEBHOOK_SECRET']), ...(a.webhookAllowedHosts.length ? [] : ['AUTOMATION_WEBHOOK_ALLOWED_HOSTS'])],
+    webhook: [...(a.webhookSecret ? [] : ['AUTOMATION_WEBHOOK_SECRET']), ...(a.webhookAllowedOrigins.length ? [] : ['AUTOMATION_WEBHOOK_ALLOWED_HOSTS'])],
   };
 }
 
@@ -93,7 +96,7 @@ export async function createServices(config: Config, log: Logger, overrides: Ser
   const sendgrid = new SendGridService({ config, log: log.child({ provider: 'sendgrid' }), runtime: runtimes.sendgrid });
   const mixpanel = new MixpanelService({ config, log: log.child({ provider: 'mixpanel' }), runtime: runtimes.mixpanel });
   const slack = new SlackService({ config, log: log.child({ provider: 'slack' }), runtime: runtimes.slack });
-  const webhooks = new WebhookService({ config, log: log.child({ provider: 'webhook' }), runtime: runtimes.webhook });
+  const webhooks = new WebhookService({ config, log: log.child({ provider: 'webhook' }), runtime: runtimes.webhook }, overrides.webhookLookup);
   const dailyLimit = new DailySendLimit(config.safety.dailySendLimit);
   const deliveryLog = log.child({ component: 'delivery' });
   const delivery = new Delivery({ config, log: deliveryLog, store, runtimes, email: sendgrid, intercom, analytics: mixpanel, dailyLimit });
@@ -109,11 +112,13 @@ export async function createServices(config: Config, log: Logger, overrides: Ser
     renderGate,
     tokens,
   });
+  const automationRepo = new AutomationRepository(store.db, store.dialect);
+  await automationRepo.registerStoredSecrets(); // webhook URLs' secret paths are redacted from the first log line on
   const automations = new AutomationService({
     config,
     log: log.child({ component: 'automations' }),
     store,
-    repo: new AutomationRepository(store.db, store.dialect),
+    repo: automationRepo,
     runtimes,
     intercom,
     mixpanel,
@@ -167,6 +172,7 @@ export async function createServices(config: Config, log: Logger, overrides: Ser
         await delivery.stop().catch((err) => log.error({ err }, 'stopping delivery failed'));
         await inbox.stop().catch((err) => log.error({ err }, 'stopping the inbox processor failed'));
         await mixpanel.close().catch((err) => log.error({ err }, 'flushing Mixpanel failed'));
+        await webhooks.close();
         await audit.flush();
         await Promise.all(sharing.map((p) => p.close()));
         await store.close().catch((err) => log.error({ err }, 'closing the store failed'));

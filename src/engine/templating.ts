@@ -52,7 +52,16 @@ class MissingValueUsed extends Error {
   }
 }
 
-function createEngine(escapeHtml: boolean): Liquid {
+/** How an output value is escaped: not at all (plain text), for HTML, or for Slack's mrkdwn (`&`, `<`, `>`). */
+type Escaping = 'none' | 'html' | 'slack';
+
+/** Slack's own escaping: the three characters its markup is made of, so a value can form no mention, link or command. */
+function escapeSlack(v: unknown): unknown {
+  if (v === null || v === undefined) return v;
+  return String(v).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+}
+
+function createEngine(escaping: Escaping): Liquid {
   const engine = new Liquid({
     templates: {}, // no file system: {% include %} / {% render %} can read nothing
     ownPropertyOnly: true,
@@ -78,14 +87,15 @@ function createEngine(escapeHtml: boolean): Liquid {
   const escape = engine.filters.escape as (...a: unknown[]) => unknown;
   engine.registerFilter('__cs_output', function (this: unknown, v: unknown) {
     if (v instanceof MissingValue) throw new MissingValueUsed(v.path);
-    return escapeHtml ? escape.call(this, v) : v;
+    return escaping === 'html' ? escape.call(this, v) : escaping === 'slack' ? escapeSlack(v) : v;
   });
   (engine.options as { outputEscape?: unknown }).outputEscape = engine.filters.__cs_output;
   return engine;
 }
 
-const textEngine = createEngine(false);
-const htmlEngine = createEngine(true);
+const textEngine = createEngine('none');
+const htmlEngine = createEngine('html');
+const slackEngine = createEngine('slack');
 
 export interface TemplateSources {
   subject: string;
@@ -99,6 +109,8 @@ export interface CompiledTemplates {
   html?: Template[];
   /** The parameter each part came from, for messages. */
   fields: Record<keyof TemplateSources, string>;
+  /** Subject and text are Slack text: every substituted value is escaped for Slack. */
+  slack?: boolean;
 }
 
 const CAMPAIGN_FIELDS: Record<keyof TemplateSources, string> = { subject: 'subject_line', text: 'body_text', html: 'body_html' };
@@ -108,6 +120,11 @@ export interface CompileOptions {
   roots?: readonly string[];
   /** The parameter names of the parts, for messages (default: a campaign's subject_line, body_text, body_html). */
   fields?: Record<keyof TemplateSources, string>;
+  /**
+   * The text is posted to Slack: every value a template substitutes is escaped for Slack (`&` `<` `>`),
+   * so customer data can form no mention (`<!channel>`), link or command; the template's own markup stays.
+   */
+  slack?: boolean;
 }
 
 /** Parses all parts once; a syntax error or an unknown variable root is invalid_input naming the field. */
@@ -115,11 +132,11 @@ export function compileTemplates(src: TemplateSources, tokenNames: string[], opt
   const allowedRoots = opts.roots ?? SCOPE_ROOTS;
   const FIELD_OF = opts.fields ?? CAMPAIGN_FIELDS;
   const known = new Set<string>([...allowedRoots, ...tokenNames]);
-  const out: Partial<CompiledTemplates> = { fields: FIELD_OF };
+  const out: Partial<CompiledTemplates> = { fields: FIELD_OF, ...(opts.slack ? { slack: true } : {}) };
   for (const key of ['subject', 'text', 'html'] as const) {
     const source = src[key];
     if (source === undefined) continue;
-    const engine = key === 'html' ? htmlEngine : textEngine;
+    const engine = engineFor(key, opts.slack);
     let parsed: Template[];
     try {
       parsed = engine.parse(source);
@@ -127,6 +144,13 @@ export function compileTemplates(src: TemplateSources, tokenNames: string[], opt
       throw invalidInput(`${FIELD_OF[key]} is not a valid template: ${(err as Error).message.split('\n')[0]}. Fix the Liquid syntax and call again.`, {
         field: FIELD_OF[key],
       });
+    }
+    if (key !== 'html' && opts.slack && /\|\s*raw\b/.test(source)) {
+      // Slack text escapes every value; `raw` would let a client's name post <!channel> or a disguised link.
+      throw invalidInput(
+        `${FIELD_OF[key]} uses the raw filter, which is not available: every value in a Slack message is escaped for Slack. Write fixed markup (mentions, links) in the template itself.`,
+        { field: FIELD_OF[key] },
+      );
     }
     if (key === 'html' && /\|\s*raw\b/.test(source)) {
       // HTML bodies escape every value; `raw` would let a contact's own value (from an import, a webhook) inject markup.
@@ -156,6 +180,10 @@ export function compileTemplates(src: TemplateSources, tokenNames: string[], opt
     out[key] = parsed;
   }
   return out as CompiledTemplates;
+}
+
+function engineFor(key: keyof TemplateSources, slack: boolean | undefined): Liquid {
+  return key === 'html' ? htmlEngine : slack ? slackEngine : textEngine;
 }
 
 /** One record per variable root (contact, client, …); `tokens` are also usable bare ({{ promo }}). */
@@ -190,7 +218,7 @@ export function renderForRecipient(compiled: CompiledTemplates, scope: RenderSco
     const tpl = compiled[key];
     if (!tpl) continue;
     try {
-      parts[key] = (key === 'html' ? htmlEngine : textEngine).renderSync(tpl, context, {
+      parts[key] = engineFor(key, compiled.slack).renderSync(tpl, context, {
         renderLimit: Math.max(1, limits.timeMs),
         templateLimit: TEMPLATE_LIMIT,
         memoryLimit: MEMORY_LIMIT,

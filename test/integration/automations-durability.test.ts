@@ -124,7 +124,8 @@ describe('automation durability', () => {
     const target = await createTarget(dialect);
     const receiver = await new HttpStandIn({ name: 'receiver', latencyMs: 15 }, () => ({ status: 200, body: {} })).start();
     const env = testEnv({
-      AUTOMATION_WEBHOOK_ALLOWED_HOSTS: new URL(receiver.url).host,
+      AUTOMATION_WEBHOOK_ALLOWED_HOSTS: new URL(receiver.url).origin,
+        AUTOMATION_WEBHOOK_PRIVATE_ORIGINS: new URL(receiver.url).origin, // the stand-in is on 127.0.0.1
       AUTOMATION_WEBHOOK_SECRET: SECRET,
       AUTOMATION_TICK_MS: '50',
       AUTOMATION_LEASE_MS: '1500',

@@ -64,7 +64,8 @@ describe('automations: more steps, triggers and limits', () => {
           MIXPANEL_PROJECT_TOKEN: 'mp-token',
           MIXPANEL_API_HOST: mp.url,
           MIXPANEL_FLUSH_INTERVAL_MS: '50',
-          AUTOMATION_WEBHOOK_ALLOWED_HOSTS: new URL(hooks.url).host,
+          AUTOMATION_WEBHOOK_ALLOWED_HOSTS: new URL(hooks.url).origin,
+        AUTOMATION_WEBHOOK_PRIVATE_ORIGINS: new URL(hooks.url).origin, // the stand-in is on 127.0.0.1
           AUTOMATION_WEBHOOK_SECRET: 'whsec_automation_more_secret',
           CAMPAIGN_DISPATCH_POLL_MS: '50',
           AUTOMATION_TICK_MS: '50',

@@ -50,7 +50,8 @@ describe.each(dialects)('automations on %s', (dialect) => {
         MIXPANEL_PROJECT_TOKEN: 'mp-token',
         MIXPANEL_API_HOST: mp.url,
         SLACK_WEBHOOK_URL: `${slack.url}/services/T000/B000/XXXX`,
-        AUTOMATION_WEBHOOK_ALLOWED_HOSTS: new URL(hooks.url).host,
+        AUTOMATION_WEBHOOK_ALLOWED_HOSTS: new URL(hooks.url).origin,
+        AUTOMATION_WEBHOOK_PRIVATE_ORIGINS: new URL(hooks.url).origin, // the stand-in is on 127.0.0.1
         AUTOMATION_WEBHOOK_SECRET: WEBHOOK_SECRET,
         CAMPAIGN_DISPATCH_POLL_MS: '50',
         AUTOMATION_TICK_MS: '50',
@@ -364,7 +365,8 @@ describe('automations: validation, lifecycle, read-only, missed schedules', () =
     env = testEnv(
       {
         ...standInEnv({ sendgrid: { url: sg.url, apiKey: SG_KEY }, intercom: { url: ic.url, token: IC_TOKEN } }),
-        AUTOMATION_WEBHOOK_ALLOWED_HOSTS: new URL(hooks.url).host,
+        AUTOMATION_WEBHOOK_ALLOWED_HOSTS: new URL(hooks.url).origin,
+        AUTOMATION_WEBHOOK_PRIVATE_ORIGINS: new URL(hooks.url).origin, // the stand-in is on 127.0.0.1
         AUTOMATION_WEBHOOK_SECRET: WEBHOOK_SECRET,
         CAMPAIGN_DISPATCH_POLL_MS: '50',
         AUTOMATION_TICK_MS: '50',
@@ -412,7 +414,7 @@ describe('automations: validation, lifecycle, read-only, missed schedules', () =
     expect(fieldsOf(tz)).toEqual(['trigger_conditions.timezone']);
     const host = await h.call('automate_communications', { ...base, actions: [{ type: 'trigger_webhook', url: 'https://evil.example/collect' }] });
     expect(host.structuredContent.error).toMatchObject({ code: 'invalid_input', details: { field: 'actions[0].url' } });
-    expect(host.structuredContent.error.message).toMatch(/evil.example is not an allowed webhook host. Allowed \(AUTOMATION_WEBHOOK_ALLOWED_HOSTS\): 127.0.0.1:/);
+    expect(host.structuredContent.error.message).toMatch(/https:\/\/evil.example is not an allowed webhook origin \(scheme, host and port must all match\). Allowed \(AUTOMATION_WEBHOOK_ALLOWED_HOSTS\): http:\/\/127.0.0.1:/);
     const template = await h.call('automate_communications', { ...base, actions: [{ type: 'send_email', subject: 'Hi', body: 'Hi {{ frist.name }}' }] });
     expect(template.structuredContent.error).toMatchObject({ code: 'invalid_input', details: { field: 'actions[0].body', unknown_variables: ['frist'] } });
     expect(template.structuredContent.error.message).toMatch(/Use contact\.\*, client\.\*, sender\.\*, workflow\.\*, event\.\*/);

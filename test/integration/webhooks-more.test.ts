@@ -75,7 +75,8 @@ describe('webhooks: storage failures, Intercom topics, automations', () => {
           INTERCOM_CLIENT_SECRET: INTERCOM_SECRET,
           CS_MCP_EVENTS_WEBHOOK_SECRET: EVENTS_SECRET,
           WEBHOOK_PROCESS_POLL_MS: '50',
-          AUTOMATION_WEBHOOK_ALLOWED_HOSTS: new URL(hooks.url).host,
+          AUTOMATION_WEBHOOK_ALLOWED_HOSTS: new URL(hooks.url).origin,
+        AUTOMATION_WEBHOOK_PRIVATE_ORIGINS: new URL(hooks.url).origin, // the stand-in is on 127.0.0.1
           AUTOMATION_WEBHOOK_SECRET: 'whsec_webhooks_more_secret',
           AUTOMATION_TICK_MS: '50',
           AUTOMATION_SWEEP_MS: '100',

@@ -3,6 +3,7 @@ import { z } from 'zod';
 import type { Config } from '../../config.js';
 import { allowedWebhookUrl } from '../../providers/webhooks/service.js';
 import { invalidInput, notConfigured, ToolError, type ProviderName } from '../../result.js';
+import { registerUrlSecrets } from '../../secrets.js';
 import { LIFECYCLE_STAGES, TIERS } from '../../store/roster-model.js';
 import type { Channel, SendWindow } from '../delivery/message.js';
 import { isValidTimezone } from '../delivery/send-window.js';
@@ -144,7 +145,14 @@ const stepSchemas = [
   z.strictObject({ type: z.literal('send_slack_message'), text: liquid(3_000) }),
   z.strictObject({
     type: z.literal('trigger_webhook'),
-    url: z.string().min(1).max(2_000).describe('https URL on a host in AUTOMATION_WEBHOOK_ALLOWED_HOSTS'),
+    url: z
+      .string()
+      .min(1)
+      .max(2_000)
+      // A webhook URL's path and query are a credential (Slack's secret is its last segment): known to the
+      // scrubber from the moment it arrives, so no answer, audit entry or log line shows them.
+      .refine((u) => (registerUrlSecrets(u), true))
+      .describe('https URL on an origin (scheme, host, port) in AUTOMATION_WEBHOOK_ALLOWED_HOSTS; its path and query are treated as a secret and shown redacted'),
     payload: z
       .record(z.string().min(1).max(100), scalar)
       .refine((p) => Object.keys(p).length <= 50, 'at most 50 payload fields')
@@ -410,18 +418,23 @@ function checkStep(step: Step, i: number, config: Config, configured: Record<Pro
     case 'send_slack_message':
       return need('slack', ['SLACK_WEBHOOK_URL']);
     case 'trigger_webhook':
-      allowedWebhookUrl(step.url, config.automations.webhookAllowedHosts, `actions[${i}].url`);
+      allowedWebhookUrl(step.url, config.automations, `actions[${i}].url`);
       return need('webhook', config.automations.webhookSecret ? ['AUTOMATION_WEBHOOK_ALLOWED_HOSTS'] : ['AUTOMATION_WEBHOOK_SECRET']);
     default:
       return;
   }
 }
 
+/** Registers the credential parts of a stored definition's webhook URLs for scrubbing (see secrets.urlSecrets). */
+export function registerDefinitionSecrets(def: { steps: Step[] }): void {
+  for (const step of def.steps) if (step.type === 'trigger_webhook') registerUrlSecrets(step.url);
+}
+
 /** Parts without a subject of their own (in-app messages, notes, Slack) render a fixed one that is never shown. */
 const NO_SUBJECT = '-';
 
 /** The Liquid parts of a step, by template part; fields say which parameter each came from. */
-function templateParts(step: Step, i: number): { src: TemplateSources; fields: Record<keyof TemplateSources, string> } | undefined {
+function templateParts(step: Step, i: number): { src: TemplateSources; fields: Record<keyof TemplateSources, string>; slack?: boolean } | undefined {
   const f = (name: string) => `actions[${i}].${name}`;
   switch (step.type) {
     case 'send_email':
@@ -437,7 +450,7 @@ function templateParts(step: Step, i: number): { src: TemplateSources; fields: R
     case 'create_note':
       return { src: { subject: NO_SUBJECT, text: step.body }, fields: { subject: f('body'), text: f('body'), html: f('body') } };
     case 'send_slack_message':
-      return { src: { subject: NO_SUBJECT, text: step.text }, fields: { subject: f('text'), text: f('text'), html: f('text') } };
+      return { src: { subject: NO_SUBJECT, text: step.text }, fields: { subject: f('text'), text: f('text'), html: f('text') }, slack: true };
     default:
       return undefined;
   }
@@ -448,7 +461,7 @@ export function compileWorkflow(def: WorkflowDefinition): Map<number, CompiledTe
   const out = new Map<number, CompiledTemplates>();
   def.steps.forEach((step, i) => {
     const parts = templateParts(step, i);
-    if (parts) out.set(i, compileTemplates(parts.src, [], { roots: WORKFLOW_ROOTS, fields: parts.fields }));
+    if (parts) out.set(i, compileTemplates(parts.src, [], { roots: WORKFLOW_ROOTS, fields: parts.fields, slack: parts.slack }));
   });
   return out;
 }

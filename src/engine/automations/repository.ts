@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Kysely, Selectable } from 'kysely';
 import type { Database, WorkflowEnrollmentsTable, WorkflowsTable } from '../../store/schema.js';
-import type { Reentry, WorkflowDefinition } from './definition.js';
+import { registerDefinitionSecrets, type Reentry, type WorkflowDefinition } from './definition.js';
 import { occurrenceKey, subjectKey, type Subject } from './triggers.js';
 
 /**
@@ -50,9 +50,19 @@ export class AutomationRepository {
     if (!def) {
       const row = await this.db.selectFrom('workflow_versions').select('definition').where('workflow_id', '=', workflowId).where('version', '=', version).executeTakeFirstOrThrow();
       def = JSON.parse(row.definition) as WorkflowDefinition;
+      registerDefinitionSecrets(def); // saved by another process, perhaps: its webhook URLs are scrubbed here too
       this.definitions.set(key, def);
     }
     return def;
+  }
+
+  /**
+   * Makes every stored webhook URL's credential parts known to the scrubber (at start-up: before any
+   * timeline entry, error or log line could carry one).
+   */
+  async registerStoredSecrets(): Promise<void> {
+    const rows = await this.db.selectFrom('workflow_versions').select('definition').where('definition', 'like', '%trigger_webhook%').execute();
+    for (const row of rows) registerDefinitionSecrets(JSON.parse(row.definition) as WorkflowDefinition);
   }
 
   /** Workflows whose triggers or goals are live: active ones, and any with enrolments still in progress. */

@@ -508,8 +508,12 @@ export class EnrolmentRunner {
           contact: c ? { id: c.contact_id, email: c.email, name: c.name, role: c.role } : null,
           event: ctx.event ?? null,
         };
-        const { status } = await this.deps.webhooks.post(step.url, payload, runKey);
-        return { summary: `webhook to ${new URL(step.url).host} answered ${status}`, detail: { host: new URL(step.url).host, status, idempotency_key: runKey } };
+        const { status, bytes } = await this.deps.webhooks.post(step.url, payload, runKey);
+        // The reply itself is not kept or shown (it could be a local service's banner): its status and size only.
+        return {
+          summary: `webhook to ${new URL(step.url).host} answered ${status} (${bytes} bytes)`,
+          detail: { host: new URL(step.url).host, status, reply_bytes: bytes, idempotency_key: runKey },
+        };
       }
       default:
         throw new StepRefused('failed', 'invalid_step', `Unknown step type ${(step as Step).type}.`);

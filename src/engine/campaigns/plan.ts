@@ -121,6 +121,15 @@ export function buildDefinition(req: CampaignRequest, config: Config, channels: 
         field: 'scheduled_send_time',
       });
     }
+    // A schedule years ahead (the year 9999) would sit in the outbox for ever, with its token's approval long forgotten.
+    const maxDays = config.campaigns.maxScheduleDays;
+    if (at > now + maxDays * 86_400_000) {
+      throw invalidInput(
+        `scheduled_send_time ${req.scheduled_send_time} is too far ahead: a campaign may be scheduled at most ${maxDays} days ahead ` +
+          `(until ${new Date(now + maxDays * 86_400_000).toISOString()}; the server's CAMPAIGN_MAX_SCHEDULE_DAYS). Give an earlier time.`,
+        { field: 'scheduled_send_time' },
+      );
+    }
     scheduled = new Date(at).toISOString();
   }
   const senderEmail = req.sender_email ?? config.sendgrid.fromEmail;

@@ -43,7 +43,7 @@ export const campaignRequestSchema = z
       .string()
       .datetime({ offset: true })
       .optional()
-      .describe('ISO-8601 time with zone, in the future, e.g. "2026-12-01T09:00:00Z". The campaign waits durably until then.'),
+      .describe('ISO-8601 time with zone, in the future and at most CAMPAIGN_MAX_SCHEDULE_DAYS (default 365) days ahead, e.g. "2026-12-01T09:00:00Z". The campaign waits durably until then.'),
     track_opens: z.boolean().default(true),
     track_clicks: z.boolean().default(true),
     created_by: z.string().max(200).optional().describe('Who asked for this campaign (a CSM email or name); recorded as the actor.'),
