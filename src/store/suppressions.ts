@@ -95,8 +95,13 @@ export async function addSuppressions(db: Kysely<Database>, entries: NewSuppress
       .executeTakeFirst();
     const values = { reason: e.reason ?? null, set_at: e.at, set_by: e.by ?? null, data: JSON.stringify(e.data ?? {}), lifted_at: null, lifted_by: null, lift_reason: null };
     if (!existing) {
-      await db.insertInto('suppressions').values({ ...key, ...values }).execute();
-      fresh.push({ ...e, address });
+      // Another instance may add the same entry at the same moment: the first one stands.
+      const inserted = await db
+        .insertInto('suppressions')
+        .values({ ...key, ...values })
+        .onConflict((oc) => oc.columns(['address', 'scope', 'source', 'kind']).doNothing())
+        .executeTakeFirst();
+      if (Number(inserted.numInsertedOrUpdatedRows ?? 0) === 1) fresh.push({ ...e, address });
     } else if (existing.lifted_at !== null) {
       // Lifted earlier: a new opt-out counts again (an old event replayed after the lift does not).
       if (existing.lifted_at <= e.at) {
