@@ -18,7 +18,7 @@ export type ApprovalPolicy = (typeof APPROVAL_POLICIES)[number];
 
 export interface ApprovalRequest {
   /** What is being approved, for the audit and the message. */
-  action: 'campaign_confirm' | 'direct_send' | 'workflow_activate' | 'workflow_resume' | 'workflow_run';
+  action: 'campaign_confirm' | 'direct_send' | 'workflow_activate' | 'workflow_resume' | 'workflow_run' | 'consent_override';
   /** One line: "Send the campaign “Q4 health check”". */
   title: string;
   recipients: number;
@@ -112,6 +112,7 @@ function describe(action: ApprovalRequest['action']): string {
     workflow_activate: 'automation',
     workflow_resume: 'automation',
     workflow_run: 'automation run',
+    consent_override: 'resubscribe (a consent override)',
   }[action];
 }
 

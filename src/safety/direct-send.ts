@@ -1,6 +1,7 @@
 import type { Config } from '../config.js';
 import { ToolError } from '../result.js';
-import { consentBlock, describeBlock } from '../store/consent.js';
+import { consentBlock, describeBlock, suppressionBlock } from '../store/consent.js';
+import { activeSuppressions, blockingSuppression, normalizeAddress, PERMANENT_KINDS } from '../store/suppressions.js';
 import type { Store } from '../store/index.js';
 import type { Approver, ApprovalRequest } from './approval.js';
 import type { DailySendLimit } from './daily-limit.js';
@@ -54,6 +55,15 @@ export interface DirectSendSpec {
   audit: Record<string, unknown>;
 }
 
+/** The idempotency scope every direct send shares. */
+const SEND_SCOPE = 'send';
+const SEND_TOOLS = ['sendgrid_send_email', 'sendgrid_send_bulk_emails', 'sendgrid_send_template_email', 'intercom_send_message'];
+
+/** An address as every comparison sees it, and a recipient list as it is hashed: normalised, in a fixed order. */
+export function normalizedRecipients<R extends { email: string }>(list: R[]): R[] {
+  return list.map((r) => ({ ...r, email: normalizeAddress(r.email) })).sort((a, b) => (a.email < b.email ? -1 : a.email > b.email ? 1 : 0));
+}
+
 export class DirectSendGuard {
   constructor(private readonly deps: { config: Config; store: Store; dailyLimit: DailySendLimit; idempotency: IdempotencyStore }) {}
 
@@ -65,7 +75,10 @@ export class DirectSendGuard {
   async run<T extends object>(spec: DirectSendSpec, body: (gate: SendGate) => Promise<T>): Promise<T & { replayed?: boolean }> {
     const { idempotency } = this.deps;
     if (spec.idempotencyKey) spec.audit.idempotency_key = spec.idempotencyKey;
-    const begun = await idempotency.begin<T>(spec.tool, spec.idempotencyKey, spec.request, spec.summary);
+    // One key space for every send tool: a key reused on another tool (or with other content) is a
+    // conflict, never a second send. The request names its tool, so only the same call replays.
+    if (spec.idempotencyKey) await this.refuseLegacyKey(spec);
+    const begun = await idempotency.begin<T>(SEND_SCOPE, spec.idempotencyKey, { tool: spec.tool, request: spec.request }, `${spec.tool}: ${spec.summary}`);
     if (begun && 'replay' in begun) {
       spec.audit.replayed = true;
       return { ...begun.replay, replayed: true };
@@ -94,6 +107,24 @@ export class DirectSendGuard {
     }
   }
 
+  /** A key a send tool stored under its own name (before sends shared one key space) still counts. */
+  private async refuseLegacyKey(spec: DirectSendSpec): Promise<void> {
+    const old = await this.deps.store.db
+      .selectFrom('idempotency_records')
+      .select(['scope', 'created_at', 'summary'])
+      .where('scope', 'in', SEND_TOOLS)
+      .where('key', '=', spec.idempotencyKey!)
+      .where('expires_at', '>', new Date().toISOString())
+      .executeTakeFirst();
+    if (old) {
+      throw new ToolError(
+        'conflict',
+        `idempotency_key "${spec.idempotencyKey}" was already used at ${old.created_at} by ${old.scope} (${old.summary ?? 'an earlier send'}). Nothing was sent. Use a new key for a new message.`,
+        { details: { policy: 'idempotency', first_call_at: old.created_at } },
+      );
+    }
+  }
+
   private async clear(spec: DirectSendSpec, req: ClearRequest): Promise<{ day: string; n: number }> {
     const { config, store, dailyLimit } = this.deps;
     const n = req.recipients.length;
@@ -108,7 +139,17 @@ export class DirectSendGuard {
         { details: { policy: 'max_recipients', limit: max, recipients: n } },
       );
     }
-    const blocked = await this.blockedRecipients(req);
+    const refusals = await this.blockedRecipients(req);
+    const blocked = refusals.map((b) => b.text);
+    const permanent = refusals.filter((b) => b.permanent).map((b) => b.text);
+    if (permanent.length) {
+      throw new ToolError(
+        'forbidden',
+        `Not sent: ${permanent.slice(0, 5).join('; ')}${permanent.length > 5 ? `; and ${permanent.length - 5} more` : ''}. Nothing was sent to anyone in this call. ` +
+          'A spam report, hard bounce or provider drop cannot be overridden: only the recipient can undo it, through the provider. Remove them and send again.',
+        { details: { policy: 'consent', blocked: blocked.slice(0, 20), blocked_total: blocked.length, permanent: permanent.slice(0, 20) } },
+      );
+    }
     if (blocked.length && !spec.override) {
       throw new ToolError(
         'forbidden',
@@ -140,12 +181,22 @@ export class DirectSendGuard {
     return { day: place.day, n };
   }
 
-  /** Roster contacts (matched by email, user id or Intercom id) and provider flags that refuse these recipients. */
-  private async blockedRecipients(req: ClearRequest): Promise<string[]> {
-    const out: string[] = [];
+  /**
+   * The suppression list (by normalised address), roster contacts (matched by email, user id or Intercom
+   * id) and provider flags that refuse these recipients. `permanent`: a spam report, hard bounce or drop,
+   * which no override sends past.
+   */
+  private async blockedRecipients(req: ClearRequest): Promise<Array<{ text: string; permanent: boolean }>> {
+    const out: Array<{ text: string; permanent: boolean }> = [];
+    const listed = await activeSuppressions(this.deps.store.db, req.recipients.map((r) => r.email));
     for (const r of req.recipients) {
+      const row = r.email ? blockingSuppression(listed.get(normalizeAddress(r.email)), req.emailChannel) : undefined;
+      if (row) {
+        out.push({ text: describeBlock(row.address, suppressionBlock(row)), permanent: PERMANENT_KINDS.has(row.kind) });
+        continue;
+      }
       if (r.provider_block) {
-        out.push(r.provider_block);
+        out.push({ text: r.provider_block, permanent: false });
         continue;
       }
       const matches = await this.deps.store.roster.findContacts({
@@ -156,7 +207,7 @@ export class DirectSendGuard {
       for (const c of matches) {
         const block = consentBlock(c, req.emailChannel);
         if (block) {
-          out.push(`${describeBlock(c.email, block)} [client ${c.client_id}]`);
+          out.push({ text: `${describeBlock(c.email, block)} [client ${c.client_id}]`, permanent: PERMANENT_KINDS.has(block.kind) });
           break;
         }
       }

@@ -1,4 +1,5 @@
 import type { ContactsTable } from './schema.js';
+import { sourceName, type SuppressionRow } from './suppressions.js';
 
 /**
  * One rule for "may we message this contact on this channel?", used by every path that reaches a
@@ -51,4 +52,16 @@ export function describeBlock(email: string, b: ConsentBlock): string {
   const when = b.at ? ` on ${b.at.slice(0, 10)}` : '';
   const extra = [b.source && `source: ${b.source}`, b.detail && `reason: ${b.detail}`].filter(Boolean).join(', ');
   return `${email} ${what}${when}${extra ? ` (${extra})` : ''}`;
+}
+
+/** A suppression-list row as the consent rule sees it: scope `all` stops every channel, the rest stop email. */
+export function suppressionBlock(row: SuppressionRow): ConsentBlock {
+  return row.scope === 'all'
+    ? { reason: 'unsubscribed', kind: 'unsubscribed', at: row.set_at, source: row.source, detail: row.reason }
+    : { reason: 'email_suppressed', kind: row.kind, at: row.set_at, source: sourceName(row.source), detail: row.reason };
+}
+
+/** "unsubscribed from all messages on 2026-11-20 (scope all, source: csm_request, reason: …)". */
+export function describeSuppression(row: SuppressionRow): string {
+  return `${describeBlock(row.address, suppressionBlock(row))} [scope ${row.scope}, set by ${row.source}]`;
 }

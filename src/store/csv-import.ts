@@ -7,6 +7,7 @@ import type { Store } from './index.js';
 import { clientFieldsSchema, clientIdSchema, contactFieldsSchema, customAttributesSchema, type NewClient } from './roster-model.js';
 import type { CustomerEventInput } from './customer-events.js';
 import { clientChangeEvents, newContactRow, toClientView } from './roster.js';
+import { activeSuppressions, syncContactConsent } from './suppressions.js';
 import type { ContactsTable, Database } from './schema.js';
 
 /**
@@ -285,6 +286,9 @@ async function writeContacts(trx: Kysely<Database>, file: CsvFile, invalidRows: 
       }
     }
     for (let i = 0; i < inserts.length; i += 500) await trx.insertInto('contacts').values(inserts.slice(i, i + 500)).execute();
+    // An address on the suppression list stays suppressed, whichever client it is imported under.
+    const suppressed = await activeSuppressions(trx, inserts.map((c) => c.email));
+    if (suppressed.size) await syncContactConsent(trx, [...suppressed.keys()]);
   };
   for await (const item of readCsvRows(file)) {
     if ('problems' in item || invalidRows.has(item.row)) continue;

@@ -5,6 +5,7 @@ import type { EmailStatus } from './consent.js';
 import type { CustomerEventInput, CustomerEventLog } from './customer-events.js';
 import type { ClientPatch, ContactInput, NewClient } from './roster-model.js';
 import type { ClientsTable, ContactsTable, Database } from './schema.js';
+import { addSuppressions, liftSuppressions, normalizeAddress, sourceName, syncContactConsent, type NewSuppression, type SuppressionRow } from './suppressions.js';
 import type { TimelineRepository } from './timeline.js';
 
 export type ContactRow = Selectable<ContactsTable>;
@@ -62,35 +63,28 @@ export interface ClientFilter {
 
 const nowIso = () => new Date().toISOString();
 
-/** A verified provider event that suppresses email to an address (unsubscribe, bounce, spam report…). */
+/** A verified provider event that suppresses an address (unsubscribe, bounce, spam report…). */
 export interface EmailSuppression {
   status: EmailStatus;
+  /** What it covers: `email`, `sendgrid_group:<id>`, `intercom`. */
+  scope: string;
   /** When it happened (the provider's time). */
   at: string;
-  /** Who reported it: sendgrid, intercom. */
+  /** Who reported it: `sendgrid`, `intercom:<contact id>`. */
   source: string;
   reason: string;
   /** Facts for the timeline entry (event id, the message it concerned). */
   data?: Record<string, unknown>;
 }
 
-/** A verified resubscribe: lifts only the unsubscribe-type statuses listed, never a bounce or spam report. */
+/** A verified resubscribe: lifts only what the same source set on the same scope, never a bounce or spam report. */
 export interface EmailResubscribe {
   statuses: Array<Extract<EmailStatus, 'unsubscribed' | 'group_unsubscribed'>>;
+  scope: string;
   at: string;
   source: string;
-  /** Lift only a suppression with exactly this reason (e.g. the same SendGrid unsubscribe group). */
-  reason?: string;
-  /** Lift only a suppression this source set (Intercom does not undo a SendGrid unsubscribe). */
-  sameSourceOnly?: boolean;
   data?: Record<string, unknown>;
 }
-
-/**
- * Which suppression wins when another arrives: an unsubscribe never hides a bounce or spam report
- * (a later resubscribe must not make a dead or complaining address mailable again).
- */
-const SUPPRESSION_RANK: Record<EmailStatus, number> = { group_unsubscribed: 1, unsubscribed: 2, dropped: 3, spam_report: 3, bounced: 3 };
 
 /** Who caused a change, for the customer events it records (an automation step carries its chain depth). */
 export interface ChangeOrigin {
@@ -301,7 +295,10 @@ export class RosterRepository {
     }
     const row = newContactRow(clientId, input, now);
     await db.insertInto('contacts').values(row).execute();
-    return { created: true, contact: toContactView(row) };
+    // The address may have opted out before (removed and added again, or another client's contact): it stays out.
+    await syncContactConsent(db, [row.email]);
+    const synced = await db.selectFrom('contacts').selectAll().where('contact_id', '=', row.contact_id).executeTakeFirstOrThrow();
+    return { created: true, contact: toContactView(synced) };
   }
 
   async removeContact(clientId: string, email: string, actor?: string): Promise<ContactView> {
@@ -314,89 +311,94 @@ export class RosterRepository {
     });
   }
 
-  /** Unsubscribes or resubscribes every contact with this email (at one client, or everywhere). */
-  async setSubscription(email: string, opts: { client_id?: string; subscribed: boolean; reason?: string; source: string; actor?: string }): Promise<ContactView[]> {
+  /**
+   * Unsubscribes an address (the suppression list, scope `all`: every channel, every client's contact
+   * with it, and any contact added later), or lifts the suppressions a resubscribe may lift (never a
+   * bounce, spam report or drop: the caller refuses those, and asks a person for the rest).
+   */
+  async setSubscription(email: string, opts: { client_id?: string; subscribed: boolean; reason?: string; source: string; actor?: string; liftNotAfter?: string }): Promise<{ contacts: ContactView[]; changed: SuppressionRow[] | NewSuppression[] }> {
+    const address = normalizeAddress(email);
     return this.db.transaction().execute(async (trx) => {
-      let q = trx.selectFrom('contacts').selectAll().where('email', '=', email);
-      if (opts.client_id) q = q.where('client_id', '=', opts.client_id);
-      const rows = await q.execute();
-      if (!rows.length) throw new ToolError('not_found', `No contact ${email}${opts.client_id ? ` at client "${opts.client_id}"` : ' in the roster'}.`);
-      const now = nowIso();
-      const set = opts.subscribed
-        ? // A resubscribe on request also lifts an email suppression (the person asked to hear from us again).
-          { unsubscribed: 0, unsubscribed_at: null, unsubscribe_source: null, unsubscribe_reason: null, email_status: null, email_status_at: null, email_status_source: null, email_status_reason: null, updated_at: now }
-        : { unsubscribed: 1, unsubscribed_at: now, unsubscribe_source: opts.source, unsubscribe_reason: opts.reason ?? null, updated_at: now };
-      await trx.updateTable('contacts').set(set).where('contact_id', 'in', rows.map((r) => r.contact_id)).execute();
-      for (const r of rows) {
-        await this.timeline.append(trx, {
-          client_id: r.client_id,
-          contact_id: r.contact_id,
-          type: 'subscription',
-          channel: 'roster',
-          actor: opts.actor,
-          summary: `${opts.subscribed ? 'Resubscribed' : 'Unsubscribed'} ${email}${opts.reason ? `: ${opts.reason}` : ''}`,
-          outcome: 'success',
-          data: { source: opts.source, reason: opts.reason },
-        });
+      if (opts.client_id) {
+        const here = await trx.selectFrom('contacts').select('contact_id').where('client_id', '=', opts.client_id).where('email', '=', address).executeTakeFirst();
+        if (!here) throw new ToolError('not_found', `No contact ${address} at client "${opts.client_id}". Leave client_id out to record it for the address alone.`);
       }
-      return rows.map((r) => toContactView({ ...r, ...set }));
+      const now = nowIso();
+      const changed = opts.subscribed
+        ? await liftSuppressions(trx, { addresses: [address], kinds: ['unsubscribed', 'group_unsubscribed'], notAfter: opts.liftNotAfter, by: opts.actor ? `${opts.source} (${opts.actor})` : opts.source, reason: opts.reason ?? null, at: now })
+        : await addSuppressions(trx, [{ address, scope: 'all', source: opts.source, kind: 'unsubscribed', reason: opts.reason ?? null, at: now, by: opts.actor ?? null, data: { tool: 'set_contact_subscription' } }]);
+      const rows = await trx.selectFrom('contacts').selectAll().where('email', '=', address).orderBy('client_id').execute();
+      if (changed.length) {
+        await this.timeline.appendMany(
+          trx,
+          rows.map((r) => ({
+            client_id: r.client_id,
+            contact_id: r.contact_id,
+            type: 'subscription',
+            channel: 'roster',
+            actor: opts.actor,
+            summary: `${opts.subscribed ? 'Resubscribed' : 'Unsubscribed'} ${address}${opts.reason ? `: ${opts.reason}` : ''}`,
+            outcome: 'success' as const,
+            data: { source: opts.source, reason: opts.reason, ...(opts.subscribed ? { lifted: changed.map((c) => `${c.kind} (${c.scope}, ${c.source})`) } : {}) },
+          })),
+        );
+      }
+      return { contacts: rows.map(toContactView), changed };
     });
   }
 
   /**
-   * Suppresses email to these addresses on every roster contact that has them (consent is about the
-   * address), unless an equal or stronger suppression is already set. One timeline entry per contact
-   * changed, in the caller's transaction. Returns the contacts changed.
+   * Puts these addresses on the suppression list (roster contact or not); an address already suppressed
+   * the same way keeps its first report. One timeline entry per roster contact newly suppressed, in the
+   * caller's transaction. Returns the contacts changed.
    */
   async suppressEmail(db: Kysely<Database>, emails: string[], s: EmailSuppression): Promise<ContactRow[]> {
-    const rows = await this.contactsWithEmails(db, emails);
-    const changed = rows.filter((r) => !r.email_status || SUPPRESSION_RANK[s.status] > (SUPPRESSION_RANK[r.email_status as EmailStatus] ?? 0));
-    if (!changed.length) return [];
-    const set = { email_status: s.status, email_status_at: s.at, email_status_source: s.source, email_status_reason: s.reason, updated_at: nowIso() };
-    await db.updateTable('contacts').set(set).where('contact_id', 'in', changed.map((r) => r.contact_id)).execute();
+    const fresh = await addSuppressions(
+      db,
+      emails.map((address) => ({ address, scope: s.scope, source: s.source, kind: s.status, reason: s.reason, at: s.at, by: `webhook:${sourceName(s.source)}`, data: s.data })),
+    );
+    if (!fresh.length) return [];
+    const rows = await this.contactsWithEmails(db, fresh.map((f) => f.address));
+    const channel = sourceName(s.source);
     await this.timeline.appendMany(
       db,
-      changed.map((r) => ({
+      rows.map((r) => ({
         client_id: r.client_id,
         contact_id: r.contact_id,
         type: 'subscription',
-        channel: s.source,
-        actor: `webhook:${s.source}`,
+        channel,
+        actor: `webhook:${channel}`,
         summary: `Email to ${r.email} suppressed (${s.status.replace('_', ' ')}): ${s.reason}`,
         outcome: 'success' as const,
-        data: { email_status: s.status, previous_email_status: r.email_status, source: s.source, reason: s.reason, at: s.at, ...s.data },
+        data: { email_status: s.status, scope: s.scope, source: s.source, reason: s.reason, at: s.at, ...s.data },
       })),
     );
-    return changed.map((r) => ({ ...r, ...set }));
+    return rows;
   }
 
-  /** Lifts an unsubscribe-type suppression set no later than the resubscribe; same shape of record as suppressEmail. */
+  /** Lifts what the same source set on the same scope, no later than the resubscribe; same shape of record as suppressEmail. */
   async resubscribeEmail(db: Kysely<Database>, emails: string[], r: EmailResubscribe): Promise<ContactRow[]> {
-    const rows = await this.contactsWithEmails(db, emails);
-    const lifted = rows.filter(
-      (c) =>
-        (r.statuses as string[]).includes(c.email_status ?? '') &&
-        (!c.email_status_at || c.email_status_at <= r.at) &&
-        (r.reason === undefined || c.email_status_reason === r.reason) &&
-        (!r.sameSourceOnly || c.email_status_source === r.source),
-    );
+    const channel = sourceName(r.source);
+    const lifted = await liftSuppressions(db, { addresses: emails, kinds: r.statuses, scope: r.scope, source: r.source, notAfter: r.at, by: `webhook:${channel}`, at: r.at });
     if (!lifted.length) return [];
-    const set = { email_status: null, email_status_at: null, email_status_source: null, email_status_reason: null, updated_at: nowIso() };
-    await db.updateTable('contacts').set(set).where('contact_id', 'in', lifted.map((c) => c.contact_id)).execute();
+    const rows = await this.contactsWithEmails(db, lifted.map((l) => l.address));
     await this.timeline.appendMany(
       db,
-      lifted.map((c) => ({
-        client_id: c.client_id,
-        contact_id: c.contact_id,
-        type: 'subscription',
-        channel: r.source,
-        actor: `webhook:${r.source}`,
-        summary: `Email to ${c.email} resubscribed (lifts ${c.email_status?.replace('_', ' ')} from ${c.email_status_at?.slice(0, 10) ?? 'earlier'})`,
-        outcome: 'success' as const,
-        data: { email_status: null, previous_email_status: c.email_status, previous_reason: c.email_status_reason, source: r.source, at: r.at, ...r.data },
-      })),
+      rows.map((c) => {
+        const l = lifted.find((x) => x.address === c.email)!;
+        return {
+          client_id: c.client_id,
+          contact_id: c.contact_id,
+          type: 'subscription',
+          channel,
+          actor: `webhook:${channel}`,
+          summary: `Email to ${c.email} resubscribed (lifts ${l.kind.replace('_', ' ')} from ${l.set_at.slice(0, 10)})`,
+          outcome: 'success' as const,
+          data: { email_status: c.email_status, lifted: l.kind, scope: l.scope, previous_reason: l.reason, source: r.source, at: r.at, ...r.data },
+        };
+      }),
     );
-    return lifted.map((c) => ({ ...c, ...set }));
+    return rows;
   }
 
   private async contactsWithEmails(db: Kysely<Database>, emails: string[]): Promise<ContactRow[]> {

@@ -351,8 +351,30 @@ export interface RateBudgetPeersTable {
   seen_at: string;
 }
 
+/**
+ * The suppression list: who must not be messaged, by normalised address (trimmed, lower-cased), whatever
+ * roster rows carry it. Scope `all` (every channel), `email` (every email), `sendgrid_group:<id>`, `intercom`.
+ */
+export interface SuppressionsTable {
+  address: string;
+  scope: string;
+  /** Who set it: `sendgrid`, `intercom:<contact id>`, or the roster tool's source (e.g. `csm_request`). */
+  source: string;
+  /** unsubscribed | group_unsubscribed | bounced | spam_report | dropped */
+  kind: string;
+  reason: string | null;
+  set_at: string;
+  set_by: string | null;
+  /** JSON object: the event or call that set it. */
+  data: string;
+  lifted_at: string | null;
+  lifted_by: string | null;
+  lift_reason: string | null;
+}
+
 export interface Database {
   clients: ClientsTable;
+  suppressions: SuppressionsTable;
   rate_budget_peers: RateBudgetPeersTable;
   client_segments: ClientSegmentsTable;
   contacts: ContactsTable;

@@ -1,7 +1,10 @@
 import { z } from 'zod';
 import { defineTool } from '../mcp/tool.js';
 import { importClientsCsv } from '../store/csv-import.js';
+import { ToolError } from '../result.js';
 import { SORT_FIELDS } from '../store/roster.js';
+import { describeSuppression } from '../store/consent.js';
+import { activeSuppressions, listSuppressions, normalizeAddress, PERMANENT_KINDS, toSuppressionView } from '../store/suppressions.js';
 import {
   clientFieldsSchema,
   clientIdSchema,
@@ -46,6 +49,20 @@ const contactView = z.object({
   email_status_at: z.string().nullable(),
   email_status_source: z.string().nullable(),
   timezone: z.string().nullable(),
+});
+
+const suppressionView = z.object({
+  address: z.string(),
+  scope: z.string().describe('all (every channel), email (every email), sendgrid_group:<id>, intercom'),
+  source: z.string().describe('who set it: sendgrid, intercom:<contact id>, or the source given to set_contact_subscription'),
+  kind: z.string().describe('unsubscribed, group_unsubscribed, bounced, spam_report, dropped'),
+  reason: z.string().nullable(),
+  set_at: z.string(),
+  set_by: z.string().nullable(),
+  liftable_by_tool: z.boolean().describe('false for spam reports, hard bounces and drops: only the recipient can undo them, through the provider'),
+  lifted_at: z.string().nullable(),
+  lifted_by: z.string().nullable(),
+  lift_reason: z.string().nullable(),
 });
 
 const timelineEntry = z.object({
@@ -130,25 +147,86 @@ export const clientTools = [
   }),
   defineTool({
     name: 'set_contact_subscription',
-    title: 'Unsubscribe or resubscribe a contact',
+    title: 'Unsubscribe or resubscribe an address',
     description:
-      'Marks a contact unsubscribed (campaigns will never message them) or subscribed again, with a reason. Without client_id it applies to ' +
-      'every roster contact with that email. Recorded in the timeline.',
+      'Unsubscribes an email address from every message on every channel (subscribed: false), or resubscribes it (subscribed: true). Consent belongs ' +
+      'to the address: it covers every roster contact with it, at every client, and contacts added later; removing or re-adding a contact never ' +
+      'clears it. The address need not be in the roster. Resubscribing lifts an opt-out the person or a provider recorded: a consent override that ' +
+      'a person must approve (asked through the client). A spam report, hard bounce or provider drop can never be lifted here: only the recipient ' +
+      'can undo it, through the provider. Recorded in the timeline and the audit log; list_suppressions shows the list.',
     kind: 'write',
     toolset: 'roster',
     idempotent: true,
     openWorld: false,
     input: z.object({
       email: emailSchema,
-      subscribed: z.boolean().describe('false: unsubscribe; true: resubscribe'),
+      subscribed: z.boolean().describe('false: unsubscribe; true: resubscribe (a person must approve)'),
       reason: z.string().max(500).optional(),
-      client_id: clientIdSchema.optional(),
-      source: z.string().max(100).default('csm_request').describe('where the request came from, e.g. "customer_email", "sendgrid_unsubscribe"'),
+      client_id: clientIdSchema.optional().describe('the client whose contact asked (checked to exist); consent still covers the whole address'),
+      source: z.string().max(100).default('csm_request').describe('where the request came from, e.g. "customer_email", "phone"'),
       actor,
     }),
-    output: { contacts: z.array(contactView) },
-    async handle({ email, subscribed, reason, client_id, source, actor }, { services }) {
-      return { contacts: await services.store.roster.setSubscription(email, { subscribed, reason, client_id, source, actor }) };
+    output: {
+      contacts: z.array(contactView).describe('the roster contacts with this address'),
+      changed: z.number().describe('suppressions added or lifted by this call'),
+      suppressions: z.array(suppressionView).describe('what still suppresses the address after this call'),
+    },
+    async handle({ email, subscribed, reason, client_id, source, actor }, ctx) {
+      const { store } = ctx.services;
+      const address = normalizeAddress(email);
+      const checkedAt = new Date().toISOString();
+      if (subscribed) {
+        const active = (await activeSuppressions(store.db, [address])).get(address) ?? [];
+        const permanent = active.filter((r) => PERMANENT_KINDS.has(r.kind));
+        if (permanent.length) {
+          throw new ToolError(
+            'forbidden',
+            `${address} cannot be resubscribed by any tool: ${permanent.map(describeSuppression).join('; ')}. Nothing changed. ` +
+              'Only the recipient can undo a spam report, a hard bounce or a provider drop, through the provider (e.g. by writing to you from that address ' +
+              'and being removed from SendGrid\'s suppression list there).',
+            { details: { policy: 'consent', suppressions: permanent.map(toSuppressionView) } },
+          );
+        }
+        if (active.length) {
+          const lifts = active.map(describeSuppression);
+          ctx.audit.consent_override = { address, lifts, reason: reason ?? null };
+          const approved = await ctx.approve({
+            action: 'consent_override',
+            title: `Resubscribe ${address}: lift their opt-out so they can be messaged again`,
+            recipients: 1,
+            examples: [address],
+            channel: 'every channel',
+            when: 'now',
+            notes: [...lifts.map((l) => `Lifts: ${l}`), `Reason given: ${reason ?? '(none)'}`],
+            always: true,
+          });
+          ctx.audit.approved_by = approved.by === 'person' ? 'person' : `policy (${approved.why})`;
+        }
+      }
+      const r = await store.roster.setSubscription(address, { subscribed, reason, client_id, source, actor, liftNotAfter: checkedAt });
+      const left = (await activeSuppressions(store.db, [address])).get(address) ?? [];
+      return { contacts: r.contacts, changed: r.changed.length, suppressions: left.map(toSuppressionView) };
+    },
+  }),
+  defineTool({
+    name: 'list_suppressions',
+    title: 'List the suppression list',
+    description:
+      'The addresses that must not be messaged, newest first: each with its scope (all = every channel; email; sendgrid_group:<id>; intercom), ' +
+      'source (who set it: sendgrid, intercom:<contact id>, or the roster tool\'s source), kind (unsubscribed, group_unsubscribed, bounced, ' +
+      'spam_report, dropped), reason, when, and whether a tool may lift it. Filter by email; include_lifted shows lifted ones too. Read-only.',
+    kind: 'read',
+    toolset: 'roster',
+    openWorld: false,
+    input: z.object({
+      email: z.string().min(1).max(320).optional().describe('one address (case and spaces do not matter)'),
+      include_lifted: z.boolean().default(false),
+      limit: z.number().int().min(1).max(200).default(50),
+      cursor: z.string().max(200).optional(),
+    }),
+    output: { suppressions: z.array(suppressionView), total: z.number(), next_cursor: z.string().optional() },
+    async handle({ email, include_lifted, limit, cursor }, { services }) {
+      return listSuppressions(services.store.db, { address: email, include_lifted, limit, cursor });
     },
   }),
   defineTool({

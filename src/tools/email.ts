@@ -3,6 +3,7 @@ import { defineTool, type ToolContext } from '../mcp/tool.js';
 import type { BulkOutcome, BulkRecipient, MailContent, MailOptions } from '../providers/sendgrid/service.js';
 import { invalidInput } from '../result.js';
 import { EMAIL_MAX_LENGTH } from '../validation.js';
+import { normalizedRecipients } from '../safety/direct-send.js';
 import { idempotencyKey, overrideConsent, replayed } from './safety-fields.js';
 
 const PROBLEMS = 100;
@@ -16,7 +17,7 @@ const address = z.object({ email: emailString, name: z.string().max(200).optiona
 const recipients = z
   .union([emailString, z.array(z.union([emailString, address])).min(1).max(1000)])
   .describe('one address, or a list of addresses or {email, name}');
-const toAddresses = (to: z.output<typeof recipients>) => (Array.isArray(to) ? to : [to]).map((a) => (typeof a === 'string' ? { email: a.trim() } : a));
+const toAddresses = (to: z.output<typeof recipients>) => (Array.isArray(to) ? to : [to]).map((a) => (typeof a === 'string' ? { email: a.trim() } : { ...a, email: a.email.trim() }));
 
 const sendAt = z
   .union([z.number().int().positive(), z.string().datetime({ offset: true })])
@@ -28,13 +29,37 @@ const common = {
   from: address.optional().describe('default SENDGRID_FROM_EMAIL / SENDGRID_FROM_NAME'),
   reply_to: address.optional(),
   categories: z.array(z.string().min(1).max(255)).max(10).optional(),
-  custom_args: z.record(z.string(), z.string()).optional().describe('string values echoed in SendGrid events (10,000 bytes max)'),
+  custom_args: z.record(z.string(), z.string()).optional().describe('string values echoed in SendGrid events (10,000 bytes max); reserved keys such as outbox_key, campaign_id, contact_id, email or event are refused'),
   send_at: sendAt,
   track_opens: z.boolean().optional(),
   track_clicks: z.boolean().optional(),
 };
 
+/**
+ * custom_args keys a caller may not set: the ones webhook events are tied to our messages and contacts by,
+ * and the fields of SendGrid's own events (SendGrid flattens custom_args into each event, so a key named
+ * like one of them would stand in for it). Compared without regard to case.
+ */
+export const RESERVED_CUSTOM_ARGS = new Set([
+  'outbox_key', 'campaign_id', 'workflow_id', 'enrollment_id', 'contact_id', 'client_id',
+  'email', 'event', 'timestamp', 'sg_event_id', 'sg_message_id', 'smtp-id', 'category', 'asm_group_id', 'type', 'reason', 'status',
+  'response', 'attempt', 'url', 'url_offset', 'ip', 'useragent', 'tls', 'cert_err', 'sg_machine_open', 'bounce_classification',
+  'marketing_campaign_id', 'marketing_campaign_name', 'pool', 'send_at', 'sg_template_id', 'sg_template_name',
+]);
+
+function checkCustomArgs(args: Record<string, string> | undefined): void {
+  const bad = Object.keys(args ?? {}).filter((k) => RESERVED_CUSTOM_ARGS.has(k.trim().toLowerCase()));
+  if (bad.length) {
+    throw invalidInput(
+      `custom_args may not use the reserved key(s) ${bad.map((k) => `"${k}"`).join(', ')}: provider events are tied to messages and contacts by them. ` +
+        'Nothing was sent. Use other names (e.g. "my_ref").',
+      { fields: bad.map((k) => ({ field: `custom_args.${k}`, problem: 'reserved' })) },
+    );
+  }
+}
+
 function options(i: { from?: { email: string; name?: string }; reply_to?: { email: string; name?: string }; categories?: string[]; custom_args?: Record<string, string>; send_at?: number | string; track_opens?: boolean; track_clicks?: boolean }, marketing: boolean): MailOptions {
+  checkCustomArgs(i.custom_args);
   return {
     from: i.from,
     reply_to: i.reply_to,
@@ -96,7 +121,10 @@ async function bulkSend(
 ) {
   const { services } = ctx;
   services.runtimes.sendgrid.requireConfigured();
-  const { idempotency_key, override_consent, ...request } = i;
+  const { idempotency_key, override_consent, ...rest } = i;
+  // Compared as the provider sees them: "Ann@X" and " ann@x" are one recipient.
+  const request = { ...rest, recipients: normalizedRecipients(recipients) };
+  delete (request as { to?: unknown }).to;
   const label = content.template_id ? `template ${content.template_id}` : `"${content.subject}"`;
   return services.directSends.run(
     { tool, idempotencyKey: idempotency_key, request, summary: `email ${label} to ${recipients.length} recipient(s)`, override: override_consent, approve: ctx.approve, audit: ctx.audit },
@@ -150,7 +178,9 @@ export const emailTools = [
       const to = toAddresses(i.to);
       const content = { subject: i.subject, text: i.text, html: i.html };
       const opts = options(i, false);
-      const { idempotency_key, override_consent, ...request } = i;
+      const { idempotency_key, override_consent, ...rest } = i;
+      // One address, a list, any case or spaces: the same recipients make the same call.
+      const request = { ...rest, to: normalizedRecipients(to) };
       return services.directSends.run(
         { tool: 'sendgrid_send_email', idempotencyKey: idempotency_key, request, summary: `email "${i.subject}" to ${to.map((a) => a.email).slice(0, 3).join(', ')}${to.length > 3 ? ', …' : ''}`, override: override_consent, approve: ctx.approve, audit: ctx.audit },
         async (gate) => {

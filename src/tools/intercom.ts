@@ -3,6 +3,7 @@ import { defineTool, type ToolContext } from '../mcp/tool.js';
 import type { IntercomContact, RecipientSpec } from '../providers/intercom/service.js';
 import { invalidInput } from '../result.js';
 import type { ActivityInput } from '../store/index.js';
+import { normalizeAddress } from '../store/suppressions.js';
 import { emailAddress } from '../validation.js';
 import { recordForRecipient } from './events.js';
 import { idempotencyKey, overrideConsent, replayed } from './safety-fields.js';
@@ -61,7 +62,8 @@ export const intercomTools = [
       const { services } = ctx;
       const intercom = services.intercom;
       services.runtimes.intercom.requireConfigured();
-      const { idempotency_key, override_consent, ...request } = input;
+      const { idempotency_key, override_consent, ...rest } = input;
+      const request = { ...rest, ...(rest.user_email ? { user_email: normalizeAddress(rest.user_email) } : {}) };
       return services.directSends.run(
         { tool: 'intercom_send_message', idempotencyKey: idempotency_key, request, summary: `Intercom ${input.message_type} to ${input.user_email ?? input.user_id ?? input.contact_id}${input.subject ? `: ${input.subject}` : ''}`, override: override_consent, approve: ctx.approve, audit: ctx.audit },
         async (gate) => {

@@ -71,8 +71,9 @@ describe.each(dialects)('customer roster on %s', (dialect) => {
     expect(bad.structuredContent.error.message).toMatch(/email/);
     const unsub = await h.call('set_contact_subscription', { email: 'anna@northwind.example', subscribed: false, reason: 'asked by phone' });
     expect(unsub.structuredContent.contacts[0]).toMatchObject({ unsubscribed: true, unsubscribe_reason: 'asked by phone', unsubscribe_source: 'csm_request' });
+    // Resubscribing lifts an opt-out: a person must approve it, and this client cannot ask one (see consent.test.ts).
     const re = await h.call('set_contact_subscription', { email: 'anna@northwind.example', subscribed: true });
-    expect(re.structuredContent.contacts[0].unsubscribed).toBe(false);
+    expect(re.structuredContent.error).toMatchObject({ code: 'forbidden', details: { policy: 'approval_required' } });
     await h.call('upsert_contact', { client_id: 'northwind', email: 'temp@northwind.example' });
     const removed = await h.call('remove_contact', { client_id: 'northwind', email: 'temp@northwind.example' });
     expect(removed.structuredContent.removed.email).toBe('temp@northwind.example');

@@ -69,7 +69,7 @@ describe('outbound safety (in memory)', () => {
       const h = await start({}, p);
       const before = sendsTo(sg, 'ann@acme.test');
       const r = await h.call('sendgrid_send_email', { to: 'ann@acme.test', subject: 'Your renewal', text: 'Hi Ann, your renewal is due on 1 December.' });
-      expect(r.structuredContent).toMatchObject({ success: true, accepted: 1 });
+      expect(r.structuredContent, JSON.stringify(r.structuredContent)).toMatchObject({ success: true, accepted: 1 });
       expect(sendsTo(sg, 'ann@acme.test') - before).toBe(1);
       expect(p.asked).toHaveLength(1);
       expect(p.asked[0]!.message).toMatch(/Email "Your renewal"/);

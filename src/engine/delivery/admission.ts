@@ -1,5 +1,6 @@
 import { sql, type Kysely } from 'kysely';
-import { consentBlock, describeBlock } from '../../store/consent.js';
+import { consentBlock, describeBlock, suppressionBlock } from '../../store/consent.js';
+import { activeSuppressions, blockingSuppression, normalizeAddress, type SuppressionRow } from '../../store/suppressions.js';
 import type { ContactsTable, Database } from '../../store/schema.js';
 import type { DailySendLimit } from '../../safety/daily-limit.js';
 import { isEmailChannel, type Channel, type SourceKind } from './message.js';
@@ -47,8 +48,9 @@ export class SendAdmission {
   /** `check` for several rows, with one read of their contacts. */
   async checkMany(rows: OutboxRow[], now = Date.now()): Promise<Admission[]> {
     const contacts = await this.contactsOf(this.repo.db, rows);
+    const suppressed = await activeSuppressions(this.repo.db, rows.map((r) => r.recipient_email));
     const out: Admission[] = [];
-    for (const row of rows) out.push((await this.rules(this.repo.db, row, now, contacts.get(row.contact_id) ?? null)) ?? { kind: 'send', day: '' });
+    for (const row of rows) out.push((await this.rules(this.repo.db, row, now, contacts.get(row.contact_id) ?? null, suppressed)) ?? { kind: 'send', day: '' });
     return out;
   }
 
@@ -70,8 +72,9 @@ export class SendAdmission {
         for (const contactId of capped) await sql`select pg_advisory_xact_lock(hashtext(${contactId}))`.execute(trx);
       }
       const contacts = await this.contactsOf(trx, rows);
+      const suppressed = await activeSuppressions(trx, rows.map((r) => r.recipient_email));
       const decisions: Admission[] = [];
-      for (const row of rows) decisions.push((await this.rules(trx, row, now, contacts.get(row.contact_id) ?? null)) ?? { kind: 'send', day: '' });
+      for (const row of rows) decisions.push((await this.rules(trx, row, now, contacts.get(row.contact_id) ?? null, suppressed)) ?? { kind: 'send', day: '' });
       const wanted = decisions.filter((d) => d.kind === 'send').length;
       const place = await this.dailyLimit.reserveUpTo(trx, wanted, now);
       let granted = place.granted;
@@ -116,12 +119,14 @@ export class SendAdmission {
     await this.dailyLimit.release(this.repo.db, n, day);
   }
 
-  private async rules(db: Kysely<Database>, row: OutboxRow, now: number, known?: ContactsTable | null): Promise<Admission | undefined> {
+  private async rules(db: Kysely<Database>, row: OutboxRow, now: number, known: ContactsTable | null | undefined, suppressed: Map<string, SuppressionRow[]>): Promise<Admission | undefined> {
     const contact = known === undefined ? await db.selectFrom('contacts').selectAll().where('contact_id', '=', row.contact_id).executeTakeFirst() : known;
     if (!contact) {
       return { kind: 'skip', code: 'contact_removed', message: `${row.recipient_email} was removed from the roster after this message was queued; it was not sent.` };
     }
-    const block = consentBlock(contact, isEmailChannel(row.channel as Channel));
+    // The suppression list is the authority: it holds for the address whatever roster row carries it.
+    const listed = blockingSuppression(suppressed.get(normalizeAddress(row.recipient_email)), isEmailChannel(row.channel as Channel));
+    const block = consentBlock(contact, isEmailChannel(row.channel as Channel)) ?? (listed && suppressionBlock(listed));
     if (block) {
       return { kind: 'skip', code: block.reason, message: `Not sent: ${describeBlock(row.recipient_email, block)}.` };
     }

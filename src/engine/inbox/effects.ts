@@ -1,6 +1,7 @@
 import type { Kysely } from 'kysely';
 import type { CustomerEventInput } from '../../store/customer-events.js';
 import type { Database } from '../../store/schema.js';
+import { normalizeAddress } from '../../store/suppressions.js';
 import type { TimelineInput } from '../../store/timeline.js';
 import type { ConsentChange, EngagementKind, Interpretation } from './interpret.js';
 import type { Endpoint } from './parse.js';
@@ -88,7 +89,12 @@ export async function lookup(db: Kysely<Database>, meanings: Interpretation[]): 
   for (const part of chunks(distinct(meanings.map((m) => m.identity.outbox_key)))) {
     for (const r of await db.selectFrom('outbox').select(outboxCols).where('idempotency_key', 'in', part).execute()) l.byKey.set(r.idempotency_key, r);
   }
-  const rest = meanings.filter((m) => !m.identity.outbox_key || !l.byKey.has(m.identity.outbox_key));
+  // (Only SendGrid events carry our key, always with the recipient's address: a key whose message went to
+  // another address settles nothing.)
+  const rest = meanings.filter((m) => {
+    const byKey = m.identity.outbox_key ? l.byKey.get(m.identity.outbox_key) : undefined;
+    return !byKey || !sameAddress(byKey.recipient_email, m.identity.email);
+  });
   for (const part of chunks(distinct(rest.flatMap((m) => m.identity.message_ids ?? [])))) {
     for (const r of await db.selectFrom('outbox').select(outboxCols).where('provider_message_id', 'in', part).execute()) push(l.byProviderId, r.provider_message_id!, r);
   }
@@ -115,14 +121,18 @@ export async function lookup(db: Kysely<Database>, meanings: Interpretation[]): 
   return l;
 }
 
+const sameAddress = (a: string | undefined, b: string | undefined) => !!a && !!b && normalizeAddress(a) === normalizeAddress(b);
+
 /** The message an event is about, if it is one of ours. */
 function findMessage(provider: Endpoint, m: Interpretation, l: Lookups): OutboxRef | undefined {
   const byKey = m.identity.outbox_key ? l.byKey.get(m.identity.outbox_key) : undefined;
-  if (byKey) return byKey;
+  // Our key ties an event to a message only when the event is about that message's recipient: a key
+  // copied into another message (to another address) must not touch the first one's counts or consent.
+  if (byKey && (provider !== 'sendgrid' || sameAddress(byKey.recipient_email, m.identity.email))) return byKey;
   for (const id of m.identity.message_ids ?? []) {
     // One SendGrid request may carry several recipients under one X-Message-Id: the address decides.
     const found = (l.byProviderId.get(id) ?? []).find((r) =>
-      provider === 'sendgrid' ? r.channel === 'email' && r.recipient_email.toLowerCase() === m.identity.email : r.channel !== 'email',
+      provider === 'sendgrid' ? r.channel === 'email' && sameAddress(r.recipient_email, m.identity.email) : r.channel !== 'email',
     );
     if (found) return found;
   }
@@ -173,8 +183,11 @@ export function planEffects(items: Array<{ row: InboxRow; meaning: Interpretatio
     const properties = { ...m.properties, ...(provider === 'sendgrid' && m.identity.email ? { email: m.identity.email } : {}), ...origin };
 
     if (m.consent) {
-      // Consent is about the address: every roster contact with it, whatever matched the event.
-      const emails = [...new Set([m.identity.email, message?.recipient_email, ...targets.map((t) => (t.contact_id ? l.contactsById.get(t.contact_id)?.email : undefined))].filter((e): e is string => !!e))];
+      // Consent is about the address the event names (SendGrid: always the recipient's; whatever roster
+      // row, if any, carries it). An Intercom event may name only its contact: then the roster contacts
+      // linked to that Intercom contact give the address.
+      const named = provider === 'sendgrid' ? [m.identity.email] : [m.identity.email, ...targets.map((t) => (t.contact_id ? l.contactsById.get(t.contact_id)?.email : undefined))];
+      const emails = [...new Set(named.filter((e): e is string => !!e).map(normalizeAddress))];
       if (emails.length) plan.consent.push({ change: m.consent, emails, source: provider, at: row.occurred_at, data: { event: row.event_type, event_id: providerEventId, ...origin } });
     }
     if (!targets.length) {

@@ -21,9 +21,14 @@ export interface Identity {
   client_id?: string;
 }
 
+/**
+ * A change to the suppression list. `scope` is what it covers (`email`, `sendgrid_group:<id>`,
+ * `intercom`); `source` who reported it (`sendgrid`, `intercom:<contact id>`): a resubscribe lifts only
+ * what the same source set on the same scope.
+ */
 export type ConsentChange =
-  | { kind: 'suppress'; status: EmailStatus; reason: string }
-  | { kind: 'resubscribe'; statuses: Array<'unsubscribed' | 'group_unsubscribed'>; reason?: string; sameSourceOnly?: boolean };
+  | { kind: 'suppress'; status: EmailStatus; reason: string; scope: string; source: string }
+  | { kind: 'resubscribe'; statuses: Array<'unsubscribed' | 'group_unsubscribed'>; scope: string; source: string };
 
 export interface Interpretation {
   identity: Identity;
@@ -112,7 +117,7 @@ function sendgrid(e: Json): Interpretation {
         name: 'email_bounced',
         properties: { type, reason, status: str(e.status), classification: str(e.bounce_classification) },
         engagement: 'bounced',
-        consent: hard ? { kind: 'suppress', status: 'bounced', reason: reason ?? 'hard bounce' } : undefined,
+        consent: hard ? { kind: 'suppress', status: 'bounced', reason: reason ?? 'hard bounce', scope: 'email', source: 'sendgrid' } : undefined,
         timeline: { summary: `Email ${hard ? 'bounced' : 'blocked (temporary)'}: ${reason}`, outcome: 'failed' },
       };
     }
@@ -123,7 +128,7 @@ function sendgrid(e: Json): Interpretation {
         name: 'email_dropped',
         properties: { reason },
         engagement: 'dropped',
-        consent: ADDRESS_DROP.test(reason) ? { kind: 'suppress', status: 'dropped', reason } : undefined,
+        consent: ADDRESS_DROP.test(reason) ? { kind: 'suppress', status: 'dropped', reason, scope: 'email', source: 'sendgrid' } : undefined,
         timeline: { summary: `Email dropped by SendGrid (not sent): ${reason}`, outcome: 'failed' },
       };
     }
@@ -146,7 +151,7 @@ function sendgrid(e: Json): Interpretation {
         ...base,
         name: 'email_spam_reported',
         engagement: 'spam_reported',
-        consent: { kind: 'suppress', status: 'spam_report', reason: 'marked an email as spam' },
+        consent: { kind: 'suppress', status: 'spam_report', reason: 'marked an email as spam', scope: 'email', source: 'sendgrid' },
         timeline: { summary: 'Email marked as spam by the recipient', outcome: 'success' },
       };
     case 'unsubscribe':
@@ -154,7 +159,7 @@ function sendgrid(e: Json): Interpretation {
         ...base,
         name: 'email_unsubscribed',
         engagement: 'unsubscribed',
-        consent: { kind: 'suppress', status: 'unsubscribed', reason: 'unsubscribed through the email\'s unsubscribe link' },
+        consent: { kind: 'suppress', status: 'unsubscribed', reason: 'unsubscribed through the email\'s unsubscribe link', scope: 'email', source: 'sendgrid' },
         timeline: { summary: 'Unsubscribed from all email (SendGrid unsubscribe link)', outcome: 'success' },
       };
     case 'group_unsubscribe':
@@ -167,8 +172,9 @@ function sendgrid(e: Json): Interpretation {
           name: 'email_group_unsubscribed',
           properties: { group_id: group },
           engagement: 'unsubscribed',
-          // Any group: this server's marketing email all goes out under one group, so be safe.
-          consent: { kind: 'suppress', status: 'group_unsubscribed', reason },
+          // Any group stops every email (this server's marketing email all goes out under one group, so be
+          // safe); only the same group's resubscribe lifts it.
+          consent: { kind: 'suppress', status: 'group_unsubscribed', reason, scope: `sendgrid_group:${group ?? 'unknown'}`, source: 'sendgrid' },
           timeline: { summary: `Unsubscribed from SendGrid ${reason}`, outcome: 'success' },
         };
       }
@@ -176,7 +182,7 @@ function sendgrid(e: Json): Interpretation {
         ...base,
         name: 'email_group_resubscribed',
         properties: { group_id: group },
-        consent: { kind: 'resubscribe', statuses: ['group_unsubscribed'], reason },
+        consent: { kind: 'resubscribe', statuses: ['group_unsubscribed'], scope: `sendgrid_group:${group ?? 'unknown'}`, source: 'sendgrid' },
         timeline: { summary: `Resubscribed to SendGrid ${reason}`, outcome: 'success' },
       };
     }
@@ -207,6 +213,7 @@ function intercom(topic: string, n: Json): Interpretation {
   const link = c.id ? { id: c.id, role: c.role } : undefined;
   const tag = isObject(item.tag) ? str(item.tag.name) : undefined;
   const base = { identity, properties: { intercom_contact_id: c.id } as Json, intercom: link };
+  const intercomSource = c.id ? `intercom:${c.id}` : 'intercom';
   if (/^contact\.(user|lead)\.created$/.test(topic)) {
     return { ...base, name: 'intercom_contact_created', timeline: { summary: `Intercom contact created (${c.role ?? topic.split('.')[1]})`, outcome: 'success' } };
   }
@@ -217,7 +224,7 @@ function intercom(topic: string, n: Json): Interpretation {
     return {
       ...base,
       name: 'email_unsubscribed',
-      consent: { kind: 'suppress', status: 'unsubscribed', reason: 'unsubscribed from emails in Intercom' },
+      consent: { kind: 'suppress', status: 'unsubscribed', reason: 'unsubscribed from emails in Intercom', scope: 'intercom', source: intercomSource },
       timeline: { summary: 'Unsubscribed from emails (Intercom)', outcome: 'success' },
     };
   }
@@ -225,8 +232,9 @@ function intercom(topic: string, n: Json): Interpretation {
     return {
       ...base,
       name: 'email_resubscribed',
-      // Intercom undoes only what Intercom reported: a SendGrid unsubscribe or a bounce stays.
-      consent: { kind: 'resubscribe', statuses: ['unsubscribed'], sameSourceOnly: true },
+      // Intercom undoes only what this Intercom contact reported: a SendGrid unsubscribe, a bounce, or
+      // another Intercom contact's unsubscribe (a lead and a user sharing the address) stays.
+      consent: { kind: 'resubscribe', statuses: ['unsubscribed'], scope: 'intercom', source: intercomSource },
       timeline: { summary: 'Resubscribed to emails (Intercom)', outcome: 'success' },
     };
   }

@@ -169,8 +169,8 @@ export class InboxProcessor {
     await store.db.transaction().execute(async (trx) => {
       for (const c of plan.consent) {
         const base = { at: c.at, source: c.source, data: c.data };
-        if (c.change.kind === 'suppress') await store.roster.suppressEmail(trx, c.emails, { ...base, status: c.change.status, reason: c.change.reason });
-        else await store.roster.resubscribeEmail(trx, c.emails, { ...base, statuses: c.change.statuses, reason: c.change.reason, sameSourceOnly: c.change.sameSourceOnly });
+        if (c.change.kind === 'suppress') await store.roster.suppressEmail(trx, c.emails, { ...base, source: c.change.source, scope: c.change.scope, status: c.change.status, reason: c.change.reason });
+        else await store.roster.resubscribeEmail(trx, c.emails, { ...base, source: c.change.source, scope: c.change.scope, statuses: c.change.statuses });
       }
       await store.events.record(trx, plan.events);
       await store.timeline.appendMany(trx, plan.timeline);
