@@ -47,6 +47,8 @@ export interface ApprovalRequest {
   full_at?: string;
   /** Ask even under the direct-send threshold (e.g. a consent override). */
   always?: boolean;
+  /** What only a person needs (e.g. a template read from SendGrid): fetched only when a person is asked, after every other check. */
+  more?: () => Promise<Partial<ApprovalRequest>>;
 }
 
 /** One rendered message as a recipient receives it. */
@@ -121,7 +123,8 @@ export function createApprover(opts: ApprovalGateOptions, port: ElicitationPort)
     }
     let answer;
     try {
-      answer = await port.elicit(messageFor(req), schemaFor(port.protocolVersion?.()), opts.timeoutMs);
+      const full = req.more ? { ...req, ...(await req.more()) } : req;
+      answer = await port.elicit(messageFor(full), schemaFor(port.protocolVersion?.()), opts.timeoutMs);
     } catch (err) {
       throw new ToolError('declined', `No answer to the approval request (${(err as Error).message}). Nothing was sent.`, {
         details: { policy: 'approval_required', action: 'no_answer' },

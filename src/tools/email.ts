@@ -107,7 +107,7 @@ async function bulkSend(
       await gate.clear({
         recipients: queue.map((r) => ({ email: r.email })),
         emailChannel: true,
-        approval: await bulkApproval(ctx, queue, content, opts),
+        approval: bulkApproval(ctx, queue, content, opts),
       });
       const r = await services.sendgrid.sendBulk(recipients, content, opts);
       const out = summarize(r);
@@ -144,12 +144,17 @@ function substituted(content: MailContent, subs: Record<string, string> | undefi
  * (substitutions applied, or their dynamic data), the template's name and active subject, and every
  * link target any recipient's copy carries.
  */
-async function bulkApproval(ctx: ToolContext, queue: BulkRecipient[], content: MailContent, opts: MailOptions): Promise<ClearRequest['approval']> {
+function bulkApproval(ctx: ToolContext, queue: BulkRecipient[], content: MailContent, opts: MailOptions): ClearRequest['approval'] {
   const shown = queue.length > 1 ? [queue[0]!, queue[queue.length - 1]!] : queue.slice(0, 1);
   const base = { channel: 'email (SendGrid)', sender: senderOf(ctx, opts), when: whenOf(opts.send_at), full_at: FULL_AT };
   if (content.template_id) {
-    const template = await ctx.services.sendgrid.templateSummary(content.template_id);
-    return { ...base, template: { id: content.template_id, ...template }, copies: shown.map((r) => ({ to: r.email, data: r.dynamic_template_data ?? {} })) };
+    const id = content.template_id;
+    return {
+      ...base,
+      template: { id },
+      more: async () => ({ template: { id, ...(await ctx.services.sendgrid.templateSummary(id)) } }),
+      copies: shown.map((r) => ({ to: r.email, data: r.dynamic_template_data ?? {} })),
+    };
   }
   const links = new Set<string>();
   for (const r of queue.slice(0, LINK_SCAN)) for (const t of targetsOf(substituted(content, r.substitutions))) links.add(t);
