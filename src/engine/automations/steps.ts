@@ -196,7 +196,7 @@ export class EnrolmentRunner {
     // A run sends to the contacts its preview showed, never to one added since.
     const previewed = Array.isArray(ctx.recipients) ? new Set(ctx.recipients) : undefined;
     const members = previewed ? reached.members.filter((c) => previewed.has(c.contact_id)) : reached.members;
-    const excluded = previewed ? reached.excluded.filter((x) => previewed.has(x.contact_id)) : reached.excluded;
+    const excluded = reached.excluded; // not messaged either way: counted with their reason
     const tpl = this.templates(e, def).get(i)!;
     const links = this.linkGuards(e, def, i);
     const runKey = `${e.enrollment_id}:${i}`;

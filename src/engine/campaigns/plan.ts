@@ -186,7 +186,11 @@ export async function renderPlan(
     unapproved: [],
     fingerprint: { content: '', audience: '', schedule: '' },
   };
-  const links = linkGuard([{ subject: def.subject_line, text: def.body_text, html: def.body_html }]);
+  // The approved content: the templates and the assistant's own personalization_tokens (shown in the preview).
+  const links = linkGuard([
+    { subject: def.subject_line, text: def.body_text, html: def.body_html },
+    ...Object.values(tokens).map((v) => ({ text: String(v) })),
+  ]);
   const exclude = (e: Exclusion & { channel?: string }) => {
     plan.excluded.total += 1;
     plan.excluded.by_reason[e.reason] = (plan.excluded.by_reason[e.reason] ?? 0) + 1;
