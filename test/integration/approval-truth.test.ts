@@ -284,10 +284,18 @@ describe('the approval a person reads is the truth (issue 15, items 1–6)', () 
       expect(p.asked).toHaveLength(0);
       const fresh = refused.structuredContent.error.details.fresh_preview;
       expect(fresh).toMatchObject({ recipients: 4, messages: 8 });
+      // The steps run later than the confirmation: hold the scheduler so a contact is added in between, for certain.
+      await h.services.automations.stop();
       const ok = await h.call('run_workflow', { workflow_id: id, client_ids: ['grow'], confirmation_token: fresh.confirmation_token });
       expect(ok.structuredContent).toMatchObject({ success: true, phase: 'confirmed', enrolled: 1 });
       expect(p.asked[0]!.message).toMatch(/^2\. Recipients: 4; messages: 8$/m);
+      await h.call('upsert_contact', { client_id: 'grow', email: 'after@grow.test', first_name: 'After' });
+      h.services.automations.start();
+      await until(async () => (await h.call('get_workflow', { workflow_id: id })).structuredContent.enrollments.completed, (n) => n === 1, { message: 'the run to finish' });
       await until(() => sg.delivered.filter((m) => m.subject === 'Grow email').length, (n) => n === 4, { message: 'four run emails' });
+      expect(sentTo(sg, 'after@grow.test')).toEqual([]);
+      // Exactly the previewed 4 recipients × 2 channels became messages; the contact added after confirmation got none.
+      expect((await h.call('get_workflow', { workflow_id: id })).structuredContent.messages.by_state.total).toBe(8);
     });
   });
 
