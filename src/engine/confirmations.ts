@@ -122,7 +122,7 @@ export async function twoPhase<C>(tokens: ConfirmationTokens, spec: TwoPhaseSpec
     const body = { phase: 'preview', ...spec.preview(c) };
     const none = spec.nothingToConfirm?.(c);
     if (none) return { ...body, next_step: none };
-    const t = await tokens.issue(spec.kind, spec.label(c), spec.parts(c));
+    const t = await tokens.issue(spec.kind, spec.label(c), partsOf(c));
     return {
       ...body,
       confirmation_token: t.token,
@@ -132,6 +132,8 @@ export async function twoPhase<C>(tokens: ConfirmationTokens, spec: TwoPhaseSpec
         `plus confirmation_token "${t.token}" before ${t.expires_at}.`,
     };
   };
+  // Every token is bound to the tool that issued it, besides what the tool binds.
+  const partsOf = (c: C): Fingerprint => ({ tool: spec.tool, ...spec.parts(c) });
   const refuse = async (c: C, why: string) =>
     invalidInput(`${why} ${spec.nothingDone} Review the fresh preview in error.details.fresh_preview and confirm with its token.`, {
       field: 'confirmation_token',
@@ -144,13 +146,13 @@ export async function twoPhase<C>(tokens: ConfirmationTokens, spec: TwoPhaseSpec
     const c = await spec.compute(false);
     if (found.state === 'unknown') throw await refuse(c, `That confirmation_token is not one this server issued for ${spec.tool}.`);
     if (found.state === 'expired') throw await refuse(c, `That confirmation_token expired at ${found.record.expires_at}.`);
-    if (tokens.changed(found.record, spec.parts(c)).length) throw await refuse(c, `That confirmation_token was already used (${found.record.result_id}).`);
+    if (tokens.changed(found.record, partsOf(c)).length) throw await refuse(c, `That confirmation_token was already used (${found.record.result_id}).`);
     return spec.replay(found.record.result_id!, c); // the same confirmation again (a retried call): nothing new
   }
   const c = await spec.compute(true);
   let done: { id: string; result: Record<string, unknown> } | undefined;
   try {
-    const changed = tokens.changed(found.record, spec.parts(c));
+    const changed = tokens.changed(found.record, partsOf(c));
     if (changed.length) throw await refuse(c, `It changed since the preview (${changed.join(', ')}).`);
     const none = spec.nothingToConfirm?.(c);
     if (none) throw await refuse(c, none);

@@ -26,17 +26,29 @@ class MissingValue extends Drop {
   }
 }
 
+/**
+ * Characters a value from a record (a contact, a client, an event's properties) may have to be
+ * substituted: a longer one renders as missing (the recipient is held back, or the template's
+ * fallback is used), so a record cannot pour a page of text into an approved message.
+ */
+export const MAX_VALUE_CHARS = 1_000;
+
 /** A record exposed to templates: present, non-empty fields only; anything else is a MissingValue. */
 class RecordDrop extends Drop {
   constructor(
     private readonly path: string,
     data: Record<string, unknown>,
+    capped = true,
   ) {
     super();
     for (const [k, v] of Object.entries(data)) {
       if (v === null || v === undefined || v === '') continue;
+      if (capped && typeof v === 'string' && v.length > MAX_VALUE_CHARS) {
+        (this as Record<string, unknown>)[k] = new MissingValue(`${path}.${k} (${v.length} characters, over the ${MAX_VALUE_CHARS}-character limit of a substituted value)`);
+        continue;
+      }
       (this as Record<string, unknown>)[k] =
-        typeof v === 'object' && !Array.isArray(v) && !(v instanceof Date) ? new RecordDrop(`${path}.${k}`, v as Record<string, unknown>) : v;
+        typeof v === 'object' && !Array.isArray(v) && !(v instanceof Date) ? new RecordDrop(`${path}.${k}`, v as Record<string, unknown>, capped) : v;
     }
   }
   override liquidMethodMissing(key: string | number): MissingValue {
@@ -211,7 +223,8 @@ const MEMORY_LIMIT = 20_000_000;
 /** Renders every part for one recipient; never returns text containing Liquid syntax. */
 export function renderForRecipient(compiled: CompiledTemplates, scope: RenderScope, limits: RenderLimits = DEFAULT_RENDER_LIMITS): RenderOutcome {
   const context: Record<string, unknown> = { ...scope.tokens };
-  for (const [root, data] of Object.entries(scope)) context[root] = new RecordDrop(root, data ?? {});
+  // The assistant's own tokens are part of the approved content; record values (contact, client, event…) are capped.
+  for (const [root, data] of Object.entries(scope)) context[root] = new RecordDrop(root, data ?? {}, root !== 'tokens');
   const FIELD_OF = compiled.fields;
   const parts: Record<string, string> = {};
   for (const key of ['subject', 'text', 'html'] as const) {
@@ -251,6 +264,6 @@ function findMissing(err: unknown): string | undefined {
     if (e instanceof MissingValueUsed) return e.path;
     e = (e as { originalError?: unknown; cause?: unknown }).originalError ?? (e as { cause?: unknown }).cause;
   }
-  const m = /missing value: ([\w.[\]-]+)/.exec(String((err as Error)?.message ?? ''));
+  const m = /missing value: ([\w.[\]-]+(?: \([^)]*\))?)/.exec(String((err as Error)?.message ?? ''));
   return m?.[1];
 }

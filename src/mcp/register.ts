@@ -4,12 +4,16 @@ import {
   CallToolRequestSchema,
   ElicitResultSchema,
   ErrorCode,
+  InitializeRequestSchema,
+  LATEST_PROTOCOL_VERSION,
   ListResourcesRequestSchema,
   ListResourceTemplatesRequestSchema,
   ListToolsRequestSchema,
   McpError,
   ReadResourceRequestSchema,
+  SUPPORTED_PROTOCOL_VERSIONS,
   type CallToolResult,
+  type InitializeRequest,
   type ListToolsResult,
 } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
@@ -113,6 +117,16 @@ export function registerTools(
     },
   );
 
+  // The protocol version the client negotiated: the approval form's shape depends on it (the SDK keeps
+  // only the client's capabilities and name). The SDK's own handler still answers.
+  let negotiated: string | undefined;
+  const initialize = (server as unknown as { _oninitialize(r: InitializeRequest): Promise<unknown> })._oninitialize.bind(server);
+  server.setRequestHandler(InitializeRequestSchema, async (request) => {
+    const v = request.params.protocolVersion;
+    negotiated = SUPPORTED_PROTOCOL_VERSIONS.includes(v) ? v : LATEST_PROTOCOL_VERSION;
+    return (await initialize(request)) as never;
+  });
+
   server.setRequestHandler(ListToolsRequestSchema, async () => ({ tools: (prebuilt ?? (await state()).listed) as ListToolsResult['tools'] }));
 
   server.setRequestHandler(CallToolRequestSchema, async (request, extra): Promise<CallToolResult> => {
@@ -128,6 +142,7 @@ export function registerTools(
     // Approval asks the person through the client that made this call, on this call's own stream.
     const approve = createApprover(approvalOptions, {
       capabilities: () => server.getClientCapabilities(),
+      protocolVersion: () => negotiated,
       elicit: (message, requestedSchema, timeoutMs) =>
         extra.sendRequest({ method: 'elicitation/create', params: { message, requestedSchema } }, ElicitResultSchema, { timeout: timeoutMs, signal: extra.signal }),
     });

@@ -1,5 +1,6 @@
 import type { ClientCapabilities } from '@modelcontextprotocol/sdk/types.js';
 import { ToolError } from '../result.js';
+import { linkTargetsIn, viewHtml } from './content-view.js';
 
 /**
  * Human approval, through MCP elicitation, of every step that sends to customers. The model asks; a
@@ -19,21 +20,48 @@ export type ApprovalPolicy = (typeof APPROVAL_POLICIES)[number];
 export interface ApprovalRequest {
   /** What is being approved, for the audit and the message. */
   action: 'campaign_confirm' | 'direct_send' | 'workflow_activate' | 'workflow_resume' | 'workflow_run' | 'consent_override';
-  /** One line: "Send the campaign “Q4 health check”". */
-  title: string;
+  /** Distinct people reached. */
   recipients: number;
-  /** A few of them, as people read them (addresses, names). */
+  /** Messages sent: recipients × channels (× message steps). */
+  messages: number;
+  /** A few recipients, as people read them (addresses, names). */
   examples: string[];
   channel: string;
+  /** From name and address, reply-to, Intercom admin: whatever applies. */
+  sender?: { from?: string; reply_to?: string; intercom_admin?: string };
   /** "now", or when it goes out / starts. */
   when: string;
-  subject?: string;
-  /** A rendered sample (the approver reads what the customer will read). */
-  sample?: string;
-  /** Extra lines the person should weigh (e.g. "overrides the unsubscribe of …"). */
+  /** Contacts added to the audience since the preview (confirmations refuse a changed audience, so usually 0). */
+  added_since_preview?: number;
+  /** The server's description of a consent override (whose unsubscribe is overridden). */
+  consent_override?: string;
+  /** Strings the model wrote (names, descriptions, reasons): shown quoted, one line each. */
+  written?: Array<{ label: string; value: string | undefined }>;
+  /** What customers read: one rendered copy, or more (e.g. the first and another recipient). */
+  copies?: ApprovalCopy[];
+  /** A SendGrid dynamic template: its name and active version's subject, as SendGrid holds them. */
+  template?: { id: string; name?: string; subject?: string; unavailable?: string };
+  /** Extra lines of the server's own (e.g. "3 excluded (unsubscribed: 3)"). */
   notes?: string[];
+  /** Where the whole of what was not shown can be read, e.g. "the preview (… without confirmation_token)". */
+  full_at?: string;
   /** Ask even under the direct-send threshold (e.g. a consent override). */
   always?: boolean;
+  /** What only a person needs (e.g. a template read from SendGrid): fetched only when a person is asked, after every other check. */
+  more?: () => Promise<Partial<ApprovalRequest>>;
+}
+
+/** One rendered message as a recipient receives it. */
+export interface ApprovalCopy {
+  /** Whose copy (an address); the dynamic data's owner for template sends. */
+  to?: string;
+  subject?: string;
+  text?: string;
+  html?: string;
+  /** Per-recipient data (template dynamic_template_data), shown as JSON. */
+  data?: unknown;
+  /** Where this copy comes from, e.g. "step 2 (send_email)". */
+  label?: string;
 }
 
 export type Approver = (request: ApprovalRequest) => Promise<ApprovalOutcome>;
@@ -43,17 +71,21 @@ export type ApprovalOutcome = { by: 'person' } | { by: 'policy'; why: string };
 
 export interface ElicitationPort {
   capabilities(): ClientCapabilities | undefined;
+  /** The protocol version the client negotiated (older ones get the legacy enumNames form). */
+  protocolVersion?(): string | undefined;
   /** Sends elicitation/create for the current request; resolves with the client's answer. */
   elicit(message: string, schema: ElicitSchema, timeoutMs: number): Promise<{ action: 'accept' | 'decline' | 'cancel'; content?: Record<string, unknown> }>;
 }
 
 export interface ElicitSchema {
   type: 'object';
-  properties: Record<string, { type: 'string'; title: string; description?: string; enum: string[]; enumNames?: string[] }>;
+  properties: Record<
+    string,
+    | { type: 'string'; title: string; description?: string; oneOf: Array<{ const: string; title: string }> }
+    | { type: 'string'; title: string; description?: string; enum: string[]; enumNames: string[] }
+  >;
   required: string[];
 }
-
-const SAMPLE_CHARS = 1_500;
 
 export interface ApprovalGateOptions {
   policy: ApprovalPolicy;
@@ -91,15 +123,21 @@ export function createApprover(opts: ApprovalGateOptions, port: ElicitationPort)
     }
     let answer;
     try {
-      answer = await port.elicit(messageFor(req), SCHEMA, opts.timeoutMs);
+      const full = req.more ? { ...req, ...(await req.more()) } : req;
+      answer = await port.elicit(messageFor(full), schemaFor(port.protocolVersion?.()), opts.timeoutMs);
     } catch (err) {
       throw new ToolError('declined', `No answer to the approval request (${(err as Error).message}). Nothing was sent.`, {
         details: { policy: 'approval_required', action: 'no_answer' },
       });
     }
     if (answer.action === 'accept' && answer.content?.decision === 'send') return { by: 'person' };
-    const how = answer.action === 'accept' ? 'chose not to send' : answer.action === 'decline' ? 'declined' : 'cancelled';
-    throw new ToolError('declined', `The user ${how} the approval request: nothing was sent. Do not retry unless the user asks again.`, {
+    const how =
+      answer.action === 'accept'
+        ? 'answered "No, send nothing" to the approval request'
+        : answer.action === 'decline'
+          ? 'declined the approval request'
+          : 'cancelled the approval request';
+    throw new ToolError('declined', `The user ${how}: nothing was sent. Do not retry unless the user asks again.`, {
       details: { policy: 'approval_required', action: answer.action },
     });
   };
@@ -116,29 +154,157 @@ function describe(action: ApprovalRequest['action']): string {
   }[action];
 }
 
-const SCHEMA: ElicitSchema = {
-  type: 'object',
-  properties: {
-    decision: {
-      type: 'string',
-      title: 'Send these messages to customers?',
-      enum: ['send', 'do_not_send'],
-      enumNames: ['Yes, send', 'No, send nothing'],
+/** The first revision whose elicitation schema has the titled single-select form (oneOf of const + title). */
+const TITLED_ENUM_SINCE = '2025-11-25';
+
+const CHOICES = [
+  { const: 'send', title: 'Yes, send' },
+  { const: 'do_not_send', title: 'No, send nothing' },
+];
+
+/** The approval form: the titled single-select of the 2025-11-25 revision; the legacy enumNames form for clients that negotiated an older one. */
+export function schemaFor(protocolVersion: string | undefined): ElicitSchema {
+  const title = 'Send these messages to customers?';
+  const legacy = protocolVersion !== undefined && protocolVersion < TITLED_ENUM_SINCE; // versions are ISO dates
+  return {
+    type: 'object',
+    properties: {
+      decision: legacy
+        ? { type: 'string', title, enum: CHOICES.map((c) => c.const), enumNames: CHOICES.map((c) => c.title) }
+        : { type: 'string', title, oneOf: CHOICES },
     },
-  },
-  required: ['decision'],
+    required: ['decision'],
+  };
+}
+
+/** Characters of one assistant-written string shown (names, subjects, reasons). */
+const LINE_CHARS = 200;
+/** Characters of one message copy's text shown. */
+const COPY_CHARS = 2_500;
+/** Link targets / image sources listed per copy, and characters of each. */
+const LIST_ITEMS = 40;
+const URL_CHARS = 2_000;
+/** Characters of per-recipient data shown. */
+const DATA_CHARS = 800;
+
+const ACTION_TEXT: Record<ApprovalRequest['action'], string> = {
+  campaign_confirm: 'send a campaign',
+  direct_send: 'send a message now',
+  workflow_activate: 'activate an automation (it then sends by itself)',
+  workflow_resume: 'resume an automation (it then sends by itself)',
+  workflow_run: 'run an automation now',
+  consent_override: 'resubscribe an address: lift its opt-out, so it can be messaged again',
 };
 
-/** What the person reads: what, to whom, how many, a rendered sample, when. */
+/** One line: control characters and line breaks (any Unicode separator) become visible, length capped. */
+export function oneLine(value: string, max = LINE_CHARS): string {
+  const flat = value
+    .replace(/\r\n|[\r\n\u0085\u2028\u2029]/g, ' ⏎ ')
+    .replace(/[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]/g, '\ufffd')
+    .replace(/\s+/g, ' ')
+    .trim();
+  return flat.length > max ? `${flat.slice(0, max)}… [${flat.length - max} more characters not shown]` : flat;
+}
+
+/** A model-written string as the person reads it: one line, capped, in quotes. */
+const quoted = (v: string, max = LINE_CHARS) => `“${oneLine(v, max)}”`;
+
+/** Body text: every line prefixed, so no line of it can pass for a line of the server's own. */
+function block(text: string, max: number): { lines: string[]; cut: number } {
+  const clean = text.replace(/\r\n?/g, '\n').replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]/g, '\ufffd').replace(/[\u0085\u2028\u2029]/g, '\n');
+  const shown = clean.length > max ? clean.slice(0, max) : clean;
+  const lines = shown.replace(/\n{3,}/g, '\n\n').trim().split('\n').map((l) => `  | ${l}`);
+  return { lines, cut: clean.length - shown.length };
+}
+
+const normal = (s: string) => s.replace(/\s+/g, ' ').trim().toLowerCase();
+
+/**
+ * What the person reads. The server's own facts first, in a fixed order; then every string the
+ * assistant wrote, quoted and one line each; then each copy as the customer reads it — the HTML's own
+ * words when there is HTML, every link target and image source — and, for anything not shown, how
+ * much and where to read it in full.
+ */
 export function messageFor(req: ApprovalRequest): string {
-  const lines = [
-    req.title,
-    `Recipients: ${req.recipients} via ${req.channel}${req.examples.length ? ` (e.g. ${req.examples.slice(0, 5).join(', ')}${req.recipients > 5 ? ', …' : ''})` : ''}`,
-    `When: ${req.when}`,
-  ];
-  if (req.subject) lines.push(`Subject: ${req.subject}`);
-  if (req.sample) lines.push('Sample:', req.sample.length > SAMPLE_CHARS ? `${req.sample.slice(0, SAMPLE_CHARS)}…` : req.sample);
-  for (const n of req.notes ?? []) lines.push(`Note: ${n}`);
-  lines.push('Choose "Yes, send" to send, or "No, send nothing".');
+  const lines: string[] = [];
+  const notShown: string[] = [];
+  lines.push('APPROVAL REQUEST. Facts from the server:');
+  lines.push(`1. Action: ${ACTION_TEXT[req.action]}`);
+  lines.push(`2. Recipients: ${req.recipients}; messages: ${req.messages}`);
+  lines.push(`3. Channels: ${req.channel}`);
+  const s = req.sender ?? {};
+  lines.push(
+    `4. Sender: ${[
+      `from ${s.from ? oneLine(s.from) : '(the provider default)'}`,
+      `reply-to ${s.reply_to ? oneLine(s.reply_to) : 'none set'}`,
+      ...(s.intercom_admin ? [`Intercom admin ${oneLine(s.intercom_admin)}`] : []),
+    ].join('; ')}`,
+  );
+  lines.push(`5. When: ${oneLine(req.when)}`);
+  lines.push(
+    `6. Contacts added since the preview: ${req.added_since_preview ?? 'not bound (an active automation reaches whoever meets its trigger from now on)'}`,
+  );
+  lines.push(`7. Consent override: ${req.consent_override ? oneLine(req.consent_override, 600) : 'none'}`);
+  if (req.examples.length) {
+    lines.push(`8. Recipients include: ${req.examples.slice(0, 5).map((e) => quoted(e, 120)).join(', ')}${req.recipients > Math.min(5, req.examples.length) ? ', …' : ''}`);
+  }
+  for (const n of req.notes ?? []) lines.push(`- ${oneLine(n, 600)}`);
+  if (req.template) {
+    const t = req.template;
+    lines.push(
+      `Template ${oneLine(t.id, 80)}: ${t.unavailable ? `not readable from SendGrid (${oneLine(t.unavailable)}); the content is SendGrid's, not shown here` : `name ${quoted(t.name ?? '(none)')}, active version subject ${quoted(t.subject ?? '(none)')}`}`,
+    );
+  }
+
+  const written = (req.written ?? []).filter((w) => w.value !== undefined && w.value !== '');
+  if (written.length) {
+    lines.push('', 'Written by the assistant (quoted; not checked by the server):');
+    for (const w of written) lines.push(`- ${w.label}: ${quoted(w.value!)}`);
+  }
+
+  (req.copies ?? []).forEach((c, i) => {
+    const who = c.to ? ` for ${quoted(c.to, 120)}` : '';
+    lines.push('', `Message ${i + 1}${c.label ? ` (${oneLine(c.label, 80)})` : ''}${who}, as the customer receives it (written by the assistant):`);
+    if (c.subject !== undefined) lines.push(`Subject: ${quoted(c.subject, 400)}`);
+    const links: string[] = [];
+    const images: string[] = [];
+    if (c.html) {
+      const view = viewHtml(c.html);
+      links.push(...view.links);
+      images.push(...view.images);
+      lines.push('Text of the HTML (what the customer sees):');
+      const b = block(view.text, COPY_CHARS);
+      lines.push(...b.lines);
+      if (b.cut) notShown.push(`${b.cut} characters of message ${i + 1}'s HTML text`);
+      if (c.text !== undefined && normal(c.text) !== normal(view.text)) {
+        lines.push('WARNING: the plain-text part says something different from the HTML (mail programs show one or the other). Plain-text part:');
+        const t = block(c.text, Math.min(COPY_CHARS, 1_500));
+        lines.push(...t.lines);
+        if (t.cut) notShown.push(`${t.cut} characters of message ${i + 1}'s plain-text part`);
+      }
+    } else if (c.text !== undefined) {
+      lines.push('Text:');
+      const b = block(c.text, COPY_CHARS);
+      lines.push(...b.lines);
+      if (b.cut) notShown.push(`${b.cut} characters of message ${i + 1}'s text`);
+    }
+    for (const t of linkTargetsIn([c.subject ?? '', c.html ? '' : (c.text ?? '')].join('\n'))) if (!links.includes(t)) links.push(t);
+    if (c.html && c.text) for (const t of linkTargetsIn(c.text)) if (!links.includes(t)) links.push(t);
+    const list = (title: string, items: string[]) => {
+      lines.push(`${title} (${items.length}):${items.length ? '' : ' none'}`);
+      for (const u of items.slice(0, LIST_ITEMS)) lines.push(`  - ${oneLine(u, URL_CHARS)}`);
+      if (items.length > LIST_ITEMS) notShown.push(`${items.length - LIST_ITEMS} more ${title.toLowerCase()} of message ${i + 1}`);
+    };
+    list('Link targets', links);
+    list('Image sources', images);
+    if (c.data !== undefined) {
+      const json = JSON.stringify(c.data) ?? 'null';
+      lines.push(`Dynamic data: ${oneLine(json, DATA_CHARS)}`);
+    }
+  });
+  if (notShown.length) {
+    lines.push('', `NOT SHOWN HERE: ${notShown.join('; ')}.${req.full_at ? ` Read it in full in ${req.full_at}.` : ''}`);
+  }
+  lines.push('', 'Choose "Yes, send" to send, or "No, send nothing".');
   return lines.join('\n');
 }

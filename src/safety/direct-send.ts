@@ -27,7 +27,7 @@ export interface ClearRequest {
   recipients: DirectRecipient[];
   /** Email channels honour email suppressions; in-app messages only a full unsubscribe. */
   emailChannel: boolean;
-  approval: Omit<ApprovalRequest, 'action' | 'recipients' | 'examples' | 'always'>;
+  approval: Omit<ApprovalRequest, 'action' | 'recipients' | 'messages' | 'examples' | 'always'> & { messages?: number };
 }
 
 export interface ConsentOverride {
@@ -164,9 +164,11 @@ export class DirectSendGuard {
       ...req.approval,
       action: 'direct_send',
       recipients: n,
+      messages: req.approval.messages ?? n,
       examples,
       always: blocked.length > 0,
-      notes: [...(req.approval.notes ?? []), ...(blocked.length ? [`Overrides consent of: ${blocked.join('; ')} — reason given: ${spec.override!.reason}`] : [])],
+      ...(blocked.length ? { consent_override: `overrides the consent of ${blocked.join('; ')}` } : {}),
+      written: [...(req.approval.written ?? []), ...(blocked.length ? [{ label: 'Reason given for the consent override', value: spec.override!.reason }] : [])],
     });
     spec.audit.approved_by = approved.by === 'person' ? 'person' : `policy (${approved.why})`;
     const place = await dailyLimit.reserve(store.db, n);

@@ -208,6 +208,8 @@ export const automationTools = [
       version: z.number(),
       trigger: z.string(),
       subjects: z.object({ count: z.number(), examples: z.array(z.string()), unknown: z.array(z.string()).describe('ids or emails not in the roster') }),
+      recipients: z.number().describe('distinct contacts the message steps reach (the previewed set: a run sends to them only)'),
+      messages: z.number().describe('messages the run sends: recipients × message steps, without those consent keeps out'),
       samples: z.array(z.record(z.string(), z.unknown())),
       warnings: z.array(z.string()),
       enrolled: z.number().optional(),

@@ -10,7 +10,7 @@ const totals = z.object({
   failed: z.number(),
   cancelled: z.number(),
   unknown: z.number().describe('in doubt: the request may have reached the provider; never resent'),
-  skipped: z.number().describe('not sent on purpose at send time: the contact unsubscribed or was removed since confirmation (see skipped_by_reason)'),
+  skipped: z.number().describe('not sent on purpose: the contact unsubscribed or was removed since confirmation, or a value put a link the approved content lacks into their message (unapproved_link); see skipped_by_reason'),
   total: z.number(),
 });
 

@@ -192,12 +192,13 @@ export const clientTools = [
           ctx.audit.consent_override = { address, lifts, reason: reason ?? null };
           const approved = await ctx.approve({
             action: 'consent_override',
-            title: `Resubscribe ${address}: lift their opt-out so they can be messaged again`,
             recipients: 1,
+            messages: 0,
             examples: [address],
             channel: 'every channel',
             when: 'now',
-            notes: [...lifts.map((l) => `Lifts: ${l}`), `Reason given: ${reason ?? '(none)'}`],
+            consent_override: `lifts the opt-out of ${address}: ${lifts.join('; ')}`,
+            written: [{ label: 'Reason', value: reason }],
             always: true,
           });
           ctx.audit.approved_by = approved.by === 'person' ? 'person' : `policy (${approved.why})`;

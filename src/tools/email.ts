@@ -1,7 +1,9 @@
 import { z } from 'zod';
 import { defineTool, type ToolContext } from '../mcp/tool.js';
 import type { BulkOutcome, BulkRecipient, MailContent, MailOptions } from '../providers/sendgrid/service.js';
+import { targetsOf } from '../engine/link-guard.js';
 import { invalidInput } from '../result.js';
+import type { ClearRequest } from '../safety/direct-send.js';
 import { EMAIL_MAX_LENGTH } from '../validation.js';
 import { normalizedRecipients } from '../safety/direct-send.js';
 import { idempotencyKey, overrideConsent, replayed } from './safety-fields.js';
@@ -133,7 +135,7 @@ async function bulkSend(
       await gate.clear({
         recipients: queue.map((r) => ({ email: r.email })),
         emailChannel: true,
-        approval: { title: `Email ${label}`, channel: 'email (SendGrid)', when: whenOf(opts.send_at), subject: content.subject, sample: content.text ?? content.html },
+        approval: bulkApproval(ctx, queue, content, opts),
       });
       const r = await services.sendgrid.sendBulk(recipients, content, opts);
       const out = summarize(r);
@@ -144,6 +146,56 @@ async function bulkSend(
     },
   );
 }
+
+const FULL_AT = "this tool call's arguments (your client shows them)";
+const fmt = (a?: { email: string; name?: string }) => (a ? `${a.name ? `"${a.name}" ` : ''}<${a.email}>` : undefined);
+
+/** From and reply-to as SendGrid will use them (the configured defaults when the call gives none). */
+function senderOf(ctx: ToolContext, opts: MailOptions) {
+  const sg = ctx.services.config.sendgrid;
+  return { from: fmt(opts.from ?? (sg.fromEmail ? { email: sg.fromEmail, name: sg.fromName } : undefined)), reply_to: fmt(opts.reply_to) };
+}
+
+/** SendGrid replaces each substitution key with its value, in subject and bodies: what that recipient reads. */
+function substituted(content: MailContent, subs: Record<string, string> | undefined) {
+  const apply = (v?: string) => {
+    if (v === undefined || !subs) return v;
+    let out = v;
+    for (const [k, val] of Object.entries(subs)) out = out.split(k).join(val);
+    return out;
+  };
+  return { subject: apply(content.subject), text: apply(content.text), html: apply(content.html) };
+}
+
+/**
+ * What the person approving a bulk or template send reads: the first and one more recipient's copy
+ * (substitutions applied, or their dynamic data), the template's name and active subject, and every
+ * link target any recipient's copy carries.
+ */
+function bulkApproval(ctx: ToolContext, queue: BulkRecipient[], content: MailContent, opts: MailOptions): ClearRequest['approval'] {
+  const shown = queue.length > 1 ? [queue[0]!, queue[queue.length - 1]!] : queue.slice(0, 1);
+  const base = { channel: 'email (SendGrid)', sender: senderOf(ctx, opts), when: whenOf(opts.send_at), full_at: FULL_AT };
+  if (content.template_id) {
+    const id = content.template_id;
+    return {
+      ...base,
+      template: { id },
+      more: async () => ({ template: { id, ...(await ctx.services.sendgrid.templateSummary(id)) } }),
+      copies: shown.map((r) => ({ to: r.email, data: r.dynamic_template_data ?? {} })),
+    };
+  }
+  const links = new Set<string>();
+  for (const r of queue.slice(0, LINK_SCAN)) for (const t of targetsOf(substituted(content, r.substitutions))) links.add(t);
+  return {
+    ...base,
+    copies: shown.map((r) => ({ to: r.email, ...substituted(content, r.substitutions) })),
+    notes: [
+      `Link targets in any recipient's copy${queue.length > LINK_SCAN ? ` (first ${LINK_SCAN} recipients)` : ''}: ${links.size ? [...links].slice(0, 40).join(' , ') : 'none'}${links.size > 40 ? ` and ${links.size - 40} more` : ''}`,
+    ],
+  };
+}
+
+const LINK_SCAN = 2_000;
 
 const whenOf = (sendAt: number | undefined) => (sendAt ? new Date(sendAt * 1000).toISOString() : 'now');
 
@@ -189,11 +241,12 @@ export const emailTools = [
             recipients: unique.map((a) => ({ email: a.email })),
             emailChannel: true,
             approval: {
-              title: `Email "${i.subject}"${i.shared_recipients ? ' (one message, every recipient in To)' : ''}`,
-              channel: 'email (SendGrid)',
+              channel: `email (SendGrid)${i.shared_recipients ? ', one message with every recipient in To' : ''}`,
+              ...(i.shared_recipients ? { messages: 1 } : {}),
+              sender: senderOf(ctx, opts),
               when: whenOf(opts.send_at),
-              subject: i.subject,
-              sample: i.text ?? i.html,
+              copies: [{ to: unique[0]?.email, subject: i.subject, text: i.text, html: i.html }],
+              full_at: FULL_AT,
             },
           });
           const r = await services.sendgrid.sendEmail(unique, content, opts, i.shared_recipients);

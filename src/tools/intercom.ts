@@ -69,6 +69,7 @@ export const intercomTools = [
         async (gate) => {
           const contact = await intercom.resolveContact(spec(input));
           const email = input.message_type === 'email';
+          const from = input.from_admin_id ?? (await intercom.defaultAdminId());
           await gate.clear({
             recipients: [
               {
@@ -79,9 +80,15 @@ export const intercomTools = [
               },
             ],
             emailChannel: email,
-            approval: { title: `Intercom ${email ? 'email' : 'in-app message'} to ${contact.name ?? contact.email ?? contact.id}`, channel: `Intercom ${input.message_type}`, when: 'now', subject: input.subject, sample: input.body },
+            approval: {
+              channel: `Intercom ${email ? 'email' : 'in-app message'}`,
+              sender: { intercom_admin: from },
+              when: 'now',
+              // Intercom bodies are HTML or plain text: read as HTML either way (plain text reads the same).
+              copies: [{ to: contact.email ?? contact.name ?? contact.id, subject: input.subject, html: input.body }],
+              full_at: "this tool call's arguments (your client shows them)",
+            },
           });
-          const from = input.from_admin_id ?? (await intercom.defaultAdminId());
           const { message_id } = await intercom.sendMessage({
             to: { id: contact.id, type: contact.role },
             message_type: input.message_type,

@@ -64,6 +64,8 @@ export interface ClientOptions {
   /** Answers elicitation/create as the person would; declares the elicitation capability. */
   onElicit?: (request: ElicitRequest['params']) => ElicitResult | Promise<ElicitResult>;
   name?: string;
+  /** Ask for this protocol version in initialize (the SDK client asks for the latest), as an older client would. */
+  protocolVersion?: string;
 }
 
 /** An SDK client, with an elicitation handler when the test plays a person. */
@@ -88,6 +90,14 @@ export async function startInMemory(env: Record<string, string>, overrides: Serv
   const server = createMcpServer(services);
   const [clientTransport, serverTransport] = InMemoryTransport.createLinkedPair();
   const client = testClient(clientOptions);
+  if (clientOptions.protocolVersion) {
+    const send = clientTransport.send.bind(clientTransport);
+    const version = clientOptions.protocolVersion;
+    clientTransport.send = (message, options) => {
+      const m = message as { method?: string; params?: Record<string, unknown> };
+      return send(m.method === 'initialize' ? ({ ...m, params: { ...m.params, protocolVersion: version } } as unknown as typeof message) : message, options);
+    };
+  }
   await Promise.all([server.connect(serverTransport), client.connect(clientTransport)]);
   return {
     client,

@@ -97,7 +97,8 @@ describe('safety policies (in memory)', () => {
       expect(declined.structuredContent.error).toMatchObject({ code: 'declined', retryable: false });
       expect(declined.structuredContent.error.message).toMatch(/declined the approval request: nothing was sent/);
       expect(p.asked).toHaveLength(1);
-      expect(p.asked[0]!.message).toMatch(/^Activate the automation "Approval activate"/);
+      expect(p.asked[0]!.message).toMatch(/^1\. Action: activate an automation/m);
+      expect(p.asked[0]!.message).toMatch(/^- Workflow name: “Approval activate”$/m);
       expect(p.asked[0]!.message).toMatch(/Hi Ann, a note from us\./);
       const listed = await h.call('list_workflows', {});
       expect(listed.structuredContent.workflows.filter((w: any) => w.name === 'Approval activate')).toEqual([]);
@@ -121,7 +122,8 @@ describe('safety policies (in memory)', () => {
       const cancelled = await h.call('resume_workflow', { workflow_id: id, confirmation_token: preview.structuredContent.confirmation_token });
       expect(cancelled.structuredContent.error).toMatchObject({ code: 'declined' });
       expect(cancelled.structuredContent.error.message).toMatch(/cancelled the approval request: nothing was sent/);
-      expect(p.asked[0]!.message).toMatch(/^Activate the automation "Approval resume"/);
+      expect(p.asked[0]!.message).toMatch(/^1\. Action: resume an automation/m);
+      expect(p.asked[0]!.message).toMatch(/^- Workflow name: “Approval resume”$/m);
       expect((await statusOf(h, id)).workflow.status).toBe('draft');
       p.answers({ action: 'accept', content: { decision: 'send' } });
       const ok = await h.call('resume_workflow', { workflow_id: id, confirmation_token: preview.structuredContent.confirmation_token });
@@ -140,9 +142,11 @@ describe('safety policies (in memory)', () => {
       p.answers({ action: 'accept', content: { decision: 'do_not_send' } });
       const no = await h.call('run_workflow', { workflow_id: id, client_ids: ['acme'], confirmation_token: preview.structuredContent.confirmation_token });
       expect(no.structuredContent.error).toMatchObject({ code: 'declined' });
-      expect(no.structuredContent.error.message).toMatch(/chose not to send.*nothing was sent/);
-      expect(p.asked[0]!.message).toMatch(/^Run the automation "Approval run" now/);
-      expect(p.asked[0]!.message).toMatch(/Recipients: 1 via email/);
+      expect(no.structuredContent.error.message).toMatch(/answered "No, send nothing" to the approval request: nothing was sent/);
+      expect(p.asked[0]!.message).toMatch(/^1\. Action: run an automation now$/m);
+      expect(p.asked[0]!.message).toMatch(/^- Workflow name: “Approval run”$/m);
+      expect(p.asked[0]!.message).toMatch(/^2\. Recipients: 1; messages: 1$/m);
+      expect(p.asked[0]!.message).toMatch(/^3\. Channels: email$/m);
       expect((await statusOf(h, id)).enrollments.total).toBe(0);
       p.answers({ action: 'accept', content: { decision: 'send' } });
       const ok = await h.call('run_workflow', { workflow_id: id, client_ids: ['acme'], confirmation_token: preview.structuredContent.confirmation_token });
@@ -291,18 +295,18 @@ describe('safety policies (in memory)', () => {
       const h = await start();
       await h.call('register_client', { client_id: 'crlfco', name: 'CRLF Co', tier: 'starter' });
       // A contact's own value (as an import or a sync would store it) carries a header injection attempt.
-      const c = await h.call('upsert_contact', { client_id: 'crlfco', email: 'inject@crlf.test', first_name: 'Eve\r\nBcc: victim@else.test' });
+      const c = await h.call('upsert_contact', { client_id: 'crlfco', email: 'inject@crlf.test', first_name: 'Eve\r\nX-Injected: yes' });
       expect(c.structuredContent.success).toBe(true);
       const args = { campaign_name: 'CRLF subject', template_type: 'newsletter', subject_line: 'Hi {{ contact.first_name }}\r\nX-Typed: yes', body_text: 'Hello', target_client_ids: ['crlfco'] };
       const preview = await h.call('send_personalized_email', args);
       expect(preview.structuredContent, JSON.stringify(preview.structuredContent).slice(0, 500)).toMatchObject({ success: true, phase: 'preview' });
-      expect(preview.structuredContent.samples[0].subject).toBe('Hi Eve Bcc: victim@else.test X-Typed: yes');
+      expect(preview.structuredContent.samples[0].subject).toBe('Hi Eve X-Injected: yes X-Typed: yes');
       const confirmed = await h.call('send_personalized_email', { ...args, confirmation_token: preview.structuredContent.confirmation_token });
       expect(confirmed.structuredContent).toMatchObject({ phase: 'confirmed', queued: 1 });
       const [mail] = await until(() => mailsTo(sg, 'inject@crlf.test'), (m) => m.length === 1, { message: 'the campaign email' });
-      expect(mail!.subject).toBe('Hi Eve Bcc: victim@else.test X-Typed: yes');
+      expect(mail!.subject).toBe('Hi Eve X-Injected: yes X-Typed: yes');
       expect(mail!.subject).not.toMatch(/[\r\n]/);
-      expect(sg.matching(/^POST \/v3\/mail\/send/).some((r) => JSON.stringify(r.body).includes('victim@else.test"'))).toBe(false);
+      expect(sg.matching(/^POST \/v3\/mail\/send/).some((r) => /X-Injected: yes\\r\\n|\\r\\nX-Injected/.test(JSON.stringify(r.body)))).toBe(false);
     });
   });
 

@@ -72,8 +72,9 @@ describe('outbound safety (in memory)', () => {
       expect(r.structuredContent, JSON.stringify(r.structuredContent)).toMatchObject({ success: true, accepted: 1 });
       expect(sendsTo(sg, 'ann@acme.test') - before).toBe(1);
       expect(p.asked).toHaveLength(1);
-      expect(p.asked[0]!.message).toMatch(/Email "Your renewal"/);
-      expect(p.asked[0]!.message).toMatch(/Recipients: 1 via email/);
+      expect(p.asked[0]!.message).toMatch(/^1\. Action: send a message now$/m);
+      expect(p.asked[0]!.message).toMatch(/^2\. Recipients: 1; messages: 1$/m);
+      expect(p.asked[0]!.message).toMatch(/^Subject: “Your renewal”$/m);
       expect(p.asked[0]!.message).toMatch(/ann@acme\.test/);
       expect(p.asked[0]!.message).toMatch(/Hi Ann, your renewal is due/);
       expect((p.asked[0] as { requestedSchema: { required: string[] } }).requestedSchema.required).toEqual(['decision']);
@@ -82,7 +83,7 @@ describe('outbound safety (in memory)', () => {
     it.each([
       ['decline', { action: 'decline' } as ElicitResult, /declined/],
       ['cancel', { action: 'cancel' } as ElicitResult, /cancelled/],
-      ['accept but choose not to send', { action: 'accept', content: { decision: 'do_not_send' } } as ElicitResult, /chose not to send/],
+      ['accept but choose not to send', { action: 'accept', content: { decision: 'do_not_send' } } as ElicitResult, /answered "No, send nothing" to the approval request/],
     ])('%s: nothing is sent, and the tool says so', async (_label, answer, said) => {
       const p = person();
       p.answers(answer);
@@ -135,8 +136,9 @@ describe('outbound safety (in memory)', () => {
       p.answers({ action: 'decline' });
       const declined = await h.call('send_personalized_email', { ...args, confirmation_token: preview.structuredContent.confirmation_token });
       expect(declined.structuredContent.error).toMatchObject({ code: 'declined' });
-      expect(p.asked[0]!.message).toMatch(/Send the campaign "Approval check"/);
-      expect(p.asked[0]!.message).toMatch(/Recipients: 1/);
+      expect(p.asked[0]!.message).toMatch(/^1\. Action: send a campaign$/m);
+      expect(p.asked[0]!.message).toMatch(/^- Campaign name: “Approval check”$/m);
+      expect(p.asked[0]!.message).toMatch(/^2\. Recipients: 1; messages: 1$/m);
       expect(p.asked[0]!.message).toMatch(/Checking in, Ann\./);
       expect(await h.services.store.db.selectFrom('outbox').select('outbox_id').where('recipient_email', '=', 'ann@acme.test').where('source_kind', '=', 'campaign').execute()).toHaveLength(0);
       p.answers({ action: 'accept', content: { decision: 'send' } });
@@ -185,7 +187,8 @@ describe('outbound safety (in memory)', () => {
       const r = await h.call('sendgrid_send_email', { to: 'gone@acme.test', subject: 'Your ticket', text: 'x', override_consent: { reason: 'asked us to reply to ticket 4411' } });
       expect(r.structuredContent.success).toBe(true);
       expect(sendsTo(sg, 'gone@acme.test') - before).toBe(1);
-      expect(p.asked[0]!.message).toMatch(/Overrides consent of: gone@acme\.test unsubscribed.*ticket 4411/);
+      expect(p.asked[0]!.message).toMatch(/^7\. Consent override: overrides the consent of gone@acme\.test unsubscribed/m);
+      expect(p.asked[0]!.message).toMatch(/^- Reason given for the consent override: “asked us to reply to ticket 4411”$/m);
       const log = await h.call('get_audit_log', { tool: 'sendgrid_send_email', outcome: 'success', limit: 5 });
       const entry = log.structuredContent.entries.find((e: any) => e.details.consent_override);
       expect(entry).toMatchObject({ client_name: 'override-client', details: { approved_by: 'person', consent_override: { reason: 'asked us to reply to ticket 4411' } } });

@@ -23,6 +23,53 @@ export function sendgridContract(): OpenApiContract {
     const schema = doc.components.requestBodies.PostMailSend.content['application/json'].schema;
     schema.properties.custom_args = { type: 'object', additionalProperties: { type: 'string' } };
     doc.components.schemas.ErrorResponse.properties.errors.items.properties.help.type = ['string', 'object', 'null'];
+    // 3. Not in the Mail Send file: GET /v3/templates/{template_id} of SendGrid's Transactional Templates
+    //    API (https://www.twilio.com/docs/sendgrid/api-reference/transactional-templates/retrieve-a-single-transactional-template),
+    //    the fields we read, as SendGrid publishes them; added here, not vendored.
+    doc.paths['/v3/templates/{template_id}'] = {
+      get: {
+        operationId: 'GetTemplate',
+        parameters: [{ name: 'template_id', in: 'path', required: true, schema: { type: 'string' } }],
+        responses: {
+          '200': {
+            description: '',
+            content: {
+              'application/json': {
+                schema: {
+                  type: 'object',
+                  required: ['id', 'name', 'generation', 'versions'],
+                  properties: {
+                    id: { type: 'string' },
+                    name: { type: 'string' },
+                    generation: { type: 'string', enum: ['legacy', 'dynamic'] },
+                    updated_at: { type: 'string' },
+                    versions: {
+                      type: 'array',
+                      items: {
+                        type: 'object',
+                        required: ['id', 'template_id', 'active', 'name', 'subject'],
+                        properties: {
+                          id: { type: 'string' },
+                          template_id: { type: 'string' },
+                          active: { type: 'integer', enum: [0, 1] },
+                          name: { type: 'string' },
+                          subject: { type: 'string' },
+                          updated_at: { type: 'string' },
+                          html_content: { type: 'string' },
+                          plain_content: { type: 'string' },
+                          editor: { type: 'string', enum: ['code', 'design'] },
+                        },
+                      },
+                    },
+                  },
+                },
+              },
+            },
+          },
+          '404': { description: '', content: { 'application/json': { schema: { $ref: '#/components/schemas/ErrorResponse' } } } },
+        },
+      },
+    };
   });
   return contract;
 }
@@ -92,7 +139,33 @@ export class SendGridStandIn extends HttpStandIn {
     return m;
   }
 
+  /** Dynamic templates GET /v3/templates/{id} answers with (seedTemplate). */
+  readonly templates = new Map<string, { name: string; subject: string; html?: string }>();
+
+  seedTemplate(id: string, t: { name: string; subject: string; html?: string }): void {
+    this.templates.set(id, t);
+  }
+
   private routeRequest(r: RecordedRequest): Reply | undefined {
+    const tpl = /^\/v3\/templates\/([^/]+)$/.exec(r.path);
+    if (r.method === 'GET' && tpl) {
+      const id = decodeURIComponent(tpl[1]!);
+      const t = this.templates.get(id);
+      if (!t) return sgError(404, 'resource not found');
+      return {
+        status: 200,
+        body: {
+          id,
+          name: t.name,
+          generation: 'dynamic',
+          updated_at: '2026-01-01 00:00:00',
+          versions: [
+            { id: `${id}-v1`, template_id: id, active: 0, name: 'old', subject: 'an older subject', updated_at: '2025-01-01 00:00:00', editor: 'code' },
+            { id: `${id}-v2`, template_id: id, active: 1, name: 'current', subject: t.subject, updated_at: '2026-01-01 00:00:00', editor: 'code', ...(t.html ? { html_content: t.html } : {}) },
+          ],
+        },
+      };
+    }
     if (r.method === 'POST' && r.path === '/v3/mail/send') {
       if (r.rawBody.length > 20 * 1024 * 1024) return sgError(413, 'The JSON payload you have included in your request is too large.');
       const b = r.body as Record<string, any>;

@@ -108,9 +108,9 @@ describe('campaign plan', () => {
 
   it('a line break from a contact value never reaches the subject', async () => {
     const m = member('c1', 'ann@acme.test', 'Ann');
-    m.client.name = 'Acme\r\nBcc: victim@evil.test';
+    m.client.name = 'Acme\r\nX-Injected: yes';
     const plan = await buildPlan(buildDefinition(request(), config, ['email']), audience([m]));
-    expect(plan.deliveries[0]!.content.subject).toBe('Acme Bcc: victim@evil.test check-in');
+    expect(plan.deliveries[0]!.content.subject).toBe('Acme X-Injected: yes check-in');
   });
 
   it('fingerprint: same inputs agree; content, audience and schedule changes are each detected', async () => {

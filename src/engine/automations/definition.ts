@@ -8,6 +8,7 @@ import { LIFECYCLE_STAGES, TIERS } from '../../store/roster-model.js';
 import type { Channel, SendWindow } from '../delivery/message.js';
 import { isValidTimezone } from '../delivery/send-window.js';
 import { compileTemplates, type CompiledTemplates, type TemplateSources } from '../templating.js';
+import { singleLine } from '../../safety/content-view.js';
 
 /**
  * A workflow as the tool receives it, validated field by field, and as it is stored: normalised (every
@@ -352,8 +353,8 @@ export function normalize(input: WorkflowInput, config: Config, configured: Reco
   }
   const w = input.send_window;
   const def: WorkflowDefinition = {
-    name: input.workflow_name,
-    description: input.description ?? null,
+    name: singleLine(input.workflow_name),
+    description: input.description === undefined ? null : singleLine(input.description),
     trigger,
     audience,
     steps,

@@ -20,6 +20,8 @@ export interface StepSubject {
 export interface OccurrenceContext {
   fired_at: string;
   event?: { name: string; occurred_at: string; properties: Record<string, unknown> };
+  /** A run's previewed recipients (contact ids) for this subject: message steps reach these only. */
+  recipients?: string[];
 }
 
 export async function loadSubject(db: Kysely<Database>, e: { client_id: string; contact_id: string | null }): Promise<StepSubject | undefined> {

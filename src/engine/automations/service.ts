@@ -1,6 +1,6 @@
 import type { Kysely } from 'kysely';
 import { invalidInput, PROVIDERS, ToolError, type ProviderName } from '../../result.js';
-import type { ApprovalRequest, Approver } from '../../safety/approval.js';
+import type { ApprovalCopy, ApprovalRequest, Approver } from '../../safety/approval.js';
 import { consentBlock } from '../../store/consent.js';
 import type { ContactsTable, Database } from '../../store/schema.js';
 import { audienceOf, matchingClients, type AudienceClient } from '../audience.js';
@@ -109,7 +109,7 @@ export class AutomationService {
       // An active workflow saved inactive is paused: what it still had queued is cancelled, as pause_workflow does.
       const cancelled = existing?.status === 'active' ? (await this.pause(saved.workflow_id)).cancelled_messages : 0;
       Object.assign(audit, { workflow_id: saved.workflow_id, version: saved.version, status: saved.status, cancelled_messages: cancelled });
-      const preview = await this.preview(def, saved.workflow_id);
+      const { copies: _copies, ...preview } = await this.preview(def, saved.workflow_id);
       return {
         phase: 'saved',
         workflow_id: saved.workflow_id,
@@ -144,7 +144,7 @@ export class AutomationService {
     def: WorkflowDefinition,
     existing: WorkflowRow | undefined,
     o: { kind: 'workflow_activate' | 'workflow_resume'; tool: string; title: string; save: boolean; approve: Approver; audit: Record<string, unknown>; done: (id: string) => string },
-  ): TwoPhaseSpec<{ preview: Record<string, unknown> & Preview; current: Current }> {
+  ): TwoPhaseSpec<{ preview: Record<string, unknown> & Preview; current: Current; copies: ApprovalCopy[] }> {
     const id = existing?.workflow_id;
     return {
       kind: o.kind,
@@ -152,8 +152,8 @@ export class AutomationService {
       nothingDone: 'Nothing was started.',
       compute: async () => {
         const current = await this.deps.renderGate.run(() => this.scheduler.evaluator.current(def));
-        const preview = await this.preview(def, id ?? 'wf_preview', current.occurrences);
-        return { preview: { ...(existing ? { workflow_id: existing.workflow_id, version: existing.version } : {}), definition: def, ...preview }, current };
+        const { copies, ...preview } = await this.preview(def, id ?? 'wf_preview', current.occurrences);
+        return { preview: { ...(existing ? { workflow_id: existing.workflow_id, version: existing.version } : {}), definition: def, ...preview }, current, copies };
       },
       label: () => def.name,
       parts: ({ current }) => ({
@@ -161,13 +161,18 @@ export class AutomationService {
         entering: hash((def.enroll_existing ? current.occurrences : []).map((x) => `${subjectKey(x.subject)}|${x.occurrence}`).sort().join('\n')),
       }),
       preview: (c) => c.preview,
-      confirm: async ({ preview, current }, consume) => {
+      confirm: async ({ preview, current, copies }, consume) => {
+        const recipients = preview.entering_now.count || preview.audience.reachable_contacts;
         await o.approve(
-          this.approval(o.kind, o.title, def, preview.samples, {
-            recipients: preview.entering_now.count || preview.audience.reachable_contacts,
+          this.approval(o.kind, def, copies, {
+            recipients,
+            messages: recipients * def.steps.filter(isMessageStep).length,
             examples: preview.entering_now.examples.length ? preview.entering_now.examples : preview.audience.examples,
-            when: preview.trigger,
-            notes: [`about ${preview.estimated_messages_per_day} messages a day (${preview.estimate_basis})`, ...preview.warnings],
+            when: `${preview.trigger} (${o.kind === 'workflow_activate' ? 'activated' : 'resumed'} now; it keeps sending by itself)`,
+            notes: [
+              `Counts above: who enters now, or everyone the audience reaches today; then about ${preview.estimated_messages_per_day} messages a day (${preview.estimate_basis})`,
+              ...preview.warnings,
+            ],
           }),
         );
         const r = await this.activate(existing, def, current, { save: o.save, consume });
@@ -238,7 +243,7 @@ export class AutomationService {
 
   // ---- previews --------------------------------------------------------------------------------
 
-  private async preview(def: WorkflowDefinition, workflowId: string, entering: StateOccurrence[] = []): Promise<Preview> {
+  private async preview(def: WorkflowDefinition, workflowId: string, entering: StateOccurrence[] = []): Promise<Preview & { copies: ApprovalCopy[] }> {
     const { clients } = await matchingClients(this.db, targetingOf(def.audience));
     const audience = await audienceOf(this.db, clients, def.audience.contact_roles);
     const warnings: string[] = [];
@@ -265,6 +270,7 @@ export class AutomationService {
             : `${entering.length} already meet the trigger; without enroll_existing they do not enter, only new crossings do.`,
       },
       samples: this.samples(def, workflowId, clients, audience.members.map((m) => m.contact)),
+      copies: this.copies(def, workflowId, clients, audience.members.map((m) => m.contact)),
       estimated_messages_per_day: estimate.perDay,
       estimate_basis: estimate.basis,
       warnings,
@@ -288,6 +294,32 @@ export class AutomationService {
       const cut = (t: string) => (t.length > 2_000 ? `${t.slice(0, 2_000)}… [${t.length} characters]` : t);
       return { ...base, ...who, ...(step.type === 'send_in_app_notification' || step.type === 'create_note' || step.type === 'send_slack_message' ? {} : { subject: r.subject }), text: cut(r.text) };
     });
+  }
+
+  /** Every message step rendered whole for one example subject: what the person approving reads. */
+  private copies(def: WorkflowDefinition, workflowId: string, clients: AudienceClient[], contacts: ContactsTable[]): ApprovalCopy[] {
+    const compiled = compileWorkflow(def);
+    const contact = contacts[0];
+    const client = (contact && clients.find((c) => c.client_id === contact.client_id)) ?? clients[0];
+    const ctx: OccurrenceContext = { fired_at: new Date().toISOString(), event: sampleEvent(def) };
+    const out: ApprovalCopy[] = [];
+    def.steps.forEach((step, i) => {
+      if (!isMessageStep(step)) return;
+      const label = `step ${i}, ${step.type}`;
+      const tpl = compiled.get(i);
+      if (!tpl || !client) {
+        const raw = step as { subject?: string; body?: string; body_html?: string };
+        out.push({ label: `${label}, the template itself (nobody to render it for)`, subject: raw.subject, text: raw.body, html: raw.body_html });
+        return;
+      }
+      const r = renderForRecipient(tpl, scopeFor(def, workflowId, ctx, client, contact), DEFAULT_RENDER_LIMITS);
+      if (!r.ok) {
+        out.push({ label: `${label}: held back for this example (${r.detail})`, to: contact?.email });
+        return;
+      }
+      out.push({ label, to: contact?.email ?? client.name, subject: step.type === 'send_in_app_notification' ? undefined : r.subject, text: r.text, html: r.html });
+    });
+    return out;
   }
 
   /** Messages a day from today's data: occurrences a day × recipients per occurrence × message steps, capped by the frequency cap. */
@@ -344,23 +376,30 @@ export class AutomationService {
     return { perDay, basis: `${basis}; ${Math.round(perSubject * 10) / 10} recipient(s) per occurrence × ${steps} message step(s)${raw > cap ? `; capped by the frequency cap (${contacts} contacts × ${this.deps.config.automations.maxPerContactPerDay} a day)` : ''}` };
   }
 
-  /** What the person approving reads: a rendered message sample, who, when, and the estimate. */
+  /** What the person approving reads: the server's facts, the names the assistant gave, every message step rendered whole. */
   private approval(
     action: 'workflow_activate' | 'workflow_resume' | 'workflow_run',
-    title: string,
     def: WorkflowDefinition,
-    samples: Array<Record<string, unknown>>,
-    facts: { recipients: number; examples: string[]; when: string; notes: string[] },
+    copies: ApprovalCopy[],
+    facts: { recipients: number; messages: number; examples: string[]; when: string; notes: string[]; added_since_preview?: number },
   ): ApprovalRequest {
-    const sample = samples.find((x) => x.channel && x.text);
-    const channels = [...new Set(def.steps.filter(isMessageStep).map((x) => CHANNEL_OF[x.type]))];
+    const steps = def.steps.filter(isMessageStep);
+    const channels = [...new Set(steps.map((x) => CHANNEL_OF[x.type]))];
+    const emailFrom = steps.map((x) => (x.type === 'send_email' && x.from_email) || (x.type === 'send_email' ? def.sender.email : null)).filter((x): x is string => Boolean(x));
     return {
       action,
-      title,
       ...facts,
       channel: channels.length ? channels.join(' + ') : 'no messages (internal steps only)',
-      subject: sample?.subject as string | undefined,
-      sample: sample?.text as string | undefined,
+      sender: {
+        ...(emailFrom.length ? { from: [...new Set(emailFrom)].map((e) => `${def.sender.name ? `"${def.sender.name}" ` : ''}<${e}>`).join(', ') } : {}),
+        ...(channels.some((c) => c !== 'email') ? { intercom_admin: this.deps.config.intercom.adminId ?? 'the Intercom token owner' } : {}),
+      },
+      written: [
+        { label: 'Workflow name', value: def.name },
+        { label: 'Description', value: def.description ?? undefined },
+      ],
+      copies,
+      full_at: 'the preview (the same tool without confirmation_token) and get_workflow (the definition)',
     };
   }
 
@@ -424,41 +463,78 @@ export class AutomationService {
     }
     const def = await this.repo.definition(id, w.version);
     const done = () => `Enrolled now; the steps run in order (waits included). Follow them with get_workflow "${id}".`;
-    const spec: TwoPhaseSpec<{ preview: Record<string, unknown> & { subjects: { count: number; examples: string[] }; samples: Array<Record<string, unknown>>; warnings: string[] }; subjects: Subject[] }> = {
+    type Run = {
+      preview: Record<string, unknown> & { subjects: { count: number; examples: string[] }; samples: Array<Record<string, unknown>>; warnings: string[] };
+      subjects: Subject[];
+      /** Per subject, the contacts its message steps reach (as previewed): a run sends to them only. */
+      reach: Map<string, string[]>;
+      recipients: number;
+      messages: number;
+      copies: ApprovalCopy[];
+    };
+    const spec: TwoPhaseSpec<Run> = {
       kind: 'workflow_run',
       tool: 'run_workflow',
       nothingDone: 'Nothing was started.',
       compute: async () => {
         const { subjects, unknown } = await this.runSubjects(targets);
         const { clients } = await matchingClients(this.db, { client_ids: [...new Set(subjects.map((x) => x.client_id))] });
-        const contacts = subjects.some((x) => x.kind === 'contact')
-          ? await this.db.selectFrom('contacts').selectAll().where('contact_id', 'in', subjects.filter((x) => x.contact_id).map((x) => x.contact_id!)).execute()
-          : (await audienceOf(this.db, clients, def.audience.contact_roles)).members.map((m) => m.contact);
         const byClient = new Map(clients.map((c) => [c.client_id, c]));
-        const examples = subjects.slice(0, EXAMPLES).map((x) => (x.kind === 'contact' ? (contacts.find((c) => c.contact_id === x.contact_id)?.email ?? x.contact_id!) : (byClient.get(x.client_id)?.name ?? x.client_id)));
-        const emailSteps = def.steps.some((x) => isMessageStep(x) && isEmailChannel(CHANNEL_OF[x.type]));
+        const named = subjects.filter((x) => x.kind === 'contact' && x.contact_id).map((x) => x.contact_id!);
+        const namedRows = named.length ? await this.db.selectFrom('contacts').selectAll().where('contact_id', 'in', named).execute() : [];
+        // Who each subject's message steps reach: the named contact, or the client's contacts with the audience's roles.
+        const members = await audienceOf(this.db, clients.filter((c) => subjects.some((x) => x.kind === 'client' && x.client_id === c.client_id)), def.audience.contact_roles);
+        const reachOf = (x: Subject): ContactsTable[] =>
+          x.kind === 'contact' ? namedRows.filter((c) => c.contact_id === x.contact_id) : members.members.filter((m) => m.contact.client_id === x.client_id).map((m) => m.contact);
+        const reach = new Map(subjects.map((x) => [subjectKey(x), reachOf(x).map((c) => c.contact_id).sort()]));
+        const contacts = [...namedRows, ...members.members.map((m) => m.contact)];
+        const examples = subjects.slice(0, EXAMPLES).map((x) => (x.kind === 'contact' ? (namedRows.find((c) => c.contact_id === x.contact_id)?.email ?? x.contact_id!) : (byClient.get(x.client_id)?.name ?? x.client_id)));
+        const messageSteps = def.steps.filter(isMessageStep);
+        const emailSteps = messageSteps.some((x) => isEmailChannel(CHANNEL_OF[x.type]));
+        // Recipients × message steps (each on its channel), without those consent keeps out.
+        const reached = new Set<string>();
+        let messages = 0;
+        for (const x of subjects) {
+          for (const c of reachOf(x)) {
+            for (const step of messageSteps) {
+              if (consentBlock(c, isEmailChannel(CHANNEL_OF[step.type]))) continue;
+              messages += 1;
+              reached.add(c.contact_id);
+            }
+          }
+        }
         const preview = {
           workflow_id: id,
           version: w.version,
           trigger: describeTrigger(def),
           subjects: { count: subjects.length, examples, unknown },
+          recipients: reached.size,
+          messages,
           samples: this.samples(def, id, clients, contacts),
           warnings: contacts.filter((c) => consentBlock(c, emailSteps)).map((c) => `${c.email} has unsubscribed: message steps skip them.`).slice(0, 10),
         };
-        return { preview, subjects };
+        return { preview, subjects, reach, recipients: reached.size, messages, copies: this.copies(def, id, clients, contacts) };
       },
       label: () => def.name,
-      parts: ({ subjects }) => ({ version: String(w.version), subjects: hash(subjects.map(subjectKey).sort().join('\n')) }),
+      // Bound to exactly what was previewed: this workflow, this version and definition, these subjects and the contacts they reach.
+      parts: ({ subjects, reach }) => ({
+        workflow_id: id,
+        version: String(w.version),
+        definition: hash(canonicalJson(def)),
+        subjects: hash(subjects.map(subjectKey).sort().join('\n')),
+        recipients: hash([...reach].map(([k, v]) => `${k}:${v.join(',')}`).sort().join('\n')),
+      }),
       preview: (c) => c.preview,
       nothingToConfirm: ({ subjects }) => (subjects.length ? undefined : 'None of the given clients or contacts is in the roster: nothing to run.'),
-      confirm: async ({ preview, subjects }, consume) => {
-        const messages = def.steps.filter(isMessageStep).length;
+      confirm: async ({ preview, subjects, reach, recipients, messages, copies }, consume) => {
         await approve(
-          this.approval('workflow_run', `Run the automation "${def.name}" now`, def, preview.samples, {
-            recipients: subjects.length,
+          this.approval('workflow_run', def, copies, {
+            recipients,
+            messages,
             examples: preview.subjects.examples,
             when: 'now',
-            notes: [`${subjects.length} enrolled × ${messages} message step(s)`, ...preview.warnings],
+            added_since_preview: 0, // the token is bound to the contacts previewed: one added since refuses it before this point
+            notes: [`${subjects.length} enrolled; ${def.steps.filter(isMessageStep).length} message step(s)`, ...preview.warnings],
           }),
         );
         const runId = newId('run');
@@ -467,7 +543,13 @@ export class AutomationService {
         const target = { workflow_id: id, version: w.version, reentry: def.reentry, delay_minutes: def.delay_minutes };
         const enrolled = await this.db.transaction().execute(async (trx) => {
           if (!(await consume(trx, runId))) return undefined;
-          const candidates: Candidate[] = subjects.map((x) => ({ ...x, occurrence: `run:${runId}`, context: { fired_at: firedAt, run_id: runId }, depth: 0, start_event_id: startEventId }));
+          const candidates: Candidate[] = subjects.map((x) => ({
+            ...x,
+            occurrence: `run:${runId}`,
+            context: { fired_at: firedAt, run_id: runId, recipients: reach.get(subjectKey(x)) ?? [] },
+            depth: 0,
+            start_event_id: startEventId,
+          }));
           let n = 0;
           for (let i = 0; i < candidates.length; i += 400) n += (await this.repo.enrolChunk(trx, target, candidates.slice(i, i + 400), false, Date.now())).length;
           return n;

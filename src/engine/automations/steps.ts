@@ -15,6 +15,7 @@ import type { ContactsTable, Database } from '../../store/schema.js';
 import type { ActivityInput } from '../../store/timeline.js';
 import { isEmailChannel, PROVIDER_OF_CHANNEL, type OutboundMessage } from '../delivery/message.js';
 import { insertMessages } from '../delivery/outbox.js';
+import { linkGuard, UNAPPROVED_LINK, type LinkGuard } from '../link-guard.js';
 import { messageContent } from '../recipient-scope.js';
 import { DEFAULT_RENDER_LIMITS, renderForRecipient, type CompiledTemplates } from '../templating.js';
 import { CHANNEL_OF, compileWorkflow, isMessageStep, waitMs, type MessageStep, type Step, type WorkflowDefinition } from './definition.js';
@@ -88,6 +89,19 @@ export class EnrolmentRunner {
 
   private get db(): Kysely<Database> {
     return this.deps.store.db;
+  }
+
+  private readonly guards = new Map<string, LinkGuard>();
+
+  /** The link targets a message step's approved templates carry (the workflow's version, as approved). */
+  private linkGuards(e: EnrollmentRow, def: WorkflowDefinition, i: number): LinkGuard {
+    const key = `${e.workflow_id}@${e.version}#${i}`;
+    let g = this.guards.get(key);
+    if (!g) {
+      const step = def.steps[i] as { subject?: string; body?: string; body_html?: string };
+      this.guards.set(key, (g = linkGuard([{ subject: step.subject, text: step.body, html: step.body_html }])));
+    }
+    return g;
   }
 
   private templates(e: EnrollmentRow, def: WorkflowDefinition): Map<number, CompiledTemplates> {
@@ -177,9 +191,14 @@ export class EnrolmentRunner {
 
   private async message(def: WorkflowDefinition, e: EnrollmentRow, s: StepSubject, step: MessageStep, i: number): Promise<Outcome> {
     const channel = CHANNEL_OF[step.type];
-    const { members, excluded } = await recipientsOf(this.db, def, s);
     const ctx = JSON.parse(e.context) as OccurrenceContext;
+    const reached = await recipientsOf(this.db, def, s);
+    // A run sends to the contacts its preview showed, never to one added since.
+    const previewed = Array.isArray(ctx.recipients) ? new Set(ctx.recipients) : undefined;
+    const members = previewed ? reached.members.filter((c) => previewed.has(c.contact_id)) : reached.members;
+    const excluded = reached.excluded; // not messaged either way: counted with their reason
     const tpl = this.templates(e, def).get(i)!;
+    const links = this.linkGuards(e, def, i);
     const runKey = `${e.enrollment_id}:${i}`;
     const now = new Date().toISOString();
     const base = (c: { contact_id: string; email: string }) => {
@@ -227,6 +246,12 @@ export class EnrolmentRunner {
         continue;
       }
       const from = (step.type === 'send_email' && step.from_email) || def.sender.email || undefined;
+      const added = links.unapproved(r, { recipient: c.email, senders: [from, def.sender.email] });
+      if (added.length) {
+        // An event property or a roster value put a link the approved workflow does not carry into this message.
+        notSent(c, UNAPPROVED_LINK, `Not sent: a value put link target(s) the approved workflow does not carry into the message: ${added.slice(0, 3).join(', ')}${added.length > 3 ? ', …' : ''}.`);
+        continue;
+      }
       messages.push({ ...base(c), content: messageContent(c, r, channel, { email: from, name: def.sender.name ?? undefined }) });
     }
     for (const x of excluded) notSent(x, x.reason === 'missing_email' ? 'missing_address' : x.reason, `Not sent: ${x.email || x.contact_id} (${x.reason}).`);

@@ -4,6 +4,8 @@ import { invalidInput, notConfigured, ToolError, type ProviderName } from '../..
 import { consentBlock } from '../../store/consent.js';
 import type { Audience, Exclusion } from '../audience.js';
 import { isEmailChannel, PROVIDER_OF_CHANNEL, type Channel, type MessageContent } from '../delivery/message.js';
+import { singleLine } from '../../safety/content-view.js';
+import { linkGuard, UNAPPROVED_LINK } from '../link-guard.js';
 import { clientScope, contactScope, messageContent } from '../recipient-scope.js';
 import { compileTemplates, renderForRecipient, type RenderLimits } from '../templating.js';
 import type { CampaignRequest } from './request.js';
@@ -83,6 +85,10 @@ export interface CampaignPlan {
   unknown_client_ids: string[];
   contacts_considered: number;
   samples: Sample[];
+  /** The first two messages of the first channel, whole: what the person approving reads (never cut to a sample's size). */
+  approval_copies: Array<{ to: string; subject?: string; text: string; html?: string }>;
+  /** Recipients held back because a value put a link target the template lacks into their message (written as skipped on confirmation). */
+  unapproved: Array<{ contact_id: string; client_id: string; email: string; channels: Channel[]; detail: string }>;
   fingerprint: { content: string; audience: string; schedule: string };
 }
 
@@ -139,7 +145,7 @@ export function buildDefinition(req: CampaignRequest, config: Config, channels: 
     });
   }
   return {
-    campaign_name: req.campaign_name,
+    campaign_name: singleLine(req.campaign_name),
     template_type: req.template_type,
     subject_line: req.subject_line,
     body_text: req.body_text,
@@ -185,8 +191,15 @@ export async function renderPlan(
     unknown_client_ids: audience.unknown_client_ids,
     contacts_considered: audience.contacts_considered,
     samples: [],
+    approval_copies: [],
+    unapproved: [],
     fingerprint: { content: '', audience: '', schedule: '' },
   };
+  // The approved content: the templates and the assistant's own personalization_tokens (shown in the preview).
+  const links = linkGuard([
+    { subject: def.subject_line, text: def.body_text, html: def.body_html },
+    ...Object.values(tokens).map((v) => ({ text: String(v) })),
+  ]);
   const exclude = (e: Exclusion & { channel?: string }) => {
     plan.excluded.total += 1;
     plan.excluded.by_reason[e.reason] = (plan.excluded.by_reason[e.reason] ?? 0) + 1;
@@ -218,7 +231,15 @@ export async function renderPlan(
       { ...budget.perRecipient, timeMs: Math.min(budget.perRecipient.timeMs, Math.max(1, budget.totalMs - spent)) },
     );
     rendered += 1;
-    if (!outcome.ok) {
+    const added = outcome.ok ? links.unapproved(outcome, { recipient: contact.email, senders: [def.sender.email] }) : [];
+    if (outcome.ok && added.length) {
+      // A value (a name, a custom field) carries a link the person never approved: this recipient is held back.
+      const detail = `a value put link target(s) the approved content does not carry into the message: ${added.slice(0, 3).join(', ')}${added.length > 3 ? ', …' : ''}`;
+      plan.held_back.total += 1;
+      if (plan.held_back.examples.length < EXAMPLES) plan.held_back.examples.push({ contact_id: contact.contact_id, client_id: client.client_id, email: contact.email, reason: UNAPPROVED_LINK, detail });
+      plan.unapproved.push({ contact_id: contact.contact_id, client_id: client.client_id, email: contact.email, channels, detail });
+      audienceHash.update(`held:${contact.contact_id}:${UNAPPROVED_LINK}:${hash(added.join('\n'))}\n`);
+    } else if (!outcome.ok) {
       if (outcome.reason === 'render_error' && performance.now() - started > budget.totalMs) throw overBudget(def, budget, rendered, audience.members.length);
       plan.held_back.total += 1;
       if (plan.held_back.examples.length < EXAMPLES) {
@@ -236,6 +257,9 @@ export async function renderPlan(
         plan.messages += 1;
         plan.per_channel[channel] = (plan.per_channel[channel] ?? 0) + 1;
         if (channel === def.channels[0] && plan.samples.length < SAMPLES) plan.samples.push(sampleOf(client.client_id, channel, content));
+        if (channel === def.channels[0] && plan.approval_copies.length < 2) {
+          plan.approval_copies.push({ to: content.to_email, subject: channel === 'intercom_inapp' ? undefined : content.subject, text: content.text, html: content.html });
+        }
         chunk.push({ contact_id: contact.contact_id, client_id: client.client_id, channel, content });
       }
     }

@@ -11,6 +11,7 @@ import { decodeCursor, encodeCursor } from '../cursor.js';
 import type { OutboundMessage } from '../delivery/message.js';
 import { insertMessages, OUTBOX_STATES, type OutboxRepository, type OutboxState } from '../delivery/outbox.js';
 import { engagementBySource, summarizeEngagement, type Engagement } from '../inbox/engagement.js';
+import { UNAPPROVED_LINK } from '../link-guard.js';
 import type { RenderGate } from '../render-gate.js';
 import { buildDefinition, renderPlan, resolveChannels, type CampaignDefinition, type CampaignPlan, type PlannedDelivery } from './plan.js';
 import type { CampaignRequest } from './request.js';
@@ -146,18 +147,30 @@ export class CampaignService {
       confirm: async ({ plan, campaignId }, consume) => {
         const def = plan.definition;
         const sample = plan.samples[0];
+        const fmt = (a: { email?: string; name?: string }) => (a.email ? `${a.name ? `"${a.name}" ` : ''}<${a.email}>` : undefined);
         await approve!({
           action: 'campaign_confirm',
-          title: `Send the campaign "${def.campaign_name}" (${def.template_type})`,
           recipients: plan.recipients,
+          messages: plan.messages,
           examples: plan.samples.map((s) => s.to),
           channel: def.channels.join(' + '),
+          sender: {
+            ...(def.channels.includes('email') ? { from: fmt(def.sender) } : {}),
+            ...(def.channels.some((c) => c !== 'email') ? { intercom_admin: this.deps.config.intercom.adminId ?? 'the Intercom token owner' } : {}),
+          },
           when: def.scheduled_send_time ?? 'now',
-          subject: sample?.subject,
-          sample: sample?.text,
+          // The token is bound to the audience as previewed: a contact added since refuses it before this point.
+          added_since_preview: 0,
+          written: [
+            { label: 'Campaign name', value: def.campaign_name },
+            { label: 'Template type', value: def.template_type },
+            { label: 'Created by', value: def.created_by },
+          ],
+          copies: plan.approval_copies,
+          full_at: 'the preview (send_personalized_email without confirmation_token: its samples, 4,000 characters per part)',
           notes: [
             ...(plan.excluded.total ? [`${plan.excluded.total} excluded (${Object.entries(plan.excluded.by_reason).map(([r, n]) => `${r}: ${n}`).join(', ')})`] : []),
-            ...(plan.held_back.total ? [`${plan.held_back.total} held back (a template value they lack)`] : []),
+            ...(plan.held_back.total ? [`${plan.held_back.total} held back (a value they lack, or a link the template does not carry)`] : []),
           ],
         });
         const id = campaignId!;
@@ -180,6 +193,14 @@ export class CampaignService {
             })
             .execute();
           await this.deps.outbox.commitStaged(trx, 'campaign', id);
+          // Held back for an unapproved link: recorded as skipped with the reason, so the status counts them.
+          const held = plan.unapproved.flatMap((u) =>
+            u.channels.map((channel) => ({
+              ...this.message(id, def, { contact_id: u.contact_id, client_id: u.client_id, channel, content: { subject: '', text: '', to_email: u.email } }),
+              skip: { code: UNAPPROVED_LINK, message: `Not sent: ${u.detail}.` },
+            })),
+          );
+          if (held.length) await insertMessages(trx, held);
           return true;
         });
         if (!committed) return undefined;

@@ -283,6 +283,21 @@ export class SendGridService {
     const res = await this.request('get_stats', true, path, { method: 'GET', query });
     return (await res.json()) as unknown[];
   }
+
+  /**
+   * A dynamic template's name and its active version's subject (GET /v3/templates/{template_id}), for
+   * the person approving a template send. A template SendGrid cannot show is said, not hidden.
+   */
+  async templateSummary(templateId: string): Promise<{ name?: string; subject?: string; unavailable?: string }> {
+    try {
+      const res = await this.request('get_template', true, `/v3/templates/${encodeURIComponent(templateId)}`, { method: 'GET' });
+      const t = (await res.json()) as { name?: string; versions?: Array<{ active?: number; subject?: string; name?: string }> };
+      const active = t.versions?.find((v) => v.active === 1);
+      return active ? { name: t.name, subject: active.subject } : { name: t.name, unavailable: 'the template has no active version' };
+    } catch (err) {
+      return { unavailable: (err as Error).message.slice(0, 300) };
+    }
+  }
 }
 
 function dedupe(to: Address[]): Address[] {
