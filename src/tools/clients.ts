@@ -197,7 +197,8 @@ export const clientTools = [
             examples: [address],
             channel: 'every channel',
             when: 'now',
-            consent_override: `lifts the opt-out of ${address}: ${lifts.join('; ')}`,
+            consent_override: `lifts the opt-out of ${address}`,
+            notes: lifts.map((l) => `Lifts: ${l}`),
             written: [{ label: 'Reason', value: reason }],
             always: true,
           });

@@ -186,7 +186,7 @@ describe.each(dialects)('consent belongs to the address, on %s', (dialect) => {
       const no = person();
       no.answers({ action: 'decline' });
       const declined = await (await start({}, no)).call('set_contact_subscription', { email: 'carl@acme.test', subscribed: true, reason: 'customer asked by phone' });
-      expect(declined.structuredContent.error).toMatchObject({ code: 'declined' });
+      expect(declined.structuredContent.error, JSON.stringify(declined.structuredContent)).toMatchObject({ code: 'declined' });
       expect(await contact('acme', 'carl@acme.test')).toMatchObject({ unsubscribed: true });
 
       const yes = person();
