@@ -237,8 +237,8 @@ export const clientTools = [
     title: 'Import clients from CSV',
     description:
       'Imports clients and their contacts from a CSV file on the server machine (one row per contact; columns in the README, sample in ' +
-      'examples/clients.csv). Every row is validated first; errors are reported with row numbers and, unless skip_invalid is true, nothing ' +
-      'is imported from a file with errors. Re-importing is safe: clients upsert by client_id, contacts by (client_id, email). Local only.',
+      'examples/clients.csv). Every row is validated first. A file with row errors imports nothing (unless skip_invalid is true) and is ' +
+      'refused as invalid_input with the row errors in error.details.errors (row, field, problem; the first 200). Re-importing is safe: clients upsert by client_id, contacts by (client_id, email). Local only.',
     kind: 'write',
     toolset: 'roster',
     idempotent: true,

@@ -107,8 +107,8 @@ describe.each(dialects)('customer roster on %s', (dialect) => {
       ].join('\n'),
     );
     const r = await h.call('import_clients', { file_path: file });
-    expect(r.structuredContent.imported).toBe(false);
-    expect(r.structuredContent.errors).toEqual(
+    expect(r.structuredContent.error.code).toBe('invalid_input');
+    expect(r.structuredContent.error.details.errors).toEqual(
       expect.arrayContaining([
         expect.objectContaining({ row: 3, field: 'tier' }),
         expect.objectContaining({ row: 4, field: 'client_id' }),
