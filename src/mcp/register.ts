@@ -18,6 +18,7 @@ import { fromZodError, toErrorBody, ToolError } from '../result.js';
 import { createApprover, supportsElicitation } from '../safety/approval.js';
 import { scrubValue } from '../secrets.js';
 import type { Services } from '../services.js';
+import { TOO_DEEP, tooDeepAt } from '../validation.js';
 import { rejectUnsafeArguments } from './argument-guards.js';
 import { withoutTypeArrays } from './json-schema.js';
 import { boundResultWithText, MAX_RESULT_BYTES } from './bound-result.js';
@@ -138,7 +139,8 @@ export function registerTools(server: Server, tools: Eventually<AnyToolDefinitio
         kind: tool.kind,
         client: { name: client?.name, version: client?.version },
         session_id: extra.sessionId ?? 'stdio',
-        arguments: request.params.arguments ?? {},
+        // A value nested too deep to walk is not stored (it was refused before use).
+        arguments: tooDeepAt(request.params.arguments) === undefined ? (request.params.arguments ?? {}) : { refused: TOO_DEEP },
         outcome,
         message: error?.message,
         policy,

@@ -37,6 +37,33 @@ describe.each(dialects)('input guards on %s', (dialect) => {
     expect((await h.call('list_clients', {})).structuredContent.total).toBe(3);
   });
 
+  it('arguments nested thousands of levels deep are invalid_input naming where, never "This is a bug"', async () => {
+    for (const depth of [65, 5_000, 100_000]) {
+      let obj: unknown = 1;
+      let arr: unknown = 1;
+      for (let i = 0; i < depth; i++) {
+        obj = { a: obj };
+        arr = [arr];
+      }
+      for (const [tool, args, field] of [
+        ['register_client', { client_id: 'deep-co', name: 'Deep', custom_attributes: { p: arr } }, 'custom_attributes.p'],
+        ['list_clients', { search: arr }, 'search'],
+        ['update_client_info', { client_id: 'acme-co', custom_attributes: { p: obj } }, 'custom_attributes.p'],
+        ['record_customer_event', { event: 'deep', client_id: 'acme-co', properties: { p: obj } }, 'properties.p'],
+      ] as const) {
+        const r = await h.call(tool, args as Record<string, unknown>);
+        expectInvalid(r);
+        expect(r.structuredContent.error.message, `${tool} at ${depth}`).toMatch(/nested more than 64 levels deep/);
+        expect(r.structuredContent.error.details.fields[0].field.startsWith(field), r.structuredContent.error.details.fields[0].field).toBe(true);
+      }
+    }
+    // 64 levels is within the limit: refused (if at all) by the field's own rules, not by the depth.
+    let ok: unknown = 'x';
+    for (let i = 0; i < 62; i++) ok = { a: ok };
+    const within = await h.call('record_customer_event', { event: 'deep', client_id: 'acme-co', properties: { p: ok } });
+    expect(within.structuredContent.error?.message ?? '').not.toMatch(/nested more than/);
+  });
+
   it('the store itself refuses NUL in any query parameter (whatever path a value took)', async () => {
     await expect(h.services.store.roster.getClient('acme\u0000co')).rejects.toMatchObject({ code: 'invalid_input' });
     await expect(h.services.store.timeline.list({ client_id: 'x\u0000' }, 5)).rejects.toMatchObject({ code: 'invalid_input' });
