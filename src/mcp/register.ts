@@ -20,6 +20,7 @@ import { scrubValue } from '../secrets.js';
 import type { Services } from '../services.js';
 import { TOO_DEEP, tooDeepAt } from '../validation.js';
 import { rejectUnsafeArguments } from './argument-guards.js';
+import { nearestKey, validKeysAt } from './unknown-keys.js';
 import { withoutTypeArrays } from './json-schema.js';
 import { boundResultWithText, MAX_RESULT_BYTES } from './bound-result.js';
 import { annotationsFor, publishedOutputSchema, successSchema, type AnyToolDefinition } from './tool.js';
@@ -152,7 +153,7 @@ export function registerTools(server: Server, tools: Eventually<AnyToolDefinitio
       const args = request.params.arguments ?? {};
       rejectUnsafeArguments(args, tool.name);
       const parsed = tool.input.safeParse(args);
-      if (!parsed.success) throw fromZodError(parsed.error, `Invalid arguments for ${tool.name}`);
+      if (!parsed.success) throw fromZodError(parsed.error, `Invalid arguments for ${tool.name}`, (path, key) => nearestKey(key, validKeysAt(tool.input, args, path)));
       const data = await tool.handle(parsed.data, {
         services,
         get log() {

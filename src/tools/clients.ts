@@ -122,7 +122,7 @@ export const clientTools = [
     kind: 'destructive',
     toolset: 'roster',
     openWorld: false,
-    input: z.object({ client_id: clientIdSchema, email: emailSchema, actor }),
+    input: z.strictObject({ client_id: clientIdSchema, email: emailSchema, actor }),
     output: { removed: contactView },
     async handle({ client_id, email, actor }, { services }) {
       return { removed: await services.store.roster.removeContact(client_id, email, actor) };
@@ -138,7 +138,7 @@ export const clientTools = [
     toolset: 'roster',
     idempotent: true,
     openWorld: false,
-    input: z.object({
+    input: z.strictObject({
       email: emailSchema,
       subscribed: z.boolean().describe('false: unsubscribe; true: resubscribe'),
       reason: z.string().max(500).optional(),
@@ -160,7 +160,7 @@ export const clientTools = [
     kind: 'read',
     toolset: 'roster',
     openWorld: false,
-    input: z.object({
+    input: z.strictObject({
       tier: z.array(z.enum(TIERS)).optional(),
       segment: z.string().optional(),
       lifecycle_stage: z.array(z.enum(LIFECYCLE_STAGES)).optional(),
@@ -192,7 +192,7 @@ export const clientTools = [
     kind: 'read',
     toolset: 'roster',
     openWorld: false,
-    input: z.object({ client_id: clientIdSchema }),
+    input: z.strictObject({ client_id: clientIdSchema }),
     output: {
       client: clientView,
       renewal: z.object({ date: z.string().nullable(), days_until: z.number().nullable() }),
@@ -212,7 +212,7 @@ export const clientTools = [
     kind: 'read',
     toolset: 'roster',
     openWorld: false,
-    input: z.object({
+    input: z.strictObject({
       client_id: clientIdSchema,
       types: z.array(z.string()).optional().describe('e.g. profile_change, contact_change, subscription, message, note, tag, event, email'),
       channels: z.array(z.string()).optional().describe('roster, intercom, sendgrid, mixpanel'),
@@ -243,7 +243,7 @@ export const clientTools = [
     toolset: 'roster',
     idempotent: true,
     openWorld: false,
-    input: z.object({
+    input: z.strictObject({
       file_path: z.string().min(1).describe('absolute path of the CSV file'),
       skip_invalid: z.boolean().default(false).describe('import the valid rows even if some rows are invalid'),
       actor,

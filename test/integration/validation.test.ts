@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { STEP_HTML_MAX_CHARS } from '../../src/engine/automations/definition.js';
 import { MAX_TEMPLATE_CHARS } from '../../src/engine/templating.js';
 import { startInMemory, tempDataDir, testEnv, type InMemoryHarness } from '../helpers/mcp.js';
 
@@ -69,13 +70,13 @@ describe('field validation', () => {
     expect(await problems('send_personalized_email', { ...campaign, body_html: html(MAX_TEMPLATE_CHARS + 1) })).toEqual([
       { field: 'body_html', problem: `a template is at most ${MAX_TEMPLATE_CHARS} characters` },
     ]);
-    // Automations' email steps take the same HTML body limit.
+    // Automations' email steps: their own maximum (a workflow carries up to 30 steps), stated the same way.
     const step = { type: 'send_email', subject: 'Hello', body: 'Hi' };
     const workflow = { workflow_name: 'Big body', trigger_type: 'event_based', trigger_conditions: { event: 'big_body' } };
-    const ok = await h.call('automate_communications', { ...workflow, actions: [{ ...step, body_html: html(MAX_TEMPLATE_CHARS) }] });
+    const ok = await h.call('automate_communications', { ...workflow, actions: [{ ...step, body_html: html(STEP_HTML_MAX_CHARS) }] });
     expect(ok.structuredContent, JSON.stringify(ok.structuredContent).slice(0, 400)).toMatchObject({ success: true, phase: 'preview' });
-    expect(await problems('automate_communications', { ...workflow, actions: [{ ...step, body_html: html(MAX_TEMPLATE_CHARS + 1) }] })).toEqual([
-      { field: 'actions.0.body_html', problem: `a template is at most ${MAX_TEMPLATE_CHARS} characters` },
+    expect(await problems('automate_communications', { ...workflow, actions: [{ ...step, body_html: html(STEP_HTML_MAX_CHARS + 1) }] })).toEqual([
+      { field: 'actions.0.body_html', problem: `a template is at most ${STEP_HTML_MAX_CHARS} characters` },
     ]);
   });
 

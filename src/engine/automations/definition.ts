@@ -6,7 +6,7 @@ import { invalidInput, notConfigured, ToolError, type ProviderName } from '../..
 import { LIFECYCLE_STAGES, TIERS } from '../../store/roster-model.js';
 import type { Channel, SendWindow } from '../delivery/message.js';
 import { isValidTimezone } from '../delivery/send-window.js';
-import { compileTemplates, MAX_TEMPLATE_CHARS, MAX_TEXT_TEMPLATE_CHARS, templateString, type CompiledTemplates, type TemplateSources } from '../templating.js';
+import { compileTemplates, MAX_TEXT_TEMPLATE_CHARS, templateString, type CompiledTemplates, type TemplateSources } from '../templating.js';
 
 /**
  * A workflow as the tool receives it, validated field by field, and as it is stored: normalised (every
@@ -109,12 +109,14 @@ type Conditions = { [K in TriggerType]: z.output<(typeof TRIGGER_CONDITIONS)[K]>
 export type Trigger = { [K in TriggerType]: { type: K } & Conditions[K] }[TriggerType];
 
 const liquid = (max: number) => templateString(max).min(1);
+/** A send_email step's HTML body: less than a campaign's (MAX_TEMPLATE_CHARS), as a workflow has up to 30 steps in one request. */
+export const STEP_HTML_MAX_CHARS = 200_000;
 const stepSchemas = [
   z.strictObject({
     type: z.literal('send_email'),
     subject: liquid(998),
     body: liquid(MAX_TEXT_TEMPLATE_CHARS).describe('plain text (Liquid)'),
-    body_html: liquid(MAX_TEMPLATE_CHARS).optional().describe('HTML (Liquid; values are HTML-escaped; at most 500,000 characters)'),
+    body_html: liquid(STEP_HTML_MAX_CHARS).optional().describe('HTML (Liquid; values are HTML-escaped; at most 200,000 characters)'),
     from_email: z.email().optional().describe('default: sender_email, else SENDGRID_FROM_EMAIL'),
   }),
   z.strictObject({ type: z.literal('send_intercom_email'), subject: liquid(998), body: liquid(MAX_TEXT_TEMPLATE_CHARS) }),

@@ -25,7 +25,7 @@ const tokenValue = z.union([z.string().max(10_000), z.number(), z.boolean()]);
 
 /** The parameters of send_personalized_email (the seed's, kept, plus channels, contact_roles, confirmation_token). */
 export const campaignRequestSchema = z
-  .object({
+  .strictObject({
     campaign_name: z.string().trim().min(1).max(200).describe('A name people will recognise in reports, e.g. "Q3 health check – enterprise".'),
     template_type: z.enum(TEMPLATE_TYPES).describe('What kind of message this is; recorded with the campaign and in tracking events.'),
     subject_line: z.string().min(1).max(998).describe('Liquid template, e.g. "{{ client.name }}: your quarterly check-in". Not shown for intercom_inapp.'),
