@@ -126,6 +126,9 @@ const envSchema = z.object({
   CS_MCP_EVENTS_WEBHOOK_SECRET: z.preprocess(emptyToUndefined, z.string().trim().min(16, 'must be at least 16 characters (use a long random value)').optional()),
   WEBHOOK_MAX_AGE_S: int(300, 10, 86_400),
   WEBHOOK_MAX_BODY_BYTES: int(2 * 1024 * 1024, 1024, 64 * 1024 * 1024),
+  WEBHOOK_HEADERS_TIMEOUT_MS: int(10_000, 1000, 120_000),
+  WEBHOOK_BODY_TIMEOUT_MS: int(30_000, 1000, 600_000),
+  WEBHOOK_MIN_BODY_BYTES_PER_S: int(1024, 0, 100 * 1024 * 1024),
   WEBHOOK_RETENTION_DAYS: int(30, 1, 3650),
   WEBHOOK_PROCESS_POLL_MS: int(1000, 10, 60_000),
   // Automations (see README "Automations").
@@ -242,6 +245,10 @@ export interface Config {
     /** Replay window for signed timestamps (SendGrid, product events), both directions. */
     maxAgeS: number;
     maxBodyBytes: number;
+    /** WEBHOOK_HEADERS_TIMEOUT_MS, WEBHOOK_BODY_TIMEOUT_MS, WEBHOOK_MIN_BODY_BYTES_PER_S: how slowly a request may arrive. */
+    headersTimeoutMs: number;
+    bodyTimeoutMs: number;
+    minBodyBytesPerS: number;
     /** Settled inbox events older than this are deleted. */
     retentionDays: number;
     pollMs: number;
@@ -409,6 +416,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       eventsSecret: e.CS_MCP_EVENTS_WEBHOOK_SECRET,
       maxAgeS: e.WEBHOOK_MAX_AGE_S,
       maxBodyBytes: e.WEBHOOK_MAX_BODY_BYTES,
+      headersTimeoutMs: e.WEBHOOK_HEADERS_TIMEOUT_MS,
+      bodyTimeoutMs: e.WEBHOOK_BODY_TIMEOUT_MS,
+      minBodyBytesPerS: e.WEBHOOK_MIN_BODY_BYTES_PER_S,
       retentionDays: e.WEBHOOK_RETENTION_DAYS,
       pollMs: e.WEBHOOK_PROCESS_POLL_MS,
     },

@@ -120,9 +120,21 @@ export function notConfigured(provider: ProviderName, variables: string[]): Tool
   );
 }
 
-/** Turns a zod failure into invalid_input naming each field and what it needs. */
-export function fromZodError(error: z.ZodError, prefix = 'Invalid input'): ToolError {
-  const problems = error.issues.map((i) => ({ field: i.path.map(String).join('.') || '(arguments)', problem: i.message }));
+/**
+ * Turns a zod failure into invalid_input naming each field and what it needs. An unknown key (a strict
+ * object's unrecognized_keys) is one problem per key, named by its own path; `nearest` may suggest the
+ * valid field meant.
+ */
+export function fromZodError(error: z.ZodError, prefix = 'Invalid input', nearest?: (path: PropertyKey[], key: string) => string | undefined): ToolError {
+  const problems = error.issues.flatMap((i) => {
+    if (i.code === 'unrecognized_keys') {
+      return i.keys.map((key) => {
+        const meant = nearest?.(i.path, key);
+        return { field: [...i.path, key].map(String).join('.'), problem: `unknown field \`${key}\`${meant ? `; did you mean \`${meant}\`?` : ''}` };
+      });
+    }
+    return [{ field: i.path.map(String).join('.') || '(arguments)', problem: i.message }];
+  });
   const text = problems.map((p) => `${p.field}: ${p.problem}`).join('; ');
   return invalidInput(`${prefix}: ${text}. Correct ${problems.length === 1 ? 'that field' : 'those fields'} and call again.`, {
     fields: problems,

@@ -45,3 +45,44 @@ export const calendarDate = z
     const t = new Date(Date.UTC(y, m - 1, day));
     if (t.getUTCMonth() !== m - 1 || t.getUTCDate() !== day) ctx.addIssue({ code: 'custom', message: 'not a date in the calendar (check the month and day)' });
   });
+
+/**
+ * How deep arrays and objects may nest, in tool arguments and webhook bodies alike: no field of ours
+ * needs more than a handful of levels, and code that walks a value (validation, scrubbing, JSON) recurses,
+ * so a value nested thousands of levels deep would overflow the stack and read as an internal error.
+ */
+export const MAX_JSON_DEPTH = 64;
+export const TOO_DEEP = `nested more than ${MAX_JSON_DEPTH} levels deep (arrays and objects); flatten it`;
+
+/**
+ * Where a parsed value nests more than `max` arrays/objects deep (the path of the first container past
+ * the limit, "" for the value itself), or undefined. Iterative: safe at any depth.
+ */
+export function tooDeepAt(value: unknown, max = MAX_JSON_DEPTH): string | undefined {
+  const stack: Array<{ v: unknown; depth: number; path: string }> = [{ v: value, depth: 1, path: '' }];
+  while (stack.length) {
+    const { v, depth, path } = stack.pop()!;
+    if (!v || typeof v !== 'object') continue;
+    if (depth > max) return path;
+    if (Array.isArray(v)) v.forEach((item, i) => item && typeof item === 'object' && stack.push({ v: item, depth: depth + 1, path: `${path}[${i}]` }));
+    else for (const [k, item] of Object.entries(v)) if (item && typeof item === 'object') stack.push({ v: item, depth: depth + 1, path: path ? `${path}.${k}` : k });
+  }
+  return undefined;
+}
+
+/** Whether JSON text nests more than `max` arrays/objects deep; a scan of the text, before any parsing. */
+export function jsonTextTooDeep(text: string, max = MAX_JSON_DEPTH): boolean {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i++; // backslash: skip the escaped character
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x5b || c === 0x7b) {
+      if (++depth > max) return true;
+    } else if (c === 0x5d || c === 0x7d) depth--;
+  }
+  return false;
+}

@@ -1,3 +1,4 @@
+import { z } from 'zod';
 import { Drop, Liquid, type FilterImplOptions, type Template } from 'liquidjs';
 import { invalidInput } from '../result.js';
 
@@ -64,6 +65,21 @@ class MissingValueUsed extends Error {
   }
 }
 
+/**
+ * The longest template any field takes (characters): body_html, of campaigns and automation email steps.
+ * The Liquid parser's own limit is this same figure, so a field within its schema maximum always parses
+ * as far as length goes; every template field's schema maximum is at most this.
+ */
+export const MAX_TEMPLATE_CHARS = 500_000;
+/** A plain-text body (campaign body_text, automation step bodies). */
+export const MAX_TEXT_TEMPLATE_CHARS = 100_000;
+
+/** A Liquid template field of at most `max` characters (≤ MAX_TEMPLATE_CHARS), refused past it with the figure. */
+export function templateString(max: number = MAX_TEMPLATE_CHARS) {
+  if (max > MAX_TEMPLATE_CHARS) throw new Error(`a template field cannot exceed MAX_TEMPLATE_CHARS (${MAX_TEMPLATE_CHARS})`);
+  return z.string().max(max, `a template is at most ${max} characters`);
+}
+
 /** How an output value is escaped: not at all (plain text), for HTML, or for Slack's mrkdwn (`&`, `<`, `>`). */
 type Escaping = 'none' | 'html' | 'slack';
 
@@ -78,7 +94,7 @@ function createEngine(escaping: Escaping): Liquid {
     templates: {}, // no file system: {% include %} / {% render %} can read nothing
     ownPropertyOnly: true,
     strictFilters: true,
-    parseLimit: 100_000,
+    parseLimit: MAX_TEMPLATE_CHARS,
     renderLimit: 1_000,
     memoryLimit: 10_000_000,
   });
@@ -153,6 +169,10 @@ export function compileTemplates(src: TemplateSources, tokenNames: string[], opt
     try {
       parsed = engine.parse(source);
     } catch (err) {
+      if (source.length > MAX_TEMPLATE_CHARS) {
+        // Not a syntax problem: the same limit the schemas state (reached only by a caller that skipped them).
+        throw invalidInput(`${FIELD_OF[key]}: a template is at most ${MAX_TEMPLATE_CHARS} characters (got ${source.length}). Shorten it and call again.`, { field: FIELD_OF[key] });
+      }
       throw invalidInput(`${FIELD_OF[key]} is not a valid template: ${(err as Error).message.split('\n')[0]}. Fix the Liquid syntax and call again.`, {
         field: FIELD_OF[key],
       });

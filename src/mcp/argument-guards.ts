@@ -1,13 +1,21 @@
 import { invalidInput } from '../result.js';
+import { TOO_DEEP, tooDeepAt } from '../validation.js';
 
 /**
  * Checks that apply to every string and every key of every tool's arguments, whatever its schema:
  * - no NUL character (U+0000): PostgreSQL refuses it, providers mangle it, no person types it;
+ * - nothing nested more than MAX_JSON_DEPTH arrays/objects deep (refused before anything recurses into it);
  * - no "__proto__" key: JSON.parse keeps it as a plain key, but any object built from the arguments
  *   (zod records included) silently drops it — the caller would be told "saved" for data that was not.
  * Refused up front as invalid_input naming each field.
  */
 export function rejectUnsafeArguments(args: unknown, toolName: string): void {
+  // First, and without recursion: every later step (this walk, zod, the audit's JSON) recurses.
+  const deep = tooDeepAt(args);
+  if (deep !== undefined) {
+    const field = deep || '(arguments)';
+    throw invalidInput(`Invalid arguments for ${toolName}: ${field}: ${TOO_DEEP}. Correct and call again.`, { fields: [{ field, problem: TOO_DEEP }] });
+  }
   const problems: Array<{ field: string; problem: string }> = [];
   const visit = (v: unknown, path: string) => {
     if (problems.length >= 20) return;

@@ -22,7 +22,9 @@ import { fromZodError, toErrorBody, ToolError } from '../result.js';
 import { createApprover, supportsElicitation } from '../safety/approval.js';
 import { scrubValue } from '../secrets.js';
 import type { Services } from '../services.js';
+import { TOO_DEEP, tooDeepAt } from '../validation.js';
 import { rejectUnsafeArguments } from './argument-guards.js';
+import { nearestKey, validKeysAt } from './unknown-keys.js';
 import { boundResultWithText, MAX_RESULT_BYTES } from './bound-result.js';
 import { successSchema, type AnyToolDefinition } from './tool.js';
 import { listedTool, type ListedTool } from './tool-listing.js';
@@ -155,7 +157,8 @@ export function registerTools(
         kind: tool.kind,
         client: { name: client?.name, version: client?.version },
         session_id: extra.sessionId ?? 'stdio',
-        arguments: request.params.arguments ?? {},
+        // A value nested too deep to walk is not stored (it was refused before use).
+        arguments: tooDeepAt(request.params.arguments) === undefined ? (request.params.arguments ?? {}) : { refused: TOO_DEEP },
         outcome,
         message: error?.message,
         policy,
@@ -167,7 +170,7 @@ export function registerTools(
       const args = request.params.arguments ?? {};
       rejectUnsafeArguments(args, tool.name);
       const parsed = tool.input.safeParse(args);
-      if (!parsed.success) throw fromZodError(parsed.error, `Invalid arguments for ${tool.name}`);
+      if (!parsed.success) throw fromZodError(parsed.error, `Invalid arguments for ${tool.name}`, (path, key) => nearestKey(key, validKeysAt(tool.input, args, path)));
       const data = await tool.handle(parsed.data, {
         services,
         get log() {

@@ -1,7 +1,7 @@
 import type { Kysely } from 'kysely';
 import { z } from 'zod';
 import type { Logger } from '../log.js';
-import { ToolError } from '../result.js';
+import { invalidInput, ToolError } from '../result.js';
 import { openCsvFile, readCsvRows, type CsvFile } from './csv-source.js';
 import type { Store } from './index.js';
 import { clientFieldsSchema, clientIdSchema, contactFieldsSchema, customAttributesSchema, type NewClient } from './roster-model.js';
@@ -195,7 +195,17 @@ async function importFile(store: Store, file: CsvFile, filePath: string, opts: I
     errors,
     errors_truncated: errorCount > errors.length,
   };
-  if (errorCount > 0 && !opts.skipInvalid) return result;
+  if (errorCount > 0 && (!opts.skipInvalid || clients.size === 0)) {
+    // Nothing is imported: that is a refusal, never a success with `imported: false` a caller could misread.
+    const rowsWithErrors = invalidRows.size;
+    throw invalidInput(
+      `Nothing was imported: ${rowsWithErrors} of ${rows} rows have errors (${errorCount} problems; the first ${errors.length} are in details.errors, by row and column). ` +
+        (clients.size === 0
+          ? 'No row is valid: correct the file and import it again.'
+          : 'A file with errors imports nothing: correct those rows, or call again with skip_invalid: true to import the valid rows only.'),
+      { rows, rows_with_errors: rowsWithErrors, error_count: errorCount, errors, errors_truncated: errorCount > errors.length },
+    );
+  }
 
   // Pass 2: one transaction — clients (merging with what the roster has), contacts, timeline.
   try {

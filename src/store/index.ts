@@ -71,6 +71,9 @@ function createDb(config: Config, log: Logger): { db: Kysely<Database>; dialect:
   sqlite.pragma('synchronous = NORMAL');
   sqlite.pragma('busy_timeout = 5000');
   sqlite.pragma('foreign_keys = ON');
+  // SQLite's own lower() folds ASCII only ("Österreich" stays "Ö"), PostgreSQL's folds every letter:
+  // the same search must find the same clients on both stores, so lower() here is JavaScript's.
+  sqlite.function('lower', { deterministic: true }, (v: unknown) => (typeof v === 'string' ? v.toLowerCase() : v) as string | null);
   return { db: new Kysely<Database>({ dialect: withNulGuard(new ImmediateSqliteDialect({ database: withStatementCache(sqlite) })) }), dialect: 'sqlite' };
 }
 

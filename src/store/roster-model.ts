@@ -52,7 +52,7 @@ const dateOnly = calendarDate;
 const segment = z.string().trim().toLowerCase().regex(/^[a-z0-9_-]{1,50}$/, 'segment labels are lowercase letters, digits, "-" or "_"');
 
 /** Every client field except the id; all optional so the same shape serves partial updates. */
-export const clientFieldsSchema = z.object({
+export const clientFieldsSchema = z.strictObject({
   name: z.string().trim().min(1).max(200),
   tier: z.enum(TIERS),
   segments: z.array(segment).max(50).describe('labels such as "high_value", "at_risk" (a set: duplicates are dropped)'),
@@ -73,7 +73,7 @@ export const newClientSchema = clientFieldsSchema.partial().extend({
 export type NewClient = z.output<typeof newClientSchema>;
 export type ClientPatch = Partial<z.output<typeof clientFieldsSchema>>;
 
-export const contactFieldsSchema = z.object({
+export const contactFieldsSchema = z.strictObject({
   email: emailSchema,
   name: z.string().trim().max(200).nullable().optional(),
   first_name: z.string().trim().max(100).nullable().optional(),

@@ -41,7 +41,7 @@ export const analyticsTools = [
     toolset: 'mixpanel',
     idempotent: true,
     openWorld: true,
-    input: z.object({
+    input: z.strictObject({
       distinct_id: z.string().min(1).max(255).describe('the user (your user id or email)'),
       event: z.string().min(1).max(255),
       properties,
@@ -74,7 +74,7 @@ export const analyticsTools = [
     toolset: 'mixpanel',
     idempotent: true,
     openWorld: true,
-    input: z.object({ distinct_id: z.string().min(1), properties: z.record(z.string().min(1), z.unknown()), once: z.boolean().default(false) }),
+    input: z.strictObject({ distinct_id: z.string().min(1), properties: z.record(z.string().min(1), z.unknown()), once: z.boolean().default(false) }),
     output: { distinct_id: z.string(), operation: z.enum(['$set', '$set_once']), properties: z.record(z.string(), z.unknown()) },
     async handle(i, { services }) {
       const operation = i.once ? ('$set_once' as const) : ('$set' as const);
@@ -90,7 +90,7 @@ export const analyticsTools = [
     toolset: 'mixpanel',
     idempotent: false,
     openWorld: true,
-    input: z.object({
+    input: z.strictObject({
       distinct_id: z.string().min(1),
       increments: z.record(z.string().min(1), z.number()),
       idempotency_key: idempotencyKey.describe('your own key for this increment: a repeat with it adds nothing more'),
@@ -111,7 +111,7 @@ export const analyticsTools = [
     toolset: 'mixpanel',
     idempotent: true,
     openWorld: true,
-    input: z.object({}),
+    input: z.strictObject({}),
     output: flushOut,
     async handle(_i, { services }) {
       services.runtimes.mixpanel.requireConfigured();
@@ -128,7 +128,7 @@ export const analyticsTools = [
     toolset: 'mixpanel',
     idempotent: false,
     openWorld: true,
-    input: z.object({
+    input: z.strictObject({
       distinct_id: z.string().min(1),
       feature: z.string().min(1).max(100),
       duration_seconds: z.number().min(0).max(86_400 * 7).default(0),

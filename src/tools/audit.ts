@@ -28,7 +28,7 @@ export const auditTools = [
     kind: 'read',
     toolset: 'audit',
     openWorld: false,
-    input: z.object({
+    input: z.strictObject({
       tool: z.string().max(100).optional(),
       outcome: z.string().max(50).optional().describe('"success", "error" (any failure) or an error code such as "forbidden"'),
       policy: z.string().max(50).optional(),

@@ -68,7 +68,7 @@ export const automationTools = [
     toolset: 'automations',
     openWorld: true,
     input: z
-      .object({
+      .strictObject({
         ...workflowInputShape,
         is_active: z.boolean().default(true).describe('false: save as a draft that sends nothing'),
         workflow_id: workflowId.optional().describe('change this workflow (a new version; running enrolments finish on theirs)'),
@@ -90,7 +90,7 @@ export const automationTools = [
     kind: 'read',
     toolset: 'automations',
     openWorld: false,
-    input: z.object({
+    input: z.strictObject({
       status: z.enum(['draft', 'active', 'paused', 'archived']).optional(),
       limit: z.number().int().min(1).max(100).default(20),
       cursor: z.string().max(500).optional(),
@@ -111,7 +111,7 @@ export const automationTools = [
     kind: 'read',
     toolset: 'automations',
     openWorld: false,
-    input: z.object({ workflow_id: workflowId }),
+    input: z.strictObject({ workflow_id: workflowId }),
     output: {
       workflow: workflowSummary,
       definition: z.record(z.string(), z.unknown()),
@@ -141,7 +141,7 @@ export const automationTools = [
     toolset: 'automations',
     idempotent: true,
     openWorld: false,
-    input: z.object({ workflow_id: workflowId }),
+    input: z.strictObject({ workflow_id: workflowId }),
     output: { workflow_id: z.string(), status: z.string(), cancelled_messages: z.number() },
     async handle({ workflow_id }, { services, audit }) {
       const r = await services.automations.pause(workflow_id);
@@ -159,7 +159,7 @@ export const automationTools = [
     kind: 'send',
     toolset: 'automations',
     openWorld: true,
-    input: z.object({ workflow_id: workflowId, confirmation_token: token }),
+    input: z.strictObject({ workflow_id: workflowId, confirmation_token: token }),
     output: { phase: z.enum(['preview', 'confirmed']), ...activationOut },
     async handle({ workflow_id, confirmation_token }, { services, approve, audit }) {
       return (await services.automations.resume(workflow_id, confirmation_token, approve, audit)) as never;
@@ -175,7 +175,7 @@ export const automationTools = [
     toolset: 'automations',
     idempotent: true,
     openWorld: false,
-    input: z.object({ workflow_id: workflowId }),
+    input: z.strictObject({ workflow_id: workflowId }),
     output: { workflow_id: z.string(), status: z.string(), enrollments_cancelled: z.number(), cancelled_messages: z.number() },
     async handle({ workflow_id }, { services, audit }) {
       const r = await services.automations.archive(workflow_id);
@@ -195,7 +195,7 @@ export const automationTools = [
     toolset: 'automations',
     openWorld: true,
     input: z
-      .object({
+      .strictObject({
         workflow_id: workflowId,
         client_ids: z.array(z.string().min(1).max(64)).min(1).max(1000).optional(),
         contact_emails: z.array(z.string().email()).min(1).max(1000).optional(),

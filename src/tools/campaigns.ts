@@ -151,7 +151,7 @@ export const campaignTools = [
     kind: 'read',
     toolset: 'campaigns',
     openWorld: false,
-    input: z.object({
+    input: z.strictObject({
       campaign_id: z.string().min(1).describe('The id send_personalized_email returned, e.g. "cmp_…"'),
       wait_seconds: z.number().int().min(0).max(600).default(0).describe('Wait up to this long for the campaign to finish.'),
     }),
@@ -171,7 +171,7 @@ export const campaignTools = [
     kind: 'read',
     toolset: 'campaigns',
     openWorld: false,
-    input: z.object({
+    input: z.strictObject({
       limit: z.number().int().min(1).max(100).default(20),
       cursor: z.string().optional().describe('next_cursor from a previous call'),
       status: z.enum(['scheduled', 'sending', 'completed', 'completed_with_problems', 'cancelled']).optional().describe('only campaigns in this status (within the page)'),
@@ -191,7 +191,7 @@ export const campaignTools = [
     toolset: 'campaigns',
     idempotent: true,
     openWorld: false,
-    input: z.object({ campaign_id: z.string().min(1) }),
+    input: z.strictObject({ campaign_id: z.string().min(1) }),
     output: { campaign_id: z.string(), cancelled_messages: z.number(), already_sent: z.number(), in_flight: z.number(), campaign: campaignStatus },
     async handle({ campaign_id }, { services }) {
       const { cancelled_messages, status } = await services.campaigns.cancel(campaign_id);

@@ -139,7 +139,7 @@ export const clientTools = [
     kind: 'destructive',
     toolset: 'roster',
     openWorld: false,
-    input: z.object({ client_id: clientIdSchema, email: emailSchema, actor }),
+    input: z.strictObject({ client_id: clientIdSchema, email: emailSchema, actor }),
     output: { removed: contactView },
     async handle({ client_id, email, actor }, { services }) {
       return { removed: await services.store.roster.removeContact(client_id, email, actor) };
@@ -158,7 +158,7 @@ export const clientTools = [
     toolset: 'roster',
     idempotent: true,
     openWorld: false,
-    input: z.object({
+    input: z.strictObject({
       email: emailSchema,
       subscribed: z.boolean().describe('false: unsubscribe; true: resubscribe (a person must approve)'),
       reason: z.string().max(500).optional(),
@@ -220,7 +220,7 @@ export const clientTools = [
     kind: 'read',
     toolset: 'roster',
     openWorld: false,
-    input: z.object({
+    input: z.strictObject({
       email: z.string().min(1).max(320).optional().describe('one address (case and spaces do not matter)'),
       include_lifted: z.boolean().default(false),
       limit: z.number().int().min(1).max(200).default(50),
@@ -240,7 +240,7 @@ export const clientTools = [
     kind: 'read',
     toolset: 'roster',
     openWorld: false,
-    input: z.object({
+    input: z.strictObject({
       tier: z.array(z.enum(TIERS)).optional(),
       segment: z.string().optional(),
       lifecycle_stage: z.array(z.enum(LIFECYCLE_STAGES)).optional(),
@@ -272,7 +272,7 @@ export const clientTools = [
     kind: 'read',
     toolset: 'roster',
     openWorld: false,
-    input: z.object({ client_id: clientIdSchema }),
+    input: z.strictObject({ client_id: clientIdSchema }),
     output: {
       client: clientView,
       renewal: z.object({ date: z.string().nullable(), days_until: z.number().nullable() }),
@@ -292,7 +292,7 @@ export const clientTools = [
     kind: 'read',
     toolset: 'roster',
     openWorld: false,
-    input: z.object({
+    input: z.strictObject({
       client_id: clientIdSchema,
       types: z.array(z.string()).optional().describe('e.g. profile_change, contact_change, subscription, message, note, tag, event, email'),
       channels: z.array(z.string()).optional().describe('roster, intercom, sendgrid, mixpanel'),
@@ -317,13 +317,13 @@ export const clientTools = [
     title: 'Import clients from CSV',
     description:
       'Imports clients and their contacts from a CSV file on the server machine (one row per contact; columns in the README, sample in ' +
-      'examples/clients.csv). Every row is validated first; errors are reported with row numbers and, unless skip_invalid is true, nothing ' +
-      'is imported from a file with errors. Re-importing is safe: clients upsert by client_id, contacts by (client_id, email). Local only.',
+      'examples/clients.csv). Every row is validated first. A file with row errors imports nothing (unless skip_invalid is true) and is ' +
+      'refused as invalid_input with the row errors in error.details.errors (row, field, problem; the first 200). Re-importing is safe: clients upsert by client_id, contacts by (client_id, email). Local only.',
     kind: 'write',
     toolset: 'roster',
     idempotent: true,
     openWorld: false,
-    input: z.object({
+    input: z.strictObject({
       file_path: z.string().min(1).describe('absolute path of the CSV file'),
       skip_invalid: z.boolean().default(false).describe('import the valid rows even if some rows are invalid'),
       actor,

@@ -14,7 +14,7 @@ const subject = z.string().min(1).max(998).regex(/^[^\r\n]*$/, 'one line: no lin
 
 /** An address as published (format: email); the service checks it and names every bad one in its error. */
 const emailString = z.string().min(3).max(EMAIL_MAX_LENGTH).meta({ format: 'email' });
-const address = z.object({ email: emailString, name: z.string().max(200).optional() });
+const address = z.strictObject({ email: emailString, name: z.string().max(200).optional() });
 /** One address ("a@b.com") or a list of addresses / {email, name}. Validated by the service, naming the bad ones. */
 const recipients = z
   .union([emailString, z.array(z.union([emailString, address])).min(1).max(1000)])
@@ -211,7 +211,7 @@ export const emailTools = [
     kind: 'send',
     toolset: 'sendgrid',
     openWorld: true,
-    input: z.object({
+    input: z.strictObject({
       to: recipients,
       subject: subject,
       text: z.string().max(1_000_000).optional(),
@@ -267,7 +267,7 @@ export const emailTools = [
     kind: 'send',
     toolset: 'sendgrid',
     openWorld: true,
-    input: z.object({
+    input: z.strictObject({
       template_id: z.string().regex(/^d-[0-9a-f]{32}$/i, 'a dynamic template id looks like "d-" followed by 32 hex characters'),
       to: z
         .array(address.extend({ dynamic_template_data: z.record(z.string(), z.unknown()).optional() }))
@@ -293,7 +293,7 @@ export const emailTools = [
     kind: 'send',
     toolset: 'sendgrid',
     openWorld: true,
-    input: z.object({
+    input: z.strictObject({
       recipients: z
         .array(
           address.extend({
@@ -325,7 +325,7 @@ export const emailTools = [
     kind: 'read',
     toolset: 'sendgrid',
     openWorld: true,
-    input: z.object({
+    input: z.strictObject({
       start_date: z.string().regex(/^\d{4}-\d{2}-\d{2}$/, 'YYYY-MM-DD'),
       end_date: z.string().regex(/^\d{4}-\d{2}-\d{2}$/, 'YYYY-MM-DD').optional(),
       aggregated_by: z.enum(['day', 'week', 'month']).optional(),

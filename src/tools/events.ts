@@ -48,7 +48,7 @@ export const eventTools = [
     toolset: 'events',
     idempotent: false,
     openWorld: false,
-    input: z.object({
+    input: z.strictObject({
       event: z.string().trim().min(1).max(100).regex(/^[A-Za-z0-9_.:-]+$/, 'letters, digits, "_", ".", ":" or "-"').describe('e.g. meeting_booked'),
       client_id: clientIdSchema.optional(),
       contact_email: emailSchema.optional(),
@@ -116,7 +116,7 @@ export const eventTools = [
     kind: 'read',
     toolset: 'events',
     openWorld: false,
-    input: z.object({
+    input: z.strictObject({
       client_id: clientIdSchema.optional(),
       contact_email: emailSchema.optional(),
       names: z.array(z.string().min(1).max(100)).max(20).optional(),

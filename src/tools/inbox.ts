@@ -34,7 +34,7 @@ export const inboxTools = [
     kind: 'read',
     toolset: 'events',
     openWorld: false,
-    input: z.object({
+    input: z.strictObject({
       provider: z.enum(ENDPOINTS).optional(),
       states: z.array(z.enum(INBOX_STATES)).max(5).optional(),
       event_type: z.string().max(100).optional().describe('e.g. bounce, open, contact.unsubscribed, login'),

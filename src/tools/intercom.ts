@@ -44,7 +44,7 @@ export const intercomTools = [
     kind: 'send',
     toolset: 'intercom',
     openWorld: true,
-    input: z.object({
+    input: z.strictObject({
       ...recipient,
       message_type: z.enum(['inapp', 'email']),
       subject: z.string().min(1).max(998).regex(/^[^\r\n]*$/, 'one line: no line breaks').optional().describe('required for email'),
@@ -117,7 +117,7 @@ export const intercomTools = [
     toolset: 'intercom',
     idempotent: false,
     openWorld: true,
-    input: z.object({
+    input: z.strictObject({
       ...recipient,
       body: z.string().min(1).max(65_000),
       admin_id: z.string().min(1).optional().describe('author; default the sending admin'),
@@ -145,7 +145,7 @@ export const intercomTools = [
     toolset: 'intercom',
     idempotent: true,
     openWorld: true,
-    input: z.object({
+    input: z.strictObject({
       ...recipient,
       event_name: z.string().min(1).max(255).describe('past-tense verb-noun, e.g. "upgraded-plan"'),
       metadata: z
@@ -177,7 +177,7 @@ export const intercomTools = [
     kind: 'read',
     toolset: 'intercom',
     openWorld: true,
-    input: z.object(recipient),
+    input: z.strictObject(recipient),
     output: {
       user: z.object({
         id: z.string(),
@@ -223,7 +223,7 @@ export const intercomTools = [
     toolset: 'intercom',
     idempotent: true,
     openWorld: true,
-    input: z.object({
+    input: z.strictObject({
       email: emailAddress,
       user_id: z.string().min(1).max(255).optional().describe('your own user id (external_id)'),
       name: z.string().min(1).max(255).optional(),
@@ -255,7 +255,7 @@ function tagTool(direction: 'add' | 'remove') {
     toolset: 'intercom',
     idempotent: true,
     openWorld: true,
-    input: z.object({ ...recipient, tag_name: z.string().min(1).max(255) }),
+    input: z.strictObject({ ...recipient, tag_name: z.string().min(1).max(255) }),
     output: { tag_name: z.string(), user_id: z.string(), changed: z.boolean() },
     async handle(input, ctx) {
       const intercom = ctx.services.intercom;

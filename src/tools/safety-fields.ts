@@ -14,7 +14,7 @@ export const idempotencyKey = z
   );
 
 export const overrideConsent = z
-  .object({ reason: z.string().trim().min(5).max(500).describe('why this person may be contacted despite their unsubscribe, e.g. "asked us to reply to ticket 4411"') })
+  .strictObject({ reason: z.string().trim().min(5).max(500).describe('why this person may be contacted despite their unsubscribe, e.g. "asked us to reply to ticket 4411"') })
   .optional()
   .describe('Only when the person asked to be contacted: sends despite an unsubscribe. Recorded in the audit log; a person must approve it.');
 

@@ -64,7 +64,7 @@ export const statusTools = [
     kind: 'read',
     toolset: 'status',
     openWorld: false,
-    input: z.object({}),
+    input: z.strictObject({}),
     output: { providers: z.array(providerStatus), webhooks: z.array(webhookStatus), mode },
     async handle(_input, { services, approvalAvailable, toolsOffered }) {
       const { safety } = services.config;

@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { isInitializeRequest } from '@modelcontextprotocol/sdk/types.js';
 import express, { type NextFunction, type Request, type Response } from 'express';
-import { createWebhookHandler } from '../inbox/http.js';
+import { createWebhookHandler, webhookServerOptions } from '../inbox/http.js';
 import { createMcpServer } from '../server.js';
 import type { Services } from '../services.js';
 import { assertSafeHttpConfig, bearerAuth, hostCheck, originCheck } from './http-security.js';
@@ -154,7 +154,7 @@ export async function serveHttp(services: Services): Promise<RunningHttpServer> 
   // Provider webhooks go first, before Express parses anything: they are signed over the raw body.
   const webhooks = createWebhookHandler(services);
   const server: HttpServer = await new Promise((resolve, reject) => {
-    const s = createServer((req, res) => void webhooks(req, res).then((handled) => handled || app(req, res)));
+    const s = createServer(webhookServerOptions(services.config), (req, res) => void webhooks(req, res).then((handled) => handled || app(req, res)));
     s.listen(http.port, http.host, () => resolve(s));
     s.once('error', reject);
   });

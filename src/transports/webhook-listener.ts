@@ -1,7 +1,7 @@
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { ENDPOINTS } from '../engine/inbox/index.js';
-import { createWebhookHandler } from '../inbox/http.js';
+import { createWebhookHandler, webhookServerOptions } from '../inbox/http.js';
 import type { Services } from '../services.js';
 
 export interface RunningWebhookListener {
@@ -21,7 +21,7 @@ export async function serveWebhooks(services: Services): Promise<RunningWebhookL
   if (!endpoints.length) return undefined;
   const { host, port } = services.config.http;
   const webhooks = createWebhookHandler(services);
-  const server = createServer((req, res) => {
+  const server = createServer(webhookServerOptions(services.config), (req, res) => {
     void webhooks(req, res).then((handled) => {
       if (handled) return;
       const path = (req.url ?? '').split('?')[0];

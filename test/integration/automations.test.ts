@@ -404,7 +404,7 @@ describe('automations: validation, lifecycle, read-only, missed schedules', () =
     expect(sms.structuredContent.error.message).toMatch(/send_sms is not available: this product has no SMS provider/);
     expect(sms.structuredContent.error.message).toMatch(/schedule_meeting is not available: this product has no calendar provider/);
     const conditions = await h.call('automate_communications', { ...base, trigger_conditions: { threshhold: 50 } });
-    expect(fieldsOf(conditions).sort()).toEqual(['trigger_conditions', 'trigger_conditions.threshold']);
+    expect(fieldsOf(conditions).sort()).toEqual(['trigger_conditions.threshhold', 'trigger_conditions.threshold']);
     expect(conditions.structuredContent.error.message).toMatch(/threshhold/);
     const upcoming = await h.call('automate_communications', { ...base, trigger_type: 'contract_event', trigger_conditions: { event_type: 'renewal_upcoming' } });
     expect(upcoming.structuredContent.error.message).toMatch(/trigger_conditions.days_before: renewal_upcoming needs days_before/);

@@ -99,14 +99,36 @@ describe('import_clients: what a file may be, and how a bad one is reported', ()
       Buffer.from('\n'),
     ]);
     const r = await h.call('import_clients', { file_path: file('latin1.csv', bad) });
-    expect(r.structuredContent.imported).toBe(false);
-    expect(r.structuredContent.errors).toEqual([
+    expect(r.structuredContent.error.code).toBe('invalid_input');
+    expect(r.structuredContent.error.details.errors).toEqual([
       { row: 202, field: 'client_name', problem: expect.stringMatching(/not valid UTF-8/) },
       { row: 203, field: 'contact_name', problem: expect.stringMatching(/NUL character/) },
     ]);
     expect((await h.call('get_client_overview', { client_id: 'ok-co' })).structuredContent.error.code).toBe('not_found');
     const skipped = await h.call('import_clients', { file_path: path.join(data.dir, 'latin1.csv'), skip_invalid: true });
     expect(skipped.structuredContent).toMatchObject({ imported: true, rows_skipped: 2, contacts_created: 200 });
+  });
+
+  it('a file with row errors is refused as invalid_input (nothing imported is never a success), its row errors structured and bounded', async () => {
+    const bad = Array.from({ length: 250 }, (_, i) => `bad ${i},Bad,standard,,,b${i}@bad.example,B`);
+    const f = file('refused.csv', `${HEADER}\nfine-one,Fine,standard,,,a@fine-one.example,A\n${bad.join('\n')}\n`);
+    const r = await h.call('import_clients', { file_path: f });
+    expect(r.isError).toBe(true);
+    expect(r.structuredContent.success).toBe(false);
+    expect(r.structuredContent.error).toMatchObject({ code: 'invalid_input', retryable: false });
+    expect(r.structuredContent.error.message).toMatch(/Nothing was imported: 250 of 251 rows have errors.*skip_invalid: true/);
+    const details = r.structuredContent.error.details;
+    expect(details).toMatchObject({ rows: 251, rows_with_errors: 250, error_count: 250, errors_truncated: true });
+    expect(details.errors).toHaveLength(200);
+    expect(details.errors[0]).toEqual({ row: 3, field: 'client_id', problem: expect.any(String) });
+    expect((await h.call('get_client_overview', { client_id: 'fine-one' })).structuredContent.error.code).toBe('not_found');
+    // skip_invalid with not one valid row imports nothing either: refused the same way.
+    const none = await h.call('import_clients', { file_path: file('none.csv', `${HEADER}\n${bad.slice(0, 3).join('\n')}\n`), skip_invalid: true });
+    expect(none.structuredContent).toMatchObject({ success: false, error: { code: 'invalid_input' } });
+    expect(none.structuredContent.error.details.errors).toHaveLength(3);
+    // The valid rows go in with skip_invalid: true, the skipped ones counted.
+    const skipped = await h.call('import_clients', { file_path: f, skip_invalid: true });
+    expect(skipped.structuredContent).toMatchObject({ success: true, imported: true, rows_skipped: 250, clients_created: 1 });
   });
 
   it('applies the roster field rules: real dates, RFC 5321 emails, custom attribute limits and reserved names', async () => {
@@ -121,8 +143,8 @@ describe('import_clients: what a file may be, and how a bad one is reported', ()
       `fine-co,Fine,standard,2024-02-29,,a@fine.example,A,,${Array(101).fill('').join(',')}`,
     ];
     const r = await h.call('import_clients', { file_path: file('rules.csv', `${lines.join('\n')}\n`) });
-    expect(r.structuredContent.imported).toBe(false);
-    expect(r.structuredContent.errors).toEqual([
+    expect(r.structuredContent.error.code).toBe('invalid_input');
+    expect(r.structuredContent.error.details.errors).toEqual([
       { row: 2, field: 'renewal_date', problem: 'not a date in the calendar (check the month and day)' },
       { row: 3, field: 'renewal_date', problem: 'a year between 1900 and 2200' },
       { row: 4, field: 'contact_email', problem: 'the part before "@" is at most 64 characters (RFC 5321)' },

@@ -37,6 +37,65 @@ describe.each(dialects)('input guards on %s', (dialect) => {
     expect((await h.call('list_clients', {})).structuredContent.total).toBe(3);
   });
 
+  it('arguments nested thousands of levels deep are invalid_input naming where, never "This is a bug"', async () => {
+    for (const depth of [65, 5_000, 100_000]) {
+      let obj: unknown = 1;
+      let arr: unknown = 1;
+      for (let i = 0; i < depth; i++) {
+        obj = { a: obj };
+        arr = [arr];
+      }
+      for (const [tool, args, field] of [
+        ['register_client', { client_id: 'deep-co', name: 'Deep', custom_attributes: { p: arr } }, 'custom_attributes.p'],
+        ['list_clients', { search: arr }, 'search'],
+        ['update_client_info', { client_id: 'acme-co', custom_attributes: { p: obj } }, 'custom_attributes.p'],
+        ['record_customer_event', { event: 'deep', client_id: 'acme-co', properties: { p: obj } }, 'properties.p'],
+      ] as const) {
+        const r = await h.call(tool, args as Record<string, unknown>);
+        expectInvalid(r);
+        expect(r.structuredContent.error.message, `${tool} at ${depth}`).toMatch(/nested more than 64 levels deep/);
+        expect(r.structuredContent.error.details.fields[0].field.startsWith(field), r.structuredContent.error.details.fields[0].field).toBe(true);
+      }
+    }
+    // 64 levels is within the limit: refused (if at all) by the field's own rules, not by the depth.
+    let ok: unknown = 'x';
+    for (let i = 0; i < 62; i++) ok = { a: ok };
+    const within = await h.call('record_customer_event', { event: 'deep', client_id: 'acme-co', properties: { p: ok } });
+    expect(within.structuredContent.error?.message ?? '').not.toMatch(/nested more than/);
+  });
+
+  it('an unknown argument is refused in every tool, naming the nearest valid field; nothing is done', async () => {
+    // The attack: an "email" the tool does not know, dropped silently, made the event the whole client's.
+    const r = await h.call('record_customer_event', { event: 'meeting_booked', client_id: 'acme-co', email: 'ann@acme-co.example' });
+    expectInvalid(r, 'email');
+    expect(r.structuredContent.error.message).toContain('unknown field `email`; did you mean `contact_email`?');
+    expect((await h.call('list_customer_events', { client_id: 'acme-co' })).structuredContent.events).toEqual([]);
+    // Nested objects of fixed shape too, and keys with no near match are named without a guess.
+    const nested = await h.call('automate_communications', {
+      workflow_name: 'Nested',
+      trigger_type: 'event_based',
+      trigger_conditions: { event: 'x' },
+      actions: [{ type: 'send_email', subject: 'Hi', body: 'Hi', bcc: 'spy@evil.example' }],
+      send_window: { days: ['mon'], start_hour: 9, end_hour: 17, time_zone: 'UTC' },
+    });
+    expectInvalid(nested);
+    const fields = nested.structuredContent.error.details.fields;
+    expect(fields.find((f: { field: string }) => f.field.endsWith('bcc'))?.problem).toBe('unknown field `bcc`');
+    expect(fields.find((f: { field: string }) => f.field === 'send_window.time_zone')?.problem).toBe('unknown field `time_zone`; did you mean `timezone`?');
+    for (const [tool, args, wrong, meant] of [
+      ['list_clients', { serach: 'acme' }, 'serach', 'search'],
+      ['register_client', { client_id: 'typo-co', name: 'Typo', healthscore: 50 }, 'healthscore', 'health_score'],
+      ['update_client_info', { client_id: 'acme-co', Tier: 'enterprise' }, 'Tier', 'tier'],
+      ['upsert_contact', { client_id: 'acme-co', email: 'x@acme-co.example', firstname: 'X' }, 'firstname', 'first_name'],
+      ['integrations_status', { verbose: true }, 'verbose', undefined],
+    ] as const) {
+      const refused = await h.call(tool, args);
+      expectInvalid(refused, wrong);
+      expect(refused.structuredContent.error.message).toContain(meant ? `unknown field \`${wrong}\`; did you mean \`${meant}\`?` : `unknown field \`${wrong}\``);
+    }
+    expect((await h.call('get_client_overview', { client_id: 'typo-co' })).structuredContent.error.code).toBe('not_found');
+  });
+
   it('the store itself refuses NUL in any query parameter (whatever path a value took)', async () => {
     await expect(h.services.store.roster.getClient('acme\u0000co')).rejects.toMatchObject({ code: 'invalid_input' });
     await expect(h.services.store.timeline.list({ client_id: 'x\u0000' }, 5)).rejects.toMatchObject({ code: 'invalid_input' });

@@ -108,8 +108,8 @@ describe.each(dialects)('customer roster on %s', (dialect) => {
       ].join('\n'),
     );
     const r = await h.call('import_clients', { file_path: file });
-    expect(r.structuredContent.imported).toBe(false);
-    expect(r.structuredContent.errors).toEqual(
+    expect(r.structuredContent.error.code).toBe('invalid_input');
+    expect(r.structuredContent.error.details.errors).toEqual(
       expect.arrayContaining([
         expect.objectContaining({ row: 3, field: 'tier' }),
         expect.objectContaining({ row: 4, field: 'client_id' }),
@@ -143,6 +143,19 @@ describe.each(dialects)('customer roster on %s', (dialect) => {
     const all = await h.call('list_clients', { limit: 200, sort_by: 'mrr', sort_direction: 'desc' });
     expect(seen).toEqual(all.structuredContent.clients.map((c: { client_id: string }) => c.client_id));
     expect(new Set(seen).size).toBe(all.structuredContent.total);
+  });
+
+  it('search finds accented and non-Latin names whatever their case, with the same answers on both stores', async () => {
+    for (const [client_id, name] of [['oesterreich-ag', 'Österreich AG'], ['eclair-sarl', 'Éclair SARL'], ['strasse-gmbh', 'GROẞE STRAẞE GmbH'], ['athens-ae', 'ΑΘΗΝΑ Α.Ε.']] as const) {
+      expect((await h.call('register_client', { client_id, name })).structuredContent.success).toBe(true);
+    }
+    const found = async (search: string) =>
+      (await h.call('list_clients', { search, limit: 200 })).structuredContent.clients.map((c: { client_id: string }) => c.client_id);
+    for (const q of ['Österreich', 'österreich', 'ÖSTERREICH', 'reich ag']) expect(await found(q), q).toEqual(['oesterreich-ag']);
+    for (const q of ['Éclair', 'éclair', 'ÉCLAIR']) expect(await found(q), q).toEqual(['eclair-sarl']);
+    expect(await found('große straße')).toEqual(['strasse-gmbh']);
+    expect(await found('αθηνα')).toEqual(['athens-ae']);
+    expect(await found('eclair')).toEqual([]); // no accent folding on either store: é is not e
   });
 
   it('offers customer://clients/{client_id} resources', async () => {

@@ -1,4 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { STEP_HTML_MAX_CHARS } from '../../src/engine/automations/definition.js';
+import { MAX_TEMPLATE_CHARS } from '../../src/engine/templating.js';
 import { startInMemory, tempDataDir, testEnv, type InMemoryHarness } from '../helpers/mcp.js';
 
 /** The roster's field rules, as every tool that takes the field applies them (the CSV import: csv-import.test.ts). */
@@ -51,6 +53,31 @@ describe('field validation', () => {
         { field: `custom_attributes.${key}`, problem: `"${key}" cannot be an attribute name (reserved); rename it` },
       ]);
     }
+  });
+
+  it('template fields have one limit: a body_html up to its schema maximum is a template, one over it is refused naming that maximum', async () => {
+    await h.call('register_client', { client_id: 'tpl-co', name: 'Tpl', tier: 'enterprise' });
+    await h.call('upsert_contact', { client_id: 'tpl-co', email: 'ann@tpl.example', first_name: 'Ann' });
+    const html = (chars: number) => {
+      const head = '<p>Hi {{ contact.first_name | fallback: "there" }}</p>';
+      return head + '<p>x</p>'.repeat(Math.ceil((chars - head.length) / 8)).slice(0, chars - head.length);
+    };
+    const campaign = { campaign_name: 'Big body', template_type: 'custom', subject_line: 'Hello', body_text: 'Hi', target_client_ids: ['tpl-co'] };
+    for (const chars of [150_000, MAX_TEMPLATE_CHARS]) {
+      const r = await h.call('send_personalized_email', { ...campaign, body_html: html(chars) });
+      expect(r.structuredContent, `${chars}: ${JSON.stringify(r.structuredContent).slice(0, 400)}`).toMatchObject({ success: true, phase: 'preview' });
+    }
+    expect(await problems('send_personalized_email', { ...campaign, body_html: html(MAX_TEMPLATE_CHARS + 1) })).toEqual([
+      { field: 'body_html', problem: `a template is at most ${MAX_TEMPLATE_CHARS} characters` },
+    ]);
+    // Automations' email steps: their own maximum (a workflow carries up to 30 steps), stated the same way.
+    const step = { type: 'send_email', subject: 'Hello', body: 'Hi' };
+    const workflow = { workflow_name: 'Big body', trigger_type: 'event_based', trigger_conditions: { event: 'big_body' } };
+    const ok = await h.call('automate_communications', { ...workflow, actions: [{ ...step, body_html: html(STEP_HTML_MAX_CHARS) }] });
+    expect(ok.structuredContent, JSON.stringify(ok.structuredContent).slice(0, 400)).toMatchObject({ success: true, phase: 'preview' });
+    expect(await problems('automate_communications', { ...workflow, actions: [{ ...step, body_html: html(STEP_HTML_MAX_CHARS + 1) }] })).toEqual([
+      { field: 'actions.0.body_html', problem: `a template is at most ${STEP_HTML_MAX_CHARS} characters` },
+    ]);
   });
 
   it('email addresses follow RFC 5321 lengths wherever an address is taken', async () => {

@@ -122,6 +122,25 @@ describe('webhooks: storage failures, Intercom topics, automations', () => {
     expect(recorded.events.filter((e) => ids.includes(String(e.dedup_key))).map((e) => e.name).sort()).toEqual(['email_delivered', 'email_opened']);
   });
 
+  it('a signed body nested thousands of levels deep is refused with 400 (never 500 "deliver again later"), on every endpoint', async () => {
+    for (const depth of [65, 5_000, 200_000]) {
+      const deep = `${'['.repeat(depth)}1${']'.repeat(depth)}`;
+      const sg = `[{"email":"maria@acme.example","event":"open","sg_event_id":"${eventId()}","timestamp":${Math.floor(Date.now() / 1000)},"x":${deep}}]`;
+      const ic = JSON.stringify(intercomNotification('contact.user.created', { type: 'contact', id: 'ic-deep' })).replace(/\}$/, `,"x":${deep}}`);
+      const ev = `{"events":[{"event":"login","email":"maria@acme.example","properties":{"x":${deep}}}]}`;
+      for (const [name, r] of [
+        ['sendgrid', await post(`${base}/webhooks/sendgrid`, sg, signer.headers(sg))],
+        ['intercom', await post(`${base}/webhooks/intercom`, ic, intercomHeaders(INTERCOM_SECRET, ic))],
+        ['events', await post(`${base}/webhooks/events`, ev, productHeaders(EVENTS_SECRET, ev))],
+      ] as const) {
+        expect(r.status, `${name} at ${depth}: ${JSON.stringify(r.body)}`).toBe(400);
+        expect(r.body.error).toMatch(/nested more than 64 levels deep/);
+      }
+    }
+    // The endpoints still work.
+    expect((await sendgrid([sgEvent('delivered', 'maria@acme.example')])).status).toBe(200);
+  });
+
   it('Intercom: contact created (links the roster contact) and updated, tag deleted, conversation started and replied', async () => {
     await h.call('register_client', { client_id: 'ivyco', name: 'Ivy Co' });
     await h.call('upsert_contact', { client_id: 'ivyco', email: 'ivy@ivyco.example' });

@@ -78,6 +78,26 @@ describe('published schemas every major client reads', () => {
     for (const { name, schema } of published) expect(() => ajv.compile(schema), name).not.toThrow();
   });
 
+  it('every input schema refuses unknown keys: additionalProperties false on every object of fixed shape, nested ones too', () => {
+    const open = (s: unknown, at: string): string[] => {
+      if (Array.isArray(s)) return s.flatMap((x, i) => open(x, `${at}/${i}`));
+      if (!s || typeof s !== 'object') return [];
+      const node = s as Record<string, unknown>;
+      const own = node.properties !== undefined && node.additionalProperties !== false ? [at] : [];
+      const children = Object.entries(node).flatMap(([k, v]) => {
+        if (k === 'enum' || k === 'const' || k === 'default' || k === 'examples') return [];
+        // A map of names to schemas (a property may itself be called "properties"): walk its schemas.
+        if ((k === 'properties' || k === 'patternProperties' || k === '$defs') && v && typeof v === 'object') {
+          return Object.entries(v).flatMap(([name, sub]) => open(sub, `${at}/${k}/${name}`));
+        }
+        return open(v, `${at}/${k}`);
+      });
+      return [...own, ...children];
+    };
+    expect(allTools.filter((t) => jsonSchema(t.input, 'input').additionalProperties !== false).map((t) => t.name)).toEqual([]);
+    expect(allTools.flatMap((t) => open(jsonSchema(t.input, 'input'), t.name))).toEqual([]);
+  });
+
   it('no schema anywhere has a type array (single-type dialects such as Gemini refuse them)', () => {
     const typeArrays = (s: unknown, at: string): string[] => {
       if (Array.isArray(s)) return s.flatMap((x, i) => typeArrays(x, `${at}/${i}`));

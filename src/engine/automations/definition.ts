@@ -7,7 +7,7 @@ import { registerUrlSecrets } from '../../secrets.js';
 import { LIFECYCLE_STAGES, TIERS } from '../../store/roster-model.js';
 import type { Channel, SendWindow } from '../delivery/message.js';
 import { isValidTimezone } from '../delivery/send-window.js';
-import { compileTemplates, type CompiledTemplates, type TemplateSources } from '../templating.js';
+import { compileTemplates, MAX_TEXT_TEMPLATE_CHARS, templateString, type CompiledTemplates, type TemplateSources } from '../templating.js';
 import { singleLine } from '../../safety/content-view.js';
 
 /**
@@ -110,21 +110,23 @@ export const TRIGGER_CONDITIONS = {
 type Conditions = { [K in TriggerType]: z.output<(typeof TRIGGER_CONDITIONS)[K]> };
 export type Trigger = { [K in TriggerType]: { type: K } & Conditions[K] }[TriggerType];
 
-const liquid = (max: number) => z.string().min(1).max(max);
+const liquid = (max: number) => templateString(max).min(1);
+/** A send_email step's HTML body: less than a campaign's (MAX_TEMPLATE_CHARS), as a workflow has up to 30 steps in one request. */
+export const STEP_HTML_MAX_CHARS = 200_000;
 const stepSchemas = [
   z.strictObject({
     type: z.literal('send_email'),
     subject: liquid(998),
-    body: liquid(100_000).describe('plain text (Liquid)'),
-    body_html: z.string().min(1).max(200_000).optional(),
+    body: liquid(MAX_TEXT_TEMPLATE_CHARS).describe('plain text (Liquid)'),
+    body_html: liquid(STEP_HTML_MAX_CHARS).optional().describe('HTML (Liquid; values are HTML-escaped; at most 200,000 characters)'),
     from_email: z.email().optional().describe('default: sender_email, else SENDGRID_FROM_EMAIL'),
   }),
-  z.strictObject({ type: z.literal('send_intercom_email'), subject: liquid(998), body: liquid(100_000) }),
-  z.strictObject({ type: z.literal('send_in_app_notification'), body: liquid(100_000) }),
+  z.strictObject({ type: z.literal('send_intercom_email'), subject: liquid(998), body: liquid(MAX_TEXT_TEMPLATE_CHARS) }),
+  z.strictObject({ type: z.literal('send_in_app_notification'), body: liquid(MAX_TEXT_TEMPLATE_CHARS) }),
   z.strictObject({
     type: z.literal('create_task'),
     title: liquid(500),
-    body: z.string().min(1).max(10_000).optional(),
+    body: liquid(10_000).optional(),
     due_in_days: z.number().int().min(0).max(365).default(1),
   }),
   z.strictObject({ type: z.literal('create_note'), body: liquid(10_000) }),
@@ -142,7 +144,7 @@ const stepSchemas = [
       .optional(),
     destinations: z.array(z.enum(['intercom', 'mixpanel'])).min(1).optional().describe('default: whichever of Intercom and Mixpanel is configured'),
   }),
-  z.strictObject({ type: z.literal('create_ticket'), title: liquid(500), description: z.string().min(1).max(10_000).optional() }),
+  z.strictObject({ type: z.literal('create_ticket'), title: liquid(500), description: liquid(10_000).optional() }),
   z.strictObject({ type: z.literal('send_slack_message'), text: liquid(3_000) }),
   z.strictObject({
     type: z.literal('trigger_webhook'),

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { CHANNELS } from '../delivery/message.js';
+import { MAX_TEMPLATE_CHARS, MAX_TEXT_TEMPLATE_CHARS, templateString } from '../templating.js';
 
 export const TEMPLATE_TYPES = [
   'onboarding',
@@ -24,12 +25,12 @@ const tokenValue = z.union([z.string().max(10_000), z.number(), z.boolean()]);
 
 /** The parameters of send_personalized_email (the seed's, kept, plus channels, contact_roles, confirmation_token). */
 export const campaignRequestSchema = z
-  .object({
+  .strictObject({
     campaign_name: z.string().trim().min(1).max(200).describe('A name people will recognise in reports, e.g. "Q3 health check – enterprise".'),
     template_type: z.enum(TEMPLATE_TYPES).describe('What kind of message this is; recorded with the campaign and in tracking events.'),
     subject_line: z.string().min(1).max(998).describe('Liquid template, e.g. "{{ client.name }}: your quarterly check-in". Not shown for intercom_inapp.'),
-    body_text: z.string().min(1).max(100_000).describe('Plain-text body (Liquid). Use {{ contact.first_name | fallback: "there" }} for values some contacts lack.'),
-    body_html: z.string().max(500_000).optional().describe('Optional HTML body (Liquid; values are HTML-escaped). Used by email and intercom_email when given.'),
+    body_text: templateString(MAX_TEXT_TEMPLATE_CHARS).min(1).describe('Plain-text body (Liquid). Use {{ contact.first_name | fallback: "there" }} for values some contacts lack.'),
+    body_html: templateString(MAX_TEMPLATE_CHARS).optional().describe('Optional HTML body (Liquid; values are HTML-escaped; at most 500,000 characters). Used by email and intercom_email when given.'),
     sender_email: z.string().email().optional().describe('From address for the email channel; defaults to SENDGRID_FROM_EMAIL.'),
     target_client_ids: z.array(z.string().min(1).max(64)).min(1).max(50_000).optional().describe('Roster client ids to target.'),
     target_segment: z.string().min(1).max(100).optional().describe('Only clients carrying this segment label, e.g. "at_risk".'),

@@ -73,6 +73,12 @@ export class Inbox {
     return endpoint === 'sendgrid' ? !!this.sendgridKey : endpoint === 'intercom' ? !!w.intercomClientSecret : !!w.eventsSecret;
   }
 
+  /** How request bodies must arrive: size, time and minimum rate (WEBHOOK_MAX_BODY_BYTES, _BODY_TIMEOUT_MS, _MIN_BODY_BYTES_PER_S). */
+  get bodyLimits(): { maxBytes: number; timeoutMs: number; minBytesPerS: number } {
+    const w = this.config.webhooks;
+    return { maxBytes: w.maxBodyBytes, timeoutMs: w.bodyTimeoutMs, minBytesPerS: w.minBodyBytesPerS };
+  }
+
   get maxBodyBytes(): number {
     return this.config.webhooks.maxBodyBytes;
   }

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { jsonTextTooDeep, TOO_DEEP } from '../../validation.js';
 
 /**
  * Verified request bodies → one inbox record per event. Parsing only checks what storage needs (an
@@ -59,8 +60,11 @@ export function toIso(v: unknown, fallback: string): string {
 const digest = (text: string) => createHash('sha256').update(text).digest('base64url').slice(0, 32);
 
 function parseJson(body: Buffer): unknown {
+  const text = body.toString('utf8');
+  // Refused before parsing: code that walks an event (serializing it, reading it) recurses.
+  if (jsonTextTooDeep(text)) throw new BadPayload(`The body is ${TOO_DEEP}.`);
   try {
-    return JSON.parse(body.toString('utf8'));
+    return JSON.parse(text);
   } catch (err) {
     throw new BadPayload(`The body is not valid JSON (${(err as Error).message}).`);
   }
