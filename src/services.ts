@@ -124,9 +124,9 @@ export async function createServices(config: Config, log: Logger, overrides: Ser
     tokens,
     renderGate,
   });
-  const idempotency = new IdempotencyStore(store.db, config.safety);
+  const idempotency = new IdempotencyStore(store.db, config.safety, log.child({ component: 'idempotency' }));
   const audit = new AuditLog(store.db, config.safety, log.child({ component: 'audit' }));
-  const directSends = new DirectSendGuard({ config, store, dailyLimit, idempotency });
+  const directSends = new DirectSendGuard({ config, store, dailyLimit, idempotency, log: log.child({ component: 'direct-send' }) });
   const inbox = new Inbox(config, store, log.child({ component: 'inbox' }));
   mixpanel.start();
   await campaigns.start();
@@ -168,6 +168,7 @@ export async function createServices(config: Config, log: Logger, overrides: Ser
         await inbox.stop().catch((err) => log.error({ err }, 'stopping the inbox processor failed'));
         await mixpanel.close().catch((err) => log.error({ err }, 'flushing Mixpanel failed'));
         await audit.flush();
+        await idempotency.flush().catch((err) => log.error({ err }, 'storing waiting send outcomes failed'));
         await Promise.all(sharing.map((p) => p.close()));
         await store.close().catch((err) => log.error({ err }, 'closing the store failed'));
       })()),
