@@ -91,7 +91,7 @@ export async function createServices(config: Config, log: Logger, overrides: Ser
   });
   const intercom = new IntercomService({ config, log: log.child({ provider: 'intercom' }), runtime: runtimes.intercom });
   const sendgrid = new SendGridService({ config, log: log.child({ provider: 'sendgrid' }), runtime: runtimes.sendgrid });
-  const mixpanel = new MixpanelService({ config, log: log.child({ provider: 'mixpanel' }), runtime: runtimes.mixpanel });
+  const mixpanel = new MixpanelService({ config, log: log.child({ provider: 'mixpanel' }), runtime: runtimes.mixpanel }, store.db);
   const slack = new SlackService({ config, log: log.child({ provider: 'slack' }), runtime: runtimes.slack });
   const webhooks = new WebhookService({ config, log: log.child({ provider: 'webhook' }), runtime: runtimes.webhook });
   const dailyLimit = new DailySendLimit(config.safety.dailySendLimit);
