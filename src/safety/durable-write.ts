@@ -64,7 +64,9 @@ export class BackgroundWrites {
     return min === undefined ? undefined : new Date(min).toISOString();
   }
 
-  add(key: string, w: PendingWrite): void {
+  /** Keeps a write that failed (with `err`, its last failure) for the background retries. */
+  add(key: string, w: PendingWrite, err?: unknown): void {
+    if (err !== undefined) this.lastError = err instanceof Error ? err.message : String(err);
     const prior = this.pending.get(key);
     this.pending.delete(key);
     this.pending.set(key, { ...w, since: prior?.since ?? Date.now() });

@@ -174,19 +174,21 @@ export class IdempotencyStore {
   async settle<T>(h: Handle, outcome: StoredOutcome<T>): Promise<boolean> {
     const id = `${h.scope}\0${h.key}`;
     const write = () => this.complete(h, outcome);
-    const stored = await writeWithRetry(write);
+    let failure: unknown;
+    const stored = await writeWithRetry(write, (err) => (failure = err));
     if (stored) return true;
     const answer = toErrorBody(this.inDoubt(h, outcome));
     this.unsettled.set(id, { hash: h.hash, at: h.at, answer });
-    this.log?.error({ scope: h.scope, key: h.explicit ? h.key : undefined }, 'could not store the outcome of a send that may have gone out: repeats are refused as in doubt, and it is written once the database answers');
-    this.waiting.add(id, { write, done: () => this.unsettled.delete(id) });
+    this.log?.error({ err: failure, scope: h.scope, key: h.explicit ? h.key : undefined }, 'could not store the outcome of a send that may have gone out: repeats are refused as in doubt, and it is written once the database answers');
+    this.waiting.add(id, { write, done: () => this.unsettled.delete(id) }, failure);
     return false;
   }
 
   /** Nothing was sent: forgets the key (retrying briefly, then in the background; meanwhile repeats are refused as in doubt). Never throws. */
   async releaseSafely(h: Handle): Promise<void> {
     const write = () => this.release(h);
-    if (!(await writeWithRetry(write))) this.waiting.add(`${h.scope}\0${h.key}`, { write });
+    let failure: unknown;
+    if (!(await writeWithRetry(write, (err) => (failure = err)))) this.waiting.add(`${h.scope}\0${h.key}`, { write }, failure);
   }
 
   /**

@@ -53,6 +53,8 @@ const webhookStatus = z.object({
 
 const pendingWrites = z
   .object({
+    audit: z.number().describe('audit entries (or outcomes of audited sends) not yet written because the database failed: kept in memory and retried in the background'),
+    audit_given_up: z.number().describe('audit entries given up because too many were waiting (logged as errors)'),
     send_outcomes: z.number().describe('outcomes of direct sends that could not be stored yet (the database failed): kept in memory, retried in the background; their keys answer "in doubt, not resent" meanwhile'),
     mixpanel_buffered: z.number().describe('Mixpanel events stored and not yet delivered'),
     mixpanel_buffer_limit: z.number().describe('MIXPANEL_MAX_BUFFERED_EVENTS: past it new events are refused'),
@@ -92,10 +94,12 @@ export const statusTools = [
           tools_offered: toolsOffered,
         },
         pending_writes: {
+          audit: services.audit.waiting.size,
+          audit_given_up: services.audit.waiting.dropped,
           send_outcomes: services.idempotency.waiting.size,
           mixpanel_buffered: services.mixpanel.buffered,
           mixpanel_buffer_limit: services.mixpanel.bufferLimit,
-          ...(services.idempotency.waiting.lastError ? { last_error: services.idempotency.waiting.lastError } : {}),
+          ...((services.audit.waiting.lastError ?? services.idempotency.waiting.lastError) ? { last_error: services.audit.waiting.lastError ?? services.idempotency.waiting.lastError } : {}),
         },
       };
     },

@@ -111,3 +111,119 @@ describe.each(dialects)('a keyed send when the database blinks (%s)', (dialect) 
     expect(runs).toBe(1);
   });
 });
+
+describe.each(dialects)('the audit of sends when the database blinks (%s)', (dialect) => {
+  const faults = dbFaults();
+  let target: DatabaseTarget;
+  let sg: SendGridStandIn;
+  const open: InMemoryHarness[] = [];
+  const start = async () => {
+    const h = await startInMemory(testEnv({ ...standInEnv({ sendgrid: { url: sg.url, apiKey: SG_KEY } }), ...target.env, CS_MCP_APPROVAL: 'token' }));
+    open.push(h);
+    return h;
+  };
+  const sendsTo = (email: string) => sg.delivered.filter((d) => d.to === email).length;
+  const auditOf = (h: InMemoryHarness, tool: string) =>
+    h.services.store.db.selectFrom('audit_log').select(['audit_id', 'outcome', 'details']).where('tool', '=', tool).orderBy('audit_id').execute();
+
+  beforeAll(async () => {
+    await faults.installInProcess();
+    target = await createTarget(dialect);
+    sg = await startSendGridStandIn({ apiKey: SG_KEY });
+  });
+  afterEach(async () => {
+    faults.clear();
+    while (open.length) await open.pop()!.close();
+  });
+  afterAll(async () => {
+    await sg.stop();
+    await target.cleanup();
+    faults.cleanup();
+  });
+
+  it('no audit intent, no send: the call answers a retryable error and nothing reaches the customer', async () => {
+    const h = await start();
+    faults.fail(/insert into "audit_log"/);
+    const r = await h.call('sendgrid_send_email', { to: 'unaudited@acme.test', subject: 'Hello', text: 'Hi', idempotency_key: `unaudited-${dialect}` });
+    expect(r.isError).toBe(true);
+    expect(r.structuredContent.error).toMatchObject({ code: 'provider_unavailable', retryable: true, details: { policy: 'audit' } });
+    expect(r.structuredContent.error.message).toMatch(/Nothing was sent/);
+    expect(sendsTo('unaudited@acme.test')).toBe(0);
+    // Once the audit log can be written, the same call (same key) sends, once.
+    faults.clear();
+    const again = await h.call('sendgrid_send_email', { to: 'unaudited@acme.test', subject: 'Hello', text: 'Hi', idempotency_key: `unaudited-${dialect}` });
+    expect(again.structuredContent).toMatchObject({ success: true, accepted: 1 });
+    expect(sendsTo('unaudited@acme.test')).toBe(1);
+  });
+
+  it('a send is audited before (in_progress) and after; an outcome that cannot be written is retried, shown in integrations_status, and stored when the database heals', async () => {
+    const h = await start();
+    faults.fail(/update "audit_log"/);
+    const r = await h.call('sendgrid_send_email', { to: 'audited@acme.test', subject: 'Hello', text: 'Hi' });
+    expect(r.structuredContent).toMatchObject({ success: true, accepted: 1 });
+    expect(sendsTo('audited@acme.test')).toBe(1);
+    const pending = await until(async () => (await h.call('integrations_status')).structuredContent.pending_writes, (p) => p?.audit >= 1, { message: 'the waiting audit outcome shown' });
+    expect(pending.last_error).toMatch(/injected database fault/);
+    expect((await auditOf(h, 'sendgrid_send_email')).at(-1)).toMatchObject({ outcome: 'in_progress' }); // the intent, written before the send
+    faults.clear();
+    await until(async () => (await auditOf(h, 'sendgrid_send_email')).at(-1)?.outcome, (o) => o === 'success', { message: 'the outcome written once the database heals' });
+    const last = (await auditOf(h, 'sendgrid_send_email')).at(-1)!;
+    expect(JSON.parse(last.details)).toMatchObject({ message_id: r.structuredContent.message_id, recipients: 1 });
+    await until(async () => (await h.call('integrations_status')).structuredContent.pending_writes.audit, (n) => n === 0);
+  });
+
+  it('an audit entry of a write that fails to be written is retried, not just logged', async () => {
+    const h = await start();
+    faults.fail(/insert into "audit_log"/, 3);
+    const r = await h.call('register_client', { client_id: `audited-${dialect}`, name: 'Audited Co' });
+    expect(r.structuredContent.success).toBe(true);
+    await until(async () => (await auditOf(h, 'register_client')).length, (n) => n === 1, { message: 'the audit entry of register_client' });
+  });
+});
+
+describe('a result that fails its own output schema after the work is done', () => {
+  let sg: SendGridStandIn;
+  let h: InMemoryHarness;
+  const data = { dir: '' };
+  beforeAll(async () => {
+    sg = await startSendGridStandIn({ apiKey: SG_KEY });
+    const target = await createTarget('sqlite');
+    data.dir = target.env.CS_MCP_DATA_DIR!;
+    h = await startInMemory(testEnv({ ...standInEnv({ sendgrid: { url: sg.url, apiKey: SG_KEY } }), ...target.env, CS_MCP_APPROVAL: 'token' }));
+    // A schema defect, forced: the real send happens, then the service answers a message id of the wrong type.
+    const sendgrid = h.services.sendgrid;
+    const real = sendgrid.sendEmail.bind(sendgrid);
+    sendgrid.sendEmail = (async (...args: Parameters<typeof real>) => ({ ...(await real(...args)), message_id: 12345 as unknown as string })) as typeof real;
+  });
+  afterAll(async () => {
+    await h.close();
+    await sg.stop();
+  });
+
+  it('after a send: success with a warning (never an error the model would resend on), the defect logged; a retry with the key sends nothing', async () => {
+    const args = { to: 'defect@acme.test', subject: 'Hello', text: 'Hi', idempotency_key: 'defect-1' };
+    const r = await h.call('sendgrid_send_email', args);
+    expect(r.isError).toBeFalsy();
+    expect(r.structuredContent).toMatchObject({ success: true, accepted: 1 });
+    expect(r.structuredContent.message_id).toBeUndefined();
+    expect(r.structuredContent.result_warning).toMatch(/sendgrid_send_email call was sent.*message_id.*Do not repeat the call/s);
+    expect(h.logs.some((l) => /does not match its declared output/.test(l) && /message_id/.test(l))).toBe(true);
+    expect(sg.delivered.filter((d) => d.to === 'defect@acme.test')).toHaveLength(1);
+    const again = await h.call('sendgrid_send_email', args);
+    expect(again.isError).toBeFalsy();
+    expect(sg.delivered.filter((d) => d.to === 'defect@acme.test')).toHaveLength(1);
+  });
+
+  it('a read tool with a defect is still an error (nothing was done, a retry is harmless)', async () => {
+    const roster = h.services.store.roster;
+    const real = roster.listClients.bind(roster);
+    roster.listClients = (async (...a: Parameters<typeof real>) => ({ ...(await real(...a)), clients: 'not a list' })) as unknown as typeof real;
+    try {
+      const r = await h.call('list_clients', {});
+      expect(r.isError).toBe(true);
+      expect(r.structuredContent.error).toMatchObject({ code: 'provider_error' });
+    } finally {
+      roster.listClients = real;
+    }
+  });
+});

@@ -58,7 +58,7 @@ describe('Mixpanel events survive a SIGKILL of the real binary', () => {
 
       const b = await startStdio(testEnv(mixpanelEnv(mp, { MIXPANEL_FLUSH_INTERVAL_MS: '50' }), d.dir));
       try {
-        await until(() => receipts(mp).size, (n) => n >= ids.size, { timeoutMs: 15_000, message: `all ${ids.size} events at Mixpanel` });
+        await until(() => receipts(mp).size, (n) => n >= ids.size, { timeoutMs: 45_000, message: `all ${ids.size} events at Mixpanel` });
         const seen = receipts(mp);
         expect([...seen.keys()].sort()).toEqual([...ids].sort());
         expect([...seen.values()].every((n) => n === 1)).toBe(true);
