@@ -91,6 +91,7 @@ const envSchema = z.object({
   MIXPANEL_API_SECRET: optionalString,
   MIXPANEL_API_HOST: url('https://api.mixpanel.com'),
   MIXPANEL_FLUSH_INTERVAL_MS: int(2000, 10, 600_000),
+  MIXPANEL_MAX_BUFFERED_EVENTS: int(200_000, 10, 10_000_000),
 
   CAMPAIGN_CONFIRMATION_TTL_S: int(900, 1, 86_400),
   CAMPAIGN_MAX_SCHEDULE_DAYS: int(365, 1, 3_650),
@@ -205,6 +206,8 @@ export interface Config {
     apiSecret?: string;
     apiHost: string;
     flushIntervalMs: number;
+    /** Events held in the database awaiting delivery at most; past it, tracking is refused. */
+    maxBufferedEvents: number;
   };
   campaigns: {
     confirmationTtlS: number;
@@ -370,6 +373,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       apiSecret: e.MIXPANEL_API_SECRET,
       apiHost: e.MIXPANEL_API_HOST,
       flushIntervalMs: e.MIXPANEL_FLUSH_INTERVAL_MS,
+      maxBufferedEvents: e.MIXPANEL_MAX_BUFFERED_EVENTS,
     },
     campaigns: {
       confirmationTtlS: e.CAMPAIGN_CONFIRMATION_TTL_S,

@@ -94,7 +94,7 @@ export async function createServices(config: Config, log: Logger, overrides: Ser
   });
   const intercom = new IntercomService({ config, log: log.child({ provider: 'intercom' }), runtime: runtimes.intercom });
   const sendgrid = new SendGridService({ config, log: log.child({ provider: 'sendgrid' }), runtime: runtimes.sendgrid });
-  const mixpanel = new MixpanelService({ config, log: log.child({ provider: 'mixpanel' }), runtime: runtimes.mixpanel });
+  const mixpanel = new MixpanelService({ config, log: log.child({ provider: 'mixpanel' }), runtime: runtimes.mixpanel }, store.db);
   const slack = new SlackService({ config, log: log.child({ provider: 'slack' }), runtime: runtimes.slack });
   const webhooks = new WebhookService({ config, log: log.child({ provider: 'webhook' }), runtime: runtimes.webhook }, overrides.webhookLookup);
   const dailyLimit = new DailySendLimit(config.safety.dailySendLimit);
@@ -129,9 +129,9 @@ export async function createServices(config: Config, log: Logger, overrides: Ser
     tokens,
     renderGate,
   });
-  const idempotency = new IdempotencyStore(store.db, config.safety);
+  const idempotency = new IdempotencyStore(store.db, config.safety, log.child({ component: 'idempotency' }));
   const audit = new AuditLog(store.db, config.safety, log.child({ component: 'audit' }));
-  const directSends = new DirectSendGuard({ config, store, dailyLimit, idempotency });
+  const directSends = new DirectSendGuard({ config, store, dailyLimit, idempotency, log: log.child({ component: 'direct-send' }) });
   const inbox = new Inbox(config, store, log.child({ component: 'inbox' }));
   mixpanel.start();
   await campaigns.start();
@@ -174,6 +174,7 @@ export async function createServices(config: Config, log: Logger, overrides: Ser
         await mixpanel.close().catch((err) => log.error({ err }, 'flushing Mixpanel failed'));
         await webhooks.close();
         await audit.flush();
+        await idempotency.flush().catch((err) => log.error({ err }, 'storing waiting send outcomes failed'));
         await Promise.all(sharing.map((p) => p.close()));
         await store.close().catch((err) => log.error({ err }, 'closing the store failed'));
       })()),

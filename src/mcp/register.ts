@@ -148,29 +148,31 @@ export function registerTools(
       elicit: (message, requestedSchema, timeoutMs) =>
         extra.sendRequest({ method: 'elicitation/create', params: { message, requestedSchema } }, ElicitResultSchema, { timeout: timeoutMs, signal: extra.signal }),
     });
+    const client = server.getClientVersion();
+    const base = () => ({
+      tool: tool.name,
+      kind: tool.kind,
+      client: { name: client?.name, version: client?.version },
+      session_id: extra.sessionId ?? 'stdio',
+      // A value nested too deep to walk is not stored (it was refused before use).
+      arguments: tooDeepAt(request.params.arguments) === undefined ? (request.params.arguments ?? {}) : { refused: TOO_DEEP },
+    });
+    /** A send's audit entry, written before it goes out (see AuditLog.intent). */
+    let intentId: number | undefined;
     const record = (outcome: string, error?: { message: string; details?: Record<string, unknown> }) => {
       const policy = typeof error?.details?.policy === 'string' ? error.details.policy : undefined;
+      const entry = { ...base(), outcome, message: error?.message, policy, details: audit, duration_ms: Date.now() - started };
+      if (intentId !== undefined) return void services.audit.outcome(intentId, entry);
       if (tool.kind === 'read' && !policy) return;
-      const client = server.getClientVersion();
-      void services.audit.record({
-        tool: tool.name,
-        kind: tool.kind,
-        client: { name: client?.name, version: client?.version },
-        session_id: extra.sessionId ?? 'stdio',
-        // A value nested too deep to walk is not stored (it was refused before use).
-        arguments: tooDeepAt(request.params.arguments) === undefined ? (request.params.arguments ?? {}) : { refused: TOO_DEEP },
-        outcome,
-        message: error?.message,
-        policy,
-        details: audit,
-        duration_ms: Date.now() - started,
-      });
+      void services.audit.record(entry);
     };
     try {
       const args = request.params.arguments ?? {};
       rejectUnsafeArguments(args, tool.name);
       const parsed = tool.input.safeParse(args);
       if (!parsed.success) throw fromZodError(parsed.error, `Invalid arguments for ${tool.name}`, (path, key) => nearestKey(key, validKeysAt(tool.input, args, path)));
+      // Nothing reaches a customer unaudited: no intent in the audit log, no send.
+      if (tool.kind === 'send') intentId = await services.audit.intent({ ...base(), details: {} });
       const data = await tool.handle(parsed.data, {
         services,
         get log() {
@@ -190,12 +192,18 @@ export function registerTools(
         },
       });
       const checked = strictOutput.get(tool.name)!.safeParse({ success: true, ...(data as object) });
+      let result = checked.data as Record<string, unknown>;
       if (!checked.success) {
         logger().error({ issues: checked.error.issues }, 'tool returned a result that does not match its declared output');
-        throw new ToolError('provider_error', `Internal error: ${tool.name} produced an invalid result. This is a bug; the server logs have details.`);
+        // A read can simply fail. Anything else has done its work (sent, or changed a record here or at a
+        // provider): an error now would make the model do it again. Report what happened, with a warning.
+        if (tool.kind === 'read') throw new ToolError('provider_error', `Internal error: ${tool.name} produced an invalid result. This is a bug; the server logs have details.`);
+        const salvaged = salvageResult(tool, data, checked.error);
+        audit.result_defect = salvaged.fields;
+        result = salvaged.value;
       }
       // Never a failure once the work is done (a send must not be followed by an error): an oversized result is cut, with a note.
-      const { value: structured, text } = boundResultWithText(scrubValue(checked.data as Record<string, unknown>), MAX_RESULT_BYTES);
+      const { value: structured, text } = boundResultWithText(scrubValue(result), MAX_RESULT_BYTES);
       log.info({ tool: tool.name, ms: Date.now() - started, success: true }, 'tool call');
       record('success');
       return { content: [{ type: 'text', text }], structuredContent: structured };
@@ -208,6 +216,27 @@ export function registerTools(
       return { content: [{ type: 'text', text }], structuredContent: structured, isError: true };
     }
   });
+}
+
+/**
+ * The parts of a result that match the declared output, plus `result_warning` saying the work was done
+ * and which fields could not be reported. For tools that already acted (see registerTools).
+ */
+function salvageResult(tool: AnyToolDefinition, data: unknown, error: z.ZodError): { value: Record<string, unknown>; fields: string[] } {
+  const shape = tool.output as Record<string, z.ZodType>;
+  const given = (data && typeof data === 'object' ? data : {}) as Record<string, unknown>;
+  const value: Record<string, unknown> = { success: true };
+  const fields = [...new Set(error.issues.map((i) => String(i.path[0] ?? '(result)')))];
+  for (const [k, schema] of Object.entries(shape)) {
+    if (fields.includes(k)) continue;
+    const r = schema.safeParse(given[k]);
+    if (r.success && r.data !== undefined) value[k] = r.data;
+  }
+  const done = tool.kind === 'send' ? 'was sent' : 'was done';
+  value.result_warning =
+    `The ${tool.name} call ${done}, but part of its result could not be reported (${fields.join(', ')}: not in the declared format). ` +
+    'This is a bug in customer-success-mcp, logged on the server. Do not repeat the call: it succeeded; check the audit log or the provider for the missing details.';
+  return { value, fields };
 }
 
 export function registerResources(server: Server, resources: Eventually<ResourceDefinition[]>, services: Eventually<Services>): void {

@@ -95,6 +95,10 @@ export function publishedOutputSchema(tool: AnyToolDefinition) {
     success: z.boolean().describe('true: the data fields below are present; false: see error'),
     ...optional,
     error: errorBodySchema.optional().describe('present when success is false'),
+    result_warning: z
+      .string()
+      .optional()
+      .describe('present when the call did its work but part of its result could not be reported: what happened; do not repeat the call'),
     result_truncated: z
       .object({ note: z.string(), fields: z.array(z.string()) })
       .optional()

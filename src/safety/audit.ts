@@ -1,14 +1,21 @@
 import { createHash } from 'node:crypto';
 import type { Kysely } from 'kysely';
 import type { Logger } from '../log.js';
-import { invalidInput } from '../result.js';
+import { invalidInput, ToolError } from '../result.js';
 import { scrubValue } from '../secrets.js';
 import type { Database } from '../store/schema.js';
+import { BackgroundWrites, writeWithRetry } from './durable-write.js';
 
 /**
  * The audit log: every tool call that writes or sends, and every refusal by policy, with when, which
  * tool, which MCP client and session, the arguments (secrets scrubbed; message bodies redacted unless
  * CS_MCP_AUDIT_BODIES=full) and the outcome. Kept CS_MCP_AUDIT_RETENTION_DAYS days.
+ *
+ * A send is audited before it goes out (its intent: an entry with outcome `in_progress`) and after (the
+ * entry updated with its outcome). If the intent cannot be written the send does not happen: nothing
+ * reaches a customer unaudited. Every other write (an outcome, an entry of a write tool or a refusal)
+ * is retried briefly, then kept in memory and retried in the background until stored; how many wait is
+ * in integrations_status (`pending_writes.audit`).
  */
 
 export interface AuditEntry {
@@ -57,47 +64,108 @@ const MAX_ARGUMENT_CHARS = 16_000;
 
 export class AuditLog {
   private pending = new Set<Promise<void>>();
+  /** Entries (and outcomes) waiting for the database. */
+  readonly waiting: BackgroundWrites;
+  private seq = 0;
 
   constructor(
     private readonly db: Kysely<Database>,
     private readonly cfg: { auditRetentionDays: number; auditBodies: 'redact' | 'full' },
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.waiting = new BackgroundWrites('audit entry', log, { cap: 10_000 });
+  }
 
-  /** Records an entry. Never fails the call it describes: a write failure is logged. */
+  /** Records an entry. Never fails the call it describes: a write that fails is retried, then kept and retried in the background. */
   record(entry: AuditEntry): Promise<void> {
-    const p = this.write(entry)
-      .catch((err: unknown) => this.log.error({ err, tool: entry.tool }, 'writing the audit log failed'))
+    const at = new Date().toISOString();
+    return this.durably(entry.tool, () => this.insert(entry, at).then(() => undefined));
+  }
+
+  /**
+   * Writes the intent of a send before it goes out: an entry with outcome `in_progress`, completed by
+   * `outcome()`. Retried briefly; when it still cannot be written, throws a retryable error and the
+   * send must not happen.
+   */
+  async intent(entry: Omit<AuditEntry, 'outcome' | 'duration_ms'>): Promise<number> {
+    const at = new Date().toISOString();
+    let id = 0;
+    let failure: unknown;
+    const ok = await writeWithRetry(
+      async () => {
+        id = await this.insert({ ...entry, outcome: 'in_progress', duration_ms: 0 }, at);
+      },
+      (err) => (failure = err),
+    );
+    if (!ok) {
+      this.log.error({ err: failure, tool: entry.tool }, 'writing the audit intent of a send failed: the send was not made');
+      throw new ToolError(
+        'provider_unavailable',
+        `Nothing was sent: this server could not write the audit entry that every send needs before it goes out (its database failed). ` +
+          'Try again in a moment; if it persists, check the server logs and the database.',
+        { retryable: true, retryAfterMs: 5_000, details: { policy: 'audit' } },
+      );
+    }
+    return id;
+  }
+
+  /** Completes a send's intent with its outcome (never fails the call: retried, then in the background). */
+  outcome(auditId: number, entry: AuditEntry): Promise<void> {
+    return this.durably(entry.tool, async () => {
+      const row = this.row(entry, '');
+      await this.db
+        .updateTable('audit_log')
+        .set({ outcome: row.outcome, message: row.message, policy: row.policy, details: row.details, duration_ms: row.duration_ms })
+        .where('audit_id', '=', auditId)
+        .execute();
+    });
+  }
+
+  private durably(tool: string, write: () => Promise<void>): Promise<void> {
+    let failure: unknown;
+    const p = writeWithRetry(write, (err) => {
+      failure = err;
+      this.log.error({ err, tool }, 'writing the audit log failed: kept, and written once the database answers');
+    })
+      .then((stored) => {
+        if (!stored) this.waiting.add(`a${++this.seq}`, { write }, failure);
+      })
       .finally(() => this.pending.delete(p));
     this.pending.add(p);
     return p;
   }
 
-  /** Waits for entries still being written (before the store closes). */
+  /** Waits for entries still being written, and tries once more those waiting (before the store closes). */
   async flush(): Promise<void> {
     await Promise.allSettled([...this.pending]);
+    this.waiting.stop();
+    if (this.waiting.size) await this.waiting.drain();
+    this.waiting.stop();
+    if (this.waiting.size) this.log.error({ entries: this.waiting.size }, 'audit entries could not be written before shutdown');
   }
 
-  private async write(e: AuditEntry): Promise<void> {
+  private row(e: AuditEntry, at: string) {
     let args = JSON.stringify(scrubValue(this.cfg.auditBodies === 'full' ? e.arguments : redactBodies(e.arguments)));
     if (args.length > MAX_ARGUMENT_CHARS) args = JSON.stringify({ truncated: true, chars: args.length, head: args.slice(0, MAX_ARGUMENT_CHARS) });
-    await this.db
-      .insertInto('audit_log')
-      .values({
-        at: new Date().toISOString(),
-        tool: e.tool,
-        kind: e.kind,
-        client_name: e.client?.name ?? null,
-        client_version: e.client?.version ?? null,
-        session_id: e.session_id ?? null,
-        arguments: args,
-        outcome: e.outcome,
-        message: e.message ? scrubValue(e.message).slice(0, 2000) : null,
-        policy: e.policy ?? null,
-        details: JSON.stringify(scrubValue(e.details ?? {})).slice(0, MAX_ARGUMENT_CHARS),
-        duration_ms: Math.round(e.duration_ms),
-      })
-      .execute();
+    return {
+      at,
+      tool: e.tool,
+      kind: e.kind,
+      client_name: e.client?.name ?? null,
+      client_version: e.client?.version ?? null,
+      session_id: e.session_id ?? null,
+      arguments: args,
+      outcome: e.outcome,
+      message: e.message ? scrubValue(e.message).slice(0, 2000) : null,
+      policy: e.policy ?? null,
+      details: JSON.stringify(scrubValue(e.details ?? {})).slice(0, MAX_ARGUMENT_CHARS),
+      duration_ms: Math.round(e.duration_ms),
+    };
+  }
+
+  private async insert(e: AuditEntry, at: string): Promise<number> {
+    const r = await this.db.insertInto('audit_log').values(this.row(e, at)).returning('audit_id').executeTakeFirstOrThrow();
+    return Number(r.audit_id);
   }
 
   async list(f: AuditFilter, limit: number, cursor?: string): Promise<{ entries: AuditRecord[]; next_cursor?: string }> {

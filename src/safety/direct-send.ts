@@ -1,5 +1,6 @@
 import type { Config } from '../config.js';
-import { ToolError } from '../result.js';
+import type { Logger } from '../log.js';
+import { toErrorBody, ToolError } from '../result.js';
 import { consentBlock, describeBlock, suppressionBlock } from '../store/consent.js';
 import { activeSuppressions, blockingSuppression, normalizeAddress, PERMANENT_KINDS } from '../store/suppressions.js';
 import type { Store } from '../store/index.js';
@@ -65,7 +66,7 @@ export function normalizedRecipients<R extends { email: string }>(list: R[]): R[
 }
 
 export class DirectSendGuard {
-  constructor(private readonly deps: { config: Config; store: Store; dailyLimit: DailySendLimit; idempotency: IdempotencyStore }) {}
+  constructor(private readonly deps: { config: Config; store: Store; dailyLimit: DailySendLimit; idempotency: IdempotencyStore; log?: Logger }) {}
 
   /**
    * Runs one direct send under every rule. `body` does its lookups, calls `gate.clear(...)` once before
@@ -93,17 +94,38 @@ export class DirectSendGuard {
         unsent += n;
       },
     };
+    let result: T;
     try {
-      const result = await body(gate);
+      result = await body(gate);
       if (!reserved) throw new ToolError('provider_error', `Internal error: ${spec.tool} sent without clearing its recipients. This is a bug.`);
-      if (begun) await idempotency.finish(begun.handle, { ok: result });
-      if (unsent) await this.deps.dailyLimit.release(this.deps.store.db, Math.min(unsent, reserved.n), reserved.day);
-      return result;
     } catch (err) {
-      const unknown = err instanceof ToolError && err.outcomeUnknown;
-      if (begun) await idempotency.finish(begun.handle, { error: err });
-      if (reserved && !unknown) await this.deps.dailyLimit.release(this.deps.store.db, reserved.n, reserved.day);
-      throw err;
+      // Nothing left before the recipients were cleared, and a ToolError that does not say otherwise
+      // means the provider did not act on it. Anything else after clearing may have reached the provider.
+      const provablyUnsent = !reserved || (err instanceof ToolError && !err.outcomeUnknown);
+      if (provablyUnsent) {
+        if (begun) await idempotency.releaseSafely(begun.handle);
+        if (reserved) await this.giveBack(reserved.n, reserved.day);
+        throw err;
+      }
+      // It may have been sent: the key stays claimed and the daily place stays taken.
+      const error = err instanceof ToolError ? err : idempotency.inDoubt({ scope: spec.tool, key: spec.idempotencyKey ?? '', explicit: spec.idempotencyKey !== undefined, at: new Date().toISOString() }, {}, err);
+      if (begun) await idempotency.settle(begun.handle, { error: toErrorBody(error) });
+      throw error;
+    }
+    if (begun && !(await idempotency.settle(begun.handle, { ok: result }))) {
+      spec.audit.in_doubt = true;
+      throw idempotency.inDoubt(begun.handle, { ok: result });
+    }
+    if (unsent) await this.giveBack(Math.min(unsent, reserved.n), reserved.day);
+    return result;
+  }
+
+  /** Gives back daily places of messages that provably did not go out; a failure to do so only keeps them taken (logged). */
+  private async giveBack(n: number, day: string): Promise<void> {
+    try {
+      await this.deps.dailyLimit.release(this.deps.store.db, n, day);
+    } catch (err) {
+      this.deps.log?.warn({ err, n, day }, 'could not give back daily send places (they stay counted for today)');
     }
   }
 

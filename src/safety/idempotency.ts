@@ -1,7 +1,9 @@
 import { createHash } from 'node:crypto';
 import type { Kysely } from 'kysely';
+import type { Logger } from '../log.js';
 import { toErrorBody, ToolError, type ErrorBody } from '../result.js';
 import type { Database } from '../store/schema.js';
+import { BackgroundWrites, writeWithRetry } from './durable-write.js';
 
 /**
  * Idempotency of direct sends, stored (it survives restarts and is shared by instances on one
@@ -13,6 +15,12 @@ import type { Database } from '../store/schema.js';
  * A call that provably sent nothing (refused before any request left, or by the provider) releases its
  * key, so a retry can do what the first call could not. A call whose outcome is unknown keeps it: a
  * repeat is told so and sends nothing.
+ *
+ * Once a request may have reached the provider its key is never released. Its outcome is written with
+ * a bounded retry (writeWithRetry); if the database still fails, the call answers "in doubt, not
+ * resent" (inDoubt below), the outcome is kept in memory and written in the background, and until then
+ * every repeat with the key gets the same answer — from memory in this process, and from the stored
+ * `in_progress` claim in any other. Nothing with that key is sent again.
  */
 
 export interface IdempotencyConfig {
@@ -25,6 +33,17 @@ export type Begun<T> = { replay: T; at: string } | { handle: Handle };
 interface Handle {
   scope: string;
   key: string;
+  hash: string;
+  at: string;
+  /** The caller's own key (not the duplicate window's). */
+  explicit: boolean;
+}
+
+/** A call whose outcome could not be stored yet: the answer to its repeats until it is. */
+interface Unsettled {
+  hash: string;
+  at: string;
+  answer: ErrorBody;
 }
 
 interface StoredOutcome<T> {
@@ -45,10 +64,17 @@ function canonical(value: unknown): string {
 }
 
 export class IdempotencyStore {
+  private readonly unsettled = new Map<string, Unsettled>();
+  /** Outcomes (and releases) waiting for the database. */
+  readonly waiting: BackgroundWrites;
+
   constructor(
     private readonly db: Kysely<Database>,
     private readonly cfg: IdempotencyConfig,
-  ) {}
+    private readonly log?: Logger,
+  ) {
+    this.waiting = new BackgroundWrites('send outcome', (log ?? silent) as Logger, { cap: 10_000 });
+  }
 
   /**
    * Claims the key for this call, or answers with what the first call returned. `summary` describes the
@@ -59,6 +85,21 @@ export class IdempotencyStore {
     const explicit = key !== undefined;
     if (!explicit && this.cfg.duplicateWindowMs <= 0) return undefined;
     const k = explicit ? key : `auto:${hash}`;
+    const mark = this.unsettled.get(`${scope}\0${k}`);
+    if (mark) {
+      if (mark.hash !== hash && explicit) {
+        throw new ToolError('conflict', `idempotency_key "${key}" was already used at ${mark.at} for a different ${scope} call. Nothing was sent. Use a new key for a new message.`, {
+          details: { policy: 'idempotency', first_call_at: mark.at },
+        });
+      }
+      if (mark.hash === hash) {
+        throw new ToolError(mark.answer.code, `(Answer of the first call${explicit ? ` with idempotency_key "${key}"` : ''} at ${mark.at}; nothing was sent now.) ${mark.answer.message}`, {
+          retryable: false,
+          outcomeUnknown: true,
+          details: { ...mark.answer.details, first_call_at: mark.at },
+        });
+      }
+    }
     const expires = now + (explicit ? this.cfg.idempotencyRetentionMs : this.cfg.duplicateWindowMs);
     for (let round = 0; round < 2; round++) {
       const inserted = await this.db
@@ -66,7 +107,7 @@ export class IdempotencyStore {
         .values({ scope, key: k, request_hash: hash, state: 'in_progress', result: null, summary, created_at: iso(now), updated_at: iso(now), expires_at: iso(expires) })
         .onConflict((oc) => oc.columns(['scope', 'key']).doNothing())
         .executeTakeFirst();
-      if (Number(inserted.numInsertedOrUpdatedRows ?? 0) === 1) return { handle: { scope, key: k } };
+      if (Number(inserted.numInsertedOrUpdatedRows ?? 0) === 1) return { handle: { scope, key: k, hash, at: iso(now), explicit } };
       const existing = await this.db.selectFrom('idempotency_records').selectAll().where('scope', '=', scope).where('key', '=', k).executeTakeFirst();
       if (!existing) continue; // released meanwhile: claim it
       if (Date.parse(existing.expires_at) <= now) {
@@ -125,37 +166,97 @@ export class IdempotencyStore {
     await this.db.deleteFrom('idempotency_records').where('scope', '=', h.scope).where('key', '=', h.key).execute();
   }
 
-  /** Settles a claimed key from how the call ended. */
-  async finish<T>(h: Handle, result: { ok: T } | { error: unknown }): Promise<void> {
-    if ('ok' in result) return this.complete(h, { ok: result.ok });
-    const body = toErrorBody(result.error);
-    if (body.outcome_unknown) return this.complete(h, { error: body });
-    return this.release(h);
+  /**
+   * Stores how the call ended, retrying briefly. True when stored; false when the database still
+   * fails: the outcome is then kept for repeats (they are answered "in doubt") and written in the
+   * background. Never throws.
+   */
+  async settle<T>(h: Handle, outcome: StoredOutcome<T>): Promise<boolean> {
+    const id = `${h.scope}\0${h.key}`;
+    const write = () => this.complete(h, outcome);
+    let failure: unknown;
+    const stored = await writeWithRetry(write, (err) => (failure = err));
+    if (stored) return true;
+    const answer = toErrorBody(this.inDoubt(h, outcome));
+    this.unsettled.set(id, { hash: h.hash, at: h.at, answer });
+    this.log?.error({ err: failure, scope: h.scope, key: h.explicit ? h.key : undefined }, 'could not store the outcome of a send that may have gone out: repeats are refused as in doubt, and it is written once the database answers');
+    this.waiting.add(id, { write, done: () => this.unsettled.delete(id) }, failure);
+    return false;
+  }
+
+  /** Nothing was sent: forgets the key (retrying briefly, then in the background; meanwhile repeats are refused as in doubt). Never throws. */
+  async releaseSafely(h: Handle): Promise<void> {
+    const write = () => this.release(h);
+    let failure: unknown;
+    if (!(await writeWithRetry(write, (err) => (failure = err)))) this.waiting.add(`${h.scope}\0${h.key}`, { write }, failure);
+  }
+
+  /**
+   * The answer of a call that may have reached the provider and whose outcome could not be stored.
+   * `provider_error` (not retryable) with `outcome_unknown`: no code of the vocabulary names a local
+   * database failure, `provider_error` is the one for "unexpected, see the logs", and
+   * `retryable: false` + `outcome_unknown` tell the caller exactly what to do — not to repeat it.
+   * Not `conflict` (the caller did nothing wrong) nor `timeout` / `provider_unavailable` (the provider
+   * answered; they would read as "try again").
+   */
+  inDoubt(h: Pick<Handle, 'scope' | 'key' | 'explicit' | 'at'>, outcome: StoredOutcome<unknown> = {}, cause?: unknown): ToolError {
+    const accepted = outcome.ok !== undefined;
+    const id = messageIdOf(outcome.ok);
+    const causeText = cause instanceof Error ? ` (${cause.message.slice(0, 200)})` : '';
+    return new ToolError(
+      'provider_error',
+      `The ${h.scope} call ${accepted ? `was accepted by the provider${id}` : 'may have reached the provider'}, but this server could not record its outcome: ` +
+        `its database failed${causeText}. It has not been sent again and will not be: ` +
+        `${h.explicit ? `a retry with idempotency_key "${h.key}"` : 'an identical call'} is answered like this until the outcome is stored, then with the first result. ` +
+        'Check with the recipient or the provider before sending it under a new key.',
+      {
+        retryable: false,
+        outcomeUnknown: true,
+        cause,
+        details: { policy: 'idempotency', in_doubt: true, first_call_at: h.at, ...(accepted ? { first_result: outcome.ok } : {}) },
+      },
+    );
   }
 
   /**
    * Runs a write at most once per caller key (no key: just runs it). For writes that are not sends
-   * (notes, events, counters): no duplicate window, only the caller's explicit key.
+   * (notes, events, counters): no duplicate window, only the caller's explicit key. A failure that is
+   * not a ToolError saying the provider did nothing leaves the key claimed (the write may have happened).
    */
   async once<T extends object>(scope: string, key: string | undefined, request: unknown, summary: string, fn: () => Promise<T>): Promise<T & { replayed?: boolean }> {
     if (key === undefined) return fn();
     const begun = await this.begin<T>(scope, key, request, summary);
     if (!begun) return fn();
     if ('replay' in begun) return { ...begun.replay, replayed: true };
+    let result: T;
     try {
-      const result = await fn();
-      await this.finish(begun.handle, { ok: result });
-      return result;
+      result = await fn();
     } catch (err) {
-      await this.finish(begun.handle, { error: err });
-      throw err;
+      if (err instanceof ToolError && !err.outcomeUnknown) {
+        await this.releaseSafely(begun.handle);
+        throw err;
+      }
+      const error = err instanceof ToolError ? err : this.inDoubt(begun.handle, {}, err);
+      await this.settle(begun.handle, { error: toErrorBody(error) });
+      throw error;
     }
+    if (!(await this.settle(begun.handle, { ok: result }))) throw this.inDoubt(begun.handle, { ok: result });
+    return result;
+  }
+
+  /** Tries once more to store what is waiting (at shutdown). */
+  async flush(): Promise<void> {
+    this.waiting.stop();
+    if (this.waiting.size) await this.waiting.drain();
+    this.waiting.stop();
   }
 
   async prune(now = Date.now()): Promise<void> {
     await this.db.deleteFrom('idempotency_records').where('expires_at', '<', iso(now)).execute();
   }
 }
+
+const silent = { error() {}, info() {}, warn() {} };
 
 function summaryOf(summary: string | null, scope: string): string {
   return summary ?? `${scope} call`;

@@ -372,6 +372,18 @@ export interface SuppressionsTable {
   lift_reason: string | null;
 }
 
+/** Mixpanel events accepted and not yet delivered (see providers/mixpanel). */
+export interface MixpanelBufferTable {
+  seq: Generated<number>;
+  /** $insert_id with event, time and distinct_id: the same event is kept once. */
+  dedup_key: string;
+  insert_id: string;
+  /** JSON: the event as sent to /import. */
+  event: string;
+  bytes: number;
+  created_at: string;
+}
+
 export interface Database {
   clients: ClientsTable;
   suppressions: SuppressionsTable;
@@ -395,6 +407,7 @@ export interface Database {
   workflow_step_runs: WorkflowStepRunsTable;
   workflow_marks: WorkflowMarksTable;
   automation_state: AutomationStateTable;
+  mixpanel_buffer: MixpanelBufferTable;
 }
 
 export type JsonText = ColumnType<string, string, string>;

@@ -52,7 +52,7 @@ export const analyticsTools = [
     output: { event: z.string(), distinct_id: z.string(), insert_id: z.string(), queued: z.boolean(), imported: z.boolean().optional(), delivery: z.object(flushOut).optional() },
     async handle(i, ctx) {
       const { services } = ctx;
-      const { insert_id } = services.mixpanel.track(i);
+      const { insert_id } = await services.mixpanel.track(i);
       await recordForRecipient(ctx, distinctRef(i.distinct_id), { name: i.event, properties: i.properties ?? {}, occurred_at: eventTime(i.time), source: 'tool:mixpanel_track_event' });
       if (!i.flush) return { event: i.event, distinct_id: i.distinct_id, insert_id, queued: true };
       const delivery = await services.mixpanel.flush();
@@ -142,7 +142,7 @@ export const analyticsTools = [
       const { services, log } = ctx;
       return services.idempotency.once('mixpanel_track_usage_engagement', idempotency_key, i, `usage of ${i.feature} by ${i.distinct_id}`, async () => {
         const properties = { ...i.properties, feature: i.feature, duration_seconds: i.duration_seconds, ...(i.client_id ? { client_id: i.client_id } : {}) };
-        const { insert_id } = services.mixpanel.track({ event: 'feature_used', distinct_id: i.distinct_id, time: i.time, properties });
+        const { insert_id } = await services.mixpanel.track({ event: 'feature_used', distinct_id: i.distinct_id, time: i.time, properties });
         const usage = { name: 'feature_used', properties, occurred_at: eventTime(i.time), source: 'tool:mixpanel_track_usage_engagement' };
         if (!(await recordForRecipient(ctx, distinctRef(i.distinct_id), usage)) && i.client_id) {
           // No contact with that id: the account's usage still counts (usage_pattern triggers are per client).

@@ -51,6 +51,17 @@ const webhookStatus = z.object({
   last_rejection: z.object({ at: z.string(), status: z.number(), reason: z.string() }).optional(),
 });
 
+const pendingWrites = z
+  .object({
+    audit: z.number().describe('audit entries (or outcomes of audited sends) not yet written because the database failed: kept in memory and retried in the background'),
+    audit_given_up: z.number().describe('audit entries given up because too many were waiting (logged as errors)'),
+    send_outcomes: z.number().describe('outcomes of direct sends that could not be stored yet (the database failed): kept in memory, retried in the background; their keys answer "in doubt, not resent" meanwhile'),
+    mixpanel_buffered: z.number().describe('Mixpanel events stored and not yet delivered'),
+    mixpanel_buffer_limit: z.number().describe('MIXPANEL_MAX_BUFFERED_EVENTS: past it new events are refused'),
+    last_error: z.string().optional().describe('the database error that keeps them waiting, if any'),
+  })
+  .describe('records this server keeps until they are written or delivered');
+
 export const statusTools = [
   defineTool({
     name: 'integrations_status',
@@ -65,7 +76,7 @@ export const statusTools = [
     toolset: 'status',
     openWorld: false,
     input: z.strictObject({}),
-    output: { providers: z.array(providerStatus), webhooks: z.array(webhookStatus), mode },
+    output: { providers: z.array(providerStatus), webhooks: z.array(webhookStatus), mode, pending_writes: pendingWrites },
     async handle(_input, { services, approvalAvailable, toolsOffered }) {
       const { safety } = services.config;
       return {
@@ -81,6 +92,14 @@ export const statusTools = [
           daily_send_limit: safety.dailySendLimit,
           ...(services.dailyLimit.enabled ? { sent_today: await services.dailyLimit.used(services.store.db) } : {}),
           tools_offered: toolsOffered,
+        },
+        pending_writes: {
+          audit: services.audit.waiting.size,
+          audit_given_up: services.audit.waiting.dropped,
+          send_outcomes: services.idempotency.waiting.size,
+          mixpanel_buffered: services.mixpanel.buffered,
+          mixpanel_buffer_limit: services.mixpanel.bufferLimit,
+          ...((services.audit.waiting.lastError ?? services.idempotency.waiting.lastError) ? { last_error: services.audit.waiting.lastError ?? services.idempotency.waiting.lastError } : {}),
         },
       };
     },

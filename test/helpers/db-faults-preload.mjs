@@ -11,9 +11,18 @@ import { createRequire } from 'node:module';
 
 const require = createRequire(import.meta.url);
 let installed;
+let file;
 
-export function installDbFaults(file) {
-  if (installed) return installed;
+/** Installs the patches once per process; a later call with another rules file switches to that file. */
+export function installDbFaults(rulesFile) {
+  if (installed) {
+    if (rulesFile !== file) {
+      file = rulesFile;
+      installed.reset();
+    }
+    return installed;
+  }
+  file = rulesFile;
   let mtime = -1;
   let rules = [];
   const load = () => {
@@ -102,7 +111,12 @@ export function installDbFaults(file) {
   } catch {
     /* pg not installed */
   }
-  installed = { file };
+  installed = {
+    reset() {
+      mtime = -1;
+      rules = [];
+    },
+  };
   return installed;
 }
 

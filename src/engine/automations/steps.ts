@@ -504,7 +504,7 @@ export class EnrolmentRunner {
           await intercom.trackEvent({ contact_id: await this.intercomIdOf(c), event_name: step.event_name, created_at: Math.floor(Date.parse(startedAt) / 1000), metadata: step.metadata });
         }
         if (destinations.includes('mixpanel')) {
-          this.deps.mixpanel.track({ event: step.event_name, distinct_id: c.external_user_id ?? c.email, properties: props, insert_id: createHash('sha256').update(runKey).digest('hex').slice(0, 32) });
+          await this.deps.mixpanel.track({ event: step.event_name, distinct_id: c.external_user_id ?? c.email, properties: props, insert_id: createHash('sha256').update(runKey).digest('hex').slice(0, 32) });
         }
         return {
           summary: `tracked "${step.event_name}" for ${c.email} in ${destinations.join(' and ')}`,

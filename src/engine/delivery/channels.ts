@@ -49,8 +49,8 @@ export interface IntercomMessenger {
 }
 
 export interface EventTracker {
-  /** Queues an event (delivered by the tracker's own batching). */
-  track(ev: { event: string; distinct_id: string; properties: Record<string, unknown> }): unknown;
+  /** Stores an event for delivery (by the tracker's own batching); resolves once it is stored. */
+  track(ev: { event: string; distinct_id: string; properties: Record<string, unknown> }): Promise<unknown>;
 }
 
 export interface ChannelDeps {
@@ -221,11 +221,10 @@ export class ChannelDelivery implements DeliveryPort, SettlementPort {
       );
     }
     if (meta.mixpanel_event && this.deps.runtimes.mixpanel.configured) {
-      try {
-        this.deps.analytics.track({ event: meta.mixpanel_event.name, distinct_id: content.external_user_id ?? content.to_email, properties: meta.mixpanel_event.properties });
-      } catch (err) {
-        log.warn({ err, outbox_id: row.outbox_id }, `queueing ${meta.mixpanel_event.name} for Mixpanel failed`);
-      }
+      const name = meta.mixpanel_event.name;
+      this.deps.analytics
+        .track({ event: name, distinct_id: content.external_user_id ?? content.to_email, properties: meta.mixpanel_event.properties })
+        .catch((err: unknown) => log.warn({ err, outbox_id: row.outbox_id }, `queueing ${name} for Mixpanel failed`));
     }
   }
 }
