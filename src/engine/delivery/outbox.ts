@@ -191,14 +191,15 @@ export class OutboxRepository {
       .execute();
   }
 
-  /** Keeps this holder's leases alive. */
-  async renewLeases(owner: string, leaseMs: number, now = Date.now()): Promise<void> {
-    await this.db
+  /** Keeps this holder's leases alive, except those of `except` (rows it no longer holds: their outcome was lost). */
+  async renewLeases(owner: string, leaseMs: number, now = Date.now(), except: number[] = []): Promise<void> {
+    let q = this.db
       .updateTable('outbox')
       .set({ lease_until: iso(now + leaseMs) })
       .where('lease_owner', '=', owner)
-      .where('state', 'in', ['queued', 'sending'])
-      .execute();
+      .where('state', 'in', ['queued', 'sending']);
+    if (except.length) q = q.where('outbox_id', 'not in', except);
+    await q.execute();
   }
 
   /** Rows whose holder vanished: queued ones become claimable again, sending ones are in doubt. */
@@ -210,7 +211,7 @@ export class OutboxRepository {
         state: 'unknown',
         error_code: 'timeout',
         error_message:
-          'The server stopped while this message was being sent, so it may or may not have been delivered. It was not sent again.',
+          'The server stopped (or could not record the answer) while this message was being sent, so it may or may not have been delivered. It was not sent again.',
         updated_at: nowIso,
         lease_owner: null,
         lease_until: null,
@@ -309,13 +310,15 @@ export class OutboxRepository {
   /**
    * When the next queued row can be claimed: due and not leased by someone else. A row leased by a
    * stopped holder is claimable only once its lease runs out, so waiting for it costs no polling.
+   * Rows of `blockedChannels` (an open circuit) are left out: they wait for the circuit, not the clock.
    */
-  async nextClaimableAt(): Promise<number | undefined> {
-    const r = await this.db
+  async nextClaimableAt(blockedChannels: string[] = []): Promise<number | undefined> {
+    let q = this.db
       .selectFrom('outbox')
       .select(sql<string | null>`min(case when lease_until is not null and lease_until > not_before then lease_until else not_before end)`.as('next'))
-      .where('state', '=', 'queued')
-      .executeTakeFirst();
+      .where('state', '=', 'queued');
+    if (blockedChannels.length) q = q.where('channel', 'not in', blockedChannels);
+    const r = await q.executeTakeFirst();
     return r?.next ? Date.parse(String(r.next)) : undefined;
   }
 
