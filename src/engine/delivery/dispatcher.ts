@@ -179,10 +179,12 @@ export class OutboxDispatcher {
       this.ready.splice(0, this.ready.length, ...this.ready.filter((r) => !gate.blocked.includes(r.channel)));
       await repo.release(this.owner, back.map((r) => r.outbox_id));
     }
-    if (this.ready.length < this.limit) {
+    const want = this.claimSize(now);
+    if (this.ready.length < Math.max(this.limit, want / 2)) {
       // A batch at a time: one claim serves many deliveries (and fills a batched request), but never more
       // than can start in the next few seconds, so a process that dies leaves few rows for the others.
-      const rows = await repo.claim(this.owner, this.claimSize(now) - this.ready.length, gate.blocked, leaseMs, now);
+      // Topped up at half, about once a second: rows a dead peer held are taken soon after its lease ends.
+      const rows = await repo.claim(this.owner, want - this.ready.length, gate.blocked, leaseMs, now);
       this.ready.push(...rows);
     }
     while (this.active < this.limit && this.ready.length) this.launch(this.takeNext());

@@ -130,7 +130,10 @@ export class OutboxRepository {
     return marked;
   }
 
-  /** Settles a row for good. `sent_at` stays for sent and unknown (it may have gone out), and is cleared otherwise. */
+  /**
+   * Settles a row for good. `sent_at` stays for sent and unknown (it may have gone out), and is cleared
+   * otherwise. A row already settled as sent, failed or skipped keeps that state.
+   */
   async finish(
     row: OutboxRow,
     state: Exclude<OutboxState, 'queued' | 'sending' | 'cancelled'>,
@@ -151,6 +154,9 @@ export class OutboxRepository {
         lease_until: null,
       })
       .where('outbox_id', '=', row.outbox_id)
+      // Never over another final state: a peer that found this row's lease run out (its holder lagging,
+      // not dead) marks it `unknown` and records that too; the holder's real answer, if it comes, wins.
+      .where('state', 'in', ['queued', 'sending', 'unknown'])
       .execute();
   }
 
