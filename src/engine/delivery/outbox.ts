@@ -199,13 +199,12 @@ export class OutboxRepository {
 
   /** Keeps this holder's leases alive, except those of `except` (rows it no longer holds: their outcome was lost). */
   async renewLeases(owner: string, leaseMs: number, now = Date.now(), except: number[] = []): Promise<void> {
-    let q = this.db
-      .updateTable('outbox')
-      .set({ lease_until: iso(now + leaseMs) })
-      .where('lease_owner', '=', owner)
-      .where('state', 'in', ['queued', 'sending']);
-    if (except.length) q = q.where('outbox_id', 'not in', except);
-    await q.execute();
+    let held = this.db.selectFrom('outbox').select('outbox_id').where('lease_owner', '=', owner).where('state', 'in', ['queued', 'sending']);
+    if (except.length) held = held.where('outbox_id', 'not in', except);
+    // A row locked right now is being settled or marked by this holder (which sets its lease anyway): skipped,
+    // so a renewal never waits on (or deadlocks with) a settlement of the same rows.
+    if (this.dialect === 'postgres') held = held.forUpdate().skipLocked();
+    await this.db.updateTable('outbox').set({ lease_until: iso(now + leaseMs) }).where('outbox_id', 'in', held).execute();
   }
 
   /** Rows whose holder vanished: queued ones become claimable again, sending ones are in doubt. */
