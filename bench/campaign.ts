@@ -18,6 +18,8 @@
  *   email-1000-unbatched  email, 20,000 recipients, 1,000/1 s, unbatched
  *   email-1000-batched    the same, batched
  *   instances             three processes on one PostgreSQL database, 3,000 emails unbatched, 100/1 s
+ *   kill                  the same, the worker holding the most rows SIGKILLed at 40 %: how many rows it
+ *                         held, how soon the others took them up, and the rate over the whole run
  * Environment: BENCH_STYLES=clock,anchored (default both); BENCH_SCALE=0.1 scales every audience (for
  * quick runs while developing); TEST_DATABASE_URL as for the store tests.
  *
@@ -363,7 +365,42 @@ async function startWorker(env: Record<string, string>): Promise<{ child: ChildP
   return { child, stderr: () => stderr };
 }
 
-async function instancesCase(style: RateWindowStyle, lim: Limit, n: number): Promise<void> {
+/**
+ * The kill drill: once `at` of the campaign is sent, the worker holding the most rows is SIGKILLed;
+ * reports how many rows it held and how soon the others took them all up (claimed, or marked unknown).
+ */
+async function killBusiestWorker(url: string, workers: Array<{ child: ChildProcess }>, n: number, at: number): Promise<string> {
+  const pg = (await import('pg')).default;
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    for (;;) {
+      const r = await c.query(`select count(*)::int as n from outbox where state in ('sent', 'unknown')`);
+      if (r.rows[0].n >= n * at) break;
+      await sleep(50);
+    }
+    const owners = await c.query(`select lease_owner, count(*)::int as n from outbox where state in ('queued', 'sending') and lease_owner is not null group by lease_owner order by n desc`);
+    const victim = workers.find((w) => owners.rows.some((o) => String(o.lease_owner).startsWith(`dispatcher-${w.child.pid}-`))) ?? workers[0]!;
+    const dead = `dispatcher-${victim.child.pid}-%`;
+    victim.child.kill('SIGKILL');
+    const killedAt = performance.now();
+    const heldQ = `select state, count(*)::int as n from outbox where lease_owner like $1 and state in ('queued', 'sending') group by state`;
+    const held = (await c.query(heldQ, [dead])).rows as Array<{ state: string; n: number }>;
+    for (;;) {
+      if (!(await c.query(heldQ, [dead])).rows.length) break;
+      await sleep(50);
+    }
+    const resumedS = (performance.now() - killedAt) / 1000;
+    const heldN = held.reduce((a, r) => a + r.n, 0);
+    const mid = held.find((r) => r.state === 'sending')?.n ?? 0;
+    const unknown = (await c.query(`select count(*)::int as n from outbox where state = 'unknown'`)).rows[0].n;
+    return `SIGKILL at ${Math.round(at * 100)} %: the killed worker held ${heldN} rows (${mid} mid-send); all taken up by the others within ${fmt(resumedS, 1)} s; ${unknown} unknown (never resent)`;
+  } finally {
+    await c.end();
+  }
+}
+
+async function instancesCase(style: RateWindowStyle, lim: Limit, n: number, killAt?: number): Promise<void> {
   const unavailable = await postgresUnavailableReason();
   if (unavailable) {
     process.stdout.write(`instances [${style}]: skipped: ${unavailable}\n`);
@@ -386,18 +423,24 @@ async function instancesCase(style: RateWindowStyle, lim: Limit, n: number): Pro
     const token = await preview(mcp.call as Call, args);
     const mark = await standIn.mark();
     const cpu0 = pids.map(procCpuMs);
+    const killing = killAt === undefined ? undefined : killBusiestWorker(db.url, workers, n, killAt);
     const result = await confirmAndWait(mcp.call as Call, args, token);
-    const cpu = pids.map((p, i) => procCpuMs(p) - cpu0[i]!);
-    const rss = pids.map(procPeakRssMiB);
+    const killed = killing ? await killing : undefined;
+    // A killed process has no /proc entry any more: it counts as 0 from then on.
+    const alive = (p: number) => fs.existsSync(`/proc/${p}/stat`);
+    const cpu = pids.map((p, i) => (alive(p) ? procCpuMs(p) - cpu0[i]! : 0));
+    const rss = pids.map((p) => (alive(p) ? procPeakRssMiB(p) : 0));
     const stats = await standIn.stats(mark);
     const byOwner = await deliveriesByInstance(db.url);
-    report(`instances (3 processes, PostgreSQL)`, style, lim, { ...result, cpuMs: cpu.reduce((a, b) => a + b, 0), peakRssMiB: rss.reduce((a, b) => a + b, 0), stats }, n, [
+    report(`instances (3 processes, PostgreSQL${killed ? ', one SIGKILLed' : ''})`, style, lim, { ...result, cpuMs: cpu.reduce((a, b) => a + b, 0), peakRssMiB: rss.reduce((a, b) => a + b, 0), stats }, n, [
+      ...(killed ? [killed] : []),
       `CPU ms per process (MCP instance, worker, worker): ${cpu.map((c) => fmt(c, 0)).join(', ')}; peak RSS MiB each: ${rss.map((r) => fmt(r, 1)).join(', ')} (the row shows the sums)`,
       ...(byOwner ? [`messages sent per lease owner: ${byOwner}`] : []),
     ]);
   } finally {
     await mcp.close();
     for (const w of workers) {
+      if (w.child.exitCode !== null || w.child.signalCode !== null) continue;
       const exited = new Promise((r) => w.child.once('exit', r));
       w.child.kill('SIGTERM');
       await exited;
@@ -438,6 +481,7 @@ const CASES: Array<{ name: string; run: (style: RateWindowStyle) => Promise<void
   { name: 'email-1000-unbatched', run: (s) => emailCase('1,000/s: email unbatched', s, ONE_S_1000, scaled(20_000), false, { CS_MCP_DAILY_SEND_LIMIT: '1000000' }) },
   { name: 'email-1000-batched', run: (s) => emailCase('1,000/s: email batched', s, ONE_S_1000, scaled(20_000), true, { CS_MCP_DAILY_SEND_LIMIT: '1000000' }) },
   { name: 'instances', run: (s) => instancesCase(s, ONE_S_100, scaled(3000)) },
+  { name: 'kill', run: (s) => instancesCase(s, ONE_S_100, scaled(3000), 0.4) },
 ];
 
 function summary(): void {

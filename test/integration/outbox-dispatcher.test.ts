@@ -4,6 +4,7 @@ import { loadConfig } from '../../src/config.js';
 import { openStore, type Store } from '../../src/store/index.js';
 import { availableDialects, createTarget, type DatabaseTarget } from '../helpers/databases.js';
 import { testEnv } from '../helpers/mcp.js';
+import { dbFaults } from '../helpers/db-faults.js';
 import { until } from '../helpers/until.js';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { SendAdmission } from '../../src/engine/delivery/admission.js';
@@ -20,6 +21,10 @@ import type { Database as Schema } from '../../src/store/schema.js';
 const log = pino({ level: 'silent' });
 
 const dialects = await availableDialects();
+const faults = dbFaults();
+await faults.installInProcess();
+/** The statement that records a row's final state (OutboxRepository.finish). */
+const SETTLEMENT = /update "outbox" set "state" = \S+, "provider_message_id"/;
 
 async function seed(
   db: Kysely<Schema>,
@@ -122,12 +127,13 @@ describe.each(dialects)('OutboxDispatcher on %s', (dialect) => {
   let repo: OutboxRepository;
   let port: FakePort;
   let dispatcher: OutboxDispatcher | undefined;
+  let settleOpts: ConstructorParameters<typeof SettlementWriter>[4];
   const make = (over: Partial<ConstructorParameters<typeof OutboxDispatcher>[0]> = {}, dailyLimit = 0) =>
     new OutboxDispatcher({
       repo,
       admission: new SendAdmission(repo, new DailySendLimit(dailyLimit), { perDay: 1, perWeek: 3, kinds: ['automation'] }),
       port,
-      settlements: new SettlementWriter(repo, store.timeline, port, log),
+      settlements: new SettlementWriter(repo, store.timeline, port, log, settleOpts),
       log,
       concurrency: 4,
       pollMs: 20,
@@ -154,8 +160,10 @@ describe.each(dialects)('OutboxDispatcher on %s', (dialect) => {
     db = store.db;
     repo = new OutboxRepository(db, store.dialect);
     port = new FakePort();
+    settleOpts = undefined;
   });
   afterEach(async () => {
+    faults.clear();
     await dispatcher?.stop();
     dispatcher = undefined;
     await store.close();
@@ -343,5 +351,70 @@ describe.each(dialects)('OutboxDispatcher on %s', (dialect) => {
     expect(port.sent).not.toContain('cmp_test:c3:email');
     expect(port.sent).not.toContain('cmp_test:c7:email');
     expect(new Set(port.sent).size).toBe(port.sent.length);
+  });
+
+  it('a settlement that cannot be written for a while is retried until it is: nothing stays sending, nothing is resent', async () => {
+    await seed(db, 3);
+    // Six failed writes in a row (today's writer gave up after three, leaving the rows `sending` for good).
+    faults.fail(SETTLEMENT, 6);
+    dispatcher = make();
+    dispatcher.start();
+    await until(async () => (await states()).sent === 3, { timeoutMs: 15_000, message: 'every row recorded sent' });
+    expect(faults.hits().length).toBeGreaterThanOrEqual(6);
+    expect(port.sent.slice().sort()).toEqual(['cmp_test:c0:email', 'cmp_test:c1:email', 'cmp_test:c2:email']);
+  });
+
+  it('a settlement that cannot be written at all: its rows become unknown after their lease (not renewed), never resent', async () => {
+    await seed(db, 3);
+    settleOpts = { maxBatch: 200, delayMs: 5, retryForMs: 300 };
+    faults.fail(SETTLEMENT);
+    dispatcher = make({ leaseMs: 600 });
+    dispatcher.start();
+    await until(async () => (await states()).unknown === 3, { timeoutMs: 15_000, message: 'the rows whose outcome was lost marked unknown' });
+    faults.clear();
+    await morePasses();
+    expect(await states()).toEqual({ unknown: 3 });
+    expect(port.sent).toHaveLength(3);
+    expect(new Set(port.sent).size).toBe(3);
+  });
+
+  it('counts the rows of one contact admitted together against the frequency cap (a cap of 1 a day sends 1, not 2 in one request)', async () => {
+    const policy: MessagePolicy = { frequency_cap: true, cap_action: 'skip' };
+    await seed(db, 1, 'wf_burst', undefined, { kind: 'automation', policy });
+    await seed(db, 1, 'wf_burst', undefined, { kind: 'automation', channel: 'intercom_inapp', policy });
+    port.batching = true;
+    dispatcher = make();
+    dispatcher.start();
+    await until(async () => {
+      const s = await states();
+      return (s.sent ?? 0) + (s.skipped ?? 0) === 2;
+    });
+    expect(await states()).toEqual({ sent: 1, skipped: 1 });
+    expect(port.sent).toHaveLength(1);
+  });
+
+  it('sleeps while only an open circuit holds back the work: few claim passes until its trial time, then delivers', async () => {
+    await seed(db, 5);
+    const reopensAt = Date.now() + 1500;
+    dispatcher = make({
+      pollMs: 1000,
+      channelGate: () => {
+        const ms = reopensAt - Date.now();
+        return ms > 0 ? { blocked: ['email'], reopensInMs: ms } : { blocked: [] };
+      },
+    });
+    const claimedAt: number[] = [];
+    const claim = repo.claim.bind(repo);
+    vi.spyOn(repo, 'claim').mockImplementation((...args) => {
+      claimedAt.push(Date.now());
+      return claim(...args);
+    });
+    dispatcher.start();
+    await until(async () => (await states()).sent === 5);
+    expect(Math.min(...port.sentAt)).toBeGreaterThanOrEqual(reopensAt);
+    // Asleep until the trial time (a pass each lease third, to renew): not a pass every 10 ms.
+    const passesBeforeTrial = claimedAt.filter((t) => t < reopensAt).length;
+    expect(passesBeforeTrial).toBeGreaterThan(0);
+    expect(passesBeforeTrial).toBeLessThanOrEqual(6);
   });
 });

@@ -33,6 +33,21 @@ export type Admission =
 
 const DAY = 86_400_000;
 
+/** The rows already admitted in one decision, per contact: they go out together and count against each other's cap. */
+class Together {
+  private readonly times = new Map<string, number[]>();
+  constructor(private readonly kinds: SourceKind[]) {}
+  of(row: OutboxRow): number[] {
+    return this.times.get(row.contact_id) ?? [];
+  }
+  add(row: OutboxRow, at: number): void {
+    if (!this.kinds.includes(row.source_kind as SourceKind)) return;
+    const list = this.times.get(row.contact_id) ?? [];
+    list.push(at);
+    this.times.set(row.contact_id, list);
+  }
+}
+
 export class SendAdmission {
   constructor(
     private readonly repo: OutboxRepository,
@@ -49,8 +64,13 @@ export class SendAdmission {
   async checkMany(rows: OutboxRow[], now = Date.now()): Promise<Admission[]> {
     const contacts = await this.contactsOf(this.repo.db, rows);
     const suppressed = await activeSuppressions(this.repo.db, rows.map((r) => r.recipient_email));
+    const together = new Together(this.cap.kinds);
     const out: Admission[] = [];
-    for (const row of rows) out.push((await this.rules(this.repo.db, row, now, contacts.get(row.contact_id) ?? null, suppressed)) ?? { kind: 'send', day: '' });
+    for (const row of rows) {
+      const d = (await this.rules(this.repo.db, row, now, contacts.get(row.contact_id) ?? null, suppressed, together.of(row))) ?? { kind: 'send', day: '' };
+      if (d.kind === 'send') together.add(row, now);
+      out.push(d);
+    }
     return out;
   }
 
@@ -73,8 +93,14 @@ export class SendAdmission {
       }
       const contacts = await this.contactsOf(trx, rows);
       const suppressed = await activeSuppressions(trx, rows.map((r) => r.recipient_email));
+      // Rows of one contact admitted together count against each other's frequency cap.
+      const together = new Together(this.cap.kinds);
       const decisions: Admission[] = [];
-      for (const row of rows) decisions.push((await this.rules(trx, row, now, contacts.get(row.contact_id) ?? null, suppressed)) ?? { kind: 'send', day: '' });
+      for (const row of rows) {
+        const d = (await this.rules(trx, row, now, contacts.get(row.contact_id) ?? null, suppressed, together.of(row))) ?? { kind: 'send', day: '' };
+        if (d.kind === 'send') together.add(row, now);
+        decisions.push(d);
+      }
       const wanted = decisions.filter((d) => d.kind === 'send').length;
       const place = await this.dailyLimit.reserveUpTo(trx, wanted, now);
       let granted = place.granted;
@@ -119,7 +145,18 @@ export class SendAdmission {
     await this.dailyLimit.release(this.repo.db, n, day);
   }
 
-  private async rules(db: Kysely<Database>, row: OutboxRow, now: number, known: ContactsTable | null | undefined, suppressed: Map<string, SuppressionRow[]>): Promise<Admission | undefined> {
+  /**
+   * `suppressed`: the suppression list's entries for these rows' addresses. `admittedWith`: when the rows
+   * decided before this one in the same request (same contact, counted kinds) go out.
+   */
+  private async rules(
+    db: Kysely<Database>,
+    row: OutboxRow,
+    now: number,
+    known: ContactsTable | null | undefined,
+    suppressed: Map<string, SuppressionRow[]>,
+    admittedWith: number[] = [],
+  ): Promise<Admission | undefined> {
     const contact = known === undefined ? await db.selectFrom('contacts').selectAll().where('contact_id', '=', row.contact_id).executeTakeFirst() : known;
     if (!contact) {
       return { kind: 'skip', code: 'contact_removed', message: `${row.recipient_email} was removed from the roster after this message was queued; it was not sent.` };
@@ -138,7 +175,7 @@ export class SendAdmission {
       }
     }
     if (policy?.frequency_cap) {
-      const times = await this.repo.recentSendTimes(db, row.contact_id, this.cap.kinds, now - 7 * DAY);
+      const times = [...(await this.repo.recentSendTimes(db, row.contact_id, this.cap.kinds, now - 7 * DAY)), ...admittedWith].sort((a, b) => a - b);
       const lastDay = times.filter((t) => t > now - DAY);
       let until = 0;
       if (lastDay.length >= this.cap.perDay) until = Math.max(until, lastDay[lastDay.length - this.cap.perDay]! + DAY);

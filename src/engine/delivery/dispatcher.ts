@@ -66,6 +66,12 @@ export interface DispatcherOptions {
 }
 
 const ADAPT_EVERY_MS = 250;
+/** Rows leased ahead: what this dispatcher can start in the next few seconds at the pace it is allowed. */
+const CLAIM_HORIZON_MS = 2_000;
+/** The first claim, before any pace is measured (enough to fill a batched request of a small campaign). */
+const FIRST_CLAIM = 100;
+/** The pace is measured over the last few seconds of starts. */
+const PACE_WINDOW_MS = 3_000;
 
 class NotAdmitted extends Error {
   constructor(readonly decision: Exclude<Admission, { kind: 'send' }>) {
@@ -84,7 +90,13 @@ class NotAdmitted extends Error {
  * when slots sit idle, between 1 and `concurrency`.
  */
 export class OutboxDispatcher {
-  readonly owner = `dispatcher-${randomUUID()}`;
+  /** Names the process, so an operator (or a kill drill) can tell whose leases rows carry. */
+  readonly owner = `dispatcher-${process.pid}-${randomUUID()}`;
+  /** Rows whose outcome could not be recorded: no longer renewed (they become unknown), forgotten after two leases. */
+  private readonly abandoned = new Map<number, number>();
+  /** Rows started so far, sampled over the last seconds: the pace this dispatcher sends at. */
+  private started = 0;
+  private readonly paceSamples: Array<{ at: number; started: number }> = [];
   private readonly loop: WorkLoop;
   private limit: number;
   private lastRenewal = 0;
@@ -133,7 +145,7 @@ export class OutboxDispatcher {
   async stop(graceMs = 10_000): Promise<void> {
     if (!this.loop.running) return;
     await this.loop.stop(graceMs);
-    await this.opts.settlements.flush();
+    await this.opts.settlements.close();
     const unstarted = this.ready.splice(0);
     if (unstarted.length) await this.opts.repo.release(this.owner, unstarted.map((r) => r.outbox_id)).catch((err: unknown) => this.opts.log.warn({ err }, 'releasing unstarted deliveries failed'));
   }
@@ -153,7 +165,9 @@ export class OutboxDispatcher {
     const now = Date.now();
     if (now - this.lastRenewal >= leaseMs / 3) {
       this.lastRenewal = now;
-      await repo.renewLeases(this.owner, leaseMs, now);
+      for (const id of this.opts.settlements.takeAbandoned()) this.abandoned.set(id, now);
+      for (const [id, at] of this.abandoned) if (now - at > 2 * leaseMs) this.abandoned.delete(id);
+      await repo.renewLeases(this.owner, leaseMs, now, [...this.abandoned.keys()]);
       const { unknown } = await repo.recoverExpired(now);
       for (const row of unknown) {
         this.opts.log.warn({ outbox_id: row.outbox_id, source: row.source_id }, 'delivery in doubt after a stop: marked unknown, not resent');
@@ -167,9 +181,12 @@ export class OutboxDispatcher {
       this.ready.splice(0, this.ready.length, ...this.ready.filter((r) => !gate.blocked.includes(r.channel)));
       await repo.release(this.owner, back.map((r) => r.outbox_id));
     }
-    if (this.ready.length < this.limit) {
-      // A batch at a time: one claim serves many deliveries (and fills a batched request).
-      const rows = await repo.claim(this.owner, Math.max(2 * this.limit, MAX_BATCH) - this.ready.length, gate.blocked, leaseMs, now);
+    const want = this.claimSize(now);
+    if (this.ready.length < Math.max(this.limit, want / 2)) {
+      // A batch at a time: one claim serves many deliveries (and fills a batched request), but never more
+      // than can start in the next few seconds, so a process that dies leaves few rows for the others.
+      // Topped up at half, about once a second: rows a dead peer held are taken soon after its lease ends.
+      const rows = await repo.claim(this.owner, want - this.ready.length, gate.blocked, leaseMs, now);
       this.ready.push(...rows);
       if (rows.length) this.opts.port.prefetch?.(rows);
     }
@@ -180,11 +197,28 @@ export class OutboxDispatcher {
     let sleep = this.opts.pollMs;
     if (gate.reopensInMs !== undefined) sleep = Math.min(sleep, gate.reopensInMs + 1);
     if (this.active === 0 && !this.ready.length) {
-      const next = await repo.nextClaimableAt();
+      // Rows of a blocked channel are due but wait for the circuit's trial time (above), not the clock.
+      const next = await repo.nextClaimableAt(gate.blocked);
       if (next !== undefined) sleep = Math.min(sleep, next - Date.now());
     }
     // Renewals must keep pace with the lease even while nothing else happens.
     return Math.max(10, Math.min(sleep, leaseMs / 3));
+  }
+
+  /**
+   * How many rows to hold: what this dispatcher started in the last seconds, projected over
+   * CLAIM_HORIZON_MS (the pace the providers allow it, batching included), at least two per delivery
+   * slot, at most MAX_BATCH. Before anything has started, FIRST_CLAIM.
+   */
+  private claimSize(now: number): number {
+    const samples = this.paceSamples;
+    if (!samples.length || now - samples[samples.length - 1]!.at >= ADAPT_EVERY_MS) samples.push({ at: now, started: this.started });
+    while (samples.length > 1 && now - samples[0]!.at > PACE_WINDOW_MS) samples.shift();
+    const first = samples[0]!;
+    const startedLately = this.started - first.started;
+    if (startedLately === 0) return Math.max(2 * this.limit, FIRST_CLAIM);
+    const perMs = startedLately / Math.max(1_000, now - first.at);
+    return Math.min(MAX_BATCH, Math.max(2 * this.limit, Math.ceil(perMs * CLAIM_HORIZON_MS)));
   }
 
   /** More in flight while latency is the limit; fewer when slots idle or a budget paces the sends. */
@@ -216,6 +250,7 @@ export class OutboxDispatcher {
 
   private launch(rows: OutboxRow[]): void {
     const row = rows[0]!;
+    this.started += rows.length;
     this.activeByChannel.set(row.channel, (this.activeByChannel.get(row.channel) ?? 0) + 1);
     this.loop.launch(() =>
       (rows.length === 1 ? this.deliver(row) : this.deliverBatch(rows))

@@ -130,7 +130,10 @@ export class OutboxRepository {
     return marked;
   }
 
-  /** Settles a row for good. `sent_at` stays for sent and unknown (it may have gone out), and is cleared otherwise. */
+  /**
+   * Settles a row for good. `sent_at` stays for sent and unknown (it may have gone out), and is cleared
+   * otherwise. A row already settled as sent, failed or skipped keeps that state.
+   */
   async finish(
     row: OutboxRow,
     state: Exclude<OutboxState, 'queued' | 'sending' | 'cancelled'>,
@@ -151,6 +154,9 @@ export class OutboxRepository {
         lease_until: null,
       })
       .where('outbox_id', '=', row.outbox_id)
+      // Never over another final state: a peer that found this row's lease run out (its holder lagging,
+      // not dead) marks it `unknown` and records that too; the holder's real answer, if it comes, wins.
+      .where('state', 'in', ['queued', 'sending', 'unknown'])
       .execute();
   }
 
@@ -191,14 +197,14 @@ export class OutboxRepository {
       .execute();
   }
 
-  /** Keeps this holder's leases alive. */
-  async renewLeases(owner: string, leaseMs: number, now = Date.now()): Promise<void> {
-    await this.db
-      .updateTable('outbox')
-      .set({ lease_until: iso(now + leaseMs) })
-      .where('lease_owner', '=', owner)
-      .where('state', 'in', ['queued', 'sending'])
-      .execute();
+  /** Keeps this holder's leases alive, except those of `except` (rows it no longer holds: their outcome was lost). */
+  async renewLeases(owner: string, leaseMs: number, now = Date.now(), except: number[] = []): Promise<void> {
+    let held = this.db.selectFrom('outbox').select('outbox_id').where('lease_owner', '=', owner).where('state', 'in', ['queued', 'sending']);
+    if (except.length) held = held.where('outbox_id', 'not in', except);
+    // A row locked right now is being settled or marked by this holder (which sets its lease anyway): skipped,
+    // so a renewal never waits on (or deadlocks with) a settlement of the same rows.
+    if (this.dialect === 'postgres') held = held.forUpdate().skipLocked();
+    await this.db.updateTable('outbox').set({ lease_until: iso(now + leaseMs) }).where('outbox_id', 'in', held).execute();
   }
 
   /** Rows whose holder vanished: queued ones become claimable again, sending ones are in doubt. */
@@ -210,7 +216,7 @@ export class OutboxRepository {
         state: 'unknown',
         error_code: 'timeout',
         error_message:
-          'The server stopped while this message was being sent, so it may or may not have been delivered. It was not sent again.',
+          'The server stopped (or could not record the answer) while this message was being sent, so it may or may not have been delivered. It was not sent again.',
         updated_at: nowIso,
         lease_owner: null,
         lease_until: null,
@@ -309,13 +315,15 @@ export class OutboxRepository {
   /**
    * When the next queued row can be claimed: due and not leased by someone else. A row leased by a
    * stopped holder is claimable only once its lease runs out, so waiting for it costs no polling.
+   * Rows of `blockedChannels` (an open circuit) are left out: they wait for the circuit, not the clock.
    */
-  async nextClaimableAt(): Promise<number | undefined> {
-    const r = await this.db
+  async nextClaimableAt(blockedChannels: string[] = []): Promise<number | undefined> {
+    let q = this.db
       .selectFrom('outbox')
       .select(sql<string | null>`min(case when lease_until is not null and lease_until > not_before then lease_until else not_before end)`.as('next'))
-      .where('state', '=', 'queued')
-      .executeTakeFirst();
+      .where('state', '=', 'queued');
+    if (blockedChannels.length) q = q.where('channel', 'not in', blockedChannels);
+    const r = await q.executeTakeFirst();
     return r?.next ? Date.parse(String(r.next)) : undefined;
   }
 

@@ -16,24 +16,41 @@ interface Pending {
   outcome: DeliveryOutcome;
 }
 
+export interface SettlementOptions {
+  maxBatch: number;
+  delayMs: number;
+  /** How long a group that cannot be written is retried (backing off) before its outcome is given up as lost. */
+  retryForMs?: number;
+}
+
+const RETRY_FOR_MS = 30_000;
+const FIRST_RETRY_MS = 50;
+const LONGEST_RETRY_MS = 2_000;
+
 /**
  * Settles delivered rows in groups: one transaction writes the final state of every row settled in
  * the last few milliseconds and their timeline entries. A message costs one short statement instead
  * of a transaction of its own, and the delivery slot is free as soon as the provider has answered.
- * A crash before the group commits leaves its rows `sending`: they become `unknown` (never resent),
- * which is what they were until the answer was recorded.
+ *
+ * A group that cannot be written (the database failed) is retried, backing off from 50 ms to 2 s, for
+ * up to `retryForMs` (30 s); meanwhile its rows stay `sending` under this holder's renewed lease. If it
+ * still cannot be written, its rows are given up (`abandoned`): the dispatcher stops renewing their
+ * leases, so they become `unknown` when the lease runs out (never resent) — as after a crash before the
+ * group committed, which is what they were until the answer was recorded.
  */
 export class SettlementWriter {
   private pending: Pending[] = [];
   private timer?: NodeJS.Timeout;
   private chain: Promise<void> = Promise.resolve();
+  private closing = false;
+  private lost: number[] = [];
 
   constructor(
     private readonly repo: OutboxRepository,
     private readonly timeline: TimelineRepository,
     private readonly port: SettlementPort,
     private readonly log: Logger,
-    private readonly opts: { maxBatch: number; delayMs: number } = { maxBatch: 200, delayMs: 5 },
+    private readonly opts: SettlementOptions = { maxBatch: 200, delayMs: 5 },
   ) {}
 
   settle(row: OutboxRow, outcome: DeliveryOutcome): void {
@@ -52,10 +69,25 @@ export class SettlementWriter {
     return this.chain;
   }
 
+  /** Stopping: writes what is pending, retrying only briefly (a stopping process must not wait out the database). */
+  close(): Promise<void> {
+    this.closing = true;
+    return this.flush();
+  }
+
+  /** Rows whose outcome could not be recorded since the last call: their leases must not be renewed. */
+  takeAbandoned(): number[] {
+    const ids = this.lost;
+    this.lost = [];
+    return ids;
+  }
+
   private async write(batch: Pending[]): Promise<void> {
-    const now = Date.now();
+    const started = Date.now();
+    const retryFor = this.opts.retryForMs ?? RETRY_FOR_MS;
     for (let attempt = 1; ; attempt++) {
       try {
+        const now = Date.now();
         await this.repo.db.transaction().execute(async (trx) => {
           for (const { row, outcome } of batch) {
             await this.repo.finish(
@@ -68,14 +100,18 @@ export class SettlementWriter {
           }
           await this.timeline.appendMany(trx, batch.map(({ row, outcome }) => this.port.timelineEntry(row, outcome)));
         });
+        if (attempt > 1) this.log.warn({ rows: batch.length, attempts: attempt }, 'settled deliveries recorded after the database recovered');
         break;
       } catch (err) {
-        if (attempt >= 3) {
-          // The rows stay `sending` and become `unknown` after their lease: never resent.
-          this.log.error({ err, rows: batch.length }, 'recording settled deliveries failed; they will show as in doubt');
+        const wait = Math.min(LONGEST_RETRY_MS, FIRST_RETRY_MS * 2 ** (attempt - 1));
+        if ((this.closing && attempt >= 3) || Date.now() + wait - started > retryFor) {
+          // The rows stay `sending` and become `unknown` after their lease (no longer renewed): never resent.
+          this.log.error({ err, rows: batch.length, attempts: attempt }, 'recording settled deliveries failed; they will show as in doubt');
+          for (const { row } of batch) this.lost.push(row.outbox_id);
           return;
         }
-        await new Promise((r) => setTimeout(r, 50 * attempt));
+        if (attempt === 1) this.log.warn({ err, rows: batch.length }, 'recording settled deliveries failed; retrying');
+        await new Promise((r) => setTimeout(r, wait));
       }
     }
     for (const { row, outcome } of batch) this.port.followUp(row, outcome);
