@@ -174,7 +174,7 @@ export class IntercomStandIn extends HttpStandIn {
    * answers the vendored description does not describe.
    */
   private checkVersion(r: RecordedRequest): Reply | undefined {
-    knownVersions ??= intercomContract().doc.components.schemas.intercom_version.enum as string[];
+    knownVersions ??= (intercomContract().doc as any).components.schemas.intercom_version.enum as string[];
     const header = r.headers['intercom-version'];
     const asked = Array.isArray(header) ? header[0] : header;
     if (asked !== undefined && !knownVersions.includes(asked)) {
