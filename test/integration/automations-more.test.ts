@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startInMemory, tempDataDir, testEnv, type InMemoryHarness, standInEnv } from '../helpers/mcp.js';
-import { activate } from '../helpers/automations.js';
+import { activate, settled } from '../helpers/automations.js';
 import { until } from '../helpers/until.js';
 import { HttpStandIn } from '../stand-ins/http-stand-in.js';
 import { startIntercomStandIn, type IntercomStandIn } from '../stand-ins/intercom.js';
@@ -156,16 +156,16 @@ describe('automations: more steps, triggers and limits', () => {
     const posts = () => hooks.matching(/^POST \/renewal/).map((r) => `${(r.body as any).client.id} ${(r.body as any).client.renewal_date}`);
     await h.call('update_client_info', { client_id: 'renewco', renewal_date: day(0) });
     await until(posts, (p) => p.length === 1);
-    await new Promise((r) => setTimeout(r, 500)); // several sweeps later: still once; donecos (reached before activation) not at all
+    await settled(h); // several sweeps later: still once; donecos (reached before activation) not at all
     expect(posts()).toEqual([`renewco ${day(0)}`]);
     // A renewal pushed out then reached again (another date) is a new occurrence.
     await h.call('update_client_info', { client_id: 'renewco', renewal_date: day(-1) });
     await until(posts, (p) => p.length === 2);
-    await new Promise((r) => setTimeout(r, 400));
+    await settled(h);
     expect(posts()).toEqual([`renewco ${day(0)}`, `renewco ${day(-1)}`]);
     // A date still in the future does not fire.
     await h.call('update_client_info', { client_id: 'renewco', renewal_date: day(3) });
-    await new Promise((r) => setTimeout(r, 400));
+    await settled(h);
     expect(posts()).toHaveLength(2);
     await h.call('archive_workflow', { workflow_id: workflowId });
   });
@@ -184,14 +184,14 @@ describe('automations: more steps, triggers and limits', () => {
     await record();
     await until(() => enrolledSubjects(workflowId), (e) => e.length === 1);
     await record(); // inside the period
-    await new Promise((r) => setTimeout(r, 400));
+    await settled(h);
     expect(await enrolledSubjects(workflowId)).toHaveLength(1);
     // The gate was taken 3 days ago (as if time had passed): the next occurrence enrols again.
     await h.services.store.db.updateTable('workflow_marks').set({ at: new Date(Date.now() - 3 * DAY).toISOString() }).where('workflow_id', '=', workflowId).where('mark', 'like', 'gate:%').execute();
     await record();
     await until(() => enrolledSubjects(workflowId), (e) => e.length === 2);
     await record(); // the gate is closed again for another 2 days
-    await new Promise((r) => setTimeout(r, 400));
+    await settled(h);
     expect(await enrolledSubjects(workflowId)).toHaveLength(2);
     await until(() => hooks.matching(/^POST \/reentry/), (r) => r.length === 2);
     await h.call('archive_workflow', { workflow_id: workflowId });
@@ -337,7 +337,7 @@ describe('automations: more steps, triggers and limits', () => {
     await until(() => fired('recent'), (f) => f.length === 1);
     const advanced = async (id: string) => (await h.services.store.db.selectFrom('workflows').select(['next_fire_at', 'last_fired_at']).where('workflow_id', '=', id).executeTakeFirstOrThrow());
     await until(() => Promise.all([oldId, olds].map(advanced)), (xs) => xs.every((x) => x.next_fire_at !== null && Date.parse(x.next_fire_at) > Date.now()));
-    await new Promise((r) => setTimeout(r, 400));
+    await settled(h);
     expect(fired('recent')).toEqual([recent.toISOString()]);
     expect(fired('old')).toEqual([]);
     expect(fired('olds')).toEqual([]);
