@@ -227,15 +227,20 @@ describe('automations: more steps, triggers and limits', () => {
   });
 
   it("a contact's own time zone wins over the send window's", async () => {
-    // Etc/GMT-5 is UTC+5 all year. The window is open now in UTC+5 and closed now in UTC.
-    const localHour = (new Date().getUTCHours() + 5) % 24;
-    await account('tzco', 'zed@tzco.example', {}, { timezone: 'Etc/GMT-5' });
+    // Fixed-offset zones (Etc/GMT-k is UTC+k all year), chosen from the hour now so that no hour boundary
+    // can change the answer: the window (09:00-16:00 in its own zone) is around midnight there now, and
+    // around noon in the contact's zone, hours away from either edge.
+    const H = new Date().getUTCHours();
+    const zone = (k: number) => (k === 0 ? 'Etc/GMT' : k > 0 ? `Etc/GMT-${k}` : `Etc/GMT+${-k}`);
+    const windowOffset = H <= 12 ? -H : 24 - H; // its local time is about 00:xx
+    const contactOffset = 12 - H; // about 12:xx
+    await account('tzco', 'zed@tzco.example', {}, { timezone: zone(contactOffset) });
     await h.call('upsert_contact', { client_id: 'tzco', email: 'utc@tzco.example', first_name: 'Uma', role: 'champion' });
     ic.seedContact({ email: 'utc@tzco.example' });
     const { workflowId } = await activate(h, {
       workflow_name: 'Windowed',
       trigger_type: 'custom',
-      send_window: { days: ['mon', 'tue', 'wed', 'thu', 'fri', 'sat', 'sun'], start_hour: localHour, end_hour: localHour + 1, timezone: 'UTC' },
+      send_window: { days: ['mon', 'tue', 'wed', 'thu', 'fri', 'sat', 'sun'], start_hour: 9, end_hour: 16, timezone: zone(windowOffset) },
       actions: [{ type: 'send_email', subject: 'In your window', body: 'Hi {{ contact.first_name }}' }],
     });
     await runNow(h, workflowId, { client_ids: ['tzco'] });
@@ -245,9 +250,10 @@ describe('automations: more steps, triggers and limits', () => {
     expect(mailsTo(sg, 'utc@tzco.example')).toEqual([]);
     const waiting = await h.services.store.db.selectFrom('outbox').selectAll().where('source_id', '=', workflowId).where('state', '=', 'queued').executeTakeFirstOrThrow();
     expect(waiting.recipient_email).toBe('utc@tzco.example');
-    // It waits for the window's opening in UTC (the window's own zone): localHour:00 UTC.
+    // It waits for the window's opening in the window's own zone: 09:00 there.
     const opens = new Date(waiting.not_before);
-    expect(opens.getUTCHours()).toBe(localHour);
+    expect(opens.getUTCHours()).toBe((9 - windowOffset + 24) % 24);
+    expect(Date.parse(waiting.not_before)).toBeGreaterThan(Date.now());
     expect(opens.getUTCMinutes()).toBe(0);
     await h.call('archive_workflow', { workflow_id: workflowId });
   });
