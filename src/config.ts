@@ -115,6 +115,13 @@ const envSchema = z.object({
   CS_MCP_DUPLICATE_WINDOW_S: int(600, 0, 86_400),
   CS_MCP_AUDIT_RETENTION_DAYS: int(90, 1, 3650),
   CS_MCP_AUDIT_BODIES: z.preprocess(emptyToUndefined, z.enum(['redact', 'full']).default('redact')),
+  // Retention (see README "Limits"): what is deleted, and when; the housekeeping loop deletes in small batches.
+  CS_MCP_OUTBOX_RETENTION_DAYS: int(180, 8, 36_500),
+  CS_MCP_TIMELINE_RETENTION_DAYS: int(730, 1, 36_500),
+  CS_MCP_EVENTS_RETENTION_DAYS: int(365, 1, 36_500),
+  CS_MCP_CONFIRMATION_RETENTION_DAYS: int(30, 1, 3650),
+  CS_MCP_RETENTION_BATCH: int(500, 10, 10_000),
+  CS_MCP_RETENTION_INTERVAL_S: int(3600, 1, 86_400),
   AUTOMATION_MAX_MESSAGES_PER_CONTACT_PER_DAY: int(1, 1, 1000),
   AUTOMATION_MAX_MESSAGES_PER_CONTACT_PER_WEEK: int(3, 1, 10_000),
 
@@ -239,6 +246,7 @@ export interface Config {
     auditRetentionDays: number;
     auditBodies: 'redact' | 'full';
   };
+  retention: RetentionConfig;
   automations: AutomationsConfig;
   /** Inbound provider webhooks; an endpoint without its secret answers 404. */
   webhooks: {
@@ -256,6 +264,20 @@ export interface Config {
     retentionDays: number;
     pollMs: number;
   };
+}
+
+/** How long each kind of record is kept (the audit, idempotency and inbox ones live with their owners). */
+export interface RetentionConfig {
+  /** Finished messages (sent, failed, cancelled, in doubt, skipped) of finished campaigns and enrolments. */
+  outboxDays: number;
+  timelineDays: number;
+  customerEventsDays: number;
+  /** Used and expired confirmation tokens. */
+  confirmationDays: number;
+  /** Rows deleted per statement; the loop yields between statements. */
+  batch: number;
+  /** How often the housekeeping loop looks for old rows once none are left. */
+  intervalMs: number;
 }
 
 export interface AutomationsConfig {
@@ -398,6 +420,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       duplicateWindowMs: e.CS_MCP_DUPLICATE_WINDOW_S * 1000,
       auditRetentionDays: e.CS_MCP_AUDIT_RETENTION_DAYS,
       auditBodies: e.CS_MCP_AUDIT_BODIES,
+    },
+    retention: {
+      outboxDays: e.CS_MCP_OUTBOX_RETENTION_DAYS,
+      timelineDays: e.CS_MCP_TIMELINE_RETENTION_DAYS,
+      customerEventsDays: e.CS_MCP_EVENTS_RETENTION_DAYS,
+      confirmationDays: e.CS_MCP_CONFIRMATION_RETENTION_DAYS,
+      batch: e.CS_MCP_RETENTION_BATCH,
+      intervalMs: e.CS_MCP_RETENTION_INTERVAL_S * 1000,
     },
     automations: {
       maxPerContactPerDay: e.AUTOMATION_MAX_MESSAGES_PER_CONTACT_PER_DAY,

@@ -7,6 +7,7 @@ import { ConfirmationTokens } from './engine/confirmations.js';
 import { Delivery } from './engine/delivery/index.js';
 import { Inbox } from './engine/inbox/index.js';
 import { RenderGate } from './engine/render-gate.js';
+import { Retention } from './engine/retention.js';
 import { IntercomService } from './providers/intercom/service.js';
 import { MixpanelService } from './providers/mixpanel/service.js';
 import { SendGridService } from './providers/sendgrid/service.js';
@@ -43,6 +44,8 @@ export interface Services {
   idempotency: IdempotencyStore;
   audit: AuditLog;
   directSends: DirectSendGuard;
+  /** Deletes old records of every kind in the background. */
+  retention: Retention;
   /** Stops background work (flushing what is buffered) and closes the store. Safe to call twice. */
   close(): Promise<void>;
 }
@@ -138,12 +141,14 @@ export async function createServices(config: Config, log: Logger, overrides: Ser
   delivery.start();
   inbox.start();
   automations.start();
-  // Retention: expired idempotency records and old audit entries, now and hourly.
-  const housekeeping = () =>
-    Promise.all([audit.prune(), idempotency.prune()]).catch((err: unknown) => log.warn({ err }, 'pruning the audit log / idempotency records failed'));
-  void housekeeping();
-  const housekeepingTimer = setInterval(housekeeping, 3_600_000);
-  housekeepingTimer.unref();
+  // Retention: old rows of every kind, in small batches, now and every CS_MCP_RETENTION_INTERVAL_S.
+  const retention = new Retention({
+    db: store.db,
+    config: config.retention,
+    log: log.child({ component: 'retention' }),
+    prune: { audit: (now, limit) => audit.prune(now, limit), idempotency: (now, limit) => idempotency.prune(now, limit) },
+  });
+  retention.start();
 
   let closing: Promise<void> | undefined;
   const services: Services = {
@@ -165,9 +170,10 @@ export async function createServices(config: Config, log: Logger, overrides: Ser
     idempotency,
     audit,
     directSends,
+    retention,
     close: () =>
       (closing ??= (async () => {
-        clearInterval(housekeepingTimer);
+        await retention.stop().catch((err) => log.error({ err }, 'stopping retention failed'));
         await automations.stop().catch((err) => log.error({ err }, 'stopping automations failed'));
         await delivery.stop().catch((err) => log.error({ err }, 'stopping delivery failed'));
         await inbox.stop().catch((err) => log.error({ err }, 'stopping the inbox processor failed'));

@@ -193,9 +193,12 @@ export class AuditLog {
     return { entries, next_cursor: rows.length > limit && last ? String(last.audit_id) : undefined };
   }
 
-  async prune(now = Date.now()): Promise<void> {
+  /** Deletes up to `limit` entries older than the retention (oldest first); returns how many. */
+  async prune(now = Date.now(), limit = 10_000): Promise<number> {
     const before = new Date(now - this.cfg.auditRetentionDays * 86_400_000).toISOString();
-    await this.db.deleteFrom('audit_log').where('at', '<', before).execute();
+    const ids = this.db.selectFrom('audit_log').select('audit_id').where('at', '<', before).orderBy('at').limit(limit);
+    const r = await this.db.deleteFrom('audit_log').where('audit_id', 'in', ids).executeTakeFirst();
+    return Number(r.numDeletedRows);
   }
 }
 

@@ -251,8 +251,23 @@ export class IdempotencyStore {
     this.waiting.stop();
   }
 
-  async prune(now = Date.now()): Promise<void> {
-    await this.db.deleteFrom('idempotency_records').where('expires_at', '<', iso(now)).execute();
+  /**
+   * Deletes records past their window (a key is kept for its whole window), about `limit` at a time
+   * (oldest first: up to the expiry of the limit-th oldest; ties may add a few); returns how many.
+   */
+  async prune(now = Date.now(), limit = 10_000): Promise<number> {
+    const boundary = await this.db
+      .selectFrom('idempotency_records')
+      .select('expires_at')
+      .where('expires_at', '<', iso(now))
+      .orderBy('expires_at')
+      .offset(limit - 1)
+      .limit(1)
+      .executeTakeFirst();
+    let q = this.db.deleteFrom('idempotency_records').where('expires_at', '<', iso(now));
+    if (boundary) q = q.where('expires_at', '<=', boundary.expires_at);
+    const r = await q.executeTakeFirst();
+    return Number(r.numDeletedRows);
   }
 }
 

@@ -11,6 +11,8 @@ import { exited, until } from '../helpers/until.js';
 import { HttpStandIn } from '../stand-ins/http-stand-in.js';
 import { startIntercomStandIn } from '../stand-ins/intercom.js';
 import { startSendGridStandIn, type SendGridStandIn } from '../stand-ins/sendgrid.js';
+import { TriggerEvaluator } from '../../src/engine/automations/scheduler.js';
+import { activate } from '../helpers/automations.js';
 
 const SG_KEY = 'SG.automation_kill_abcdef.0123456789abcdef';
 const IC_TOKEN = 'intercom-automation-kill-token';
@@ -197,4 +199,32 @@ describe('automation durability', () => {
       await target.cleanup();
     }
   }, 90_000);
+
+  it.each(dialects)('on %s, a process taking over the trigger role re-reads events another one already enrolled (the shared cursor lags on purpose): each occurrence enrols once', async (dialect) => {
+    const target = await createTarget(dialect);
+    const h = await startInMemory(testEnv({ AUTOMATION_TICK_MS: '50', ...target.env }));
+    try {
+      await h.call('register_client', { client_id: 'once', name: 'Once', tier: 'standard' });
+      for (let i = 0; i < 5; i++) await h.call('upsert_contact', { client_id: 'once', email: `p${i}@once.example` });
+      const { workflowId } = await activate(h, {
+        workflow_name: 'On ping once',
+        trigger_type: 'event_based',
+        trigger_conditions: { event: 'ping' },
+        reentry: 'every_occurrence',
+        actions: [{ type: 'create_task', title: 'Follow up' }],
+      });
+      for (let i = 0; i < 5; i++) await h.call('record_customer_event', { event: 'ping', contact_email: `p${i}@once.example` });
+      const enrolments = async () => (await h.services.store.db.selectFrom('workflow_enrollments').select('occurrence_key').where('workflow_id', '=', workflowId).execute()).length;
+      await until(enrolments, (n) => n === 5, { message: 'five enrolments' });
+      // Another process takes the role over from the shared cursor (here rewound to before the events, as
+      // after a crash between enrolling and moving it): it evaluates the same five events again.
+      await h.services.store.db.updateTable('automation_state').set({ position: 0 }).where('name', '=', 'triggers').execute();
+      const other = new TriggerEvaluator({ config: h.services.config, log: h.services.log, store: h.services.store, repo: h.services.automations.repo });
+      await other.run('another-process', await h.services.automations.repo.liveWorkflows(), Date.now());
+      expect(await enrolments()).toBe(5);
+    } finally {
+      await h.close();
+      await target.cleanup();
+    }
+  }, 60_000);
 });

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startInMemory, tempDataDir, testEnv, type InMemoryHarness, standInEnv } from '../helpers/mcp.js';
-import { activate } from '../helpers/automations.js';
+import { activate, settled } from '../helpers/automations.js';
 import { until } from '../helpers/until.js';
 import { HttpStandIn } from '../stand-ins/http-stand-in.js';
 import { startIntercomStandIn, type IntercomStandIn } from '../stand-ins/intercom.js';
@@ -157,16 +157,16 @@ describe('automations: more steps, triggers and limits', () => {
     const posts = () => hooks.matching(/^POST \/renewal/).map((r) => `${(r.body as any).client.id} ${(r.body as any).client.renewal_date}`);
     await h.call('update_client_info', { client_id: 'renewco', renewal_date: day(0) });
     await until(posts, (p) => p.length === 1);
-    await new Promise((r) => setTimeout(r, 500)); // several sweeps later: still once; donecos (reached before activation) not at all
+    await settled(h); // several sweeps later: still once; donecos (reached before activation) not at all
     expect(posts()).toEqual([`renewco ${day(0)}`]);
     // A renewal pushed out then reached again (another date) is a new occurrence.
     await h.call('update_client_info', { client_id: 'renewco', renewal_date: day(-1) });
     await until(posts, (p) => p.length === 2);
-    await new Promise((r) => setTimeout(r, 400));
+    await settled(h);
     expect(posts()).toEqual([`renewco ${day(0)}`, `renewco ${day(-1)}`]);
     // A date still in the future does not fire.
     await h.call('update_client_info', { client_id: 'renewco', renewal_date: day(3) });
-    await new Promise((r) => setTimeout(r, 400));
+    await settled(h);
     expect(posts()).toHaveLength(2);
     await h.call('archive_workflow', { workflow_id: workflowId });
   });
@@ -185,14 +185,14 @@ describe('automations: more steps, triggers and limits', () => {
     await record();
     await until(() => enrolledSubjects(workflowId), (e) => e.length === 1);
     await record(); // inside the period
-    await new Promise((r) => setTimeout(r, 400));
+    await settled(h);
     expect(await enrolledSubjects(workflowId)).toHaveLength(1);
     // The gate was taken 3 days ago (as if time had passed): the next occurrence enrols again.
     await h.services.store.db.updateTable('workflow_marks').set({ at: new Date(Date.now() - 3 * DAY).toISOString() }).where('workflow_id', '=', workflowId).where('mark', 'like', 'gate:%').execute();
     await record();
     await until(() => enrolledSubjects(workflowId), (e) => e.length === 2);
     await record(); // the gate is closed again for another 2 days
-    await new Promise((r) => setTimeout(r, 400));
+    await settled(h);
     expect(await enrolledSubjects(workflowId)).toHaveLength(2);
     await until(() => hooks.matching(/^POST \/reentry/), (r) => r.length === 2);
     await h.call('archive_workflow', { workflow_id: workflowId });
@@ -228,15 +228,20 @@ describe('automations: more steps, triggers and limits', () => {
   });
 
   it("a contact's own time zone wins over the send window's", async () => {
-    // Etc/GMT-5 is UTC+5 all year. The window is open now in UTC+5 and closed now in UTC.
-    const localHour = (new Date().getUTCHours() + 5) % 24;
-    await account('tzco', 'zed@tzco.example', {}, { timezone: 'Etc/GMT-5' });
+    // Fixed-offset zones (Etc/GMT-k is UTC+k all year), chosen from the hour now so that no hour boundary
+    // can change the answer: the window (09:00-16:00 in its own zone) is around midnight there now, and
+    // around noon in the contact's zone, hours away from either edge.
+    const H = new Date().getUTCHours();
+    const zone = (k: number) => (k === 0 ? 'Etc/GMT' : k > 0 ? `Etc/GMT-${k}` : `Etc/GMT+${-k}`);
+    const windowOffset = H <= 12 ? -H : 24 - H; // its local time is about 00:xx
+    const contactOffset = 12 - H; // about 12:xx
+    await account('tzco', 'zed@tzco.example', {}, { timezone: zone(contactOffset) });
     await h.call('upsert_contact', { client_id: 'tzco', email: 'utc@tzco.example', first_name: 'Uma', role: 'champion' });
     ic.seedContact({ email: 'utc@tzco.example' });
     const { workflowId } = await activate(h, {
       workflow_name: 'Windowed',
       trigger_type: 'custom',
-      send_window: { days: ['mon', 'tue', 'wed', 'thu', 'fri', 'sat', 'sun'], start_hour: localHour, end_hour: localHour + 1, timezone: 'UTC' },
+      send_window: { days: ['mon', 'tue', 'wed', 'thu', 'fri', 'sat', 'sun'], start_hour: 9, end_hour: 16, timezone: zone(windowOffset) },
       actions: [{ type: 'send_email', subject: 'In your window', body: 'Hi {{ contact.first_name }}' }],
     });
     await runNow(h, workflowId, { client_ids: ['tzco'] });
@@ -246,9 +251,10 @@ describe('automations: more steps, triggers and limits', () => {
     expect(mailsTo(sg, 'utc@tzco.example')).toEqual([]);
     const waiting = await h.services.store.db.selectFrom('outbox').selectAll().where('source_id', '=', workflowId).where('state', '=', 'queued').executeTakeFirstOrThrow();
     expect(waiting.recipient_email).toBe('utc@tzco.example');
-    // It waits for the window's opening in UTC (the window's own zone): localHour:00 UTC.
+    // It waits for the window's opening in the window's own zone: 09:00 there.
     const opens = new Date(waiting.not_before);
-    expect(opens.getUTCHours()).toBe(localHour);
+    expect(opens.getUTCHours()).toBe((9 - windowOffset + 24) % 24);
+    expect(Date.parse(waiting.not_before)).toBeGreaterThan(Date.now());
     expect(opens.getUTCMinutes()).toBe(0);
     await h.call('archive_workflow', { workflow_id: workflowId });
   });
@@ -338,7 +344,7 @@ describe('automations: more steps, triggers and limits', () => {
     await until(() => fired('recent'), (f) => f.length === 1);
     const advanced = async (id: string) => (await h.services.store.db.selectFrom('workflows').select(['next_fire_at', 'last_fired_at']).where('workflow_id', '=', id).executeTakeFirstOrThrow());
     await until(() => Promise.all([oldId, olds].map(advanced)), (xs) => xs.every((x) => x.next_fire_at !== null && Date.parse(x.next_fire_at) > Date.now()));
-    await new Promise((r) => setTimeout(r, 400));
+    await settled(h);
     expect(fired('recent')).toEqual([recent.toISOString()]);
     expect(fired('old')).toEqual([]);
     expect(fired('olds')).toEqual([]);

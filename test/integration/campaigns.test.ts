@@ -190,6 +190,22 @@ describe.each(dialects)('send_personalized_email on %s', (dialect) => {
     expect(list.structuredContent.campaigns.map((c: any) => c.campaign_id)).toContain(campaignId);
   });
 
+  it("bodies at the edge of SendGrid's 10,000 bytes of substitutions: those that fit share a request, a larger one goes alone, SendGrid accepts every request", async () => {
+    const mails = () => sg.matching(/^POST \/v3\/mail\/send/).length;
+    // Multi-byte text (2 bytes a character): what counts is bytes, not characters.
+    const send = async (name: string, bodyBytes: number) => {
+      const args = { ...baseCampaign, campaign_name: name, body_text: 'é'.repeat(bodyBytes / 2), personalization_tokens: {}, target_tier: undefined, target_client_ids: ['acme'] };
+      const preview = await h.call('send_personalized_email', args);
+      const before = mails();
+      const r = await h.call('send_personalized_email', { ...args, confirmation_token: preview.structuredContent.confirmation_token });
+      const s = await h.call('get_campaign_status', { campaign_id: r.structuredContent.campaign_id, wait_seconds: 20 });
+      expect(s.structuredContent.campaign, JSON.stringify(s.structuredContent.campaign.problems)).toMatchObject({ status: 'completed', totals: { sent: 3, failed: 0, unknown: 0 } });
+      return mails() - before;
+    };
+    expect(await send('Edge: fits', 9_400)).toBe(1); // three recipients, one request
+    expect(await send('Edge: too large to batch', 10_200)).toBe(3); // one request each, the body as content
+  });
+
   it('delivers through Intercom in-app, tracking email_campaign_received, and learns the Intercom id', async () => {
     ic.seedContact({ email: 'peter@initech.example', role: 'lead' }); // an earlier visitor with the same email
     const peter = ic.seedContact({ email: 'peter@initech.example', name: 'Peter Gibbons' });

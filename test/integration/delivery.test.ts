@@ -67,10 +67,14 @@ describe('delivery through the provider runtimes', () => {
   });
 
   it('an unsubscribe after confirmation stops the message: skipped at the moment of sending, counted as such', async () => {
-    // Hold delivery with a scheduled campaign, unsubscribe one recipient, then let it go.
-    const at = new Date(Date.now() + 1_500).toISOString();
+    // Hold delivery with a campaign scheduled an hour ahead, unsubscribe one recipient, then make it due
+    // (no race with the clock, however slow the machine).
+    const at = new Date(Date.now() + 3_600_000).toISOString();
     const id = await confirm({ ...campaign('Consent', 'consent'), scheduled_send_time: at });
     await h.call('set_contact_subscription', { email: 'consent1@example.test', subscribed: false, reason: 'replied STOP' });
+    expect(sg.delivered.filter((d) => d.to.startsWith('consent'))).toHaveLength(0);
+    await h.services.store.db.updateTable('outbox').set({ not_before: new Date().toISOString() }).where('source_id', '=', id).where('state', '=', 'queued').execute();
+    h.services.delivery.wake();
     const done = await until(() => status(id), (s) => s.status === 'completed', { timeoutMs: 10_000 });
     expect(done.totals).toMatchObject({ sent: 2, skipped: 1 });
     expect(done.skipped_by_reason).toEqual({ unsubscribed: 1 });

@@ -239,6 +239,20 @@ describe.each(dialects)('OutboxDispatcher on %s', (dialect) => {
     await until(async () => (await states()).sent === 5);
   });
 
+  it('wakes itself when a blocked channel\'s circuit lets a trial through, with no poll and nothing else to wake it', async () => {
+    await seed(db, 3);
+    const reopensAt = Date.now() + 300;
+    const blocked = () => Date.now() < reopensAt;
+    // Nothing is claimable while the channel is blocked (rows of blocked channels are not due work), so
+    // neither the poll (a minute) nor the lease renewal (40 s) nor a due row wakes the dispatcher: only
+    // the circuit's reopening time can.
+    vi.spyOn(repo, 'nextClaimableAt').mockImplementation(async () => undefined);
+    dispatcher = make({ pollMs: 60_000, leaseMs: 120_000, channelGate: () => (blocked() ? { blocked: ['email'], reopensInMs: Math.max(0, reopensAt - Date.now()) } : { blocked: [] }) });
+    dispatcher.start();
+    await until(async () => (await states()).sent === 3, { timeoutMs: 20_000, message: 'sent after the circuit reopened (the fallback would be 40 s)' });
+    expect(Math.min(...port.sentAt)).toBeGreaterThanOrEqual(reopensAt);
+  });
+
   it('does not send rows before their scheduled time', async () => {
     const notBefore = Date.now() + 400;
     await seed(db, 3, 'cmp_later', new Date(notBefore).toISOString());

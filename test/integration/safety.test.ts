@@ -393,25 +393,68 @@ describe('approval over stdio and HTTP', () => {
     }
   });
 
+  /** The client's fetch, with no standalone GET stream: what the server sends must travel on a POST's own response. */
+  const postStreamsOnly = (gets: string[]): typeof fetch => async (input, init) => {
+    if ((init?.method ?? 'GET').toUpperCase() === 'GET') {
+      gets.push(String(input));
+      return new Response(null, { status: 405 });
+    }
+    return fetch(input, init);
+  };
+
   it('Streamable HTTP: the approval request travels on the call\'s own stream; accept sends, cancel does not', async () => {
-    const config = loadConfig({ ...env(), MCP_HTTP_PORT: '0' } as NodeJS.ProcessEnv);
+    // A short approval timeout: an approval request sent anywhere but on the call's stream goes unanswered.
+    const config = loadConfig({ ...env(), MCP_HTTP_PORT: '0', CS_MCP_APPROVAL_TIMEOUT_S: '5' } as NodeJS.ProcessEnv);
     registerSecrets(configSecrets(config));
     const services = await createServices(config, createLogger('silent'));
     const running = await serveHttp(services);
     const p = person();
     const client = testClient({ onElicit: p.onElicit });
-    await client.connect(new StreamableHTTPClientTransport(new URL(running.url)));
+    const gets: string[] = [];
+    await client.connect(new StreamableHTTPClientTransport(new URL(running.url), { fetch: postStreamsOnly(gets) }));
     try {
       const ok = (await client.callTool({ name: 'sendgrid_send_email', arguments: { to: 'http@else.test', subject: 'Over HTTP', text: 'x' } })) as any;
-      expect(ok.structuredContent.success).toBe(true);
+      expect(ok.structuredContent, JSON.stringify(ok.structuredContent)).toMatchObject({ success: true });
+      expect(p.asked).toHaveLength(1);
       p.answers({ action: 'cancel' });
       const no = (await client.callTool({ name: 'sendgrid_send_email', arguments: { to: 'http@else.test', subject: 'Over HTTP, cancelled', text: 'x' } })) as any;
       expect(no.structuredContent.error.code).toBe('declined');
+      expect(no.structuredContent.error.message).toMatch(/cancelled the approval request/);
       expect(sendsTo(sg, 'http@else.test')).toBe(1);
+      expect(gets.length).toBeGreaterThan(0); // the client did try to open the standalone stream, and had none
     } finally {
       await client.close();
       await running.close();
       await services.close();
+    }
+  });
+
+  it('Streamable HTTP, stateless: no session to carry an approval, so no person can approve; sends that need one are refused, the rest follow CS_MCP_APPROVAL=auto', async () => {
+    for (const approval of ['elicitation', 'auto']) {
+      const config = loadConfig({ ...env(), MCP_HTTP_PORT: '0', MCP_HTTP_STATELESS: 'true', CS_MCP_APPROVAL: approval, CS_MCP_APPROVAL_TIMEOUT_S: '5' } as NodeJS.ProcessEnv);
+      registerSecrets(configSecrets(config));
+      const services = await createServices(config, createLogger('silent'));
+      const running = await serveHttp(services);
+      const p = person();
+      const client = testClient({ onElicit: p.onElicit }); // the client could answer: the server must not ask it
+      await client.connect(new StreamableHTTPClientTransport(new URL(running.url)));
+      try {
+        const to = `stateless-${approval}@else.test`;
+        const r = (await client.callTool({ name: 'sendgrid_send_email', arguments: { to, subject: 'Stateless', text: 'x' } })) as any;
+        if (approval === 'elicitation') {
+          expect(r.structuredContent.error).toMatchObject({ code: 'forbidden', details: { policy: 'approval_required' } });
+          expect(r.structuredContent.error.message).toMatch(/does not support elicitation/);
+          expect(sendsTo(sg, to)).toBe(0);
+        } else {
+          expect(r.structuredContent, JSON.stringify(r.structuredContent)).toMatchObject({ success: true });
+          expect(sendsTo(sg, to)).toBe(1);
+        }
+        expect(p.asked).toEqual([]);
+      } finally {
+        await client.close();
+        await running.close();
+        await services.close();
+      }
     }
   });
 });

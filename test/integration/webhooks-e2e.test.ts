@@ -6,6 +6,7 @@ import { startInMemory, testEnv, type InMemoryHarness, standInEnv } from '../hel
 import { intercomHeaders, intercomNotification, post, sendgridSigner, sgEvent } from '../helpers/webhooks.js';
 import { startIntercomStandIn, type IntercomStandIn } from '../stand-ins/intercom.js';
 import { startSendGridStandIn, type SendGridStandIn } from '../stand-ins/sendgrid.js';
+import { settled } from '../helpers/automations.js';
 import { until } from '../helpers/until.js';
 
 /**
@@ -250,7 +251,7 @@ describe.each(dialects)('closing the loop on %s', (dialect) => {
     expect(wf.structuredContent.goals_reached.total).toBe(1);
     // Even once the wait would have ended, the follow-up is never sent.
     await h.services.store.db.updateTable('workflow_enrollments').set({ next_run_at: new Date(Date.now() - 1000).toISOString() }).where('workflow_id', '=', workflowId).execute();
-    await new Promise((r) => setTimeout(r, 500));
+    await settled(h);
     expect(sg.delivered.filter((d) => d.custom_args.workflow_id === workflowId).map((d) => d.subject)).toEqual(['Welcome, Nia']);
     await h.call('archive_workflow', { workflow_id: workflowId });
   });

@@ -2,6 +2,7 @@ import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { serveHttp, type RunningHttpServer } from '../../src/transports/http.js';
 import { startInMemory, tempDataDir, testEnv, type InMemoryHarness } from '../helpers/mcp.js';
+import { settled as schedulerSettled } from '../helpers/automations.js';
 import { until } from '../helpers/until.js';
 import { eventId, intercomHeaders, intercomNotification, post, productHeaders, sendgridSigner, sgEvent } from '../helpers/webhooks.js';
 import { HttpStandIn } from '../stand-ins/http-stand-in.js';
@@ -222,7 +223,7 @@ describe('webhooks: storage failures, Intercom topics, automations', () => {
     await until(() => enrolledContacts(used.workflowId), (e) => e.length === 1);
     await until(() => enrolledContacts(opened.workflowId), (e) => e.length === 1);
     await until(() => hooks.matching(/^POST \/(feature|opened)/), (r) => r.length === 2);
-    await new Promise((r) => setTimeout(r, 300));
+    await schedulerSettled(h);
     expect(await enrolledContacts(used.workflowId)).toEqual(['eve@evco.example']);
     expect(await enrolledContacts(opened.workflowId)).toEqual(['ed@evco.example']);
     expect((hooks.matching(/^POST \/feature/)[0]!.body as any).event).toMatchObject({ name: 'feature_used', properties: { feature: 'exports' } });
@@ -250,7 +251,7 @@ describe('webhooks: storage failures, Intercom topics, automations', () => {
     await product([{ id: `pe_${eventId()}`, name: 'report_viewed', user_id: 'user', client_id: 'quietco' }]);
     await settled();
     await until(() => enrolledContacts(workflowId), (e) => e.length >= 1, { timeoutMs: 10_000 });
-    await new Promise((r) => setTimeout(r, 400)); // several sweeps later
+    await schedulerSettled(h); // several sweeps later
     expect(await enrolledContacts(workflowId)).toEqual(['silent@quietco.example']);
     await h.call('archive_workflow', { workflow_id: workflowId });
   });

@@ -1,6 +1,9 @@
 import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { serveHttp, type RunningHttpServer } from '../../src/transports/http.js';
+import { createWebhookHandler } from '../../src/inbox/http.js';
+import type { AddressInfo } from 'node:net';
+import pino from 'pino';
 import { availableDialects, createTarget, type DatabaseTarget } from '../helpers/databases.js';
 import { startInMemory, tempDataDir, testEnv, type InMemoryHarness } from '../helpers/mcp.js';
 import { intercomHeaders, intercomNotification, post, productHeaders, sendgridSigner, sgEvent } from '../helpers/webhooks.js';
@@ -94,6 +97,14 @@ describe.each(dialects)('webhook endpoints on %s', (dialect) => {
   });
 
   it('refuses what does not verify — wrong key, tampered body, missing headers, stale or future timestamp — storing nothing', async () => {
+    // integrations_status, per endpoint, from this test alone: one verified SendGrid request, then refusals.
+    const statusOf = async () => {
+      const ws = (await h.call('integrations_status')).structuredContent.webhooks as Array<{ endpoint: string; rejected_here: number; last_verified_at: string | null; verified_requests?: number }>;
+      return Object.fromEntries(ws.map((w) => [w.endpoint, w]));
+    };
+    const initially = await statusOf();
+    const verifiedAt = Date.now();
+    expect((await sendgrid([sgEvent('processed', 'maria@acme.example')])).status).toBe(200);
     const before = await inboxCount();
     const events = [sgEvent('delivered', 'maria@acme.example')];
     const body = JSON.stringify(events);
@@ -114,8 +125,14 @@ describe.each(dialects)('webhook endpoints on %s', (dialect) => {
     const status = await h.call('integrations_status');
     const sg = status.structuredContent.webhooks.find((w: { endpoint: string }) => w.endpoint === 'sendgrid');
     expect(sg).toMatchObject({ enabled: true, path: '/webhooks/sendgrid', last_rejection: { status: 401 } });
-    expect(sg.rejected_here).toBeGreaterThanOrEqual(8);
-    expect(Date.parse(sg.last_verified_at)).toBeGreaterThan(Date.now() - 60_000);
+    expect(sg.rejected_here - initially.sendgrid!.rejected_here).toBe(8);
+    expect(Date.parse(sg.last_verified_at)).toBeGreaterThanOrEqual(Math.floor(verifiedAt / 1000) * 1000);
+    // The other endpoints saw none of it.
+    const after = await statusOf();
+    for (const e of ['intercom', 'events']) {
+      expect(after[e]!.rejected_here, e).toBe(initially[e]!.rejected_here);
+      expect(after[e]!.last_verified_at, e).toBe(initially[e]!.last_verified_at);
+    }
   });
 
   it('refuses malformed JSON (signed), a body that is not a list, an oversized body, and other methods; the server keeps serving', async () => {
@@ -212,6 +229,57 @@ describe.each(dialects)('webhook endpoints on %s', (dialect) => {
     const unmatched = await h.call('list_inbound_events', { provider: 'events', states: ['unmatched'] });
     expect(unmatched.structuredContent.events).toHaveLength(1);
     expect(unmatched.structuredContent.events[0]).toMatchObject({ event_type: 'login', email: 'stranger@nowhere.example', payload: { id: 'evt-4' } });
+  });
+});
+
+describe('webhook requests in progress', () => {
+  it('with 32 requests being handled, the next is answered 503 with Retry-After and not read; once they finish, requests are taken again', async () => {
+    // An inbox whose storing waits until the test lets it go: 32 complete, signed-looking requests stay in progress.
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let received = 0;
+    const inbox = {
+      enabled: () => true,
+      maxBodyBytes: 65_536,
+      reject: (_e: string, status: number, reason: string) => ({ status, body: { error: reason } }),
+      receive: async () => {
+        received += 1;
+        await held;
+        return { status: 200, body: { ok: true } };
+      },
+    };
+    const handle = createWebhookHandler({ inbox: inbox as never, log: pino({ level: 'silent' }) });
+    const server = http.createServer((req, res) => void handle(req, res));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/webhooks/sendgrid`;
+    // One connection each: no pooling may queue a request behind another on the client side.
+    const agent = new http.Agent({ keepAlive: false, maxSockets: 100 });
+    const send = (n: number) =>
+      new Promise<{ status: number; retryAfter?: string; body: string }>((resolve, reject) => {
+        const req = http.request(url, { method: 'POST', agent, headers: { 'Content-Type': 'application/json' } }, (res) => {
+          let body = '';
+          res.on('data', (d) => (body += String(d)));
+          res.on('end', () => resolve({ status: res.statusCode!, retryAfter: res.headers['retry-after'] as string | undefined, body }));
+        });
+        req.on('error', reject);
+        req.end(JSON.stringify([{ n }]));
+      });
+    try {
+      const first = Array.from({ length: 32 }, (_, i) => send(i));
+      await until(() => received, (n) => n === 32, { message: '32 requests in progress' });
+      const busy = await send(32);
+      expect(busy).toMatchObject({ status: 503, retryAfter: '5' });
+      expect(JSON.parse(busy.body).error).toMatch(/deliver again later/i);
+      expect(received).toBe(32); // the 33rd never reached the inbox
+      release();
+      expect((await Promise.all(first)).map((r) => r.status)).toEqual(Array(32).fill(200));
+      expect((await send(33)).status).toBe(200);
+      expect(received).toBe(33);
+    } finally {
+      release();
+      agent.destroy();
+      await new Promise((r) => server.close(r));
+    }
   });
 });
 

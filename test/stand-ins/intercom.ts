@@ -80,7 +80,16 @@ export interface IntercomStandInOptions extends Partial<StandInOptions> {
    * (joann@… for ann@…), as a tokenised search may: a client must check what it gets back.
    */
   looseEmailSearch?: boolean;
+  /**
+   * The API version set in the app's settings (Developer Hub), which Intercom answers in when a request
+   * names none. Default '2.11': an app made before 2.14, as most are.
+   */
+  appVersion?: string;
 }
+
+/** The versions the description lists (components.schemas.intercom_version); the stand-in speaks 2.14. */
+let knownVersions: string[] | undefined;
+const SPOKEN_VERSION = '2.14';
 
 export class IntercomStandIn extends HttpStandIn {
   readonly contacts = new Map<string, StoredContact>();
@@ -162,7 +171,31 @@ export class IntercomStandIn extends HttpStandIn {
     };
   }
 
+  /**
+   * The `Intercom-Version` header as Intercom treats it: a version it does not know is refused (400,
+   * `intercom_version_invalid`); no header means the app's own default version, whose shapes may differ
+   * from 2.14's. The stand-in only speaks 2.14, so a request answered in another version (no header and
+   * an older app default, or another listed version) is a recorded violation: our client would be reading
+   * answers the vendored description does not describe.
+   */
+  private checkVersion(r: RecordedRequest): Reply | undefined {
+    knownVersions ??= (intercomContract().doc as any).components.schemas.intercom_version.enum as string[];
+    const header = r.headers['intercom-version'];
+    const asked = Array.isArray(header) ? header[0] : header;
+    if (asked !== undefined && !knownVersions.includes(asked)) {
+      return errorList(400, 'intercom_version_invalid', `The requested version could not be recognized: ${JSON.stringify(asked)}`);
+    }
+    const effective = asked ?? this.options.appVersion ?? '2.11';
+    if (effective === SPOKEN_VERSION) return undefined;
+    const why = asked === undefined ? `no Intercom-Version header: Intercom answers in the app's default version ${effective}` : `Intercom-Version ${effective}`;
+    const message = `${r.method} ${r.path}: ${why}, not the ${SPOKEN_VERSION} the vendored description (and this stand-in) describes`;
+    this.violations.push({ kind: 'request', request: `${r.method} ${r.path}`, errors: [message] });
+    return errorList(422, 'contract_violation', `Contract violation (stand-in intercom): ${message}`);
+  }
+
   private routeRequest(r: RecordedRequest): Reply | undefined {
+    const wrongVersion = this.checkVersion(r);
+    if (wrongVersion) return wrongVersion;
     const b = (r.body ?? {}) as Record<string, any>;
     const now = Math.floor(Date.now() / 1000);
     let m: RegExpExecArray | null;

@@ -5,7 +5,8 @@ import { HttpStandIn, type RecordedRequest, type Reply, type StandInOptions } fr
 /**
  * A local SendGrid v3 (Mail Send, Stats): 202 + X-Message-Id, SendGrid's error list, Bearer auth,
  * X-RateLimit-* headers (and, like SendGrid, 429s without them: `bare429Probability` or an injected
- * fault with `withoutRateHeaders`), the 1,000-personalization and 1,000-address limits, and every
+ * fault with `withoutRateHeaders`), the 1,000-personalization and 1,000-address limits, the 10,000-byte
+ * limits on a personalization's substitutions and on custom_args, and every
  * request and answer validated against test/contracts/sendgrid-mail-v3.yaml and sendgrid-stats-v3.yaml.
  */
 
@@ -113,6 +114,35 @@ function substitute(text: string | undefined, subs: Record<string, string> | und
   return out;
 }
 
+/** SendGrid's 10,000-byte limits (sendgrid-mail-v3.yaml): counted as the UTF-8 bytes of every key and value. */
+export const SIZE_LIMIT_BYTES = 10_000;
+
+export function collectiveBytes(o: Record<string, unknown> | undefined): number {
+  let n = 0;
+  for (const [k, v] of Object.entries(o ?? {})) n += Buffer.byteLength(k) + Buffer.byteLength(typeof v === 'string' ? v : JSON.stringify(v));
+  return n;
+}
+
+/**
+ * The limits batching relies on: each personalization's substitutions total at most 10,000 bytes, and
+ * the custom_args a message carries (the message's, overridden by the personalization's) too.
+ */
+function overSizeLimits(b: Record<string, any>, ps: any[]): Reply | undefined {
+  for (const [i, p] of ps.entries()) {
+    const subs = collectiveBytes(p.substitutions);
+    if (subs > SIZE_LIMIT_BYTES) {
+      return sgError(400, `The total size of the substitutions of a personalization may not exceed 10,000 bytes (this one: ${subs}).`, `personalizations.${i}.substitutions`);
+    }
+    const args = collectiveBytes({ ...(b.custom_args ?? {}), ...(p.custom_args ?? {}) });
+    if (args > SIZE_LIMIT_BYTES) {
+      return sgError(400, `The total size of custom_args may not exceed 10,000 bytes (personalization ${i}: ${args}).`, `personalizations.${i}.custom_args`);
+    }
+  }
+  const top = collectiveBytes(b.custom_args);
+  if (top > SIZE_LIMIT_BYTES) return sgError(400, `The total size of custom_args may not exceed 10,000 bytes (this one: ${top}).`, 'custom_args');
+  return undefined;
+}
+
 export class SendGridStandIn extends HttpStandIn {
   /** One entry per recipient address per accepted request. */
   readonly delivered: SentMessage[] = [];
@@ -176,6 +206,8 @@ export class SendGridStandIn extends HttpStandIn {
       if (addresses > 1000) return sgError(400, 'The total number of recipients must be no more than 1000.', 'personalizations');
       if (!b.from?.email) return sgError(400, 'The from object must be provided for every email send.', 'from');
       if (!b.template_id && !b.subject && !ps.every((p) => p.subject)) return sgError(400, 'The subject is required.', 'subject');
+      const tooLarge = overSizeLimits(b, ps);
+      if (tooLarge) return tooLarge;
       const message_id = randomBytes(11).toString('base64url');
       const part = (type: string) => (b.content as Array<{ type: string; value: string }> | undefined)?.find((c) => c.type === type)?.value;
       for (const p of ps) {

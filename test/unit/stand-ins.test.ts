@@ -37,9 +37,12 @@ const mail = (to = 'ada@example.org') => ({
   content: [{ type: 'text/plain', value: 'Hello' }],
 });
 
-function post(url: string, body: unknown, auth: string): Promise<Response> {
-  return fetch(url, { method: 'POST', headers: { Authorization: auth, 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+function post(url: string, body: unknown, auth: string, headers: Record<string, string> = {}): Promise<Response> {
+  return fetch(url, { method: 'POST', headers: { Authorization: auth, 'Content-Type': 'application/json', ...headers }, body: JSON.stringify(body) });
 }
+
+/** As intercom-client sends it: the version our code speaks. */
+const icPost = (url: string, body: unknown, headers: Record<string, string> = { 'Intercom-Version': '2.14' }) => post(url, body, `Bearer ${IC}`, headers);
 
 describe('contract violations fail the request that caused them', () => {
   it('a body that breaks the description is answered 422 in the provider’s error shape, and recorded', async () => {
@@ -90,7 +93,7 @@ describe('contract violations fail the request that caused them', () => {
   it('an answer the description does not allow is recorded as a stand-in bug', async () => {
     const ic = await intercom();
     ic.inject({ match: /^POST \/contacts\/search/, times: 1, status: 401, body: { errors: [{ message: 'no type, no code' }] } });
-    expect((await post(`${ic.url}/contacts/search`, { query: { field: 'email', operator: '=', value: 'x' } }, `Bearer ${IC}`)).status).toBe(401);
+    expect((await icPost(`${ic.url}/contacts/search`, { query: { field: 'email', operator: '=', value: 'x' } })).status).toBe(401);
     expect(ic.violations).toEqual([
       expect.objectContaining({ kind: 'response', request: 'POST /contacts/search → 401', errors: expect.arrayContaining([expect.stringMatching(/required property 'type'/)]) }),
     ]);
@@ -108,6 +111,66 @@ describe('contract violations fail the request that caused them', () => {
     await post(`${again.url}/v3/mail/send`, { personalizations: [] }, `Bearer ${SG}`);
     expect(again.acknowledgeViolations()).toHaveLength(1);
     expect(() => failOnViolations()).not.toThrow();
+  });
+});
+
+describe("limits the server relies on, enforced as the providers do", () => {
+  const withSubs = (subs: Record<string, string>, custom_args?: Record<string, string>, top?: Record<string, string>) => ({
+    ...mail(),
+    personalizations: [{ to: [{ email: 'ada@example.org' }], substitutions: subs, ...(custom_args ? { custom_args } : {}) }],
+    ...(top ? { custom_args: top } : {}),
+  });
+  const sized = (key: string, total: number) => ({ [key]: 'é'.repeat(Math.floor((total - key.length) / 2)) + 'x'.repeat((total - key.length) % 2) });
+
+  it('SendGrid: a personalization\'s substitutions total at most 10,000 bytes (UTF-8, keys and values)', async () => {
+    const sg = await sendgrid();
+    expect((await post(`${sg.url}/v3/mail/send`, withSubs(sized('-cs-body-', 10_000)), `Bearer ${SG}`)).status).toBe(202);
+    const over = await post(`${sg.url}/v3/mail/send`, withSubs({ ...sized('-cs-body-', 9_990), '-cs-html-': 'xx' }), `Bearer ${SG}`);
+    expect(over.status).toBe(400);
+    expect(await over.json()).toEqual({ errors: [{ field: 'personalizations.0.substitutions', message: expect.stringMatching(/10,000 bytes \(this one: 10001\)/), help: null }] });
+    expect(sg.delivered).toHaveLength(1);
+    expect(sg.violations).toEqual([]); // a refusal SendGrid makes, not a contract violation
+  });
+
+  it('SendGrid: custom_args (the message\'s with the personalization\'s) total at most 10,000 bytes', async () => {
+    const sg = await sendgrid();
+    const send = (b: unknown) => post(`${sg.url}/v3/mail/send`, b, `Bearer ${SG}`);
+    expect((await send(withSubs({}, sized('k', 10_000)))).status).toBe(202);
+    expect((await send(withSubs({}, sized('k', 10_001)))).status).toBe(400);
+    // Each half fits; together, on one message, they do not.
+    const split = await send(withSubs({}, sized('a', 6_000), sized('b', 6_000)));
+    expect(split.status).toBe(400);
+    expect(((await split.json()) as any).errors[0].field).toBe('personalizations.0.custom_args');
+    // The personalization's value overrides the message's for the same key: counted once.
+    expect((await send(withSubs({}, sized('a', 6_000), sized('a', 6_000)))).status).toBe(202);
+    expect(sg.delivered).toHaveLength(2);
+  });
+
+  it('Intercom: an unknown Intercom-Version is refused as Intercom refuses it (400 intercom_version_invalid)', async () => {
+    const ic = await intercom();
+    const res = await icPost(`${ic.url}/contacts`, { role: 'user', email: 'v@acme.example' }, { 'Intercom-Version': '2.99' });
+    expect(res.status).toBe(400);
+    expect(await res.json()).toMatchObject({ type: 'error.list', errors: [{ code: 'intercom_version_invalid' }] });
+    expect(ic.contacts.size).toBe(0);
+    expect(ic.violations).toEqual([]);
+    expect((await icPost(`${ic.url}/contacts`, { role: 'user', email: 'v@acme.example' })).status).toBe(200);
+  });
+
+  it('Intercom: no Intercom-Version means the app\'s default version, which the 2.14 stand-in cannot answer in: recorded', async () => {
+    const ic = await intercom();
+    const res = await icPost(`${ic.url}/contacts`, { role: 'user', email: 'v@acme.example' }, {});
+    expect(res.status).toBe(422);
+    expect(ic.contacts.size).toBe(0);
+    expect(ic.acknowledgeViolations()).toEqual([
+      expect.objectContaining({ kind: 'request', request: 'POST /contacts', errors: [expect.stringMatching(/no Intercom-Version header: Intercom answers in the app's default version 2\.11/)] }),
+    ]);
+    // Another version Intercom knows is answered in that version's shapes: not the described ones either.
+    expect((await icPost(`${ic.url}/contacts`, { role: 'user', email: 'v@acme.example' }, { 'Intercom-Version': '2.9' })).status).toBe(422);
+    expect(ic.acknowledgeViolations()).toHaveLength(1);
+    // An app whose default is 2.14 answers a request without the header in 2.14.
+    const current = await startIntercomStandIn({ token: IC, appVersion: '2.14' });
+    started.push(current);
+    expect((await icPost(`${current.url}/contacts`, { role: 'user', email: 'v@acme.example' }, {})).status).toBe(200);
   });
 });
 
@@ -199,7 +262,7 @@ describe("providers' irregularities", () => {
 
 describe('Intercom contact search as the description documents it', () => {
   const search = async (ic: IntercomStandIn, body: unknown) => {
-    const res = await post(`${ic.url}/contacts/search`, body, `Bearer ${IC}`);
+    const res = await icPost(`${ic.url}/contacts/search`, body);
     return { status: res.status, body: (await res.json()) as any };
   };
   const emails = (r: { body: any }) => r.body.data.map((c: any) => `${c.role}:${c.email}`);
@@ -273,10 +336,10 @@ describe('Intercom contact search as the description documents it', () => {
   it('a contact created through the API is not searchable until the lag has passed', async () => {
     const ic = await intercom();
     ic.searchLagMs = 60_000;
-    expect((await post(`${ic.url}/contacts`, { role: 'user', email: 'new@acme.example' }, `Bearer ${IC}`)).status).toBe(200);
+    expect((await icPost(`${ic.url}/contacts`, { role: 'user', email: 'new@acme.example' })).status).toBe(200);
     expect((await search(ic, { query: { field: 'email', operator: '=', value: 'new@acme.example' } })).body.total_count).toBe(0);
-    const lead = await post(`${ic.url}/contacts`, { role: 'lead', email: 'new@acme.example' }, `Bearer ${IC}`);
+    const lead = await icPost(`${ic.url}/contacts`, { role: 'lead', email: 'new@acme.example' });
     expect(lead.status).toBe(200); // a lead may share a user's email
-    expect((await post(`${ic.url}/contacts`, { role: 'user', email: 'new@acme.example' }, `Bearer ${IC}`)).status).toBe(409);
+    expect((await icPost(`${ic.url}/contacts`, { role: 'user', email: 'new@acme.example' })).status).toBe(409);
   });
 });

@@ -3,6 +3,7 @@ import type { Kysely, Selectable } from 'kysely';
 import type { Database, WorkflowEnrollmentsTable, WorkflowsTable } from '../../store/schema.js';
 import { registerDefinitionSecrets, type Reentry, type WorkflowDefinition } from './definition.js';
 import { occurrenceKey, subjectKey, type Subject } from './triggers.js';
+import { LRUCache } from 'lru-cache';
 
 /**
  * The automations' tables: workflows and their immutable versions, enrolments (leased to one process
@@ -26,13 +27,16 @@ export interface Candidate extends Subject {
 
 const iso = (ms: number) => new Date(ms).toISOString();
 const CHUNK = 400;
+/** Workflow versions whose parsed definitions are kept in memory (README: Automations, Behaviour). */
+export const DEFINITION_CACHE_SIZE = 256;
 
 export function newId(prefix: string): string {
   return `${prefix}_${randomBytes(8).toString('hex')}`;
 }
 
 export class AutomationRepository {
-  private readonly definitions = new Map<string, WorkflowDefinition>();
+  /** Versions never change, so they are cached; the most recently used DEFINITION_CACHE_SIZE of them. */
+  private readonly definitions = new LRUCache<string, WorkflowDefinition>({ max: DEFINITION_CACHE_SIZE });
 
   constructor(
     readonly db: Kysely<Database>,
@@ -43,7 +47,7 @@ export class AutomationRepository {
     return db.selectFrom('workflows').selectAll().where('workflow_id', '=', id).executeTakeFirst();
   }
 
-  /** A version's definition (versions never change, so they are cached). */
+  /** A version's definition (versions never change, so they are cached, up to DEFINITION_CACHE_SIZE). */
   async definition(workflowId: string, version: number): Promise<WorkflowDefinition> {
     const key = `${workflowId}@${version}`;
     let def = this.definitions.get(key);

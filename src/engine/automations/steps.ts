@@ -23,6 +23,7 @@ import { loadSubject, primaryContact, recipientsOf, scopeFor, type OccurrenceCon
 import type { AutomationRepository, EnrollmentRow } from './repository.js';
 import { goalReachedBy, messageKey, stateGoalReached } from './triggers.js';
 import { recordExit } from './exits.js';
+import { LRUCache } from 'lru-cache';
 
 /**
  * Runs an enrolment's steps, each exactly once.
@@ -74,13 +75,16 @@ class StepRefused extends Error {
 class LeaseLost extends Error {}
 
 const MAX_ATTEMPTS = 5;
+/** Workflow versions whose compiled templates are kept in memory (README: Automations, Behaviour). */
+export const COMPILED_CACHE_SIZE = 256;
 const RETRY_BASE_MS = 5_000;
 const RETRY_MAX_MS = 600_000;
 
 type Outcome = 'next' | 'stop';
 
 export class EnrolmentRunner {
-  private readonly compiled = new Map<string, Map<number, CompiledTemplates>>();
+  /** Compiled templates of the most recently run COMPILED_CACHE_SIZE workflow versions. */
+  private readonly compiled = new LRUCache<string, Map<number, CompiledTemplates>>({ max: COMPILED_CACHE_SIZE });
 
   constructor(
     private readonly deps: RunnerDeps,

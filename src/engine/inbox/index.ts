@@ -32,6 +32,9 @@ export interface EndpointStatus {
   last_rejection?: { at: string; status: number; reason: string };
 }
 
+/** Allowance for Intercom's clock being ahead of ours when judging a notification's age. */
+const INTERCOM_CLOCK_MARGIN_S = 3600;
+
 const VARIABLE: Record<Endpoint, string> = { sendgrid: 'SENDGRID_WEBHOOK_PUBLIC_KEY', intercom: 'INTERCOM_CLIENT_SECRET', events: 'CS_MCP_EVENTS_WEBHOOK_SECRET' };
 
 type Headers = Record<string, string | string[] | undefined>;
@@ -104,6 +107,8 @@ export class Inbox {
       else {
         const parsed = parseIntercom(body, at);
         records = parsed.records;
+        const stale = parsed.ping ? undefined : this.intercomTooOld(parsed.sentAt, now);
+        if (stale) return this.reject(endpoint, 400, stale);
         if (parsed.ping) {
           await this.repo.noteVerified(this.store.db, endpoint, at);
           return { status: 200, body: { ok: true, ping: true } };
@@ -123,6 +128,20 @@ export class Inbox {
       this.log.error({ err, endpoint, events: records.length }, 'storing webhook events failed');
       return { status: 503, body: { error: 'The events could not be stored right now; deliver them again later.' } };
     }
+  }
+
+  /**
+   * Intercom signs no timestamp: a captured delivery stays valid for good, and its dedup record (the
+   * stored inbox event) is pruned after WEBHOOK_RETENTION_DAYS. So a notification created longer ago
+   * than that horizon, less an hour for clocks, is refused: anything younger is still remembered.
+   */
+  private intercomTooOld(sentAt: number | undefined, now: number): string | undefined {
+    const horizonS = this.config.webhooks.retentionDays * 86_400 - INTERCOM_CLOCK_MARGIN_S;
+    if (sentAt === undefined) return 'the notification has no created_at: a delivery that cannot be dated cannot be told from a replay';
+    if (now / 1000 - sentAt > horizonS) {
+      return `the notification was created ${new Date(sentAt * 1000).toISOString()}, longer ago than the replay horizon (WEBHOOK_RETENTION_DAYS less an hour): refused as a possible replay`;
+    }
+    return undefined;
   }
 
   private verify(endpoint: Endpoint, h: Headers, body: Buffer, now: number): Verification {

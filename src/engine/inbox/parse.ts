@@ -92,7 +92,7 @@ export function parseSendGrid(body: Buffer, now: string): InboxRecord[] {
 }
 
 /** Intercom posts one notification_event: {id, topic, created_at, data: {item}}. A `ping` has nothing to store. */
-export function parseIntercom(body: Buffer, now: string): { ping: boolean; records: InboxRecord[] } {
+export function parseIntercom(body: Buffer, now: string): { ping: boolean; records: InboxRecord[]; sentAt?: number } {
   const n = parseJson(body);
   if (!isObject(n)) throw new BadPayload('Intercom posts a notification object.');
   const topic = str(n.topic);
@@ -104,8 +104,15 @@ export function parseIntercom(body: Buffer, now: string): { ping: boolean; recor
   const contact = isObject(item.contact) ? item.contact : item;
   return {
     ping: false,
+    // When Intercom created it (epoch seconds), else when it first sent it: what dates a delivery.
+    sentAt: epochSeconds(n.created_at) ?? epochSeconds(n.first_sent_at),
     records: [{ provider: 'intercom', dedup_key: `intercom:${id}`, event_type: topic.slice(0, 100), email: lowerEmail(contact.email), occurred_at: toIso(n.created_at, now), payload: json }],
   };
+}
+
+function epochSeconds(v: unknown): number | undefined {
+  const n = typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : v;
+  return typeof n === 'number' && Number.isFinite(n) && n > 0 ? n : undefined;
 }
 
 export const PRODUCT_EVENT_NAME = /^[A-Za-z][A-Za-z0-9_.:-]{0,99}$/;

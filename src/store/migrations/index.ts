@@ -9,6 +9,7 @@ import * as inbox from './0009_inbox.js';
 import * as rateBudget from './0010_rate_budget.js';
 import * as suppressions from './0011_suppressions.js';
 import * as mixpanelBuffer from './0012_mixpanel_buffer.js';
+import * as retention from './0013_retention.js';
 
 /** Versioned, in order. Applied automatically at start (Kysely's Migrator holds a lock while it runs). */
 export const migrations: Record<string, Migration> = {
@@ -22,4 +23,5 @@ export const migrations: Record<string, Migration> = {
   '0010_rate_budget': rateBudget,
   '0011_suppressions': suppressions,
   '0012_mixpanel_buffer': mixpanelBuffer,
+  '0013_retention': retention,
 };
