@@ -3,6 +3,7 @@ import { z } from 'zod';
 import type { Config } from '../../config.js';
 import { allowedWebhookUrl } from '../../providers/webhooks/service.js';
 import { invalidInput, notConfigured, ToolError, type ProviderName } from '../../result.js';
+import { ROSTER_EVENT_NAMES, rosterEventRefusal } from '../../store/customer-events.js';
 import { LIFECYCLE_STAGES, TIERS } from '../../store/roster-model.js';
 import type { Channel, SendWindow } from '../delivery/message.js';
 import { isValidTimezone } from '../delivery/send-window.js';
@@ -401,6 +402,7 @@ function checkStep(step: Step, i: number, config: Config, configured: Record<Pro
       }
       return;
     case 'track_event': {
+      if (ROSTER_EVENT_NAMES.has(step.event_name)) throw invalidInput(`actions[${i}].event_name: ${rosterEventRefusal(step.event_name)}`, { fields: [{ field: `actions.${i}.event_name`, problem: 'reserved for the roster' }] });
       const dest = step.destinations ?? (['intercom', 'mixpanel'] as const).filter((d) => configured[d]);
       if (!dest.length) throw new ToolError('not_configured', `actions[${i}] (track_event) has nowhere to track: configure Intercom (INTERCOM_ACCESS_TOKEN) or Mixpanel (MIXPANEL_PROJECT_TOKEN).`);
       for (const d of dest) need(d, [d === 'intercom' ? 'INTERCOM_ACCESS_TOKEN' : 'MIXPANEL_PROJECT_TOKEN']);

@@ -16,7 +16,7 @@ import { targetingOf, type StateOccurrence } from './occurrences.js';
 import { scopeFor, type OccurrenceContext } from './render.js';
 import { AutomationRepository, newId, type Candidate, type WorkflowRow } from './repository.js';
 import { AutomationScheduler, type SchedulerDeps } from './scheduler.js';
-import { subjectKey, type Subject } from './triggers.js';
+import { isStageMilestone, subjectKey, type Subject } from './triggers.js';
 
 /**
  * Workflows as the tools see them: save (draft) or preview → confirm (activate), list, get with
@@ -319,7 +319,7 @@ export class AutomationService {
         basis = 'threshold crossings recorded in the last 30 days';
         break;
       case 'milestone':
-        occurrences = ((await countEvents(['lifecycle_stage_changed'], 30, (p) => p.to === t.milestone_name)) + (await countEvents([t.milestone_name], 30))) / 30;
+        occurrences = ((await countEvents(['lifecycle_stage_changed'], 30, (p) => p.to === t.milestone_name)) + (isStageMilestone(t.milestone_name) ? 0 : await countEvents([t.milestone_name], 30))) / 30;
         basis = `clients reaching "${t.milestone_name}" in the last 30 days`;
         break;
       case 'contract_event': {

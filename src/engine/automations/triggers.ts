@@ -1,4 +1,5 @@
 import type { CustomerEvent } from '../../store/customer-events.js';
+import { LIFECYCLE_STAGES } from '../../store/roster-model.js';
 import type { Goal, PropertyConditions, Trigger } from './definition.js';
 
 /**
@@ -38,6 +39,14 @@ export const NON_ACTIVITY_EVENTS = [
   'lifecycle_stage_changed',
   'renewal_date_changed',
 ] as const;
+
+/**
+ * A milestone named like a lifecycle stage ("churned", "renewal") is the roster's state: only the stage
+ * changing reaches it, never an event that merely carries the name (any tool or webhook could record one).
+ */
+export function isStageMilestone(name: string): boolean {
+  return (LIFECYCLE_STAGES as readonly string[]).includes(name);
+}
 
 export function matchesProperties(props: Record<string, unknown>, conds: PropertyConditions | undefined): boolean {
   if (!conds) return true;
@@ -93,7 +102,7 @@ export function triggerSubject(t: Trigger, ev: CustomerEvent): Subject | undefin
         : undefined;
     case 'milestone':
       if (ev.name === 'lifecycle_stage_changed') return ev.client_id && ev.properties.to === t.milestone_name ? { kind: 'client', client_id: ev.client_id, contact_id: null } : undefined;
-      return ev.name === t.milestone_name ? eventSubject(ev) : undefined;
+      return ev.name === t.milestone_name && !isStageMilestone(t.milestone_name) ? eventSubject(ev) : undefined;
     default:
       return undefined; // time, renewals, usage and inactivity are evaluated by the scheduler's sweeps
   }
@@ -104,7 +113,10 @@ export function eventNamesOf(t: Trigger | null, goals: Goal[]): string[] {
   const names = new Set<string>();
   if (t?.type === 'event_based') names.add(t.event);
   if (t?.type === 'health_score') names.add('health_score_changed');
-  if (t?.type === 'milestone') names.add('lifecycle_stage_changed').add(t.milestone_name);
+  if (t?.type === 'milestone') {
+    names.add('lifecycle_stage_changed');
+    if (!isStageMilestone(t.milestone_name)) names.add(t.milestone_name);
+  }
   for (const g of goals) {
     if ('event' in g) names.add(g.event);
     else if ('health_above' in g) names.add('health_score_changed');
