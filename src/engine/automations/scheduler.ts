@@ -12,7 +12,7 @@ import { candidateOf, currentOccurrences, inactivity, renewals, targetingOf, usa
 import type { AutomationRepository, Candidate, EnrollmentRow, WorkflowRow } from './repository.js';
 import { EnrolmentRunner, type RunnerDeps } from './steps.js';
 import { recordExit } from './exits.js';
-import { eventNamesOf, goalReachedBy, subjectKey, triggerSubject } from './triggers.js';
+import { causedBy, eventNamesOf, goalReachedBy, subjectKey, triggerSubject } from './triggers.js';
 
 /**
  * Where automations fire: one loop per process (stdio, HTTP, or the headless worker).
@@ -217,7 +217,7 @@ export class TriggerEvaluator {
     const candidates: Candidate[] = [];
     for (const ev of events) {
       if (ev.event_id <= w.event_floor) continue;
-      if (ev.source === 'automation' && ev.source_ref === w.workflow_id) continue; // a workflow's own steps never re-trigger it
+      if (causedBy(ev) === w.workflow_id) continue; // a workflow's own steps, and events about its own messages, never re-trigger it
       const subject = triggerSubject(def.trigger, ev);
       if (!subject) continue;
       if (ev.depth >= maxDepth) {

@@ -22,6 +22,18 @@ export function occurrenceKey(workflowId: string, occurrence: string, s: Subject
   return `${workflowId}|${occurrence}|${subjectKey(s)}`;
 }
 
+/**
+ * The workflow that caused an event, if any: its own steps' events (source `automation`), and provider
+ * events about its messages (a webhook event whose source_ref is the message's outbox key, which begins
+ * with the workflow id). A workflow is never triggered by an event it caused.
+ */
+export function causedBy(ev: Pick<CustomerEvent, 'source' | 'source_ref'>): string | undefined {
+  if (!ev.source_ref) return undefined;
+  if (ev.source === 'automation') return ev.source_ref;
+  if (ev.source.startsWith('webhook:')) return /^(wf_[0-9a-f]+):en_/.exec(ev.source_ref)?.[1];
+  return undefined;
+}
+
 /** The outbox key of a workflow message; events about it (opened, clicked) carry it back as outbox_key. */
 export function messageKey(workflowId: string, enrollmentId: string, step: number, contactId: string, channel: string): string {
   return `${workflowId}:${enrollmentId}:${step}:${contactId}:${channel}`;
