@@ -133,6 +133,9 @@ const envSchema = z.object({
   AUTOMATION_STEP_CONCURRENCY: int(8, 1, 64),
   AUTOMATION_CATCH_UP_MINUTES: int(60, 0, 10_080),
   AUTOMATION_MAX_CHAIN_DEPTH: int(3, 1, 10),
+  AUTOMATION_MIN_SCHEDULE_INTERVAL_SECONDS: int(3600, 1, 604_800),
+  AUTOMATION_MAX_ACTIONS_PER_WORKFLOW_PER_HOUR: int(200, 1, 1_000_000),
+  AUTOMATION_MAX_ACTIONS_PER_HOUR: int(1000, 1, 10_000_000),
   AUTOMATION_WEBHOOK_ALLOWED_HOSTS: optionalString,
   AUTOMATION_WEBHOOK_SECRET: optionalString,
   SLACK_WEBHOOK_URL: z.preprocess(emptyToUndefined, z.string().url().refine((u) => /^https?:\/\//.test(u), 'must start with http:// or https://').optional()),
@@ -257,6 +260,11 @@ export interface AutomationsConfig {
   catchUpMs: number;
   /** Chains of workflows triggering each other stop at this depth. */
   maxChainDepth: number;
+  /** The shortest time allowed between two runs of a schedule (time_based); under a minute allows a seconds field. */
+  minScheduleIntervalMs: number;
+  /** Actions (provider calls and messages) one workflow may take in a clock hour, and all automations together. */
+  maxActionsPerWorkflowPerHour: number;
+  maxActionsPerHour: number;
   /** trigger_webhook may post only to these hosts (`host` or `host:port`). */
   webhookAllowedHosts: string[];
   webhookSecret?: string;
@@ -382,6 +390,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       stepConcurrency: e.AUTOMATION_STEP_CONCURRENCY,
       catchUpMs: e.AUTOMATION_CATCH_UP_MINUTES * 60_000,
       maxChainDepth: e.AUTOMATION_MAX_CHAIN_DEPTH,
+      minScheduleIntervalMs: e.AUTOMATION_MIN_SCHEDULE_INTERVAL_SECONDS * 1000,
+      maxActionsPerWorkflowPerHour: e.AUTOMATION_MAX_ACTIONS_PER_WORKFLOW_PER_HOUR,
+      maxActionsPerHour: e.AUTOMATION_MAX_ACTIONS_PER_HOUR,
       webhookAllowedHosts: (list(e.AUTOMATION_WEBHOOK_ALLOWED_HOSTS) ?? []).map((h) => h.toLowerCase()),
       webhookSecret: e.AUTOMATION_WEBHOOK_SECRET,
       slackWebhookUrl: e.SLACK_WEBHOOK_URL,

@@ -126,6 +126,7 @@ describe('automation durability', () => {
     const env = testEnv({
       AUTOMATION_WEBHOOK_ALLOWED_HOSTS: new URL(receiver.url).host,
       AUTOMATION_WEBHOOK_SECRET: SECRET,
+      AUTOMATION_MIN_SCHEDULE_INTERVAL_SECONDS: '1', // the schedules here run every two seconds
       AUTOMATION_TICK_MS: '50',
       AUTOMATION_LEASE_MS: '1500',
       AUTOMATION_STEP_CONCURRENCY: '4',

@@ -11,7 +11,7 @@ import { isEmailChannel } from '../delivery/message.js';
 import type { OutboxRepository, OutboxState } from '../delivery/outbox.js';
 import type { RenderGate } from '../render-gate.js';
 import { DEFAULT_RENDER_LIMITS, renderForRecipient } from '../templating.js';
-import { CHANNEL_OF, checkSteps, compileWorkflow, cronFor, isMessageStep, normalize, type WorkflowDefinition, type WorkflowInput } from './definition.js';
+import { CHANNEL_OF, checkScheduleInterval, checkSteps, compileWorkflow, countRuns, cronFor, isMessageStep, normalize, type WorkflowDefinition, type WorkflowInput } from './definition.js';
 import { targetingOf, type StateOccurrence } from './occurrences.js';
 import { scopeFor, type OccurrenceContext } from './render.js';
 import { AutomationRepository, newId, type Candidate, type WorkflowRow } from './repository.js';
@@ -305,9 +305,9 @@ export class AutomationService {
     let basis: string;
     switch (t.type) {
       case 'time_based': {
-        const runs = cronFor(t.schedule, t.timezone).nextRuns(200, new Date()).filter((d) => d.getTime() < Date.now() + 7 * DAY).length;
+        const { runs, capped } = countRuns(t.schedule, t.timezone, new Date(), 7 * DAY);
         occurrences = (runs / 7) * clients;
-        basis = `${runs} runs in the next 7 days × ${clients} clients in the audience`;
+        basis = `${capped ? 'more than ' : ''}${runs} runs in the next 7 days × ${clients} clients in the audience`;
         break;
       }
       case 'event_based':
@@ -401,6 +401,7 @@ export class AutomationService {
     if (w.status === 'archived') throw invalidInput(`Workflow ${id} is archived and cannot run again. Create a new workflow instead.`, { field: 'workflow_id' });
     const def = await this.repo.definition(id, w.version);
     checkSteps(def, this.deps.config, this.configured()); // its providers must still be configured
+    if (def.trigger.type === 'time_based') checkScheduleInterval(def.trigger.schedule, def.trigger.timezone, this.deps.config.automations.minScheduleIntervalMs); // and its schedule still allowed
     return twoPhase(
       this.deps.tokens,
       this.activation(def, w, {
