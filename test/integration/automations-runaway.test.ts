@@ -233,3 +233,86 @@ describe('item 3: schedules have a minimum interval', () => {
     expect(seconds.structuredContent.error.message).toMatch(/seconds/);
   }, 60_000);
 });
+
+describe('item 4: action budgets', () => {
+  const notes = (ic: IntercomStandIn) => ic.notes.filter((n) => n.body.startsWith('Fan-out'));
+
+  it('a fan-out that trips the workflow budget pauses itself (runaway): audit entry, integrations_status line, nothing beyond the budget sent', async () => {
+    const { h, ic, sg } = await start({ AUTOMATION_MAX_ACTIONS_PER_WORKFLOW_PER_HOUR: '5' });
+    for (let i = 0; i < 12; i++) {
+      await h.call('register_client', { client_id: `fan-${i}`, name: `Fan ${i}`, tier: 'standard' });
+      await h.call('upsert_contact', { client_id: `fan-${i}`, email: `p${i}@fan.example`, first_name: `P${i}` });
+      ic.seedContact({ email: `p${i}@fan.example` });
+    }
+    const draft = await h.call('automate_communications', {
+      workflow_name: 'Fan-out',
+      trigger_type: 'custom',
+      is_active: false,
+      actions: [{ type: 'create_note', body: 'Fan-out for {{ client.name }}' }, { type: 'send_email', subject: 'Fan-out', body: 'Hi' }],
+    });
+    const id = draft.structuredContent.workflow_id;
+    const clientIds = Array.from({ length: 12 }, (_, i) => `fan-${i}`);
+    const p = await h.call('run_workflow', { workflow_id: id, client_ids: clientIds });
+    expect((await h.call('run_workflow', { workflow_id: id, client_ids: clientIds, confirmation_token: p.structuredContent.confirmation_token })).structuredContent).toMatchObject({ enrolled: 12 });
+    const w = await until(() => h.call('get_workflow', { workflow_id: id }), (x) => x.structuredContent.workflow.status === 'paused');
+    expect(w.structuredContent.workflow).toMatchObject({ status: 'paused', pause_reason: 'runaway' });
+    // Five actions in all (notes and emails queued together), never more: the rest waits, paused.
+    const sent = () => notes(ic).length + sg.delivered.length;
+    await until(() => h.call('get_workflow', { workflow_id: id }), (x) => !x.structuredContent.messages.by_state.queued && !x.structuredContent.messages.by_state.sending);
+    expect(sent()).toBeLessThanOrEqual(5);
+    const used = await h.services.store.db.selectFrom('automation_budget').select(['scope', 'used']).where('scope', '=', id).execute();
+    expect(used.map((u) => Number(u.used))).toEqual([5]);
+    const audit = await h.services.store.db.selectFrom('audit_log').selectAll().where('policy', '=', 'runaway').execute();
+    expect(audit).toHaveLength(1);
+    expect(audit[0]!.message).toMatch(/AUTOMATION_MAX_ACTIONS_PER_WORKFLOW_PER_HOUR \(5\)/);
+    const status = await h.call('integrations_status');
+    expect(status.structuredContent.automations.paused_runaway).toEqual([expect.objectContaining({ workflow_id: id, line: expect.stringMatching(/runaway/) })]);
+    // Nothing more happens while it is paused.
+    await h.call('record_customer_event', { event: 'probe', client_id: 'acme' });
+    expect(sent()).toBeLessThanOrEqual(5);
+  }, 60_000);
+
+  it('the budget for all automations holds across two processes sharing the database', async () => {
+    const data = tempDataDir();
+    const ic = await startIntercomStandIn({ token: IC_TOKEN, latencyMs: 5 });
+    const env = testEnv(
+      {
+        ...standInEnv({ intercom: { url: ic.url, token: IC_TOKEN } }),
+        AUTOMATION_TICK_MS: '50',
+        AUTOMATION_LEASE_MS: '3000',
+        HTTP_TIMEOUT_MS: '15000',
+        AUTOMATION_MAX_ACTIONS_PER_HOUR: '7',
+      },
+      data.dir,
+    );
+    const one = await startInMemory(env);
+    const two = await startInMemory(env);
+    try {
+      for (let i = 0; i < 20; i++) {
+        await one.call('register_client', { client_id: `fan-${i}`, name: `Fan ${i}`, tier: 'standard' });
+        await one.call('upsert_contact', { client_id: `fan-${i}`, email: `p${i}@fan.example` });
+        ic.seedContact({ email: `p${i}@fan.example` });
+      }
+      const ids: string[] = [];
+      for (const name of ['Fan-out one', 'Fan-out two']) {
+        const d = await one.call('automate_communications', { workflow_name: name, trigger_type: 'custom', is_active: false, actions: [{ type: 'create_note', body: 'Fan-out {{ client.name }}' }] });
+        ids.push(d.structuredContent.workflow_id);
+      }
+      const clientIds = Array.from({ length: 20 }, (_, i) => `fan-${i}`);
+      for (const [h, id] of [[one, ids[0]!], [two, ids[1]!]] as const) {
+        const p = await h.call('run_workflow', { workflow_id: id, client_ids: clientIds });
+        await h.call('run_workflow', { workflow_id: id, client_ids: clientIds, confirmation_token: p.structuredContent.confirmation_token });
+      }
+      for (const id of ids) await until(() => one.call('get_workflow', { workflow_id: id }), (x) => x.structuredContent.workflow.status === 'paused');
+      await until(async () => (await one.services.store.db.selectFrom('workflow_step_runs').select('state').where('state', '=', 'started').execute()).length, (n) => n === 0);
+      expect(notes(ic)).toHaveLength(7);
+      const runs = await one.services.store.db.selectFrom('workflow_step_runs').select('owner').execute();
+      expect(runs).toHaveLength(7);
+    } finally {
+      await one.close();
+      await two.close();
+      await ic.stop();
+      data.cleanup();
+    }
+  }, 60_000);
+});

@@ -223,7 +223,7 @@ export class AutomationService {
         const next = def.trigger.type === 'time_based' ? (cronFor(def.trigger.schedule, def.trigger.timezone).nextRun(new Date(now))?.toISOString() ?? null) : null;
         await trx
           .updateTable('workflows')
-          .set({ status: 'active', activated_at: new Date(now).toISOString(), paused_at: null, event_floor: startEventId, next_fire_at: next, last_swept_at: new Date(now).toISOString(), updated_at: new Date(now).toISOString() })
+          .set({ status: 'active', pause_reason: null, activated_at: new Date(now).toISOString(), paused_at: null, event_floor: startEventId, next_fire_at: next, last_swept_at: new Date(now).toISOString(), updated_at: new Date(now).toISOString() })
           .where('workflow_id', '=', w.workflow_id)
           .execute();
         const enrolled = await this.scheduler.evaluator.activate(trx, { workflow_id: w.workflow_id, version: w.version, def }, current.occurrences, current.usageSides, now, startEventId);
@@ -601,6 +601,7 @@ function summaryOf(w: WorkflowRow) {
     created_at: w.created_at,
     activated_at: w.activated_at,
     paused_at: w.paused_at,
+    pause_reason: w.pause_reason ?? null,
     archived_at: w.archived_at,
     next_fire_at: w.next_fire_at,
     last_fired_at: w.last_fired_at,

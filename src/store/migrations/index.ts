@@ -7,6 +7,7 @@ import * as customerEvents from './0006_customer_events.js';
 import * as automations from './0007_automations.js';
 import * as inbox from './0009_inbox.js';
 import * as rateBudget from './0010_rate_budget.js';
+import * as automationBudget from './0011_automation_budget.js';
 
 /** Versioned, in order. Applied automatically at start (Kysely's Migrator holds a lock while it runs). */
 export const migrations: Record<string, Migration> = {
@@ -18,4 +19,5 @@ export const migrations: Record<string, Migration> = {
   '0007_automations': automations,
   '0009_inbox': inbox,
   '0010_rate_budget': rateBudget,
+  '0011_automation_budget': automationBudget,
 };
