@@ -50,6 +50,7 @@ describe('automation durability', () => {
         AUTOMATION_LEASE_MS: '1000',
         AUTOMATION_STEP_CONCURRENCY: String(CONCURRENCY),
         HTTP_TIMEOUT_MS: '30000', // the kill comes before any timeout
+        AUTOMATION_MAX_ACTIONS_PER_WORKFLOW_PER_HOUR: '100000', // 500 enrolments × 2 steps: far over the default budget
       },
       data.dir,
     );
