@@ -13,6 +13,39 @@ import { createTarget, postgresUnavailableReason } from '../test/helpers/databas
 import { startInMemory, tempDataDir, testEnv, type InMemoryHarness } from '../test/helpers/mcp.js';
 import { startSendGridStandIn, type SendGridStandIn } from '../test/stand-ins/sendgrid.js';
 import { fmt, line, memoryLine, summarize, withPeakMemory } from './util.js';
+import { takeActions } from '../src/engine/automations/budget.js';
+
+/** The burst measures sending, not the action budgets: they are set out of its way (their cost is measured on its own). */
+const NO_BUDGET = { AUTOMATION_MAX_ACTIONS_PER_WORKFLOW_PER_HOUR: '1000000', AUTOMATION_MAX_ACTIONS_PER_HOUR: '10000000' };
+
+/** What the action-budget check adds to a step: a step's transaction with and without taking one action. */
+async function budgetCost(dialect: 'sqlite' | 'postgres'): Promise<void> {
+  const target = await createTarget(dialect);
+  const h = await startInMemory(testEnv({ ...target.env, LOG_LEVEL: 'silent', ...NO_BUDGET }));
+  try {
+    const db = h.services.store.db;
+    const limits = h.services.config.automations;
+    const run = async (take: boolean, n: number) => {
+      const samples: number[] = [];
+      for (let i = 0; i < n; i++) {
+        const t = performance.now();
+        await db.transaction().execute(async (trx) => {
+          await trx.selectFrom('workflows').select('workflow_id').limit(1).execute();
+          if (take) await takeActions(trx, limits, `wf_bench${i % 20}`, 1);
+        });
+        samples.push(performance.now() - t);
+      }
+      return summarize(samples);
+    };
+    await run(true, 200); // warm-up
+    const without = await run(false, 2000);
+    const withCheck = await run(true, 2000);
+    line(`[${dialect}] budget check per step p50 / p99 ms (n=${withCheck.n})`, `${fmt(withCheck.p50 - without.p50, 3)} / ${fmt(withCheck.p99 - without.p99, 3)} (transaction alone ${fmt(without.p50, 3)} / ${fmt(without.p99, 3)})`);
+  } finally {
+    await h.close();
+    await target.cleanup();
+  }
+}
 
 const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 10_000);
 const MATCHING = Number(process.env.BENCH_MATCHING ?? 2_000);
@@ -49,7 +82,7 @@ async function burst(dir: string): Promise<void> {
   const sg = await startSendGridStandIn({ apiKey: KEY, rateLimit: { limit: LIMIT, windowMs: WINDOW_MS }, latencyMs: LATENCY_MS });
   const h = await startInMemory(
     // Production timeouts (the test defaults are short): the stand-ins share this process's event loop.
-    testEnv({ SENDGRID_API_KEY: KEY, SENDGRID_BASE_URL: sg.url, SENDGRID_FROM_EMAIL: 'success@ourco.test', CAMPAIGN_DISPATCH_POLL_MS: '100', HTTP_TIMEOUT_MS: '10000' }, dir),
+    testEnv({ SENDGRID_API_KEY: KEY, SENDGRID_BASE_URL: sg.url, SENDGRID_FROM_EMAIL: 'success@ourco.test', CAMPAIGN_DISPATCH_POLL_MS: '100', HTTP_TIMEOUT_MS: '10000', ...NO_BUDGET }, dir),
   );
   try {
     const healthy = rosterCsv(dir, () => 80);
@@ -106,7 +139,7 @@ async function burst(dir: string): Promise<void> {
 /** update_client_info latency while health triggers listen (their evaluation runs beside it, not inside it). */
 async function updateCost(dialect: 'sqlite' | 'postgres', dir: string): Promise<void> {
   const target = await createTarget(dialect);
-  const h = await startInMemory(testEnv({ ...target.env, AUTOMATION_TICK_MS: '200', LOG_LEVEL: 'silent' }));
+  const h = await startInMemory(testEnv({ ...target.env, AUTOMATION_TICK_MS: '200', LOG_LEVEL: 'silent', ...NO_BUDGET }));
   try {
     await h.call('import_clients', { file_path: rosterCsv(dir, () => 80) });
     // Each phase updates its own clients once: from 80 to below every threshold (a crossing for each health workflow).
@@ -163,9 +196,13 @@ async function main(): Promise<void> {
     await burst(path.join(data.dir));
     fs.mkdirSync(path.join(data.dir, 'sqlite'));
     await updateCost('sqlite', path.join(data.dir, 'sqlite'));
+    await budgetCost('sqlite');
     const reason = await postgresUnavailableReason();
     if (reason) line('[postgres] skipped', reason);
-    else await updateCost('postgres', data.dir);
+    else {
+      await updateCost('postgres', data.dir);
+      await budgetCost('postgres');
+    }
   } finally {
     data.cleanup();
   }

@@ -146,6 +146,9 @@ const envSchema = z.object({
   AUTOMATION_STEP_CONCURRENCY: int(8, 1, 64),
   AUTOMATION_CATCH_UP_MINUTES: int(60, 0, 10_080),
   AUTOMATION_MAX_CHAIN_DEPTH: int(3, 1, 10),
+  AUTOMATION_MIN_SCHEDULE_INTERVAL_SECONDS: int(3600, 1, 604_800),
+  AUTOMATION_MAX_ACTIONS_PER_WORKFLOW_PER_HOUR: int(200, 1, 1_000_000),
+  AUTOMATION_MAX_ACTIONS_PER_HOUR: int(1000, 1, 10_000_000),
   AUTOMATION_WEBHOOK_ALLOWED_HOSTS: z.preprocess(emptyToUndefined, z.string().optional().transform(originList)),
   AUTOMATION_WEBHOOK_PRIVATE_ORIGINS: z.preprocess(emptyToUndefined, z.string().optional().transform(originList)),
   AUTOMATION_WEBHOOK_SECRET: optionalString,
@@ -294,6 +297,11 @@ export interface AutomationsConfig {
   catchUpMs: number;
   /** Chains of workflows triggering each other stop at this depth. */
   maxChainDepth: number;
+  /** The shortest time allowed between two runs of a schedule (time_based); under a minute allows a seconds field. */
+  minScheduleIntervalMs: number;
+  /** Actions (provider calls and messages) one workflow may take in a clock hour, and all automations together. */
+  maxActionsPerWorkflowPerHour: number;
+  maxActionsPerHour: number;
   /** trigger_webhook may post only to these origins (`scheme://host:port`, as URL.origin writes them). */
   webhookAllowedOrigins: string[];
   /** Allowed origins that may connect to loopback, private and link-local addresses (never metadata ones). */
@@ -438,6 +446,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       stepConcurrency: e.AUTOMATION_STEP_CONCURRENCY,
       catchUpMs: e.AUTOMATION_CATCH_UP_MINUTES * 60_000,
       maxChainDepth: e.AUTOMATION_MAX_CHAIN_DEPTH,
+      minScheduleIntervalMs: e.AUTOMATION_MIN_SCHEDULE_INTERVAL_SECONDS * 1000,
+      maxActionsPerWorkflowPerHour: e.AUTOMATION_MAX_ACTIONS_PER_WORKFLOW_PER_HOUR,
+      maxActionsPerHour: e.AUTOMATION_MAX_ACTIONS_PER_HOUR,
       webhookAllowedOrigins: e.AUTOMATION_WEBHOOK_ALLOWED_HOSTS,
       webhookPrivateOrigins: e.AUTOMATION_WEBHOOK_PRIVATE_ORIGINS,
       webhookSecret: e.AUTOMATION_WEBHOOK_SECRET,

@@ -261,7 +261,7 @@ async function writeClients(store: Store, trx: Kysely<Database>, clients: Map<st
       else result.clients_created += 1;
       if (before) changes.push(...clientChangeEvents(client.client_id, before, merged, { source: 'import' }));
     }
-    await store.events.record(trx, changes); // health, stage and renewal changes: automations trigger on them
+    await store.events.record(trx, changes, Date.now(), { fromRoster: true }); // health, stage and renewal changes: automations trigger on them
   }
 }
 

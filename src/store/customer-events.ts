@@ -34,14 +34,33 @@ export interface CustomerEvent {
 const CHUNK = 400;
 
 /**
+ * The roster's own events: recorded only by the roster when a client's field changes (update_client_info,
+ * the CSV import, an automation's update_health_score step). Health, lifecycle and renewal triggers and
+ * goals read them as the client's state, so no tool, webhook or automation step may record them by name.
+ */
+export const ROSTER_EVENT_NAMES: ReadonlySet<string> = new Set(['health_score_changed', 'lifecycle_stage_changed', 'renewal_date_changed']);
+
+/** Why a roster event name cannot be recorded by hand, in words a person can act on. */
+export function rosterEventRefusal(name: string): string {
+  return `"${name}" is reserved: it is recorded by the roster itself when a client's ${name.replace(/_changed$/, '').replace(/_/g, ' ')} changes, and automations read it as the client's state. Change the client with update_client_info, or record this under another name (e.g. "external_${name}").`;
+}
+
+/**
  * The ordered log of what happened to customers. Producers append (in their own transaction when the
  * event belongs with a change); consumers (automation triggers and goals) read by event_id.
  */
 export class CustomerEventLog {
   constructor(private readonly db: Kysely<Database>) {}
 
-  /** Appends events; one whose dedup_key is already stored is skipped. Returns how many were stored. */
-  async record(db: Kysely<Database>, events: CustomerEventInput[], now = Date.now()): Promise<number> {
+  /**
+   * Appends events; one whose dedup_key is already stored is skipped. Returns how many were stored.
+   * The roster's own events (ROSTER_EVENT_NAMES) are refused unless the roster records them (`fromRoster`).
+   */
+  async record(db: Kysely<Database>, events: CustomerEventInput[], now = Date.now(), opts: { fromRoster?: boolean } = {}): Promise<number> {
+    if (!opts.fromRoster) {
+      const forged = events.find((e) => ROSTER_EVENT_NAMES.has(e.name));
+      if (forged) throw invalidInput(rosterEventRefusal(forged.name), { field: 'event' });
+    }
     let stored = 0;
     const recorded = new Date(now).toISOString();
     for (let i = 0; i < events.length; i += CHUNK) {

@@ -253,7 +253,7 @@ export class RosterRepository {
         outcome: 'success',
         data: { changes },
       });
-      await this.events.record(trx, clientChangeEvents(clientId, before, patch, origin));
+      await this.events.record(trx, clientChangeEvents(clientId, before, patch, origin), Date.now(), { fromRoster: true });
     }
     return { client: (await this.getClient(clientId, trx))!, changes };
   }

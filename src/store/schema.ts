@@ -270,6 +270,16 @@ export interface WorkflowsTable {
   last_fired_at: string | null;
   /** State-based triggers (renewals, usage, inactivity): when they were last evaluated. */
   last_swept_at: string | null;
+  /** Why it was paused by the server itself (`runaway`: over its action budget); null when a person paused it. */
+  pause_reason: string | null;
+}
+
+export interface AutomationBudgetTable {
+  /** A workflow id, or `*` for all automations together. */
+  scope: string;
+  /** The clock hour (UTC), e.g. 2026-12-06T23. */
+  hour: string;
+  used: number;
 }
 
 export interface WorkflowVersionsTable {
@@ -402,6 +412,7 @@ export interface Database {
   webhook_endpoints: WebhookEndpointsTable;
   message_events: MessageEventsTable;
   workflows: WorkflowsTable;
+  automation_budget: AutomationBudgetTable;
   workflow_versions: WorkflowVersionsTable;
   workflow_enrollments: WorkflowEnrollmentsTable;
   workflow_step_runs: WorkflowStepRunsTable;

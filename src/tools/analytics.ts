@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { defineTool } from '../mcp/tool.js';
 import type { FlushResult } from '../providers/mixpanel/service.js';
 import { ToolError } from '../result.js';
-import { recordForRecipient } from './events.js';
+import { recordForRecipient, refuseRosterEvent } from './events.js';
 import { idempotencyKey, replayed } from './safety-fields.js';
 
 /** A Mixpanel distinct_id names a roster contact by external user id, or by email when it is one. */
@@ -52,6 +52,7 @@ export const analyticsTools = [
     output: { event: z.string(), distinct_id: z.string(), insert_id: z.string(), queued: z.boolean(), imported: z.boolean().optional(), delivery: z.object(flushOut).optional() },
     async handle(i, ctx) {
       const { services } = ctx;
+      refuseRosterEvent(i.event, 'event');
       const { insert_id } = await services.mixpanel.track(i);
       await recordForRecipient(ctx, distinctRef(i.distinct_id), { name: i.event, properties: i.properties ?? {}, occurred_at: eventTime(i.time), source: 'tool:mixpanel_track_event' });
       if (!i.flush) return { event: i.event, distinct_id: i.distinct_id, insert_id, queued: true };

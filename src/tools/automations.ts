@@ -45,6 +45,7 @@ const workflowSummary = z.object({
   created_at: z.string(),
   activated_at: z.string().nullable(),
   paused_at: z.string().nullable(),
+  pause_reason: z.string().nullable().describe('runaway: it paused itself over its action budget (AUTOMATION_MAX_ACTIONS_PER_…); null when a person paused it'),
   archived_at: z.string().nullable(),
   next_fire_at: z.string().nullable(),
   last_fired_at: z.string().nullable(),

@@ -1,12 +1,17 @@
 import { z } from 'zod';
 import { defineTool, type ToolContext } from '../mcp/tool.js';
 import { invalidInput } from '../result.js';
-import type { CustomerEventInput } from '../store/customer-events.js';
+import { ROSTER_EVENT_NAMES, rosterEventRefusal, type CustomerEventInput } from '../store/customer-events.js';
 import type { RecipientRef } from '../store/index.js';
 import { clientIdSchema, emailSchema } from '../store/roster-model.js';
 
-/** Recorded by the roster itself when the field changes: recording them by hand would fire triggers on a change that did not happen. */
-const ROSTER_EVENTS = ['health_score_changed', 'lifecycle_stage_changed', 'renewal_date_changed'];
+/**
+ * Refuses the roster's own event names (recorded by the roster itself when the field changes): recording
+ * them by hand would fire triggers on a change that did not happen. Called before any provider call.
+ */
+export function refuseRosterEvent(name: string, field: string): void {
+  if (ROSTER_EVENT_NAMES.has(name)) throw invalidInput(rosterEventRefusal(name), { field });
+}
 
 const eventOut = z.object({
   event_id: z.number(),
@@ -67,9 +72,7 @@ export const eventTools = [
     },
     async handle(i, ctx) {
       const { store } = ctx.services;
-      if (ROSTER_EVENTS.includes(i.event)) {
-        throw invalidInput(`${i.event} is recorded by the roster when that field changes. Change it with update_client_info instead.`, { field: 'event' });
-      }
+      refuseRosterEvent(i.event, 'event');
       if (!i.client_id && !i.contact_email) throw invalidInput('Name who it happened to: contact_email, client_id, or both.', { field: 'client_id' });
       const occurred = i.occurred_at ? new Date(i.occurred_at) : new Date();
       if (occurred.getTime() > Date.now() + 3_600_000) throw invalidInput('occurred_at is more than an hour in the future.', { field: 'occurred_at' });

@@ -5,7 +5,7 @@ import { invalidInput } from '../result.js';
 import type { ActivityInput } from '../store/index.js';
 import { normalizeAddress } from '../store/suppressions.js';
 import { emailAddress } from '../validation.js';
-import { recordForRecipient } from './events.js';
+import { recordForRecipient, refuseRosterEvent } from './events.js';
 import { idempotencyKey, overrideConsent, replayed } from './safety-fields.js';
 
 /** Exactly one of these names the recipient; the service checks and explains. */
@@ -157,6 +157,7 @@ export const intercomTools = [
     }),
     output: { event_name: z.string(), user: recipientOut, metadata: z.record(z.string(), z.unknown()), replayed },
     async handle({ idempotency_key, ...input }, ctx) {
+      refuseRosterEvent(input.event_name, 'event_name');
       return ctx.services.idempotency.once('intercom_track_event', idempotency_key, input, `event ${input.event_name}`, async () => {
         const contact = await ctx.services.intercom.resolveContact(spec(input));
         await ctx.services.intercom.trackEvent({ contact_id: contact.id, event_name: input.event_name, created_at: input.created_at, metadata: input.metadata });

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { ENDPOINTS } from '../engine/inbox/index.js';
-import { defineTool } from '../mcp/tool.js';
+import { budgetUse } from '../engine/automations/budget.js';
+import { defineTool, type ToolContext } from '../mcp/tool.js';
 import { PROVIDERS } from '../result.js';
 
 const providerStatus = z.object({
@@ -76,7 +77,22 @@ export const statusTools = [
     toolset: 'status',
     openWorld: false,
     input: z.strictObject({}),
-    output: { providers: z.array(providerStatus), webhooks: z.array(webhookStatus), mode, pending_writes: pendingWrites },
+    output: {
+      providers: z.array(providerStatus),
+      webhooks: z.array(webhookStatus),
+      mode,
+      pending_writes: pendingWrites,
+      automations: z
+        .object({
+          actions_this_hour: z.number().describe('actions (messages queued, provider calls) all automations took this clock hour (UTC)'),
+          max_actions_per_hour: z.number().describe('AUTOMATION_MAX_ACTIONS_PER_HOUR'),
+          max_actions_per_workflow_per_hour: z.number().describe('AUTOMATION_MAX_ACTIONS_PER_WORKFLOW_PER_HOUR'),
+          paused_runaway: z
+            .array(z.object({ workflow_id: z.string(), name: z.string(), paused_at: z.string().nullable(), line: z.string() }))
+            .describe('workflows that paused themselves over their action budget (reason runaway); resume_workflow continues them'),
+        })
+        .describe('automation action budgets'),
+    },
     async handle(_input, { services, approvalAvailable, toolsOffered }) {
       const { safety } = services.config;
       return {
@@ -101,7 +117,23 @@ export const statusTools = [
           mixpanel_buffer_limit: services.mixpanel.bufferLimit,
           ...((services.audit.waiting.lastError ?? services.idempotency.waiting.lastError) ? { last_error: services.audit.waiting.lastError ?? services.idempotency.waiting.lastError } : {}),
         },
+        automations: await automationBudgets(services),
       };
     },
   }),
 ];
+
+async function automationBudgets(services: ToolContext['services']) {
+  const cfg = services.config.automations;
+  const use = await budgetUse(services.store.db);
+  const paused = await services.store.db.selectFrom('workflows').select(['workflow_id', 'name', 'paused_at']).where('status', '=', 'paused').where('pause_reason', '=', 'runaway').orderBy('paused_at', 'desc').limit(50).execute();
+  return {
+    actions_this_hour: use.all,
+    max_actions_per_hour: cfg.maxActionsPerHour,
+    max_actions_per_workflow_per_hour: cfg.maxActionsPerWorkflowPerHour,
+    paused_runaway: paused.map((w) => ({
+      ...w,
+      line: `automation "${w.name}" (${w.workflow_id}) paused itself at ${w.paused_at}: over its action budget (runaway). Check get_workflow, then resume_workflow.`,
+    })),
+  };
+}

@@ -52,6 +52,7 @@ describe('automation durability', () => {
         AUTOMATION_LEASE_MS: '1000',
         AUTOMATION_STEP_CONCURRENCY: String(CONCURRENCY),
         HTTP_TIMEOUT_MS: '30000', // the kill comes before any timeout
+        AUTOMATION_MAX_ACTIONS_PER_WORKFLOW_PER_HOUR: '100000', // 500 enrolments × 2 steps: far over the default budget
       },
       data.dir,
     );
@@ -129,6 +130,7 @@ describe('automation durability', () => {
       AUTOMATION_WEBHOOK_ALLOWED_HOSTS: new URL(receiver.url).origin,
         AUTOMATION_WEBHOOK_PRIVATE_ORIGINS: new URL(receiver.url).origin, // the stand-in is on 127.0.0.1
       AUTOMATION_WEBHOOK_SECRET: SECRET,
+      AUTOMATION_MIN_SCHEDULE_INTERVAL_SECONDS: '1', // the schedules here run every two seconds
       AUTOMATION_TICK_MS: '50',
       AUTOMATION_LEASE_MS: '1500',
       AUTOMATION_STEP_CONCURRENCY: '4',

@@ -54,6 +54,7 @@ describe.each(dialects)('automations on %s', (dialect) => {
         AUTOMATION_WEBHOOK_PRIVATE_ORIGINS: new URL(hooks.url).origin, // the stand-in is on 127.0.0.1
         AUTOMATION_WEBHOOK_SECRET: WEBHOOK_SECRET,
         CAMPAIGN_DISPATCH_POLL_MS: '50',
+        AUTOMATION_MIN_SCHEDULE_INTERVAL_SECONDS: '1', // the time-based test schedules to the second
         AUTOMATION_TICK_MS: '50',
         AUTOMATION_SWEEP_MS: '150',
         AUTOMATION_LEASE_MS: '3000',
@@ -375,6 +376,7 @@ describe('automations: validation, lifecycle, read-only, missed schedules', () =
         AUTOMATION_WEBHOOK_PRIVATE_ORIGINS: new URL(hooks.url).origin, // the stand-in is on 127.0.0.1
         AUTOMATION_WEBHOOK_SECRET: WEBHOOK_SECRET,
         CAMPAIGN_DISPATCH_POLL_MS: '50',
+        AUTOMATION_MIN_SCHEDULE_INTERVAL_SECONDS: '1', // the schedules here run every two seconds
         AUTOMATION_TICK_MS: '50',
         AUTOMATION_LEASE_MS: '2000',
       },

@@ -59,11 +59,14 @@ describe('event triggers', () => {
     expect(matchesProperties({ flag: true }, { flag: true })).toBe(true);
   });
 
-  it('a milestone is a lifecycle stage reached or an event of that name', () => {
+  it('a milestone is a lifecycle stage reached (only by the stage changing) or an event of that name', () => {
     const t = { type: 'milestone' as const, milestone_name: 'mature' };
     expect(triggerSubject(t, ev({ name: 'lifecycle_stage_changed', properties: { from: 'adopting', to: 'mature' } }))?.kind).toBe('client');
     expect(triggerSubject(t, ev({ name: 'lifecycle_stage_changed', properties: { from: 'mature', to: 'renewal' } }))).toBeUndefined();
-    expect(triggerSubject(t, ev({ name: 'mature', contact_id: 'ct_1' }))?.kind).toBe('contact');
+    // A stage is the roster's state: an event merely named like it does not reach it.
+    expect(triggerSubject(t, ev({ name: 'mature', contact_id: 'ct_1' }))).toBeUndefined();
+    const named = { type: 'milestone' as const, milestone_name: 'first_report' };
+    expect(triggerSubject(named, ev({ name: 'first_report', contact_id: 'ct_1' }))?.kind).toBe('contact');
   });
 
   it('one occurrence key per workflow, occurrence and subject', () => {

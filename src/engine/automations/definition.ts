@@ -4,6 +4,7 @@ import type { Config } from '../../config.js';
 import { allowedWebhookUrl } from '../../providers/webhooks/service.js';
 import { invalidInput, notConfigured, ToolError, type ProviderName } from '../../result.js';
 import { registerUrlSecrets } from '../../secrets.js';
+import { ROSTER_EVENT_NAMES, rosterEventRefusal } from '../../store/customer-events.js';
 import { LIFECYCLE_STAGES, TIERS } from '../../store/roster-model.js';
 import type { Channel, SendWindow } from '../delivery/message.js';
 import { isValidTimezone } from '../delivery/send-window.js';
@@ -309,6 +310,64 @@ export function cronFor(schedule: string, tz: string): Cron {
   return new Cron(schedule, { timezone: tz, mode: '5-or-6-parts', paused: true });
 }
 
+/** "1 hour", "90 seconds", "5 minutes": a length of time as the messages say it. */
+export function describeInterval(ms: number): string {
+  const s = Math.round(ms / 1000);
+  const unit = (n: number, u: string) => `${n} ${u}${n === 1 ? '' : 's'}`;
+  if (s % 3600 === 0) return unit(s / 3600, 'hour');
+  if (s % 60 === 0) return unit(s / 60, 'minute');
+  return unit(s, 'second');
+}
+
+/** How far ahead (in runs, and in time) a schedule's gaps are checked: enough to see every day boundary of a month. */
+const GAP_CHECK_RUNS = 1_000;
+const GAP_CHECK_MS = 370 * 86_400_000;
+
+/**
+ * A schedule may not run more often than AUTOMATION_MIN_SCHEDULE_INTERVAL_SECONDS allows: every gap
+ * between consecutive runs (checked ahead, across day and month boundaries) must be at least that long,
+ * and a seconds field is refused unless the minimum is under a minute. Throws invalid_input saying so.
+ */
+export function checkScheduleInterval(schedule: string, tz: string, minMs: number, from = new Date()): void {
+  const field = [{ field: 'trigger_conditions.schedule', problem: `runs more often than every ${describeInterval(minMs)}` }];
+  const setting = `AUTOMATION_MIN_SCHEDULE_INTERVAL_SECONDS (now ${Math.round(minMs / 1000)})`;
+  if (schedule.trim().split(/\s+/).length === 6 && minMs >= 60_000) {
+    throw invalidInput(
+      `trigger_conditions.schedule "${schedule}" has a seconds field, but schedules run at most every ${describeInterval(minMs)} (${setting}). Use five fields: minute hour day month weekday, e.g. "0 9 * * 1".`,
+      { fields: [{ field: 'trigger_conditions.schedule', problem: 'seconds field not allowed' }] },
+    );
+  }
+  const cron = cronFor(schedule, tz);
+  let prev = cron.nextRun(from);
+  const end = from.getTime() + GAP_CHECK_MS;
+  for (let n = 0; prev && n < GAP_CHECK_RUNS && prev.getTime() < end; n++) {
+    const next = cron.nextRun(prev);
+    if (!next) return;
+    const gap = next.getTime() - prev.getTime();
+    if (gap < minMs) {
+      throw invalidInput(
+        `trigger_conditions.schedule "${schedule}" runs ${describeInterval(gap)} apart (at ${prev.toISOString()} and ${next.toISOString()}); the shortest gap allowed between scheduled runs is ${describeInterval(minMs)} (${setting}). Choose a schedule that runs less often, e.g. "0 9 * * *" for every day at 09:00.`,
+        { fields: field },
+      );
+    }
+    prev = next;
+  }
+}
+
+/**
+ * The runs of a schedule in the next `ms`, counted one by one: exact, as the minimum interval bounds how
+ * many there can be. Past `cap` runs (only when the operator allows very short intervals) it stops and says so.
+ */
+export function countRuns(schedule: string, tz: string, from: Date, ms: number, cap = 10_081): { runs: number; capped: boolean } {
+  const cron = cronFor(schedule, tz);
+  const end = from.getTime() + ms;
+  let runs = 0;
+  for (let d = cron.nextRun(from); d && d.getTime() < end; d = cron.nextRun(d)) {
+    if (++runs >= cap) return { runs, capped: true };
+  }
+  return { runs, capped: false };
+}
+
 /**
  * Turns validated input into the stored definition, checking what the schema cannot: the cron
  * expression, templates, a sender for email, webhook hosts, and that every step's provider is
@@ -321,10 +380,12 @@ export function normalize(input: WorkflowInput, config: Config, configured: Reco
     try {
       if (!cronFor(trigger.schedule, trigger.timezone).nextRun()) throw new Error('it never fires');
     } catch (err) {
+      if (err instanceof ToolError) throw err;
       throw invalidInput(`trigger_conditions.schedule "${trigger.schedule}" is not a usable cron expression: ${(err as Error).message.replace(/^CronPattern: /, '')}`, {
         fields: [{ field: 'trigger_conditions.schedule', problem: 'e.g. "0 9 * * 1" = Mondays at 09:00' }],
       });
     }
+    checkScheduleInterval(trigger.schedule, trigger.timezone, config.automations.minScheduleIntervalMs);
   }
   const a = input.audience ?? {};
   const list = <T>(v: T | T[] | undefined) => (v === undefined ? undefined : [...new Set(Array.isArray(v) ? v : [v])].sort());
@@ -412,6 +473,7 @@ function checkStep(step: Step, i: number, config: Config, configured: Record<Pro
       }
       return;
     case 'track_event': {
+      if (ROSTER_EVENT_NAMES.has(step.event_name)) throw invalidInput(`actions[${i}].event_name: ${rosterEventRefusal(step.event_name)}`, { fields: [{ field: `actions.${i}.event_name`, problem: 'reserved for the roster' }] });
       const dest = step.destinations ?? (['intercom', 'mixpanel'] as const).filter((d) => configured[d]);
       if (!dest.length) throw new ToolError('not_configured', `actions[${i}] (track_event) has nowhere to track: configure Intercom (INTERCOM_ACCESS_TOKEN) or Mixpanel (MIXPANEL_PROJECT_TOKEN).`);
       for (const d of dest) need(d, [d === 'intercom' ? 'INTERCOM_ACCESS_TOKEN' : 'MIXPANEL_PROJECT_TOKEN']);

@@ -12,7 +12,7 @@ import { candidateOf, currentOccurrences, inactivity, renewals, targetingOf, usa
 import type { AutomationRepository, Candidate, EnrollmentRow, WorkflowRow } from './repository.js';
 import { EnrolmentRunner, type RunnerDeps } from './steps.js';
 import { recordExit } from './exits.js';
-import { eventNamesOf, goalReachedBy, subjectKey, triggerSubject } from './triggers.js';
+import { causedBy, eventNamesOf, goalReachedBy, subjectKey, triggerSubject } from './triggers.js';
 
 /**
  * Where automations fire: one loop per process (stdio, HTTP, or the headless worker).
@@ -217,7 +217,7 @@ export class TriggerEvaluator {
     const candidates: Candidate[] = [];
     for (const ev of events) {
       if (ev.event_id <= w.event_floor) continue;
-      if (ev.source === 'automation' && ev.source_ref === w.workflow_id) continue; // a workflow's own steps never re-trigger it
+      if (causedBy(ev) === w.workflow_id) continue; // a workflow's own steps, and events about its own messages, never re-trigger it
       const subject = triggerSubject(def.trigger, ev);
       if (!subject) continue;
       if (ev.depth >= maxDepth) {
@@ -299,7 +299,12 @@ export class TriggerEvaluator {
     const at = latest.toISOString();
     // Late by no more than the scheduler's own lag (a tick, or a lease taken over) is on time, even with
     // AUTOMATION_CATCH_UP_MINUTES=0; later than that the run was missed, and fires only within the catch-up limit.
-    const { catchUpMs, leaseMs, tickMs } = this.deps.config.automations;
+    const { catchUpMs, leaseMs, tickMs, minScheduleIntervalMs } = this.deps.config.automations;
+    if (w.last_fired_at && latest.getTime() - Date.parse(w.last_fired_at) < minScheduleIntervalMs) {
+      // A schedule saved before the minimum interval was raised: it fires no more often than the minimum allows.
+      this.deps.log.warn({ workflow_id: w.workflow_id, skipped: at, last_fired_at: w.last_fired_at }, 'a scheduled run came sooner than AUTOMATION_MIN_SCHEDULE_INTERVAL_SECONDS after the last one: skipped');
+      return advance(null); // last_fired_at stays the run that fired
+    }
     if (now - latest.getTime() <= Math.max(catchUpMs, leaseMs + tickMs)) {
       const missed = latest.getTime() > Date.parse(w.next_fire_at);
       if (missed) this.deps.log.warn({ workflow_id: w.workflow_id, fired_for: at, first_missed: w.next_fire_at }, 'scheduled runs were missed while nothing ran: only the latest fires');

@@ -11,12 +11,12 @@ import { isEmailChannel } from '../delivery/message.js';
 import type { OutboxRepository, OutboxState } from '../delivery/outbox.js';
 import type { RenderGate } from '../render-gate.js';
 import { DEFAULT_RENDER_LIMITS, renderForRecipient } from '../templating.js';
-import { CHANNEL_OF, checkSteps, compileWorkflow, cronFor, isMessageStep, normalize, type WorkflowDefinition, type WorkflowInput } from './definition.js';
+import { CHANNEL_OF, checkScheduleInterval, checkSteps, compileWorkflow, countRuns, cronFor, isMessageStep, normalize, type WorkflowDefinition, type WorkflowInput } from './definition.js';
 import { targetingOf, type StateOccurrence } from './occurrences.js';
 import { scopeFor, type OccurrenceContext } from './render.js';
 import { AutomationRepository, newId, type Candidate, type WorkflowRow } from './repository.js';
 import { AutomationScheduler, type SchedulerDeps } from './scheduler.js';
-import { subjectKey, type Subject } from './triggers.js';
+import { isStageMilestone, subjectKey, type Subject } from './triggers.js';
 
 /**
  * Workflows as the tools see them: save (draft) or preview → confirm (activate), list, get with
@@ -228,7 +228,7 @@ export class AutomationService {
         const next = def.trigger.type === 'time_based' ? (cronFor(def.trigger.schedule, def.trigger.timezone).nextRun(new Date(now))?.toISOString() ?? null) : null;
         await trx
           .updateTable('workflows')
-          .set({ status: 'active', activated_at: new Date(now).toISOString(), paused_at: null, event_floor: startEventId, next_fire_at: next, last_swept_at: new Date(now).toISOString(), updated_at: new Date(now).toISOString() })
+          .set({ status: 'active', pause_reason: null, activated_at: new Date(now).toISOString(), paused_at: null, event_floor: startEventId, next_fire_at: next, last_swept_at: new Date(now).toISOString(), updated_at: new Date(now).toISOString() })
           .where('workflow_id', '=', w.workflow_id)
           .execute();
         const enrolled = await this.scheduler.evaluator.activate(trx, { workflow_id: w.workflow_id, version: w.version, def }, current.occurrences, current.usageSides, now, startEventId);
@@ -337,9 +337,9 @@ export class AutomationService {
     let basis: string;
     switch (t.type) {
       case 'time_based': {
-        const runs = cronFor(t.schedule, t.timezone).nextRuns(200, new Date()).filter((d) => d.getTime() < Date.now() + 7 * DAY).length;
+        const { runs, capped } = countRuns(t.schedule, t.timezone, new Date(), 7 * DAY);
         occurrences = (runs / 7) * clients;
-        basis = `${runs} runs in the next 7 days × ${clients} clients in the audience`;
+        basis = `${capped ? 'more than ' : ''}${runs} runs in the next 7 days × ${clients} clients in the audience`;
         break;
       }
       case 'event_based':
@@ -351,7 +351,7 @@ export class AutomationService {
         basis = 'threshold crossings recorded in the last 30 days';
         break;
       case 'milestone':
-        occurrences = ((await countEvents(['lifecycle_stage_changed'], 30, (p) => p.to === t.milestone_name)) + (await countEvents([t.milestone_name], 30))) / 30;
+        occurrences = ((await countEvents(['lifecycle_stage_changed'], 30, (p) => p.to === t.milestone_name)) + (isStageMilestone(t.milestone_name) ? 0 : await countEvents([t.milestone_name], 30))) / 30;
         basis = `clients reaching "${t.milestone_name}" in the last 30 days`;
         break;
       case 'contract_event': {
@@ -440,6 +440,7 @@ export class AutomationService {
     if (w.status === 'archived') throw invalidInput(`Workflow ${id} is archived and cannot run again. Create a new workflow instead.`, { field: 'workflow_id' });
     const def = await this.repo.definition(id, w.version);
     checkSteps(def, this.deps.config, this.configured()); // its providers must still be configured
+    if (def.trigger.type === 'time_based') checkScheduleInterval(def.trigger.schedule, def.trigger.timezone, this.deps.config.automations.minScheduleIntervalMs); // and its schedule still allowed
     return twoPhase(
       this.deps.tokens,
       this.activation(def, w, {
@@ -682,6 +683,7 @@ function summaryOf(w: WorkflowRow) {
     created_at: w.created_at,
     activated_at: w.activated_at,
     paused_at: w.paused_at,
+    pause_reason: w.pause_reason ?? null,
     archived_at: w.archived_at,
     next_fire_at: w.next_fire_at,
     last_fired_at: w.last_fired_at,

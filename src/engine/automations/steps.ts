@@ -24,6 +24,8 @@ import type { AutomationRepository, EnrollmentRow } from './repository.js';
 import { goalReachedBy, messageKey, stateGoalReached } from './triggers.js';
 import { recordExit } from './exits.js';
 import { LRUCache } from 'lru-cache';
+import { OverBudget, takeActions } from './budget.js';
+import type { OutboxRepository } from '../delivery/outbox.js';
 
 /**
  * Runs an enrolment's steps, each exactly once.
@@ -49,6 +51,7 @@ export interface RunnerDeps {
   slack: SlackService;
   webhooks: WebhookService;
   wakeDelivery: () => void;
+  outbox: OutboxRepository;
 }
 
 /** What a provider step did, for its record and the timeline. */
@@ -161,7 +164,63 @@ export class EnrolmentRunner {
       }
     } catch (err) {
       if (err instanceof LeaseLost) return; // another holder has it now; it continues from where the record says
+      if (err instanceof OverBudget) return this.runaway(def, e, err);
       throw err;
+    }
+  }
+
+  /**
+   * The workflow took more actions this hour than its budget (or all automations' budget) allows: it
+   * pauses itself (reason `runaway`), what it still had queued is cancelled, and an audit entry says so,
+   * all in one transaction. The enrolment waits at the step it could not take; resume_workflow continues it.
+   */
+  private async runaway(def: WorkflowDefinition, e: EnrollmentRow, over: OverBudget): Promise<void> {
+    const now = new Date().toISOString();
+    const { maxActionsPerWorkflowPerHour, maxActionsPerHour } = this.deps.config.automations;
+    const setting = over.taken.scope === 'workflow' ? `AUTOMATION_MAX_ACTIONS_PER_WORKFLOW_PER_HOUR (${maxActionsPerWorkflowPerHour})` : `AUTOMATION_MAX_ACTIONS_PER_HOUR (${maxActionsPerHour}, all automations together)`;
+    const message = `Workflow "${def.name}" paused itself: it reached its action budget, ${setting}, in the hour from ${over.taken.hour}:00 UTC. Nothing beyond the budget was sent; what it still had queued was cancelled. Check get_workflow, then resume_workflow to continue.`;
+    const paused = await this.db.transaction().execute(async (trx) => {
+      const r = await trx
+        .updateTable('workflows')
+        .set({ status: 'paused', pause_reason: 'runaway', paused_at: now, updated_at: now })
+        .where('workflow_id', '=', e.workflow_id)
+        .where('status', 'in', ['active', 'draft']) // a draft runs what run_workflow enrolled
+        .executeTakeFirst();
+      if (Number(r.numUpdatedRows) !== 1) return undefined;
+      const cancelled = await this.deps.outbox.cancelQueued('automation', e.workflow_id, Date.now(), trx);
+      await trx
+        .insertInto('audit_log')
+        .values({
+          at: now,
+          tool: 'automation',
+          kind: 'runaway',
+          client_name: null,
+          client_version: null,
+          session_id: null,
+          arguments: JSON.stringify({ workflow_id: e.workflow_id }),
+          outcome: 'paused',
+          message,
+          policy: 'runaway',
+          details: JSON.stringify({ workflow_id: e.workflow_id, workflow_name: def.name, scope: over.taken.scope, limit: over.taken.limit, hour: over.taken.hour, cancelled_messages: cancelled, step: e.step_index }),
+          duration_ms: 0,
+        })
+        .execute();
+      return cancelled;
+    });
+    if (paused !== undefined) this.deps.log.warn({ workflow_id: e.workflow_id, scope: over.taken.scope, limit: over.taken.limit, cancelled_messages: paused }, 'automation over its action budget: paused (runaway)');
+    await this.deps.repo.release(e, this.owner).catch(() => undefined);
+  }
+
+  /** How many actions a provider step takes: one call, one per contact tagged, one per destination tracked. */
+  private async cost(def: WorkflowDefinition, s: StepSubject, step: Step): Promise<number> {
+    switch (step.type) {
+      case 'add_tag':
+      case 'remove_tag':
+        return Math.max(1, (await recipientsOf(this.db, def, s)).members.length);
+      case 'track_event':
+        return Math.max(1, step.destinations?.length ?? 1);
+      default:
+        return 1;
     }
   }
 
@@ -270,6 +329,8 @@ export class EnrolmentRunner {
         .onConflict((oc) => oc.column('run_key').doNothing())
         .executeTakeFirst();
       if (Number(began.numInsertedOrUpdatedRows ?? 0) === 1) {
+        // Every message queued is an action: over the budget, nothing of this step is written (rolled back).
+        await takeActions(trx, this.deps.config.automations, e.workflow_id, queued);
         await insertMessages(trx, messages);
         for (const m of messages) {
           if (!m.skip) continue;
@@ -330,10 +391,12 @@ export class EnrolmentRunner {
   private async provider(def: WorkflowDefinition, e: EnrollmentRow, s: StepSubject, step: Step, i: number): Promise<Outcome> {
     const runKey = `${e.enrollment_id}:${i}`;
     const { repo } = this.deps;
+    const cost = await this.cost(def, s, step);
     const begun = await this.db.transaction().execute(async (trx) => {
       const existing = await trx.selectFrom('workflow_step_runs').selectAll().where('run_key', '=', runKey).executeTakeFirst();
       const now = new Date().toISOString();
       if (!existing) {
+        await takeActions(trx, this.deps.config.automations, e.workflow_id, cost); // over the budget: rolled back, the call never made
         await trx.insertInto('workflow_step_runs').values(this.runRow(e, i, step.type, 'started', now)).execute();
         return { go: true as const, attempts: 1, startedAt: now };
       }

@@ -1,4 +1,5 @@
 import type { CustomerEvent } from '../../store/customer-events.js';
+import { LIFECYCLE_STAGES } from '../../store/roster-model.js';
 import type { Goal, PropertyConditions, Trigger } from './definition.js';
 
 /**
@@ -21,6 +22,18 @@ export function occurrenceKey(workflowId: string, occurrence: string, s: Subject
   return `${workflowId}|${occurrence}|${subjectKey(s)}`;
 }
 
+/**
+ * The workflow that caused an event, if any: its own steps' events (source `automation`), and provider
+ * events about its messages (a webhook event whose source_ref is the message's outbox key, which begins
+ * with the workflow id). A workflow is never triggered by an event it caused.
+ */
+export function causedBy(ev: Pick<CustomerEvent, 'source' | 'source_ref'>): string | undefined {
+  if (!ev.source_ref) return undefined;
+  if (ev.source === 'automation') return ev.source_ref;
+  if (ev.source.startsWith('webhook:')) return /^(wf_[0-9a-f]+):en_/.exec(ev.source_ref)?.[1];
+  return undefined;
+}
+
 /** The outbox key of a workflow message; events about it (opened, clicked) carry it back as outbox_key. */
 export function messageKey(workflowId: string, enrollmentId: string, step: number, contactId: string, channel: string): string {
   return `${workflowId}:${enrollmentId}:${step}:${contactId}:${channel}`;
@@ -38,6 +51,14 @@ export const NON_ACTIVITY_EVENTS = [
   'lifecycle_stage_changed',
   'renewal_date_changed',
 ] as const;
+
+/**
+ * A milestone named like a lifecycle stage ("churned", "renewal") is the roster's state: only the stage
+ * changing reaches it, never an event that merely carries the name (any tool or webhook could record one).
+ */
+export function isStageMilestone(name: string): boolean {
+  return (LIFECYCLE_STAGES as readonly string[]).includes(name);
+}
 
 export function matchesProperties(props: Record<string, unknown>, conds: PropertyConditions | undefined): boolean {
   if (!conds) return true;
@@ -93,7 +114,7 @@ export function triggerSubject(t: Trigger, ev: CustomerEvent): Subject | undefin
         : undefined;
     case 'milestone':
       if (ev.name === 'lifecycle_stage_changed') return ev.client_id && ev.properties.to === t.milestone_name ? { kind: 'client', client_id: ev.client_id, contact_id: null } : undefined;
-      return ev.name === t.milestone_name ? eventSubject(ev) : undefined;
+      return ev.name === t.milestone_name && !isStageMilestone(t.milestone_name) ? eventSubject(ev) : undefined;
     default:
       return undefined; // time, renewals, usage and inactivity are evaluated by the scheduler's sweeps
   }
@@ -104,7 +125,10 @@ export function eventNamesOf(t: Trigger | null, goals: Goal[]): string[] {
   const names = new Set<string>();
   if (t?.type === 'event_based') names.add(t.event);
   if (t?.type === 'health_score') names.add('health_score_changed');
-  if (t?.type === 'milestone') names.add('lifecycle_stage_changed').add(t.milestone_name);
+  if (t?.type === 'milestone') {
+    names.add('lifecycle_stage_changed');
+    if (!isStageMilestone(t.milestone_name)) names.add(t.milestone_name);
+  }
   for (const g of goals) {
     if ('event' in g) names.add(g.event);
     else if ('health_above' in g) names.add('health_score_changed');

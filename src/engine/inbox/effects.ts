@@ -22,6 +22,8 @@ interface OutboxRef {
   client_id: string;
   recipient_email: string;
   provider_message_id: string | null;
+  /** An automation message: `<enrollment_id>:<step>`. */
+  source_ref: string | null;
 }
 
 interface ContactRef {
@@ -47,6 +49,8 @@ export interface Lookups {
   byIntercom: Map<string, ContactRef[]>;
   byExternal: Map<string, ContactRef[]>;
   clients: Set<string>;
+  /** The chain depth of each automation enrolment whose message an event is about. */
+  enrolmentDepth: Map<string, number>;
 }
 
 export interface Plan {
@@ -84,8 +88,8 @@ function push<K, V>(m: Map<K, V[]>, k: K, v: V) {
  */
 export async function lookup(db: Kysely<Database>, meanings: Interpretation[]): Promise<Lookups> {
   const distinct = (values: Array<string | undefined>) => [...new Set(values.filter((v): v is string => !!v))];
-  const outboxCols = ['idempotency_key', 'source_kind', 'source_id', 'channel', 'contact_id', 'client_id', 'recipient_email', 'provider_message_id'] as const;
-  const l: Lookups = { byKey: new Map(), byProviderId: new Map(), contactsById: new Map(), byEmail: new Map(), byIntercom: new Map(), byExternal: new Map(), clients: new Set() };
+  const outboxCols = ['idempotency_key', 'source_kind', 'source_id', 'channel', 'contact_id', 'client_id', 'recipient_email', 'provider_message_id', 'source_ref'] as const;
+  const l: Lookups = { byKey: new Map(), byProviderId: new Map(), contactsById: new Map(), byEmail: new Map(), byIntercom: new Map(), byExternal: new Map(), clients: new Set(), enrolmentDepth: new Map() };
   for (const part of chunks(distinct(meanings.map((m) => m.identity.outbox_key)))) {
     for (const r of await db.selectFrom('outbox').select(outboxCols).where('idempotency_key', 'in', part).execute()) l.byKey.set(r.idempotency_key, r);
   }
@@ -99,6 +103,10 @@ export async function lookup(db: Kysely<Database>, meanings: Interpretation[]): 
     for (const r of await db.selectFrom('outbox').select(outboxCols).where('provider_message_id', 'in', part).execute()) push(l.byProviderId, r.provider_message_id!, r);
   }
   const messages = [...l.byKey.values(), ...[...l.byProviderId.values()].flat()];
+  // An automation's message carries its enrolment's cause: events about it continue that chain.
+  for (const part of chunks(distinct(messages.map(enrolmentOf)))) {
+    for (const r of await db.selectFrom('workflow_enrollments').select(['enrollment_id', 'depth']).where('enrollment_id', 'in', part).execute()) l.enrolmentDepth.set(r.enrollment_id, Number(r.depth));
+  }
   const contactCols = ['contact_id', 'client_id', 'email', 'external_user_id', 'intercom_contact_id'] as const;
   const add = (c: ContactRef) => {
     if (l.contactsById.has(c.contact_id)) return;
@@ -122,6 +130,24 @@ export async function lookup(db: Kysely<Database>, meanings: Interpretation[]): 
 }
 
 const sameAddress = (a: string | undefined, b: string | undefined) => !!a && !!b && normalizeAddress(a) === normalizeAddress(b);
+
+/** The enrolment that sent an automation message. */
+function enrolmentOf(m: OutboxRef): string | undefined {
+  return m.source_kind === 'automation' && m.source_ref ? m.source_ref.slice(0, m.source_ref.lastIndexOf(':')) : undefined;
+}
+
+/**
+ * The chain depth of an event about this message: an automation's message passes its enrolment's depth
+ * on, one deeper (a workflow's email delivered is one more link of the chain that sent it); anything else
+ * starts a chain (0). An enrolment no longer stored counts as deeper than any chain may go.
+ */
+const BEYOND_ANY_CHAIN = 100; // AUTOMATION_MAX_CHAIN_DEPTH is at most 10
+export function causeDepth(message: OutboxRef | undefined, l: Lookups): number {
+  const en = message && enrolmentOf(message);
+  if (!en) return 0;
+  const d = l.enrolmentDepth.get(en);
+  return d === undefined ? BEYOND_ANY_CHAIN : d + 1;
+}
 
 /** The message an event is about, if it is one of ours. */
 function findMessage(provider: Endpoint, m: Interpretation, l: Lookups): OutboxRef | undefined {
@@ -203,7 +229,9 @@ export function planEffects(items: Array<{ row: InboxRow; meaning: Interpretatio
           properties,
           occurred_at: row.occurred_at,
           source,
+          // An automation message's key begins with its workflow id: the workflow that caused this event (see causedBy).
           source_ref: message?.idempotency_key ?? null,
+          depth: causeDepth(message, l),
           // One event per contact: a second contact sharing the address gets its own key.
           dedup_key: targets.length > 1 ? `${row.dedup_key}:${t.contact_id ?? t.client_id}` : row.dedup_key,
         });

@@ -3,6 +3,10 @@ import { parseSendGridPublicKey, type Config } from '../../config.js';
 import type { Logger } from '../../log.js';
 import type { Store } from '../../store/index.js';
 import { PROVIDER_EVENT_NAMES } from './interpret.js';
+import { ROSTER_EVENT_NAMES } from '../../store/customer-events.js';
+
+/** Names a product event may not take: those provider webhooks record, and the roster's own (its state). */
+const RESERVED_PRODUCT_EVENT_NAMES: ReadonlySet<string> = new Set([...PROVIDER_EVENT_NAMES, ...ROSTER_EVENT_NAMES]);
 import { BadPayload, ENDPOINTS, parseIntercom, parseProductEvents, parseSendGrid, type Endpoint, type InboxRecord } from './parse.js';
 import { InboxProcessor } from './processor.js';
 import { InboxRepository } from './repository.js';
@@ -103,7 +107,7 @@ export class Inbox {
     let records: InboxRecord[];
     try {
       if (endpoint === 'sendgrid') records = parseSendGrid(body, at);
-      else if (endpoint === 'events') records = parseProductEvents(body, at, PROVIDER_EVENT_NAMES);
+      else if (endpoint === 'events') records = parseProductEvents(body, at, RESERVED_PRODUCT_EVENT_NAMES);
       else {
         const parsed = parseIntercom(body, at);
         records = parsed.records;

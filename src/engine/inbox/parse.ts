@@ -136,7 +136,7 @@ export function parseProductEvents(body: Buffer, now: string, reservedNames: Rea
     const name = str(e.name);
     if (!id || id.length > 200) problems.push(`${at}.id: required, a string of at most 200 characters (your event id, used to deduplicate)`);
     if (!name || !PRODUCT_EVENT_NAME.test(name)) problems.push(`${at}.name: required, letters, digits, _ . : - (at most 100), starting with a letter`);
-    else if (reservedNames.has(name)) problems.push(`${at}.name: "${name}" is reserved for provider events; choose another name`);
+    else if (reservedNames.has(name)) problems.push(`${at}.name: "${name}" is reserved (the roster's own events and the provider events are recorded by this server only); choose another name`);
     if (!str(e.email) && !str(e.user_id) && !str(e.client_id)) problems.push(`${at}: name the customer with email, user_id or client_id`);
     if (e.properties !== undefined && !isObject(e.properties)) problems.push(`${at}.properties: must be an object`);
     else if (e.properties && JSON.stringify(e.properties).length > MAX_PROPERTIES_BYTES) problems.push(`${at}.properties: at most ${MAX_PROPERTIES_BYTES} bytes of JSON`);

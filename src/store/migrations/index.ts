@@ -10,6 +10,7 @@ import * as rateBudget from './0010_rate_budget.js';
 import * as suppressions from './0011_suppressions.js';
 import * as mixpanelBuffer from './0012_mixpanel_buffer.js';
 import * as retention from './0013_retention.js';
+import * as automationBudget from './0014_automation_budget.js';
 
 /** Versioned, in order. Applied automatically at start (Kysely's Migrator holds a lock while it runs). */
 export const migrations: Record<string, Migration> = {
@@ -24,4 +25,5 @@ export const migrations: Record<string, Migration> = {
   '0011_suppressions': suppressions,
   '0012_mixpanel_buffer': mixpanelBuffer,
   '0013_retention': retention,
+  '0014_automation_budget': automationBudget,
 };
