@@ -1,3 +1,4 @@
+import http from 'node:http';
 import { createHmac, generateKeyPairSync, randomBytes, sign } from 'node:crypto';
 import { signProductEvents } from '../../src/engine/inbox/verify.js';
 
@@ -67,14 +68,28 @@ export function intercomNotification(topic: string, item: Record<string, unknown
   };
 }
 
+/**
+ * A provider's delivery: one POST on a connection of its own. (A kept-alive connection that the server
+ * closes for idleness just as the next request reuses it ends in ECONNRESET: a race of the client, not
+ * of the server under test, and the providers retry such a delivery.)
+ */
 export async function post(url: string, body: string, headers: Record<string, string>): Promise<{ status: number; body: any }> {
-  const r = await fetch(url, { method: 'POST', headers, body });
-  const text = await r.text();
+  const { status, text } = await new Promise<{ status: number; text: string }>((resolve, reject) => {
+    const req = http.request(url, { method: 'POST', agent: false, headers: { ...headers, 'Content-Length': String(Buffer.byteLength(body)) } }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (text += d));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
   let parsed: unknown = text;
   try {
     parsed = JSON.parse(text);
   } catch {
     // not JSON
   }
-  return { status: r.status, body: parsed };
+  return { status, body: parsed };
 }

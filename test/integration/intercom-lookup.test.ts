@@ -63,12 +63,14 @@ describe('Intercom contacts for a first campaign are looked up a page at a time'
     const totals = status.structuredContent.campaign.totals;
     expect(totals, JSON.stringify(status.structuredContent.campaign).slice(0, 3000)).toMatchObject({ sent: AUDIENCE * 2, failed: 4, total: (AUDIENCE + 2) * 2 });
 
-    // ceil(122 / 50) = 3 searches for both channels together (one per channel per recipient was 244).
+    // About one search per 50 addresses for both channels together (one per channel per recipient was
+    // 244): ceil(122 / 50) = 3, plus at most one partly filled search per claim, as the dispatcher leases
+    // a few seconds of work at a time.
     const searches = ic.matching(/^POST \/contacts\/search/).length - searchesBefore;
-    expect(searches).toBeLessThanOrEqual(3);
+    expect(searches).toBeLessThanOrEqual(6);
     const messages = ic.matching(/^POST \/messages/).length;
     expect(messages).toBe(AUDIENCE * 2);
-    expect((searches + messages) / messages).toBeLessThan(1.02);
+    expect((searches + messages) / messages).toBeLessThan(1.03);
 
     // Every message went to the user whose email is exactly the recipient's: never the lead beside it,
     // never jo-ann1, and each recipient once per channel.

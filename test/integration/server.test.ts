@@ -35,8 +35,10 @@ describe('server wiring', () => {
 
   it('answers invalid_input naming the field for bad arguments', async () => {
     const r = await h.call('integrations_status', { unexpected: 1 });
-    // integrations_status takes no arguments; unknown keys are ignored rather than refused.
-    expect(r.structuredContent.success).toBe(true);
+    // integrations_status takes no arguments: an unknown key is refused, named, never silently dropped.
+    expect(r.isError).toBe(true);
+    expect(r.structuredContent.error).toMatchObject({ code: 'invalid_input', retryable: false });
+    expect(r.structuredContent.error.message).toMatch(/unexpected/);
   });
 });
 

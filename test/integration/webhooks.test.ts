@@ -241,6 +241,7 @@ describe('webhook requests in progress', () => {
     const inbox = {
       enabled: () => true,
       maxBodyBytes: 65_536,
+      bodyLimits: { maxBytes: 65_536, timeoutMs: 30_000, minBytesPerS: 0 },
       reject: (_e: string, status: number, reason: string) => ({ status, body: { error: reason } }),
       receive: async () => {
         received += 1;

@@ -91,11 +91,12 @@ describe('parsing and meaning', () => {
 
   it('tells a hard bounce (suppresses) from a temporary block (does not), and address drops from others', () => {
     const sg = (e: Record<string, unknown>) => interpret('sendgrid', String(e.event), JSON.stringify({ email: 'a@x.example', ...e }));
-    expect(sg({ event: 'bounce', type: 'bounce', reason: '550 no such user' }).consent).toEqual({ kind: 'suppress', status: 'bounced', reason: '550 no such user' });
+    expect(sg({ event: 'bounce', type: 'bounce', reason: '550 no such user' }).consent).toEqual({ kind: 'suppress', status: 'bounced', reason: '550 no such user', scope: 'email', source: 'sendgrid' });
     expect(sg({ event: 'bounce', type: 'blocked', reason: '421 try later' }).consent).toBeUndefined();
     expect(sg({ event: 'dropped', reason: 'Bounced Address' }).consent).toMatchObject({ status: 'dropped' });
     expect(sg({ event: 'dropped', reason: 'Invalid SMTPAPI header' }).consent).toBeUndefined();
-    expect(sg({ event: 'group_resubscribe', asm_group_id: 42 }).consent).toEqual({ kind: 'resubscribe', statuses: ['group_unsubscribed'], reason: 'unsubscribe group 42' });
+    // A group resubscribe lifts that group's entry only (scope), and only SendGrid's own (source).
+    expect(sg({ event: 'group_resubscribe', asm_group_id: 42 }).consent).toEqual({ kind: 'resubscribe', statuses: ['group_unsubscribed'], scope: 'sendgrid_group:42', source: 'sendgrid' });
     expect(sg({ event: 'processed' }).noAction).toBeTruthy();
     expect(sg({ event: 'something_new' }).ignored).toMatch(/not one this server acts on/);
   });
