@@ -209,7 +209,7 @@ export async function worstCase(i: WorstCaseInput): Promise<WorstCase> {
     total_per_firing: { provider_calls: round(total.provider_calls), messages: round(total.messages), actions: round(total.actions) },
     firings_per_hour_within_budget: firingsPerHour,
     basis:
-      `up to ${i.rootContacts} contact(s) per firing (the most any one client in the audience has today) × each step that calls out; ` +
+      `one firing: one client or contact entering (a scheduled run fires once per client in the audience); up to ${i.rootContacts} contact(s) per firing (the most any one client in the audience has today) × each step that calls out; ` +
       `chained: active workflows triggered by the events its steps record or by the provider events about its messages (one per message, though opens and clicks can repeat), ` +
       `followed while the chain is shallower than AUTOMATION_MAX_CHAIN_DEPTH (${i.maxChainDepth})`,
     truncated,
