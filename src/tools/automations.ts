@@ -14,6 +14,33 @@ const preview = {
   samples: z.array(z.record(z.string(), z.unknown())).describe('every step, with its text rendered for one example contact (or why it would be held back)'),
   estimated_messages_per_day: z.number(),
   estimate_basis: z.string(),
+  worst_case: z
+    .object({
+      per_firing: z
+        .object({ contacts_per_firing: z.number(), provider_calls: z.number(), messages: z.number(), actions: z.number() })
+        .describe("this workflow's own steps, for one firing of its trigger: every step that calls out, per contact it reaches"),
+      chained: z
+        .array(
+          z.object({
+            workflow_id: z.string(),
+            name: z.string(),
+            via: z.array(z.string()).describe('the events (recorded by its steps, or provider events about its messages) that fire it'),
+            depth: z.number(),
+            firings: z.number(),
+            provider_calls: z.number(),
+            messages: z.number(),
+            actions: z.number(),
+          }),
+        )
+        .describe('active workflows one firing can set off, up to AUTOMATION_MAX_CHAIN_DEPTH, with what they then do'),
+      total_per_firing: z.object({ provider_calls: z.number(), messages: z.number(), actions: z.number() }),
+      firings_per_hour_within_budget: z.number().nullable().describe('firings an hour AUTOMATION_MAX_ACTIONS_PER_WORKFLOW_PER_HOUR allows; null: no budgeted actions'),
+      basis: z.string(),
+      truncated: z.boolean(),
+      warnings: z.array(z.string()),
+    })
+    .optional()
+    .describe('the worst case of ONE firing of the trigger: provider calls and messages, across the workflows it can chain into'),
   warnings: z.array(z.string()),
 };
 const confirmation = {

@@ -17,6 +17,7 @@ import { scopeFor, type OccurrenceContext } from './render.js';
 import { AutomationRepository, newId, type Candidate, type WorkflowRow } from './repository.js';
 import { AutomationScheduler, type SchedulerDeps } from './scheduler.js';
 import { isStageMilestone, subjectKey, type Subject } from './triggers.js';
+import { describeWorstCase, worstCase, type Candidate as ChainCandidate, type WorstCase } from './worst-case.js';
 
 /**
  * Workflows as the tools see them: save (draft) or preview → confirm (activate), list, get with
@@ -49,7 +50,18 @@ interface Preview {
   samples: Array<Record<string, unknown>>;
   estimated_messages_per_day: number;
   estimate_basis: string;
+  worst_case: WorstCase;
   warnings: string[];
+}
+
+/** Active workflows loaded at most when following the chains a workflow can set off. */
+const MAX_CHAIN_CANDIDATES = 500;
+
+/** The most contacts one client has among the audience's members (what one firing about a client reaches). */
+function mostPerClient(members: Array<{ contact: ContactsTable }>): number {
+  const by = new Map<string, number>();
+  for (const m of members) by.set(m.contact.client_id, (by.get(m.contact.client_id) ?? 0) + 1);
+  return Math.max(1, ...by.values());
 }
 
 export class AutomationService {
@@ -171,6 +183,7 @@ export class AutomationService {
             when: `${preview.trigger} (${o.kind === 'workflow_activate' ? 'activated' : 'resumed'} now; it keeps sending by itself)`,
             notes: [
               `Counts above: who enters now, or everyone the audience reaches today; then about ${preview.estimated_messages_per_day} messages a day (${preview.estimate_basis})`,
+              describeWorstCase(preview.worst_case),
               ...preview.warnings,
             ],
           }),
@@ -256,6 +269,8 @@ export class AutomationService {
     }
     const stateBased = ['health_score', 'milestone', 'contract_event', 'usage_pattern', 'behavior_based'].includes(def.trigger.type);
     const estimate = await this.estimate(def, clients.length, audience.members.length, entering.length);
+    const worst = await this.worstCase(def, workflowId, mostPerClient(audience.members));
+    warnings.push(...worst.warnings);
     return {
       trigger: describeTrigger(def),
       audience: { clients: clients.length, reachable_contacts: audience.members.length, examples: clients.slice(0, EXAMPLES).map((c) => c.name) },
@@ -273,8 +288,37 @@ export class AutomationService {
       copies: this.copies(def, workflowId, clients, audience.members.map((m) => m.contact)),
       estimated_messages_per_day: estimate.perDay,
       estimate_basis: estimate.basis,
+      worst_case: worst,
       warnings,
     };
+  }
+
+  /** The worst case of one firing, across the active workflows it can chain into (see worst-case.ts). */
+  private async worstCase(def: WorkflowDefinition, workflowId: string, contacts: number): Promise<WorstCase> {
+    const rows = await this.db
+      .selectFrom('workflows')
+      .select(['workflow_id', 'version'])
+      .where('status', '=', 'active')
+      .where('trigger_type', 'in', ['event_based', 'milestone', 'health_score'])
+      .where('workflow_id', '!=', workflowId)
+      .orderBy('workflow_id')
+      .limit(MAX_CHAIN_CANDIDATES)
+      .execute();
+    const active: ChainCandidate[] = [];
+    for (const r of rows) active.push({ workflow_id: r.workflow_id, def: await this.repo.definition(r.workflow_id, r.version) });
+    const cap = this.deps.config.automations;
+    return worstCase({
+      root: { workflow_id: workflowId, def },
+      rootContacts: contacts,
+      active,
+      maxChainDepth: cap.maxChainDepth,
+      maxActionsPerWorkflowPerHour: cap.maxActionsPerWorkflowPerHour,
+      maxActionsPerHour: cap.maxActionsPerHour,
+      clientContacts: async (c) => {
+        const { clients } = await matchingClients(this.db, targetingOf(c.def.audience));
+        return mostPerClient((await audienceOf(this.db, clients, c.def.audience.contact_roles)).members);
+      },
+    });
   }
 
   /** Every step with text rendered for one example subject from today's audience. */
