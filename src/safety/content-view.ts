@@ -52,9 +52,12 @@ export function viewHtml(html: string): HtmlView {
   return { text, links, images };
 }
 
-const URL_RE = /\b(?:[a-z][a-z0-9+.-]*:\/\/|www\.)[^\s<>"'`]+/gi;
-const MAILTO_RE = /\bmailto:[^\s<>"'`]+/gi;
-const EMAIL_RE = /[a-z0-9._%+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,}/gi;
+// Each pattern may start only where a run of its characters starts (the lookbehinds): tried at every
+// position of a long run instead, a scan cost time quadratic in the run (a 40,000-letter rendered body
+// stalled the event loop for seconds; a customer's record could do it on purpose).
+const URL_RE = /(?<![a-z0-9+.-])(?:[a-z][a-z0-9+.-]*:\/\/|www\.)[^\s<>"'`]+/gi;
+const MAILTO_RE = /(?<![a-z0-9+.-])mailto:[^\s<>"'`]+/gi;
+const EMAIL_RE = /(?<![a-z0-9._%+-])[a-z0-9._%+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,}/gi;
 /** A bare domain, as mail programs turn "evil.example/login" into a link. */
 const DOMAIN_RE = /(?<![@\w.-])(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+[a-z]{2,24}(?:\/[^\s<>"'`]*)?(?![\w@-])/gi;
 
