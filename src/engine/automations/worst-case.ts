@@ -1,5 +1,6 @@
 import { isStageMilestone } from './triggers.js';
 import { isMessageStep, type Step, type Trigger, type WorkflowDefinition } from './definition.js';
+import { EMAIL_MESSAGE_EVENT_NAMES } from '../inbox/interpret.js';
 
 /**
  * The worst case of one firing of a workflow's trigger: the provider calls, messages and budgeted
@@ -11,18 +12,7 @@ import { isMessageStep, type Step, type Trigger, type WorkflowDefinition } from 
  */
 
 /** Events SendGrid reports about one email we sent: each continues the chain that sent it. */
-const EMAIL_EVENTS = [
-  'email_delivered',
-  'email_opened',
-  'email_clicked',
-  'email_bounced',
-  'email_deferred',
-  'email_dropped',
-  'email_unsubscribed',
-  'email_group_unsubscribed',
-  'email_group_resubscribed',
-  'email_spam_reported',
-];
+const EMAIL_EVENTS: readonly string[] = EMAIL_MESSAGE_EVENT_NAMES;
 /** Events Intercom reports about one message we sent there (a reply to it). */
 const INTERCOM_MESSAGE_EVENTS = ['replied'];
 

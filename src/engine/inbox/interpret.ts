@@ -47,8 +47,8 @@ export interface Interpretation {
   noAction?: string;
 }
 
-/** The names inbound provider events are recorded under; product events may not use them. */
-export const PROVIDER_EVENT_NAMES = new Set([
+/** The names SendGrid's events about one email we sent are recorded under. */
+export const EMAIL_MESSAGE_EVENT_NAMES = [
   'email_delivered',
   'email_opened',
   'email_clicked',
@@ -59,6 +59,11 @@ export const PROVIDER_EVENT_NAMES = new Set([
   'email_group_unsubscribed',
   'email_group_resubscribed',
   'email_spam_reported',
+] as const;
+
+/** The names inbound provider events are recorded under; product events may not use them. */
+export const PROVIDER_EVENT_NAMES = new Set<string>([
+  ...EMAIL_MESSAGE_EVENT_NAMES,
   'email_resubscribed',
   'intercom_contact_created',
   'intercom_contact_updated',
