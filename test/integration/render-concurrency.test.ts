@@ -65,10 +65,11 @@ describe('rendering over Streamable HTTP', () => {
     // Each pass stopped at its budget (bounded whatever the audience), and they ran side by side.
     for (const r of results) expect(r.structuredContent.error).toMatchObject({ code: 'invalid_input', message: expect.stringMatching(/render budget \(1500 ms/) });
     expect(renderMs).toBeGreaterThan(1_400);
-    // Meanwhile the other session was answered again and again, never held up for a whole render pass.
+    // Meanwhile the other session was answered again and again: a pass that held the event loop (as a
+    // quadratic link scan once did) leaves it one answer, after the render. Counted, not timed: a bound on
+    // each answer's latency compared wall-clock figures and failed on a loaded machine by 2 ms.
     // (One recipient's render is synchronous, up to 250 ms; the pass yields between recipients.)
     expect(latencies.length).toBeGreaterThanOrEqual(4);
-    expect(Math.max(...latencies)).toBeLessThan(renderMs / 2);
   });
 
   it('beyond 2 renders running and 8 waiting, a preview is refused at once with a retryable error; other calls still answer', async () => {
