@@ -161,9 +161,10 @@ export function registerTools(
     let intentId: number | undefined;
     const record = (outcome: string, error?: { message: string; details?: Record<string, unknown> }) => {
       const policy = typeof error?.details?.policy === 'string' ? error.details.policy : undefined;
+      // A read is audited only when a policy refused it: build no entry for the rest (the hot path).
+      if (intentId === undefined && tool.kind === 'read' && !policy) return;
       const entry = { ...base(), outcome, message: error?.message, policy, details: audit, duration_ms: Date.now() - started };
       if (intentId !== undefined) return void services.audit.outcome(intentId, entry);
-      if (tool.kind === 'read' && !policy) return;
       void services.audit.record(entry);
     };
     try {
