@@ -1,3 +1,5 @@
+import { normalizeAddress } from '../../store/suppressions.js';
+
 /**
  * Intercom contact ids for a campaign's recipients, found a page at a time.
  *
@@ -35,10 +37,6 @@ export interface ContactLookupOptions {
   now?: () => number;
 }
 
-export function normaliseEmail(email: string): string {
-  return email.trim().toLowerCase();
-}
-
 export class IntercomContactLookup {
   private readonly entries = new Map<string, Entry>();
   private pending = new Set<string>();
@@ -62,13 +60,13 @@ export class IntercomContactLookup {
 
   /** Starts the searches for these emails now, except those already known or being looked up. */
   prefetch(emails: string[]): void {
-    for (const e of emails) if (!this.fresh(normaliseEmail(e))) this.pending.add(normaliseEmail(e));
+    for (const key of emails.map(normalizeAddress)) if (!this.fresh(key)) this.pending.add(key);
     this.flush();
   }
 
   /** The contact for one email: from a search made or under way, else from the next one (this turn's lookups share it). */
   lookup(email: string): Promise<ContactRef> {
-    const key = normaliseEmail(email);
+    const key = normalizeAddress(email);
     const known = this.fresh(key);
     if (known) return known.value;
     this.pending.add(key);

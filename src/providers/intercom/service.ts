@@ -1,6 +1,7 @@
 import { IntercomClient, IntercomError } from 'intercom-client';
 import { invalidInput, ToolError } from '../../result.js';
 import type { ProviderDeps } from '../deps.js';
+import { normalizeAddress } from '../../store/suppressions.js';
 
 /** A recipient as the tools name one: exactly one of these. */
 export interface RecipientSpec {
@@ -61,11 +62,6 @@ export function existingIdFromConflict(message: string | undefined): string | un
   return /id=([A-Za-z0-9]+)/.exec(message ?? '')?.[1];
 }
 
-/** Emails as Intercom compares them, and as we compare a search result with the recipient we meant. */
-export function normaliseEmail(email: string): string {
-  return email.trim().toLowerCase();
-}
-
 /** Emails per `IN` search: with a lead beside each user, a search's matches still fit one page. */
 const EMAILS_PER_SEARCH = 50;
 const SEARCH_PAGE_SIZE = 150; // Intercom's maximum per_page
@@ -79,7 +75,7 @@ const MAX_PAGES_PER_SEARCH = 5;
  * ambiguous, a conflict: guessing could message the wrong person. undefined: nobody has it.
  */
 function chooseContact(hits: SdkContact[], field: 'email' | 'external_id', value: string): IntercomContact | ToolError | undefined {
-  const same = hits.filter((c) => (field === 'email' ? normaliseEmail(c.email ?? '') === normaliseEmail(value) : c.external_id === value));
+  const same = hits.filter((c) => (field === 'email' ? normalizeAddress(c.email ?? '') === normalizeAddress(value) : c.external_id === value));
   const users = same.filter((c) => c.role !== 'lead');
   const candidates = users.length ? users : same;
   if (candidates.length > 1) {
@@ -184,7 +180,7 @@ export class IntercomService {
    * given (not_found, or conflict when several users share it). A failed search rejects as a whole.
    */
   async resolveEmails(emails: string[]): Promise<Map<string, IntercomContact | ToolError>> {
-    const wanted = [...new Set(emails.map(normaliseEmail))];
+    const wanted = [...new Set(emails.map(normalizeAddress))];
     const hits = new Map<string, SdkContact[]>(wanted.map((e) => [e, []]));
     for (let i = 0; i < wanted.length; i += EMAILS_PER_SEARCH) {
       const chunk = wanted.slice(i, i + EMAILS_PER_SEARCH);
@@ -196,7 +192,7 @@ export class IntercomService {
             o,
           ),
         );
-        for (const c of page.data as SdkContact[]) hits.get(normaliseEmail(c.email ?? ''))?.push(c);
+        for (const c of page.data as SdkContact[]) hits.get(normalizeAddress(c.email ?? ''))?.push(c);
         startingAfter = (page.response as { pages?: { next?: { starting_after?: string } } }).pages?.next?.starting_after ?? undefined;
         if (!startingAfter) break;
       }
