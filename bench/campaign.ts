@@ -4,9 +4,9 @@
  * Every case runs against a provider stand-in in its own process (bench/stand-in-process.ts) that
  * enforces a fixed-window limit, once with clock-aligned windows and once with anchored ones (a window
  * starts at the first request after the previous one ended), 20 ms latency, server defaults otherwise.
- * The server runs in this process (in-memory MCP), so process.cpuUsage() is the server's (and the MCP
- * client's, which only confirms and polls); the multi-instance case runs three processes of the built
- * binary (dist/cli.js) on one PostgreSQL database and reads their CPU from /proc.
+ * The server is the built binary (dist/cli.js) spawned over stdio, and its CPU is read from /proc (user
+ * and kernel), so the bench's own client and polling are not counted; the multi-instance case runs
+ * three such processes on one PostgreSQL database.
  *
  * Cases (a name or a prefix selects; none runs all):
  *   email-unbatched       email, 2,000 recipients, 100/1 s, CAMPAIGN_EMAIL_BATCHING=false (one request a message)
@@ -34,11 +34,11 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { createPostgresDatabase, postgresUnavailableReason } from '../test/helpers/databases.js';
-import { DIST_CLI, startInMemory, startStdio, tempDataDir } from '../test/helpers/mcp.js';
+import { DIST_CLI, startStdio, tempDataDir } from '../test/helpers/mcp.js';
 import type { RateWindowStyle } from '../test/stand-ins/rate-window.js';
 import { StandInClient } from './stand-in-client.js';
 import type { StandInMark, StandInStats } from './stand-in-process.js';
-import { fmt, line, withPeakMemory } from './util.js';
+import { fmt, line } from './util.js';
 
 const LATENCY_MS = 20;
 const SG_KEY = 'SG.bench-campaign';
@@ -225,6 +225,8 @@ interface Measured {
   totals: Record<string, number>;
   waiting: Record<string, number>;
   cpuMs: number;
+  /** Of cpuMs, the part in user space (the rest is the kernel's: syscalls, network). */
+  cpuUserMs?: number;
   peakRssMiB: number;
   stats: StandInStats;
 }
@@ -280,12 +282,18 @@ function report(name: string, style: RateWindowStyle, lim: Limit, m: Measured, e
   line('  idle gaps ≥100 ms: count, total s, longest ms', `${tl.gaps}, ${fmt(tl.idleS, 2)}, ${tl.maxGapMs}`);
   line('  requests in flight at the stand-in: max, mean', `${tl.maxInFlight}, ${fmt(tl.meanInFlight, 1)}`);
   if (Object.keys(m.waiting).length) line('  waiting_by_reason seen (max)', JSON.stringify(m.waiting));
-  line('  server CPU ms per message / peak RSS MiB', `${fmt(row.cpuMsPerMsg, 3)} / ${fmt(m.peakRssMiB, 1)}`);
+  const split = m.cpuUserMs === undefined ? '' : ` (user ${fmt(m.cpuUserMs / Math.max(1, messages), 3)}, kernel ${fmt((m.cpuMs - m.cpuUserMs) / Math.max(1, messages), 3)})`;
+  line('  server CPU ms per message / peak RSS MiB', `${fmt(row.cpuMsPerMsg, 3)}${split} / ${fmt(m.peakRssMiB, 1)}`);
   for (const e of extra) process.stdout.write(`  ${e}\n`);
 }
 
-/** One in-process server against one stand-in; `run` gets the MCP call and measures with `measure`. */
-async function inProcess(
+/**
+ * One server (the built binary, spawned over stdio as a client runs it) against one stand-in; `run`
+ * gets the MCP call and measures with `measure`. The server's CPU is read from /proc, so nothing of
+ * the bench (its MCP client, its polling) is counted as the server's. BENCH_SERVER_NODE_ARGS go to the
+ * server's node (e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`: a profile of the server alone).
+ */
+async function oneServer(
   provider: 'sendgrid' | 'intercom',
   style: RateWindowStyle,
   lim: Limit,
@@ -295,7 +303,9 @@ async function inProcess(
 ): Promise<void> {
   const data = tempDataDir('csmcp-bench-');
   const standIn = await StandInClient.start({ provider, key: provider === 'sendgrid' ? SG_KEY : IC_TOKEN, rateLimit: { ...lim, style }, latencyMs: LATENCY_MS });
-  const h = await startInMemory(serverEnv(data.dir, standIn, provider, env));
+  const nodeArgs = process.env.BENCH_SERVER_NODE_ARGS?.split(' ').filter(Boolean);
+  const h = await startStdio(serverEnv(data.dir, standIn, provider, env), { nodeArgs });
+  const pid = h.pid!;
   try {
     if (provider === 'intercom') await standIn.seed(Array.from({ length: audience }, (_, i) => email(i)));
     const csv = audienceCsv(data.dir, audience);
@@ -303,11 +313,11 @@ async function inProcess(
     if (imported.isError) throw new Error(JSON.stringify(imported.structuredContent).slice(0, 600));
     await run(h.call as Call, csv, async (work) => {
       const mark: StandInMark = await standIn.mark();
-      const cpu0 = process.cpuUsage();
-      const mem = await withPeakMemory(work);
-      const cpu = process.cpuUsage(cpu0);
+      const cpu0 = procCpu(pid);
+      const result = await work();
+      const cpu = procCpu(pid);
       const stats = await standIn.stats(mark);
-      return { ...mem.result, cpuMs: (cpu.user + cpu.system) / 1000, peakRssMiB: mem.peakRssMiB, stats };
+      return { ...result, cpuMs: cpu.total - cpu0.total, cpuUserMs: cpu.user - cpu0.user, peakRssMiB: procPeakRssMiB(pid), stats };
     });
   } finally {
     await h.close();
@@ -318,7 +328,7 @@ async function inProcess(
 
 async function emailCase(name: string, style: RateWindowStyle, lim: Limit, n: number, batched: boolean, extraEnv: Record<string, string> = {}): Promise<void> {
   const env = { ...(batched ? {} : { CAMPAIGN_EMAIL_BATCHING: 'false' }), ...extraEnv };
-  await inProcess('sendgrid', style, lim, n, env, async (call, _csv, measure) => {
+  await oneServer('sendgrid', style, lim, n, env, async (call, _csv, measure) => {
     const args = campaignArgs('email', n);
     const token = await preview(call, args);
     const m = await measure(() => confirmAndWait(call, args, token));
@@ -327,7 +337,7 @@ async function emailCase(name: string, style: RateWindowStyle, lim: Limit, n: nu
 }
 
 async function intercomCase(name: string, style: RateWindowStyle, lim: Limit, n: number, second: boolean): Promise<void> {
-  await inProcess('intercom', style, lim, n, {}, async (call, _csv, measure) => {
+  await oneServer('intercom', style, lim, n, {}, async (call, _csv, measure) => {
     const first = campaignArgs('intercom_inapp', n, 'First');
     const t1 = await preview(call, first);
     report(`${name} (first: search + message)`, style, lim, await measure(() => confirmAndWait(call, first, t1)), n);
@@ -340,12 +350,15 @@ async function intercomCase(name: string, style: RateWindowStyle, lim: Limit, n:
 
 // ---- several instances ------------------------------------------------------------------------
 
-/** utime + stime of a process, in ms (from /proc/<pid>/stat; clock ticks are 1/100 s on Linux). */
-function procCpuMs(pid: number): number {
+/** utime and stime of a process, in ms (from /proc/<pid>/stat; clock ticks are 1/100 s on Linux). */
+function procCpu(pid: number): { user: number; total: number } {
   const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) * 10; // fields 14 and 15 of the full line
+  const user = Number(fields[11]) * 10; // fields 14 and 15 of the full line
+  return { user, total: user + Number(fields[12]) * 10 };
 }
+
+const procCpuMs = (pid: number) => procCpu(pid).total;
 
 /** Peak RSS of a process so far (VmHWM), in MiB. */
 function procPeakRssMiB(pid: number): number {

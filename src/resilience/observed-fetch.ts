@@ -1,6 +1,7 @@
 import type { Logger } from '../log.js';
 import { ToolError, type ProviderName } from '../result.js';
 import { networkError } from './http-errors.js';
+import { leanFetch } from './lean-fetch.js';
 import type { RateBudget } from './rate-budget.js';
 import { currentRequestHook } from './request-hooks.js';
 
@@ -70,7 +71,7 @@ export interface ObservedFetchOptions {
  * rate-limit headers, and turns transport failures into classified ToolErrors.
  */
 export function createObservedFetch(opts: ObservedFetchOptions): ObservedFetch {
-  const baseFetch = opts.baseFetch ?? globalThis.fetch;
+  const baseFetch = opts.baseFetch ?? leanFetch;
   return async (input: string | URL | Request, init?: RequestInit, given?: AttemptRecord): Promise<Response> => {
     const record = given ?? attemptOf(init);
     const callerSignal = init?.signal ?? undefined;

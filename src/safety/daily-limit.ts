@@ -25,18 +25,21 @@ export class DailySendLimit {
     return this.limit > 0;
   }
 
-  /** Takes `n` places today, all or none. Run it inside the transaction that commits the send. */
+  /**
+   * Takes `n` places today, all or none. Run it inside the transaction that commits the send. One
+   * statement: the day's row is created with `n` or raised by `n`, only while that stays within the limit.
+   */
   async reserve(db: Kysely<Database>, n: number, now = Date.now()): Promise<Reservation> {
     const day = utcDay(now);
     if (!this.enabled || n <= 0) return { ok: true, day };
-    await db.insertInto('send_counters').values({ day, sent: 0 }).onConflict((oc) => oc.column('day').doNothing()).execute();
-    const r = await db
-      .updateTable('send_counters')
-      .set({ sent: sql`sent + ${n}` })
-      .where('day', '=', day)
-      .where(sql<boolean>`sent + ${n} <= ${this.limit}`)
-      .executeTakeFirst();
-    if (Number(r.numUpdatedRows) === 1) return { ok: true, day };
+    if (n <= this.limit) {
+      const r = await db
+        .insertInto('send_counters')
+        .values({ day, sent: n })
+        .onConflict((oc) => oc.column('day').doUpdateSet({ sent: sql`send_counters.sent + ${n}` }).where(sql<boolean>`send_counters.sent + ${n} <= ${this.limit}`))
+        .executeTakeFirst();
+      if (Number(r.numInsertedOrUpdatedRows ?? 0) === 1) return { ok: true, day };
+    }
     const used = await this.used(db, now);
     return { ok: false, day, remaining: Math.max(0, this.limit - used), resetsAt: nextUtcDay(now) };
   }

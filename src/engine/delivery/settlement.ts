@@ -29,8 +29,9 @@ const LONGEST_RETRY_MS = 2_000;
 
 /**
  * Settles delivered rows in groups: one transaction writes the final state of every row settled in
- * the last few milliseconds and their timeline entries. A message costs one short statement instead
- * of a transaction of its own, and the delivery slot is free as soon as the provider has answered.
+ * the last 50 ms (or 200 rows) and their timeline entries; at 100 messages a second one commit serves
+ * five. A message costs one short statement instead of a transaction of its own, and the delivery slot
+ * is free as soon as the provider has answered.
  *
  * A group that cannot be written (the database failed) is retried, backing off from 50 ms to 2 s, for
  * up to `retryForMs` (30 s); meanwhile its rows stay `sending` under this holder's renewed lease. If it
@@ -50,7 +51,7 @@ export class SettlementWriter {
     private readonly timeline: TimelineRepository,
     private readonly port: SettlementPort,
     private readonly log: Logger,
-    private readonly opts: SettlementOptions = { maxBatch: 200, delayMs: 5 },
+    private readonly opts: SettlementOptions = { maxBatch: 200, delayMs: 50 },
   ) {}
 
   settle(row: OutboxRow, outcome: DeliveryOutcome): void {
