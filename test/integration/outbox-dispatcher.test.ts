@@ -407,6 +407,33 @@ describe.each(dialects)('OutboxDispatcher on %s', (dialect) => {
     expect(port.sent).toHaveLength(1);
   });
 
+  it('admissions that arrive while one is written are decided together in one transaction, each by its own rules; a failed one sends none', async () => {
+    await seed(db, 8);
+    const admission = new SendAdmission(repo, new DailySendLimit(5), { perDay: 1, perWeek: 3, kinds: ['automation'] });
+    const rows = await repo.claim('me', 8, [], 60_000);
+    expect(rows).toHaveLength(8);
+    // One contact unsubscribes before the admissions: the group still decides it by its own rules.
+    await db.updateTable('contacts').set({ unsubscribed: 1 }).where('contact_id', '=', rows[7]!.contact_id).execute();
+    const transactions = vi.spyOn(db, 'transaction');
+    const decisions = await Promise.all(rows.map((r) => admission.admit(r, 'me', 60_000)));
+    // The first is decided at once; the seven that arrived meanwhile, together.
+    expect(transactions).toHaveBeenCalledTimes(2);
+    transactions.mockRestore();
+    expect(decisions.map((d) => d.kind)).toEqual(['send', 'send', 'send', 'send', 'send', 'defer', 'defer', 'skip']);
+    expect((await states()).sending).toBe(5);
+
+    // A group whose transaction fails: every request in it is refused, and no row is marked sending.
+    await db.deleteFrom('send_counters').execute();
+    await seed(db, 2, 'cmp_two');
+    const more = await repo.claim('me', 8, [], 60_000);
+    expect(more).toHaveLength(2);
+    const sendingBefore = (await states()).sending;
+    faults.fail(/^update "outbox" set "state" = \S+, "attempts" = attempts \+ 1/, 2);
+    const failed = await Promise.allSettled(more.slice(0, 2).map((r) => admission.admit(r, 'me', 60_000)));
+    expect(failed.map((f) => f.status)).toEqual(['rejected', 'rejected']);
+    expect((await states()).sending).toBe(sendingBefore);
+  });
+
   it('sleeps while only an open circuit holds back the work: few claim passes until its trial time, then delivers', async () => {
     await seed(db, 5);
     const reopensAt = Date.now() + 1500;

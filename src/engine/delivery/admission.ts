@@ -48,7 +48,21 @@ class Together {
   }
 }
 
+/** Most rows decided in one transaction (a batched request's rows are never split). */
+const MAX_GROUP_ROWS = 1000;
+
+interface WaitingAdmission {
+  rows: OutboxRow[];
+  owner: string;
+  leaseMs: number;
+  resolve: (d: Admission[]) => void;
+  reject: (err: unknown) => void;
+}
+
 export class SendAdmission {
+  private readonly waiting: WaitingAdmission[] = [];
+  private deciding = false;
+
   constructor(
     private readonly repo: OutboxRepository,
     private readonly dailyLimit: DailySendLimit,
@@ -75,15 +89,59 @@ export class SendAdmission {
   }
 
   /** The authoritative check: in one transaction, decide and (if sending) take a daily place and mark the row `sending`. */
-  async admit(row: OutboxRow, owner: string, leaseMs: number, now = Date.now()): Promise<Admission> {
-    return (await this.admitMany([row], owner, leaseMs, now))[0]!;
+  async admit(row: OutboxRow, owner: string, leaseMs: number): Promise<Admission> {
+    return (await this.admitMany([row], owner, leaseMs))[0]!;
   }
 
   /**
    * `admit` for rows that go out in one request (a batched send): one transaction decides every row,
    * takes as many daily places as are left for them, and marks the admitted rows `sending`.
+   *
+   * Group commit: requests that arrive while a decision is being written wait for it and are then
+   * decided together, in one transaction. The first request never waits; under load (many deliveries
+   * a second) one commit serves many. A failed transaction fails every request in it, before any of
+   * them is sent.
    */
-  async admitMany(rows: OutboxRow[], owner: string, leaseMs: number, now = Date.now()): Promise<Admission[]> {
+  admitMany(rows: OutboxRow[], owner: string, leaseMs: number): Promise<Admission[]> {
+    return new Promise((resolve, reject) => {
+      this.waiting.push({ rows, owner, leaseMs, resolve, reject });
+      if (!this.deciding) void this.decideWaiting();
+    });
+  }
+
+  private async decideWaiting(): Promise<void> {
+    this.deciding = true;
+    try {
+      while (this.waiting.length) {
+        // One group: the requests of one holder, in arrival order, up to MAX_GROUP_ROWS rows.
+        const { owner, leaseMs } = this.waiting[0]!;
+        const group: WaitingAdmission[] = [];
+        let size = 0;
+        for (let i = 0; i < this.waiting.length && size < MAX_GROUP_ROWS; ) {
+          const w = this.waiting[i]!;
+          if (w.owner === owner && w.leaseMs === leaseMs && (group.length === 0 || size + w.rows.length <= MAX_GROUP_ROWS)) {
+            group.push(...this.waiting.splice(i, 1));
+            size += w.rows.length;
+          } else i += 1;
+        }
+        try {
+          const decisions = await this.decide(group.flatMap((w) => w.rows), owner, leaseMs, Date.now());
+          let at = 0;
+          for (const w of group) {
+            w.resolve(decisions.slice(at, at + w.rows.length));
+            at += w.rows.length;
+          }
+        } catch (err) {
+          for (const w of group) w.reject(err);
+        }
+      }
+    } finally {
+      this.deciding = false;
+    }
+  }
+
+  /** Decides `rows` (of one or several requests) in one transaction. */
+  private async decide(rows: OutboxRow[], owner: string, leaseMs: number, now: number): Promise<Admission[]> {
     return this.repo.db.transaction().execute(async (trx) => {
       const capped = [...new Set(rows.filter((r) => parsePolicy(r)?.frequency_cap).map((r) => r.contact_id))].sort();
       if (this.repo.dialect === 'postgres') {
