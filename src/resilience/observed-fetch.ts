@@ -3,7 +3,7 @@ import { ToolError, type ProviderName } from '../result.js';
 import { networkError } from './http-errors.js';
 import { leanFetch } from './lean-fetch.js';
 import type { RateBudget } from './rate-budget.js';
-import { currentRequestHook } from './request-hooks.js';
+import type { RequestHook } from './request-hooks.js';
 
 /**
  * What the transport saw during one attempt. SDKs (intercom-client) swallow transport errors and
@@ -13,6 +13,8 @@ import { currentRequestHook } from './request-hooks.js';
 export interface AttemptRecord {
   response?: { status: number; headers: Headers };
   error?: ToolError;
+  /** The send's hook: run after pacing, right before the request is written. */
+  beforeSend?: RequestHook;
 }
 
 /**
@@ -27,8 +29,8 @@ const openAttempts = new Map<string, AttemptRecord>();
 let attemptSeq = 0;
 
 /** Runs one attempt with a fresh record, findable by its id while it runs. */
-export async function withAttemptRecord<T>(fn: (record: AttemptRecord, id: string) => Promise<T>): Promise<T> {
-  const record: AttemptRecord = {};
+export async function withAttemptRecord<T>(fn: (record: AttemptRecord, id: string) => Promise<T>, beforeSend?: RequestHook): Promise<T> {
+  const record: AttemptRecord = beforeSend ? { beforeSend } : {};
   const id = String(++attemptSeq);
   openAttempts.set(id, record);
   try {
@@ -76,7 +78,7 @@ export function createObservedFetch(opts: ObservedFetchOptions): ObservedFetch {
     const record = given ?? attemptOf(init);
     const callerSignal = init?.signal ?? undefined;
     const sentAt = await opts.budget.acquire(callerSignal);
-    const hook = currentRequestHook();
+    const hook = record?.beforeSend;
     if (hook) {
       try {
         await hook(); // the outbox's point of no return, right before the request is written

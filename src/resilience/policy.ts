@@ -14,7 +14,7 @@ import {
 import type { ResilienceConfig } from '../config.js';
 import type { Logger } from '../log.js';
 import { PROVIDER_LABEL, ToolError, type ProviderName } from '../result.js';
-import { callerRetries } from './request-hooks.js';
+import type { RequestHook } from './request-hooks.js';
 
 export interface CallOptions {
   /** Short name of the operation, for logs. */
@@ -25,6 +25,8 @@ export interface CallOptions {
    */
   idempotent: boolean;
   signal?: AbortSignal;
+  /** Runs right before the request is written (request-hooks.ts); the caller then owns the retries. */
+  beforeSend?: RequestHook;
 }
 
 export type CircuitStateName = 'closed' | 'open' | 'half_open' | 'isolated';
@@ -137,7 +139,7 @@ export class ProviderPolicy {
    * and HTTP failures before they get here).
    */
   async execute<T>(opts: CallOptions, attempt: (ctx: { attempt: number; signal?: AbortSignal }) => Promise<T>): Promise<T> {
-    const policy = callerRetries() ? this.noRetry : opts.idempotent ? this.retryIdempotent : this.retrySend;
+    const policy = opts.beforeSend ? this.noRetry : opts.idempotent ? this.retryIdempotent : this.retrySend;
     // With a caller's signal: a signal of this call's own. Without one, the attempts get no signal at all:
     // cockatiel would hand every call the same never-aborted signal, and SDKs that attach abort
     // listeners to it (intercom-client does) would leak them forever; nor is a controller that can

@@ -93,7 +93,7 @@ export class ProviderRuntime {
         } catch (e) {
           throw this.classify(e, record, opts.describeError);
         }
-      }),
+      }, opts.beforeSend),
     );
   }
 

@@ -14,7 +14,7 @@ import type { MessagePolicy } from '../../src/engine/delivery/message.js';
 import { SettlementWriter, type SettlementPort } from '../../src/engine/delivery/settlement.js';
 import { DailySendLimit } from '../../src/safety/daily-limit.js';
 import type { TimelineInput } from '../../src/store/timeline.js';
-import { runRequestHook } from '../../src/resilience/request-hooks.js';
+import type { RequestHook } from '../../src/resilience/request-hooks.js';
 import { ToolError } from '../../src/result.js';
 import type { Database as Schema } from '../../src/store/schema.js';
 
@@ -67,12 +67,12 @@ class FakePort implements DeliveryPort, SettlementPort {
   delayMs = 2;
   private attempts = new Map<string, number>();
 
-  async prepare(row: OutboxRow): Promise<() => Promise<DeliveryReceipt>> {
-    return async () => {
+  async prepare(row: OutboxRow): Promise<(beforeSend: RequestHook) => Promise<DeliveryReceipt>> {
+    return async (beforeSend) => {
       this.concurrent += 1;
       this.maxConcurrent = Math.max(this.maxConcurrent, this.concurrent);
       try {
-        await runRequestHook(); // what the observed fetch does right before writing the request
+        await beforeSend(); // what the observed fetch does right before writing the request
         const n = (this.attempts.get(row.idempotency_key) ?? 0) + 1;
         this.attempts.set(row.idempotency_key, n);
         await new Promise((r) => setTimeout(r, this.delayMs));
@@ -101,10 +101,10 @@ class FakePort implements DeliveryPort, SettlementPort {
     return this.batching ? row.source_id : undefined;
   }
 
-  async prepareBatch(rows: OutboxRow[]): Promise<() => Promise<DeliveryReceipt>> {
+  async prepareBatch(rows: OutboxRow[]): Promise<(beforeSend: RequestHook) => Promise<DeliveryReceipt>> {
     await this.beforeBatchSend?.(rows);
-    return async () => {
-      await runRequestHook();
+    return async (beforeSend) => {
+      await beforeSend();
       this.requests.push(rows.map((r) => r.idempotency_key));
       this.sent.push(...rows.map((r) => r.idempotency_key));
       return { provider_message_id: `batch-${this.requests.length}` };

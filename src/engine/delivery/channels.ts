@@ -1,5 +1,6 @@
 import type { Logger } from '../../log.js';
 import type { ProviderRuntime } from '../../resilience/provider-runtime.js';
+import type { RequestHook, SendCall } from '../../resilience/request-hooks.js';
 import { BATCH_BODY_BYTES } from '../../providers/sendgrid/service.js';
 import type { ProviderName } from '../../result.js';
 import type { Store } from '../../store/index.js';
@@ -24,10 +25,11 @@ export interface EmailSender {
     track_opens?: boolean;
     track_clicks?: boolean;
     marketing?: boolean;
-  }): Promise<{ message_id?: string }>;
+  }, call?: SendCall): Promise<{ message_id?: string }>;
   sendBatch(
     messages: Array<{ to: { email: string; name?: string }; subject: string; text: string; html?: string; custom_args?: Record<string, string> }>,
     opts: { from?: { email: string; name?: string }; categories?: string[]; track_opens?: boolean; track_clicks?: boolean; marketing?: boolean },
+    call?: SendCall,
   ): Promise<{ message_id: string }>;
 }
 
@@ -44,7 +46,7 @@ export interface IntercomMessenger {
     subject?: string;
     body: string;
     from_admin_id: string;
-  }): Promise<{ message_id: string }>;
+  }, call?: SendCall): Promise<{ message_id: string }>;
   trackEvent(ev: { contact_id: string; event_name: string; created_at?: number; metadata?: Record<string, unknown> }): Promise<void>;
 }
 
@@ -87,11 +89,11 @@ export class ChannelDelivery implements DeliveryPort, SettlementPort {
     if (emails.length) this.contacts.prefetch(emails);
   }
 
-  async prepare(row: OutboxRow, p: MessageContent): Promise<() => Promise<DeliveryReceipt>> {
+  async prepare(row: OutboxRow, p: MessageContent): Promise<(beforeSend: RequestHook) => Promise<DeliveryReceipt>> {
     const meta = parseMeta(row);
     const channel = row.channel as Channel;
     if (channel === 'email') {
-      return async () => {
+      return async (beforeSend) => {
         const r = await this.deps.email.sendMessage({
           to: { email: p.to_email, name: p.to_name },
           subject: p.subject,
@@ -103,7 +105,7 @@ export class ChannelDelivery implements DeliveryPort, SettlementPort {
           track_opens: meta.track_opens,
           track_clicks: meta.track_clicks,
           marketing: true,
-        });
+        }, { beforeSend });
         return { provider_message_id: r.message_id };
       };
     }
@@ -116,14 +118,14 @@ export class ChannelDelivery implements DeliveryPort, SettlementPort {
           ? await this.deps.intercom.resolveContact({ contact_id: p.intercom_contact_id })
           : await this.contacts.lookup(p.to_email);
     const adminId = await this.deps.intercom.defaultAdminId();
-    return async () => {
+    return async (beforeSend) => {
       const r = await this.deps.intercom.sendMessage({
         to: { id: contact.id, type: contact.role },
         message_type: channel === 'intercom_inapp' ? 'inapp' : 'email',
         subject: channel === 'intercom_inapp' ? undefined : p.subject,
         body: p.html ?? textToHtml(p.text),
         from_admin_id: adminId,
-      });
+      }, { beforeSend });
       return { provider_message_id: r.message_id, intercom_contact: contact };
     };
   }
@@ -142,21 +144,21 @@ export class ChannelDelivery implements DeliveryPort, SettlementPort {
   }
 
   /** One request for the rows of one batch key: every recipient gets their own personalization. */
-  async prepareBatch(rows: OutboxRow[]): Promise<() => Promise<DeliveryReceipt>> {
+  async prepareBatch(rows: OutboxRow[]): Promise<(beforeSend: RequestHook) => Promise<DeliveryReceipt>> {
     const first = parseContent(rows[0]!);
     const meta = parseMeta(rows[0]!);
     const messages = rows.map((r) => {
       const p = parseContent(r);
       return { to: { email: p.to_email, ...(p.to_name ? { name: p.to_name } : {}) }, subject: p.subject, text: p.text, html: p.html, custom_args: parseMeta(r).custom_args };
     });
-    return async () => {
+    return async (beforeSend) => {
       const r = await this.deps.email.sendBatch(messages, {
         from: first.from_email ? { email: first.from_email, name: first.from_name } : undefined,
         categories: meta.category ? [meta.category] : undefined,
         track_opens: meta.track_opens,
         track_clicks: meta.track_clicks,
         marketing: true,
-      });
+      }, { beforeSend });
       return { provider_message_id: r.message_id };
     };
   }

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from '../../log.js';
-import { withRequestHook } from '../../resilience/request-hooks.js';
+import type { RequestHook } from '../../resilience/request-hooks.js';
 import { retryLater, ToolError } from '../../result.js';
 import { WorkLoop } from '../work-loop.js';
 import type { Admission, SendAdmission } from './admission.js';
@@ -21,15 +21,16 @@ export type DeliveryOutcome =
 /** What the dispatcher needs from the providers; implemented in channels.ts. */
 export interface DeliveryPort {
   /**
-   * Does the lookups a delivery needs (recipient, sender) and returns the send itself. Only the send
-   * runs under the request hook, so a failed lookup never leaves a row in doubt. Throws ToolError.
+   * Does the lookups a delivery needs (recipient, sender) and returns the send itself. The send hands
+   * `beforeSend` to its one provider request (request-hooks.ts), so a failed lookup never leaves a row
+   * in doubt. Throws ToolError.
    */
-  prepare(row: OutboxRow, content: MessageContent): Promise<() => Promise<DeliveryReceipt>>;
+  prepare(row: OutboxRow, content: MessageContent): Promise<(beforeSend: RequestHook) => Promise<DeliveryReceipt>>;
   /** Whether this row needs a lookup before its send (then the cheap checks run first, to spare it). */
   needsLookup(row: OutboxRow): boolean;
   /** Rows with the same key may go out in one request (prepareBatch); undefined: alone. */
   batchKey(row: OutboxRow): string | undefined;
-  prepareBatch(rows: OutboxRow[]): Promise<() => Promise<DeliveryReceipt>>;
+  prepareBatch(rows: OutboxRow[]): Promise<(beforeSend: RequestHook) => Promise<DeliveryReceipt>>;
   /** Rows just claimed: lookups they will need may start now, together (Intercom contacts a page at a time). */
   prefetch?(rows: OutboxRow[]): void;
 }
@@ -271,7 +272,7 @@ export class OutboxDispatcher {
         if (pre.kind !== 'send') throw new NotAdmitted(pre);
       }
       const send = await port.prepare(row, parseContent(row));
-      const receipt = await withRequestHook(async () => {
+      const receipt = await send(async () => {
         if (placeDay !== undefined) throw new ToolError('provider_error', 'internal: a delivery attempted a second request');
         const decision = await admission.admit(row, this.owner, leaseMs);
         if (decision.kind !== 'send') {
@@ -279,7 +280,7 @@ export class OutboxDispatcher {
           throw new NotAdmitted(decision);
         }
         placeDay = decision.day;
-      }, send);
+      });
       if (placeDay === undefined) throw new ToolError('provider_error', 'internal: the delivery sent no request');
       settlements.settle(row, { state: 'sent', receipt });
     } catch (e) {
@@ -322,7 +323,7 @@ export class OutboxDispatcher {
     let shrank = false;
     try {
       const send = await port.prepareBatch(go);
-      const receipt = await withRequestHook(async () => {
+      const receipt = await send(async () => {
         if (marked.length || shrank) throw new ToolError('provider_error', 'internal: a delivery attempted a second request');
         const decisions = await admission.admitMany(go, this.owner, leaseMs);
         for (let i = 0; i < go.length; i++) {
@@ -336,7 +337,7 @@ export class OutboxDispatcher {
           }
         }
         if (shrank) throw new ToolError('provider_error', 'internal: the batch shrank at the last moment; its request was not sent');
-      }, send);
+      });
       for (const row of marked) settlements.settle(row, { state: 'sent', receipt });
     } catch (e) {
       const err = e instanceof ToolError ? e : new ToolError('provider_error', `Delivery failed unexpectedly: ${e instanceof Error ? e.message : String(e)}`);

@@ -1,6 +1,7 @@
 import { IntercomClient, IntercomError } from 'intercom-client';
 import { invalidInput, ToolError } from '../../result.js';
 import type { ProviderDeps } from '../deps.js';
+import type { SendCall } from '../../resilience/request-hooks.js';
 import { normalizeAddress } from '../../store/suppressions.js';
 
 /** A recipient as the tools name one: exactly one of these. */
@@ -141,9 +142,10 @@ export class IntercomService {
     operation: string,
     idempotent: boolean,
     fn: (opts: { maxRetries: 0; abortSignal?: AbortSignal; headers: Record<string, string> }) => Promise<T>,
+    send: SendCall = {},
   ): Promise<T> {
     // The attempt header lets the runtime's fetch, which the SDK calls, record what this attempt saw.
-    return this.deps.runtime.call({ operation, idempotent, describeError: describeIntercomError }, ({ signal, attemptHeaders }) =>
+    return this.deps.runtime.call({ operation, idempotent, describeError: describeIntercomError, beforeSend: send.beforeSend }, ({ signal, attemptHeaders }) =>
       fn({ maxRetries: 0, abortSignal: signal, headers: attemptHeaders }),
     );
   }
@@ -230,7 +232,7 @@ export class IntercomService {
     body: string;
     from_admin_id: string;
     template?: 'plain' | 'personal';
-  }): Promise<{ message_id: string }> {
+  }, send?: SendCall): Promise<{ message_id: string }> {
     const request = {
       message_type: msg.message_type,
       body: msg.body,
@@ -240,7 +242,7 @@ export class IntercomService {
       ...(msg.message_type === 'email' ? { subject: msg.subject ?? '', template: msg.template ?? 'plain' } : msg.subject ? { subject: msg.subject } : {}),
       ...(msg.message_type === 'inapp' && msg.template ? { template: msg.template } : {}),
     };
-    const created = await this.call('send_message', false, (o) => this.client.messages.create(request as never, o));
+    const created = await this.call('send_message', false, (o) => this.client.messages.create(request as never, o), send);
     return { message_id: String((created as { id?: string }).id ?? '') };
   }
 

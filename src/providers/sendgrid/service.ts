@@ -1,6 +1,7 @@
 import { httpStatusError } from '../../resilience/http-errors.js';
 import { invalidInput, ToolError } from '../../result.js';
 import { emailProblem } from '../../validation.js';
+import type { SendCall } from '../../resilience/request-hooks.js';
 import type { ProviderDeps } from '../deps.js';
 
 /**
@@ -75,10 +76,16 @@ export class SendGridService {
     return this.deps.config.sendgrid;
   }
 
-  private async request(operation: string, idempotent: boolean, path: string, init: { method: string; body?: unknown; query?: Record<string, string | string[]> }): Promise<Response> {
+  private async request(
+    operation: string,
+    idempotent: boolean,
+    path: string,
+    init: { method: string; body?: unknown; query?: Record<string, string | string[]> },
+    call: SendCall = {},
+  ): Promise<Response> {
     const url = new URL(`${this.cfg.baseUrl}${path}`);
     for (const [k, v] of Object.entries(init.query ?? {})) for (const item of Array.isArray(v) ? v : [v]) url.searchParams.append(k, item);
-    return this.deps.runtime.call({ operation, idempotent }, async ({ signal, fetch }) => {
+    return this.deps.runtime.call({ operation, idempotent, beforeSend: call.beforeSend }, async ({ signal, fetch }) => {
       const res = await fetch(url, {
         method: init.method,
         headers: { Authorization: `Bearer ${this.cfg.apiKey}`, 'Content-Type': 'application/json', Accept: 'application/json' },
@@ -145,8 +152,8 @@ export class SendGridService {
     };
   }
 
-  private async postMail(body: Record<string, unknown>): Promise<string> {
-    const res = await this.request('mail_send', false, '/v3/mail/send', { method: 'POST', body });
+  private async postMail(body: Record<string, unknown>, call?: SendCall): Promise<string> {
+    const res = await this.request('mail_send', false, '/v3/mail/send', { method: 'POST', body }, call);
     await res.body?.cancel().catch(() => undefined); // 202 with an empty body
     return res.headers.get('x-message-id') ?? '';
   }
@@ -155,12 +162,12 @@ export class SendGridService {
    * One email, the same content to every address in `to`. Each address is its own personalization, so
    * no recipient sees another's address, unless `shared` asks for one message with everyone in To.
    */
-  async sendEmail(to: Address[], content: MailContent, opts: MailOptions = {}, shared = false): Promise<{ message_id: string; accepted: number }> {
+  async sendEmail(to: Address[], content: MailContent, opts: MailOptions = {}, shared = false, call?: SendCall): Promise<{ message_id: string; accepted: number }> {
     this.deps.runtime.requireConfigured();
     const unique = this.checkRecipients(to, content, opts);
     const personalizations = shared ? [{ to: unique }] : unique.map((a) => ({ to: [a] }));
     const body = { personalizations, ...this.envelope(content, opts) };
-    return { message_id: await this.postMail(body), accepted: unique.length };
+    return { message_id: await this.postMail(body, call), accepted: unique.length };
   }
 
   /** Validates the addresses, content and options of a send before anything leaves; returns the distinct addresses. */
@@ -185,6 +192,7 @@ export class SendGridService {
   async sendBatch(
     messages: Array<{ to: Address; subject: string; text: string; html?: string; custom_args?: Record<string, string> }>,
     opts: MailOptions & { from?: Address },
+    call?: SendCall,
   ): Promise<{ message_id: string }> {
     this.deps.runtime.requireConfigured();
     const withHtml = messages.some((m) => m.html !== undefined);
@@ -196,13 +204,13 @@ export class SendGridService {
       ...(m.custom_args ? { custom_args: m.custom_args } : {}),
     }));
     const { subject: _shared, ...rest } = envelope as Record<string, unknown>;
-    return { message_id: await this.postMail({ personalizations, ...rest }) };
+    return { message_id: await this.postMail({ personalizations, ...rest }, call) };
   }
 
   /** One personalized message to one person: what the campaign engine sends. */
-  async sendMessage(msg: { to: Address; subject: string; text?: string; html?: string; from?: Address } & MailOptions): Promise<{ message_id: string }> {
+  async sendMessage(msg: { to: Address; subject: string; text?: string; html?: string; from?: Address } & MailOptions, call?: SendCall): Promise<{ message_id: string }> {
     const { to, subject, text, html, ...opts } = msg;
-    const r = await this.sendEmail([to], { subject, text, html }, opts);
+    const r = await this.sendEmail([to], { subject, text, html }, opts, false, call);
     return { message_id: r.message_id };
   }
 
