@@ -1,0 +1,69 @@
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { leanFetch } from '../../src/resilience/lean-fetch.js';
+
+/** What the server saw of the last request. */
+let seen: { method?: string; headers: IncomingMessage['headers']; body: string } = { headers: {}, body: '' };
+let server: Server;
+let base: string;
+
+beforeAll(async () => {
+  server = createServer((req, res) => {
+    let body = '';
+    req.on('data', (d) => (body += String(d)));
+    req.on('end', () => {
+      seen = { method: req.method, headers: req.headers, body };
+      if (req.url === '/empty') {
+        res.writeHead(204, { 'x-message-id': 'm-1' }).end();
+      } else if (req.url === '/slow') {
+        setTimeout(() => res.end('late'), 5_000).unref();
+      } else {
+        res.setHeader('set-cookie', ['a=1', 'b=2']);
+        res.writeHead(429, { 'content-type': 'application/json', 'retry-after': '3' }).end(JSON.stringify({ errors: [{ message: 'slow down' }] }));
+      }
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+});
+afterAll(() => new Promise<void>((r) => server.close(() => r())));
+
+describe('leanFetch (provider calls over undici request)', () => {
+  it('sends method, headers and a string body as fetch would, and answers a standard Response', async () => {
+    const res = await leanFetch(`${base}/mail`, { method: 'post', headers: { Authorization: 'Bearer k', 'Content-Type': 'application/json' }, body: '{"a":1}' });
+    expect(seen).toMatchObject({ method: 'POST', body: '{"a":1}' });
+    expect(seen.headers).toMatchObject({ authorization: 'Bearer k', 'content-type': 'application/json' });
+    expect(res).toBeInstanceOf(Response);
+    expect(res.status).toBe(429);
+    expect(res.ok).toBe(false);
+    expect(res.headers.get('retry-after')).toBe('3');
+    expect(res.headers.getSetCookie()).toEqual(['a=1', 'b=2']);
+    expect(await res.json()).toEqual({ errors: [{ message: 'slow down' }] });
+  });
+
+  it('takes Headers and header lists, and answers a bodiless status with a null body', async () => {
+    const res = await leanFetch(new URL(`${base}/empty`), { method: 'POST', headers: new Headers({ 'X-One': '1' }), body: new TextEncoder().encode('bytes') });
+    expect(seen.headers['x-one']).toBe('1');
+    expect(seen.body).toBe('bytes');
+    expect(res.status).toBe(204);
+    expect(res.body).toBeNull();
+    expect(res.headers.get('x-message-id')).toBe('m-1');
+    await leanFetch(`${base}/empty`, { headers: [['X-Two', '2']] });
+    expect(seen).toMatchObject({ method: 'GET' });
+    expect(seen.headers['x-two']).toBe('2');
+  });
+
+  it('stops when its signal aborts', async () => {
+    const controller = new AbortController();
+    const pending = leanFetch(`${base}/slow`, { signal: controller.signal });
+    setTimeout(() => controller.abort(new Error('timed out')), 20);
+    await expect(pending).rejects.toThrow();
+  });
+
+  it('hands bodies it does not send itself (forms, streams) to the global fetch', async () => {
+    await leanFetch(`${base}/mail`, { method: 'POST', body: new URLSearchParams({ q: 'x y' }) });
+    expect(seen.body).toBe('q=x+y');
+    expect(seen.headers['content-type']).toContain('application/x-www-form-urlencoded');
+  });
+});
