@@ -18,7 +18,12 @@ export interface Person {
   email?: string;
   /** Access-token lifetime in seconds (default 600). */
   ttlS?: number;
+  /** Issue opaque access tokens (checked by introspection) instead of JWTs. */
+  opaque?: boolean;
 }
+
+/** The resource server's own client at the issuer, for token introspection (RFC 7662). */
+export const INTROSPECTOR = 'cs-mcp-server';
 
 export const PERSON_SECRET = 'a-client-secret-long-enough-for-the-provider-0123456789';
 
@@ -46,7 +51,7 @@ export async function startIssuer(people: Person[]): Promise<TestIssuer> {
   const build = async () => {
     generation += 1;
     const provider = new Provider(issuer, {
-      clients: people.map((p) => ({
+      clients: [...people, { id: INTROSPECTOR, scope: 'openid' }].map((p) => ({
         client_id: p.id,
         client_secret: PERSON_SECRET,
         grant_types: ['client_credentials'],
@@ -61,7 +66,8 @@ export async function startIssuer(people: Person[]): Promise<TestIssuer> {
       features: {
         devInteractions: { enabled: false },
         clientCredentials: { enabled: true },
-        introspection: { enabled: true },
+        // Only this server's own client may ask about tokens.
+        introspection: { enabled: true, allowedPolicy: (_ctx: unknown, client: { clientId: string }) => client.clientId === INTROSPECTOR },
         resourceIndicators: {
           enabled: true,
           defaultResource: () => undefined as unknown as string,
@@ -70,7 +76,7 @@ export async function startIssuer(people: Person[]): Promise<TestIssuer> {
             scope: 'cs:read cs:write cs:send cs:admin',
             audience: resource,
             accessTokenTTL: byId.get(client.clientId)?.ttlS ?? 600,
-            accessTokenFormat: 'jwt',
+            accessTokenFormat: byId.get(client.clientId)?.opaque ? 'opaque' : 'jwt',
             jwt: { sign: { alg: 'RS256' } },
           }),
         },

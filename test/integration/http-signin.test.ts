@@ -5,7 +5,7 @@ import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/
 import { decodeProtectedHeader } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DIST_CLI, standInEnv, tempDataDir, testEnv } from '../helpers/mcp.js';
-import { startIssuer, type TestIssuer } from '../helpers/oauth-issuer.js';
+import { INTROSPECTOR, PERSON_SECRET, startIssuer, type TestIssuer } from '../helpers/oauth-issuer.js';
 import { until } from '../helpers/until.js';
 import { startSendGridStandIn, type SendGridStandIn } from '../stand-ins/sendgrid.js';
 
@@ -22,6 +22,7 @@ const PEOPLE = [
   { id: 'lead2', scope: 'cs:read cs:write cs:send', name: 'Kim Other', email: 'kim@ourco.test' },
   { id: 'admin', scope: 'cs:read cs:write cs:send cs:admin', email: 'ops@ourco.test' },
   { id: 'brief', scope: 'cs:read', ttlS: 1 },
+  { id: 'opaque', scope: 'cs:read cs:write', email: 'op@ourco.test', opaque: true },
 ];
 
 function freePort(): Promise<number> {
@@ -90,6 +91,9 @@ describe('sign-in (OAuth 2.1 resource server) over HTTP', () => {
         MCP_OAUTH_ISSUER: issuer.issuer,
         MCP_OAUTH_JWKS_COOLDOWN_MS: '0',
         MCP_OAUTH_CLOCK_TOLERANCE_S: '0',
+        MCP_OAUTH_INTROSPECTION_URL: `${issuer.issuer}/token/introspection`,
+        MCP_OAUTH_CLIENT_ID: INTROSPECTOR,
+        MCP_OAUTH_CLIENT_SECRET: PERSON_SECRET,
       },
       stdio: ['ignore', 'ignore', 'pipe'],
     });
@@ -143,6 +147,24 @@ describe('sign-in (OAuth 2.1 resource server) over HTTP', () => {
     const [h, p] = tokens.lead!.split('.');
     const forged = `${h}.${Buffer.from(JSON.stringify({ ...JSON.parse(Buffer.from(p!, 'base64url').toString()), scope: 'cs:admin' })).toString('base64url')}.${tokens.lead!.split('.')[2]}`;
     expect((await raw(forged, INIT)).status).toBe(401);
+  });
+
+  it('accepts an opaque token through introspection, with its scopes and person; refuses an unknown one', async () => {
+    const opaque = await issuer.token('opaque', url);
+    expect(opaque.split('.')).toHaveLength(1);
+    const c = await connect(opaque);
+    const names = (await c.listTools()).tools.map((t) => t.name);
+    expect(names).toContain('register_client');
+    expect(names).not.toContain('sendgrid_send_email');
+    expect((await call(c, 'register_client', { client_id: 'opaque-co', name: 'Opaque Co' })).structuredContent.success).toBe(true);
+    const entry = (await call(await as('admin'), 'get_audit_log', { tool: 'register_client' })).structuredContent.entries[0];
+    expect(entry.actor).toBe('op@ourco.test (opaque)');
+    const unknown = await raw('not-a-token-the-issuer-knows', INIT);
+    expect(unknown.status).toBe(401);
+    expect(unknown.text).toMatch(/not active/);
+    // An opaque token for another resource is refused too.
+    const other = await issuer.token('opaque', 'http://127.0.0.1:9/other-mcp');
+    expect((await raw(other, INIT)).status).toBe(401);
   });
 
   it('picks up a rotated signing key (a new kid)', async () => {
