@@ -34,6 +34,37 @@ function freePort(): Promise<number> {
   });
 }
 
+interface SignedInServer {
+  child: ChildProcess;
+  url: string;
+  stderr(): string;
+}
+
+const introspection = (issuer: string) => ({ MCP_OAUTH_INTROSPECTION_URL: `${issuer}/token/introspection`, MCP_OAUTH_CLIENT_ID: INTROSPECTOR, MCP_OAUTH_CLIENT_SECRET: PERSON_SECRET });
+
+/** `node dist/cli.js --http` with sign-in against `issuer`, on a free port named as its public URL. */
+async function startSignedInServer(issuer: string, env: Record<string, string>, dataDir: string): Promise<SignedInServer> {
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}/mcp`;
+  const child = spawn(process.execPath, [DIST_CLI, '--http'], {
+    env: {
+      PATH: process.env.PATH ?? '',
+      HOME: process.env.HOME ?? '',
+      ...testEnv({ LOG_LEVEL: 'info', ...env }, dataDir),
+      MCP_HTTP_PORT: String(port),
+      MCP_HTTP_PUBLIC_URL: url,
+      MCP_OAUTH_ISSUER: issuer,
+      MCP_OAUTH_JWKS_COOLDOWN_MS: '0',
+      MCP_OAUTH_CLOCK_TOLERANCE_S: '0',
+    },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr!.on('data', (d) => (stderr += String(d)));
+  await until(() => /serving MCP \(Streamable HTTP\)/.test(stderr), { message: `server start (stderr: ${stderr})`, timeoutMs: 30_000 });
+  return { child, url, stderr: () => stderr };
+}
+
 const INIT = { jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'raw', version: '1' } } };
 const HEADERS = { 'Content-Type': 'application/json', Accept: 'application/json, text/event-stream' };
 
@@ -42,9 +73,9 @@ describe('sign-in (OAuth 2.1 resource server) over HTTP', () => {
   let issuer: TestIssuer;
   let foreign: TestIssuer;
   let sg: SendGridStandIn;
-  let child: ChildProcess;
-  let stderr = '';
+  let server: SignedInServer;
   let url = '';
+  const stderr = () => server.stderr();
   const tokens: Record<string, string> = {};
   const clients: Client[] = [];
 
@@ -79,33 +110,14 @@ describe('sign-in (OAuth 2.1 resource server) over HTTP', () => {
     issuer = await startIssuer(PEOPLE);
     foreign = await startIssuer([{ id: 'lead', scope: 'cs:read cs:write cs:send' }]);
     sg = await startSendGridStandIn({ apiKey: SG_KEY });
-    const port = await freePort();
-    const publicUrl = `http://127.0.0.1:${port}/mcp`;
-    child = spawn(process.execPath, [DIST_CLI, '--http'], {
-      env: {
-        PATH: process.env.PATH ?? '',
-        HOME: process.env.HOME ?? '',
-        ...testEnv({ ...standInEnv({ sendgrid: { url: sg.url, apiKey: SG_KEY } }), LOG_LEVEL: 'info' }, data.dir),
-        MCP_HTTP_PORT: String(port),
-        MCP_HTTP_PUBLIC_URL: publicUrl,
-        MCP_OAUTH_ISSUER: issuer.issuer,
-        MCP_OAUTH_JWKS_COOLDOWN_MS: '0',
-        MCP_OAUTH_CLOCK_TOLERANCE_S: '0',
-        MCP_OAUTH_INTROSPECTION_URL: `${issuer.issuer}/token/introspection`,
-        MCP_OAUTH_CLIENT_ID: INTROSPECTOR,
-        MCP_OAUTH_CLIENT_SECRET: PERSON_SECRET,
-      },
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    child.stderr!.on('data', (d) => (stderr += String(d)));
-    await until(() => /serving MCP \(Streamable HTTP\)/.test(stderr), { message: `server start (stderr: ${stderr})`, timeoutMs: 30_000 });
-    url = publicUrl;
+    server = await startSignedInServer(issuer.issuer, { ...standInEnv({ sendgrid: { url: sg.url, apiKey: SG_KEY } }), ...introspection(issuer.issuer) }, data.dir);
+    url = server.url;
     for (const p of PEOPLE) if (p.id !== 'brief') tokens[p.id] = await issuer.token(p.id, url);
   }, 60_000);
 
   afterAll(async () => {
     await Promise.all(clients.map((c) => c.close().catch(() => undefined)));
-    child?.kill('SIGTERM');
+    server?.child.kill('SIGTERM');
     await Promise.all([issuer?.close(), foreign?.close(), sg?.stop()]);
     data.cleanup();
   });
@@ -126,7 +138,7 @@ describe('sign-in (OAuth 2.1 resource server) over HTTP', () => {
     // A token from that issuer, for this resource, is accepted.
     expect((await raw(tokens.reader, INIT)).status).toBe(200);
     // Nothing of the token reaches the logs.
-    expect(stderr).not.toContain(tokens.reader!.split('.')[2]);
+    expect(stderr()).not.toContain(tokens.reader!.split('.')[2]);
   });
 
   it('refuses a token for another resource, one from a foreign issuer, an expired one and a forged one, each with 401', async () => {
@@ -278,5 +290,39 @@ describe('sign-in (OAuth 2.1 resource server) over HTTP', () => {
     current = await issuer.token('lead', url, 'cs:read cs:write');
     await expect(c.callTool({ name: 'cancel_campaign', arguments: { campaign_id: 'cmp_none' } })).rejects.toThrow(/needs the cs:send scope/);
     expect((await c.listTools()).tools.some((t) => t.name === 'cancel_campaign')).toBe(false);
+  });
+});
+
+describe('sign-in in stateless mode (any replica answers any request)', () => {
+  const data = tempDataDir();
+  let issuer: TestIssuer;
+  let server: SignedInServer;
+  afterAll(async () => {
+    server?.child.kill('SIGTERM');
+    await issuer?.close();
+    data.cleanup();
+  });
+
+  it('lists per role and records the person, with no session kept', async () => {
+    issuer = await startIssuer([
+      { id: 'reader', scope: 'cs:read' },
+      { id: 'csm', scope: 'cs:read cs:write', name: 'Cara Smith' },
+    ]);
+    server = await startSignedInServer(issuer.issuer, { MCP_HTTP_STATELESS: 'true' }, data.dir);
+    const connect = async (person: string) => {
+      const client = new Client({ name: 'stateless-test', version: '1.0.0' });
+      await client.connect(new StreamableHTTPClientTransport(new URL(server.url), { requestInit: { headers: { Authorization: `Bearer ${await issuer.token(person, server.url)}` } } }));
+      return client;
+    };
+    const reader = await connect('reader');
+    const csm = await connect('csm');
+    const readerTools = (await reader.listTools()).tools.map((t) => t.name);
+    expect(readerTools).toContain('list_clients');
+    expect(readerTools).not.toContain('register_client');
+    const r = (await csm.callTool({ name: 'register_client', arguments: { client_id: 'acme', name: 'Acme' } })) as { structuredContent: Record<string, any> };
+    expect(r.structuredContent.success).toBe(true);
+    const t = (await reader.callTool({ name: 'get_client_timeline', arguments: { client_id: 'acme' } })) as { structuredContent: Record<string, any> };
+    expect(t.structuredContent.entries[0].actor).toBe('Cara Smith (csm)');
+    await Promise.all([reader.close(), csm.close()]);
   });
 });
