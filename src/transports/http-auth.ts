@@ -5,6 +5,7 @@ import type { OAuthTokenVerifier } from '@modelcontextprotocol/sdk/server/auth/p
 import { getOAuthProtectedResourceMetadataUrl } from '@modelcontextprotocol/sdk/server/auth/router.js';
 import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js';
 import express, { type NextFunction, type Request, type RequestHandler, type Response } from 'express';
+import { LRUCache } from 'lru-cache';
 import { createRemoteJWKSet, decodeJwt, errors as joseErrors, jwtVerify, type JWTPayload } from 'jose';
 import type { OAuthConfig } from '../config.js';
 import type { Logger } from '../log.js';
@@ -179,10 +180,35 @@ export class IssuerTokenVerifier implements OAuthTokenVerifier {
 export interface SignIn {
   /** RFC 9728 metadata (mount before the Origin check: web clients fetch it from other origins). */
   metadata: RequestHandler;
-  /** Verifies the token of every /mcp request (before its body is read). */
-  authenticate: RequestHandler;
+  /** Verifies the token of every /mcp request (before its body is read), and keeps each session to the person who started it. */
+  authenticate: RequestHandler[];
   /** After the body is parsed: refuses a tool call the token's scopes do not allow, with the step-up 403. */
   stepUp: RequestHandler;
+}
+
+/**
+ * A session belongs to the person who started it: a request of another subject naming its
+ * Mcp-Session-Id (a leaked or guessed id) gets the protocol's "session not found" and starts its own.
+ * Each call is judged by its own token anyway; this keeps one person's server→client stream
+ * (notifications, elicitation) from another. The first signed-in request naming a session (the
+ * initializing client's own next request: only it has learnt the id) claims it; owners are remembered
+ * as long as a session can live.
+ */
+function sessionOwners(http: { maxSessions: number; sessionIdleMs: number }): RequestHandler {
+  const owners = new LRUCache<string, string>({ max: http.maxSessions * 2, ttl: http.sessionIdleMs, updateAgeOnGet: true });
+  return (req, res, next) => {
+    const subject = (req.auth?.extra?.who as TokenSubject | undefined)?.subject;
+    const id = req.headers['mcp-session-id'];
+    if (typeof id === 'string' && subject !== undefined) {
+      const owner = owners.get(id);
+      if (owner === undefined) owners.set(id, subject);
+      else if (owner !== subject) {
+        res.status(404).json({ jsonrpc: '2.0', error: { code: -32001, message: 'Session not found for this sign-in: it was started by another person. Start your own session with an initialize request without Mcp-Session-Id.' }, id: null });
+        return;
+      }
+    }
+    next();
+  };
 }
 
 export function createSignIn(services: Services, cfg: OAuthConfig): SignIn {
@@ -226,7 +252,10 @@ export function createSignIn(services: Services, cfg: OAuthConfig): SignIn {
 
   return {
     metadata,
-    authenticate: requireBearerAuth({ verifier: new IssuerTokenVerifier(cfg, log), requiredScopes: cfg.requiredScopes, resourceMetadataUrl: metadataUrl }),
+    authenticate: [
+      requireBearerAuth({ verifier: new IssuerTokenVerifier(cfg, log), requiredScopes: cfg.requiredScopes, resourceMetadataUrl: metadataUrl }),
+      sessionOwners(services.config.http),
+    ],
     stepUp,
   };
 }

@@ -283,6 +283,17 @@ describe('sign-in (OAuth 2.1 resource server) over HTTP', () => {
     expect(status.structuredContent.campaign.created_by).toBe('Kim Other <kim@ourco.test> (lead2)');
   });
 
+  it("keeps a session to the person who started it: another person's token naming it gets 404", async () => {
+    const init = await raw(tokens.lead, INIT);
+    expect(init.session).toBeTruthy();
+    expect((await raw(tokens.lead, { jsonrpc: '2.0', method: 'notifications/initialized' }, init.session)).status).toBe(202);
+    const list = { jsonrpc: '2.0', id: 2, method: 'tools/list', params: {} };
+    const other = await raw(tokens.lead2, list, init.session);
+    expect(other.status).toBe(404);
+    expect(other.text).toMatch(/started by another person/);
+    expect((await raw(await issuer.token('lead', url), list, init.session)).status).toBe(200); // the same person, a fresh token
+  });
+
   it('checks every call against the token of that request: a scope lost mid-session is refused', async () => {
     let current = tokens.lead!;
     const c = await connect(() => current);
