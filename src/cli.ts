@@ -199,7 +199,7 @@ async function main(argv: string[]): Promise<void> {
     for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => stop(sig, running.close));
     process.stderr.write(
       `\n${SERVER_NAME} ${SERVER_VERSION} is serving MCP (Streamable HTTP) at ${running.url}\n` +
-        `Connect a client to that URL${config.http.token ? ' with the header "Authorization: Bearer <MCP_HTTP_TOKEN>"' : ''}, e.g.\n` +
+        `Connect a client to that URL${config.http.token ? ' with the header "Authorization: Bearer <MCP_HTTP_TOKEN>"' : ''}${config.http.oauth ? ` (sign-in: tokens of ${config.http.oauth.issuer} for ${config.http.oauth.resource})` : ''}, e.g.\n` +
         `  npx @modelcontextprotocol/inspector  (transport: Streamable HTTP, URL above)\n` +
         `  claude mcp add --transport http customer-success ${running.url}\n` +
         `Data: ${config.database.kind === 'sqlite' ? config.database.file : 'PostgreSQL (DATABASE_URL)'}. Press Ctrl+C to stop.\n\n`,

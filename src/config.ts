@@ -63,6 +63,17 @@ const envSchema = z.object({
   MCP_HTTP_MAX_SESSIONS: int(100, 1, 10_000),
   MCP_HTTP_SESSION_IDLE_MS: int(30 * 60_000, 50, 7 * 86_400_000),
   MCP_HTTP_STATELESS: bool(false),
+  MCP_HTTP_PUBLIC_URL: optionalString,
+  MCP_OAUTH_ISSUER: optionalString,
+  MCP_OAUTH_AUDIENCE: optionalString,
+  MCP_OAUTH_REQUIRED_SCOPES: optionalString,
+  MCP_OAUTH_JWKS_URL: optionalString,
+  MCP_OAUTH_INTROSPECTION_URL: optionalString,
+  MCP_OAUTH_CLIENT_ID: optionalString,
+  MCP_OAUTH_CLIENT_SECRET: optionalString,
+  MCP_OAUTH_JWKS_CACHE_MS: int(10 * 60_000, 1_000, 86_400_000),
+  MCP_OAUTH_JWKS_COOLDOWN_MS: int(30_000, 0, 3_600_000),
+  MCP_OAUTH_CLOCK_TOLERANCE_S: int(30, 0, 300),
   MCP_MAX_REQUEST_BYTES: int(DEFAULT_MAX_REQUEST_BYTES, 1024 * 1024, 512 * 1024 * 1024),
   CS_MCP_ALLOW_CUSTOM_PROVIDER_HOSTS: bool(false),
 
@@ -195,6 +206,10 @@ export interface Config {
     maxSessions: number;
     sessionIdleMs: number;
     stateless: boolean;
+    /** The /mcp URL clients use (behind a proxy or load balancer: its address, not the bind address). */
+    publicUrl?: string;
+    /** Sign-in (OAuth 2.1 resource server): only this issuer's access tokens are accepted. */
+    oauth?: OAuthConfig;
   };
   /** Largest MCP request accepted, in bytes (an HTTP body or one stdio line). */
   maxRequestBytes: number;
@@ -311,6 +326,76 @@ export interface AutomationsConfig {
   intercomTicketTypeId?: string;
 }
 
+export interface OAuthConfig {
+  issuer: string;
+  /** The `aud` a token must carry (RFC 8707): this server's canonical URL, or the API identifier the issuer uses for it. */
+  audience: string;
+  /** The protected resource (RFC 9728 `resource`): MCP_HTTP_PUBLIC_URL. */
+  resource: string;
+  /** Scopes every request's token must carry, besides the one each tool needs. */
+  requiredScopes: string[];
+  /** Where the keys are; discovered from the issuer's metadata when unset. */
+  jwksUrl?: string;
+  /** RFC 7662 introspection for opaque (non-JWT) tokens. */
+  introspection?: { url: string; clientId: string; clientSecret: string };
+  jwksCacheMs: number;
+  jwksCooldownMs: number;
+  clockToleranceS: number;
+}
+
+/** A URL that may carry a credential or a key: https, or http on a loopback host (a local issuer under test). */
+function secureUrl(name: string, value: string): string {
+  let u: URL;
+  try {
+    u = new URL(value);
+  } catch {
+    throw new ConfigError(`${name}=${JSON.stringify(value)}: not a URL.`);
+  }
+  const loopback = ['localhost', '127.0.0.1', '[::1]'].includes(u.hostname);
+  if (u.protocol !== 'https:' && !(u.protocol === 'http:' && loopback)) throw new ConfigError(`${name}=${JSON.stringify(value)}: must be https:// (http:// only on localhost).`);
+  if (u.hash || u.username || u.password) throw new ConfigError(`${name}: no fragment or credentials in the URL.`);
+  return value;
+}
+
+function oauthConfig(e: z.output<typeof envSchema>): OAuthConfig | undefined {
+  const set = ['MCP_OAUTH_AUDIENCE', 'MCP_OAUTH_REQUIRED_SCOPES', 'MCP_OAUTH_JWKS_URL', 'MCP_OAUTH_INTROSPECTION_URL', 'MCP_OAUTH_CLIENT_ID', 'MCP_OAUTH_CLIENT_SECRET'] as const;
+  if (!e.MCP_OAUTH_ISSUER) {
+    const orphan = set.filter((k) => e[k] !== undefined);
+    if (orphan.length) throw new ConfigError(`${orphan.join(', ')} set without MCP_OAUTH_ISSUER: set the issuer too (sign-in is off without it).`);
+    return undefined;
+  }
+  if (e.MCP_HTTP_TOKEN) {
+    throw new ConfigError(
+      'MCP_HTTP_TOKEN and MCP_OAUTH_ISSUER are both set: choose one. With an issuer every person signs in with their own token; ' +
+        'MCP_HTTP_TOKEN is the one shared token of a one-person set-up.',
+    );
+  }
+  if (!e.MCP_HTTP_PUBLIC_URL) {
+    throw new ConfigError(
+      'MCP_OAUTH_ISSUER needs MCP_HTTP_PUBLIC_URL: the /mcp URL clients use (e.g. https://mcp.example.com/mcp). It is the resource the ' +
+        'tokens are for and where clients find the sign-in metadata.',
+    );
+  }
+  const resource = secureUrl('MCP_HTTP_PUBLIC_URL', e.MCP_HTTP_PUBLIC_URL);
+  const introspection = e.MCP_OAUTH_INTROSPECTION_URL
+    ? { url: secureUrl('MCP_OAUTH_INTROSPECTION_URL', e.MCP_OAUTH_INTROSPECTION_URL), clientId: e.MCP_OAUTH_CLIENT_ID ?? '', clientSecret: e.MCP_OAUTH_CLIENT_SECRET ?? '' }
+    : undefined;
+  if (introspection && (!introspection.clientId || !introspection.clientSecret)) {
+    throw new ConfigError('MCP_OAUTH_INTROSPECTION_URL needs MCP_OAUTH_CLIENT_ID and MCP_OAUTH_CLIENT_SECRET (this server\'s own credentials at the issuer).');
+  }
+  return {
+    issuer: secureUrl('MCP_OAUTH_ISSUER', e.MCP_OAUTH_ISSUER),
+    audience: e.MCP_OAUTH_AUDIENCE ?? resource,
+    resource,
+    requiredScopes: (e.MCP_OAUTH_REQUIRED_SCOPES ?? '').split(/[\s,]+/).filter(Boolean),
+    jwksUrl: e.MCP_OAUTH_JWKS_URL ? secureUrl('MCP_OAUTH_JWKS_URL', e.MCP_OAUTH_JWKS_URL) : undefined,
+    introspection,
+    jwksCacheMs: e.MCP_OAUTH_JWKS_CACHE_MS,
+    jwksCooldownMs: e.MCP_OAUTH_JWKS_COOLDOWN_MS,
+    clockToleranceS: e.MCP_OAUTH_CLOCK_TOLERANCE_S,
+  };
+}
+
 export class ConfigError extends Error {
   override name = 'ConfigError';
 }
@@ -376,6 +461,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       maxSessions: e.MCP_HTTP_MAX_SESSIONS,
       sessionIdleMs: e.MCP_HTTP_SESSION_IDLE_MS,
       stateless: e.MCP_HTTP_STATELESS,
+      publicUrl: e.MCP_HTTP_PUBLIC_URL,
+      oauth: oauthConfig(e),
     },
     maxRequestBytes: e.MCP_MAX_REQUEST_BYTES,
     resilience: {
@@ -580,6 +667,7 @@ export function readSettingsFile(explicitPath: string | undefined, env: NodeJS.P
 export function configSecrets(config: Config): string[] {
   return [
     config.http.token,
+    config.http.oauth?.introspection?.clientSecret,
     config.intercom.accessToken,
     config.sendgrid.apiKey,
     config.mixpanel.projectToken,

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Kysely } from 'kysely';
-import { invalidInput } from '../result.js';
+import { invalidInput, ToolError } from '../result.js';
+import { currentActor } from '../safety/actor.js';
 import type { Database } from '../store/schema.js';
 
 /**
@@ -9,6 +10,9 @@ import type { Database } from '../store/schema.js';
  * the confirming call presents it, the tool recomputes, and only an unexpired, unused token whose
  * parts all match confirms. Consuming it is a conditional update inside the confirming transaction,
  * so two concurrent confirmations of one token create one thing.
+ *
+ * With sign-in a token is also bound to the person who previewed (the token's subject): another person
+ * presenting it is refused and given a preview of their own, so nobody's approval stands in for another's.
  */
 
 export type Fingerprint = Record<string, string>;
@@ -132,8 +136,9 @@ export async function twoPhase<C>(tokens: ConfirmationTokens, spec: TwoPhaseSpec
         `plus confirmation_token "${t.token}" before ${t.expires_at}.`,
     };
   };
-  // Every token is bound to the tool that issued it, besides what the tool binds.
-  const partsOf = (c: C): Fingerprint => ({ tool: spec.tool, ...spec.parts(c) });
+  // Every token is bound to the tool that issued it and (with sign-in) to the person it was issued to, besides what the tool binds.
+  const actor = currentActor();
+  const partsOf = (c: C): Fingerprint => ({ tool: spec.tool, ...(actor ? { actor: actor.subject } : {}), ...spec.parts(c) });
   const refuse = async (c: C, why: string) =>
     invalidInput(`${why} ${spec.nothingDone} Review the fresh preview in error.details.fresh_preview and confirm with its token.`, {
       field: 'confirmation_token',
@@ -148,6 +153,15 @@ export async function twoPhase<C>(tokens: ConfirmationTokens, spec: TwoPhaseSpec
     if (found.state === 'expired') throw await refuse(c, `That confirmation_token expired at ${found.record.expires_at}.`);
     if (tokens.changed(found.record, partsOf(c)).length) throw await refuse(c, `That confirmation_token was already used (${found.record.result_id}).`);
     return spec.replay(found.record.result_id!, c); // the same confirmation again (a retried call): nothing new
+  }
+  if (found.record.parts.actor !== actor?.subject) {
+    const c = await spec.compute(false);
+    throw new ToolError(
+      'forbidden',
+      `That confirmation_token was issued to another person's preview; it confirms nothing for you. ${spec.nothingDone} ` +
+        'Review your own preview in error.details.fresh_preview and confirm with its token.',
+      { details: { policy: 'actor', field: 'confirmation_token', fresh_preview: await issue(c) } },
+    );
   }
   const c = await spec.compute(true);
   let done: { id: string; result: Record<string, unknown> } | undefined;

@@ -19,14 +19,15 @@ import {
 import { z } from 'zod';
 import type { Logger } from '../log.js';
 import { fromZodError, toErrorBody, ToolError } from '../result.js';
-import { createApprover, supportsElicitation } from '../safety/approval.js';
+import { actorOf, runAs } from '../safety/actor.js';
+import { createApprover, supportsElicitation, type Approver } from '../safety/approval.js';
 import { scrubValue } from '../secrets.js';
 import type { Services } from '../services.js';
 import { TOO_DEEP, tooDeepAt } from '../validation.js';
 import { rejectUnsafeArguments } from './argument-guards.js';
 import { nearestKey, validKeysAt } from './unknown-keys.js';
 import { boundResultWithText, MAX_RESULT_BYTES } from './bound-result.js';
-import { successSchema, type AnyToolDefinition } from './tool.js';
+import { scopeFor, scopesOf, successSchema, type Actor, type AnyToolDefinition } from './tool.js';
 import { listedTool, type ListedTool } from './tool-listing.js';
 
 export { jsonSchema } from './tool-listing.js';
@@ -129,7 +130,13 @@ export function registerTools(
     return (await initialize(request)) as never;
   });
 
-  server.setRequestHandler(ListToolsRequestSchema, async () => ({ tools: (prebuilt ?? (await state()).listed) as ListToolsResult['tools'] }));
+  server.setRequestHandler(ListToolsRequestSchema, async (_request, extra) => {
+    // With sign-in, each request sees the tools its own token's scopes allow (stdio and MCP_HTTP_TOKEN: all).
+    if (!extra.authInfo) return { tools: (prebuilt ?? (await state()).listed) as ListToolsResult['tools'] };
+    const { tools, listed } = await state();
+    const granted = new Set(extra.authInfo.scopes);
+    return { tools: listed.filter((_, i) => scopesOf(tools[i]!).some((s) => granted.has(s))) as ListToolsResult['tools'] };
+  });
 
   server.setRequestHandler(CallToolRequestSchema, async (request, extra): Promise<CallToolResult> => {
     const ready = state();
@@ -141,19 +148,21 @@ export function registerTools(
     const logger = () => (toolLog ??= log.child({ tool: tool.name }));
     const progressToken = request.params._meta?.progressToken;
     const audit: Record<string, unknown> = {};
+    const actor = actorOf(extra.authInfo);
     // Approval asks the person through the client that made this call, on this call's own stream.
-    const approve = createApprover(approvalOptions, {
+    const approve = recordApproval(audit, actor, createApprover(approvalOptions, {
       capabilities: () => server.getClientCapabilities(),
       protocolVersion: () => negotiated,
       elicit: (message, requestedSchema, timeoutMs) =>
         extra.sendRequest({ method: 'elicitation/create', params: { message, requestedSchema } }, ElicitResultSchema, { timeout: timeoutMs, signal: extra.signal }),
-    });
+    }));
     const client = server.getClientVersion();
     const base = () => ({
       tool: tool.name,
       kind: tool.kind,
       client: { name: client?.name, version: client?.version },
       session_id: extra.sessionId ?? 'stdio',
+      actor: actor?.label,
       // A value nested too deep to walk is not stored (it was refused before use).
       arguments: tooDeepAt(request.params.arguments) === undefined ? (request.params.arguments ?? {}) : { refused: TOO_DEEP },
     });
@@ -168,13 +177,14 @@ export function registerTools(
       void services.audit.record(entry);
     };
     try {
-      const args = request.params.arguments ?? {};
+      if (extra.authInfo) checkScope(tool, request.params.arguments ?? {}, extra.authInfo.scopes);
+      const args = actor ? asActor(tool, request.params.arguments ?? {}, actor, audit) : (request.params.arguments ?? {});
       rejectUnsafeArguments(args, tool.name);
       const parsed = tool.input.safeParse(args);
       if (!parsed.success) throw fromZodError(parsed.error, `Invalid arguments for ${tool.name}`, (path, key) => nearestKey(key, validKeysAt(tool.input, args, path)));
       // Nothing reaches a customer unaudited: no intent in the audit log, no send.
       if (tool.kind === 'send') intentId = await services.audit.intent({ ...base(), details: {} });
-      const data = await tool.handle(parsed.data, {
+      const data = await runAs(actor, () => tool.handle(parsed.data, {
         services,
         get log() {
           return logger();
@@ -191,7 +201,8 @@ export function registerTools(
             .sendNotification({ method: 'notifications/progress', params: { progressToken, progress, total, message } })
             .catch(() => undefined); // progress is best-effort; a closed client must not fail the call
         },
-      });
+        actor,
+      }));
       const checked = strictOutput.get(tool.name)!.safeParse({ success: true, ...(data as object) });
       let result = checked.data as Record<string, unknown>;
       if (!checked.success) {
@@ -217,6 +228,49 @@ export function registerTools(
       return { content: [{ type: 'text', text }], structuredContent: structured, isError: true };
     }
   });
+}
+
+/**
+ * A call the token of ITS request does not allow (a scope lost mid-session, or a client that skipped
+ * the HTTP step-up answer): refused as `forbidden` (policy `scope`), naming the scope to sign in with.
+ */
+function checkScope(tool: AnyToolDefinition, args: Record<string, unknown>, granted: string[]): void {
+  const needed = scopeFor(tool, args);
+  if (granted.includes(needed)) return;
+  throw new ToolError(
+    'forbidden',
+    `${tool.name} needs the ${needed} scope, which your sign-in token does not carry (it has: ${granted.join(' ') || 'none'}). Nothing was done. ` +
+      `Ask your administrator for the role, or sign in again asking for ${needed}.`,
+    { details: { policy: 'scope', required_scope: needed } },
+  );
+}
+
+/** Arguments in which the model names who is acting: with sign-in the token says who, not the model. */
+const ACTOR_ARGUMENTS = ['actor', 'created_by'] as const;
+
+/**
+ * With sign-in, the signed-in person is the actor: an `actor` / `created_by` argument the model gave
+ * is replaced by the token's label (what it said is kept in the audit entry as `claimed_actor`).
+ */
+function asActor(tool: AnyToolDefinition, args: Record<string, unknown>, actor: Actor, audit: Record<string, unknown>): Record<string, unknown> {
+  const shape = (tool.input as unknown as { shape?: Record<string, unknown> }).shape ?? {};
+  const keys = ACTOR_ARGUMENTS.filter((k) => k in shape);
+  if (!keys.length) return args;
+  const out = { ...args };
+  for (const k of keys) {
+    if (args[k] !== undefined && args[k] !== actor.label) audit.claimed_actor = args[k];
+    out[k] = actor.label;
+  }
+  return out;
+}
+
+/** Every approval of the call lands in its audit entry: by whom (the signed-in person, when there is one) or by which policy. */
+function recordApproval(audit: Record<string, unknown>, actor: Actor | undefined, approve: Approver): Approver {
+  return async (req) => {
+    const approved = await approve(req);
+    audit.approved_by = approved.by === 'person' ? (actor ? `person: ${actor.label}` : 'person') : `policy (${approved.why})`;
+    return approved;
+  };
 }
 
 /**

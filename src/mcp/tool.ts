@@ -24,6 +24,29 @@ export type ToolKind = 'read' | 'write' | 'send' | 'destructive';
 export const TOOLSETS = ['intercom', 'sendgrid', 'mixpanel', 'roster', 'campaigns', 'automations', 'events', 'audit', 'status'] as const;
 export type Toolset = (typeof TOOLSETS)[number];
 
+/**
+ * Roles as OAuth scopes (sign-in, HTTP mode): each tool needs one. Without sign-in (stdio, MCP_HTTP_TOKEN)
+ * there are no scopes and every enabled tool is offered.
+ * - cs:read:  look-ups, lists, status.
+ * - cs:write: the roster, notes, tags, analytics, drafts and previews.
+ * - cs:send:  anything that reaches a customer (confirmations, direct sends, activating or running
+ *             automations) and what stops such sending (cancel, pause, archive).
+ * - cs:admin: consent overrides (resubscribing), server-local imports.
+ * Scopes do not imply each other: a role's token carries each scope it needs (a lead: read write send).
+ */
+export const SCOPES = ['cs:read', 'cs:write', 'cs:send', 'cs:admin'] as const;
+export type Scope = (typeof SCOPES)[number];
+
+/** Who made the call, from the access token of the request that carried it (sign-in only). */
+export interface Actor {
+  /** The token's `sub`. */
+  subject: string;
+  name?: string;
+  email?: string;
+  /** How it is recorded: "Name <email> (sub)", as much of it as the token gives. */
+  label: string;
+}
+
 export interface ToolContext {
   services: Services;
   log: Logger;
@@ -40,6 +63,8 @@ export interface ToolContext {
   progress(progress: number, total?: number, message?: string): Promise<void>;
   /** The client sent a progress token: it wants to follow long work as it happens. */
   progressRequested: boolean;
+  /** The signed-in person (HTTP with MCP_OAUTH_ISSUER); undefined otherwise. */
+  actor?: Actor;
 }
 
 export interface ToolDefinition<I extends z.ZodObject = z.ZodObject, O extends z.ZodRawShape = z.ZodRawShape> {
@@ -51,6 +76,12 @@ export interface ToolDefinition<I extends z.ZodObject = z.ZodObject, O extends z
   toolset: Toolset;
   /** Calling twice with the same input leaves the same state (writes only; reads always are). */
   idempotent?: boolean;
+  /**
+   * The scope a call needs, when it is not the kind's own (read → cs:read, write and destructive →
+   * cs:write, send → cs:send). An ArgumentScope when it depends on the arguments (a preview needs cs:write,
+   * its confirmation cs:send); it reads the raw arguments, before validation.
+   */
+  scope?: Scope | ArgumentScope;
   /** Talks to a provider outside this server (Intercom, SendGrid, Mixpanel). */
   openWorld: boolean;
   input: I;
@@ -66,6 +97,37 @@ export type AnyToolDefinition = ToolDefinition<any, any>;
 export function defineTool<I extends z.ZodObject, O extends z.ZodRawShape>(def: ToolDefinition<I, O>): ToolDefinition<I, O> {
   return def;
 }
+
+const KIND_SCOPE: Record<ToolKind, Scope> = { read: 'cs:read', write: 'cs:write', destructive: 'cs:write', send: 'cs:send' };
+
+/** A scope chosen by the call's arguments: `of` picks it; `any` lists every scope it can pick (for tools/list). */
+export interface ArgumentScope {
+  any: readonly Scope[];
+  of(args: Record<string, unknown>): Scope;
+}
+
+/** The scope this call of the tool needs (see SCOPES). */
+export function scopeFor(tool: Pick<AnyToolDefinition, 'kind' | 'scope'>, args: Record<string, unknown> = {}): Scope {
+  if (typeof tool.scope === 'object') return tool.scope.of(args);
+  return tool.scope ?? KIND_SCOPE[tool.kind];
+}
+
+/** Every scope some call of the tool may need: tools/list offers the tool to a token with any of them. */
+export function scopesOf(tool: Pick<AnyToolDefinition, 'kind' | 'scope'>): readonly Scope[] {
+  return typeof tool.scope === 'object' ? tool.scope.any : [scopeFor(tool)];
+}
+
+/** Two-phase tools: the preview (no confirmation_token) needs cs:write, the confirmation (it sends) cs:send. */
+export const PREVIEW_OR_SEND: ArgumentScope = {
+  any: ['cs:write', 'cs:send'],
+  of: (args) => (args.confirmation_token === undefined ? 'cs:write' : 'cs:send'),
+};
+
+/** Direct sends: cs:send; one that overrides an opt-out (override_consent) is a consent override: cs:admin. */
+export const SEND_OR_OVERRIDE: ArgumentScope = {
+  any: ['cs:send', 'cs:admin'],
+  of: (args) => (args.override_consent === undefined ? 'cs:send' : 'cs:admin'),
+};
 
 export function annotationsFor(tool: AnyToolDefinition) {
   return {

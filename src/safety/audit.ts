@@ -23,6 +23,8 @@ export interface AuditEntry {
   kind: string;
   client?: { name?: string; version?: string };
   session_id?: string;
+  /** The signed-in person (sign-in only). */
+  actor?: string;
   arguments: unknown;
   /** success, or the error code. */
   outcome: string;
@@ -40,6 +42,7 @@ export interface AuditRecord {
   client_name: string | null;
   client_version: string | null;
   session_id: string | null;
+  actor: string | null;
   arguments: unknown;
   outcome: string;
   message: string | null;
@@ -154,6 +157,7 @@ export class AuditLog {
       client_name: e.client?.name ?? null,
       client_version: e.client?.version ?? null,
       session_id: e.session_id ?? null,
+      actor: e.actor ?? null,
       arguments: args,
       outcome: e.outcome,
       message: e.message ? scrubValue(e.message).slice(0, 2000) : null,

@@ -182,7 +182,7 @@ export class DirectSendGuard {
     }
     if (blocked.length) spec.audit.consent_override = { reason: spec.override!.reason, contacts: blocked.slice(0, 20) };
     const examples = req.recipients.slice(0, 5).map((r) => r.email ?? r.user_id ?? r.intercom_contact_id ?? '?');
-    const approved = await spec.approve({
+    await spec.approve({
       ...req.approval,
       action: 'direct_send',
       recipients: n,
@@ -192,7 +192,6 @@ export class DirectSendGuard {
       ...(blocked.length ? { consent_override: `overrides the consent of ${blocked.join('; ')}` } : {}),
       written: [...(req.approval.written ?? []), ...(blocked.length ? [{ label: 'Reason given for the consent override', value: spec.override!.reason }] : [])],
     });
-    spec.audit.approved_by = approved.by === 'person' ? 'person' : `policy (${approved.why})`;
     const place = await dailyLimit.reserve(store.db, n);
     if (!place.ok) {
       throw new ToolError(

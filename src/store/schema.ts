@@ -145,6 +145,8 @@ export interface AuditLogTable {
   client_name: string | null;
   client_version: string | null;
   session_id: string | null;
+  /** The signed-in person (sign-in only): "Name <email> (sub)". */
+  actor: ColumnType<string | null, string | null | undefined, string | null>;
   /** JSON: the arguments, secrets scrubbed and bodies redacted per configuration. */
   arguments: string;
   /** success, or the error code. */
@@ -261,6 +263,8 @@ export interface WorkflowsTable {
   created_at: string;
   updated_at: string;
   activated_at: string | null;
+  /** Who activated it last (sign-in only). */
+  activated_by: ColumnType<string | null, string | null | undefined, string | null>;
   paused_at: string | null;
   archived_at: string | null;
   /** Customer events up to this id predate the (re)activation: they never trigger it. */

@@ -9,6 +9,7 @@ const entry = z.object({
   client_name: z.string().nullable(),
   client_version: z.string().nullable(),
   session_id: z.string().nullable(),
+  actor: z.string().nullable().describe('the signed-in person (sign-in only)'),
   arguments: z.unknown().describe('the call\'s arguments; secrets scrubbed, message bodies redacted unless CS_MCP_AUDIT_BODIES=full'),
   outcome: z.string().describe('success, or the error code'),
   message: z.string().nullable(),

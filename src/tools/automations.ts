@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { refineTriggerConditions, workflowInputShape } from '../engine/automations/definition.js';
-import { defineTool } from '../mcp/tool.js';
+import { defineTool, PREVIEW_OR_SEND } from '../mcp/tool.js';
 
 const workflowId = z.string().trim().min(4).max(64).describe('the id automate_communications returned, e.g. "wf_…"');
 const token = z.string().min(10).max(200).optional();
@@ -71,6 +71,7 @@ const workflowSummary = z.object({
   created_by: z.string().nullable(),
   created_at: z.string(),
   activated_at: z.string().nullable(),
+  activated_by: z.string().nullable(),
   paused_at: z.string().nullable(),
   pause_reason: z.string().nullable().describe('runaway: it paused itself over its action budget (AUTOMATION_MAX_ACTIONS_PER_…); null when a person paused it'),
   archived_at: z.string().nullable(),
@@ -93,6 +94,7 @@ export const automationTools = [
       'is_active: false saves a draft (nothing runs, no token needed). send_sms and schedule_meeting are not available. ' +
       'COST: an active workflow messages real customers with no one watching.',
     kind: 'send',
+    scope: PREVIEW_OR_SEND,
     toolset: 'automations',
     openWorld: true,
     input: z
@@ -166,6 +168,7 @@ export const automationTools = [
       'Stops a workflow: its trigger no longer enrols anyone, enrolled subjects stop before their next step, and its messages still queued for ' +
       'delivery are cancelled (the result counts them). Nothing already sent can be recalled. resume_workflow starts it again. Safe to call twice.',
     kind: 'destructive',
+    scope: 'cs:send',
     toolset: 'automations',
     idempotent: true,
     openWorld: false,
@@ -185,6 +188,7 @@ export const automationTools = [
       'messages per day) and returns a token; with the token it becomes active. Enrolled subjects continue; what happened while it was paused ' +
       'does not fire it. COST: an active workflow messages real customers.',
     kind: 'send',
+    scope: PREVIEW_OR_SEND,
     toolset: 'automations',
     openWorld: true,
     input: z.strictObject({ workflow_id: workflowId, confirmation_token: token }),
@@ -200,6 +204,7 @@ export const automationTools = [
       'Ends a workflow for good: no more enrolments, every enrolment in progress is cancelled, queued messages are cancelled. Its history and ' +
       'counts stay readable with get_workflow. Safe to call twice.',
     kind: 'destructive',
+    scope: 'cs:send',
     toolset: 'automations',
     idempotent: true,
     openWorld: false,
@@ -220,6 +225,7 @@ export const automationTools = [
       'confirmation_token it returns who would enter, rendered samples and a token; with the token they are enrolled (once per run) and go ' +
       'through every step, waits included. At most 1,000 per run. COST: messages real customers.',
     kind: 'send',
+    scope: PREVIEW_OR_SEND,
     toolset: 'automations',
     openWorld: true,
     input: z

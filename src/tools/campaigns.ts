@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { campaignRequestSchema } from '../engine/campaigns/request.js';
 import type { CampaignStatus } from '../engine/campaigns/service.js';
-import { defineTool } from '../mcp/tool.js';
+import { defineTool, PREVIEW_OR_SEND } from '../mcp/tool.js';
 
 const totals = z.object({
   queued: z.number(),
@@ -109,6 +109,7 @@ export const campaignTools = [
       '(content, audience, schedule) the token is refused with a fresh preview. Templates are Liquid over contact.*, client.*, sender.*, campaign.* ' +
       'and personalization_tokens, e.g. {{ contact.first_name | fallback: "there" }}. COST: the confirmed call messages real customers.',
     kind: 'send',
+    scope: PREVIEW_OR_SEND,
     toolset: 'campaigns',
     openWorld: true,
     input: campaignRequestSchema,
@@ -188,6 +189,7 @@ export const campaignTools = [
       'Stops every message of a campaign that has not been sent yet (queued or scheduled). Messages already sent cannot be recalled: the result ' +
       'says how many went, and how many were mid-send (those may still arrive). Safe to call twice.',
     kind: 'destructive',
+    scope: 'cs:send',
     toolset: 'campaigns',
     idempotent: true,
     openWorld: false,

@@ -155,6 +155,7 @@ export const clientTools = [
       'a person must approve (asked through the client). A spam report, hard bounce or provider drop can never be lifted here: only the recipient ' +
       'can undo it, through the provider. Recorded in the timeline and the audit log; list_suppressions shows the list.',
     kind: 'write',
+    scope: { any: ['cs:write', 'cs:admin'], of: (args) => (args.subscribed === false ? 'cs:write' : 'cs:admin') },
     toolset: 'roster',
     idempotent: true,
     openWorld: false,
@@ -190,7 +191,7 @@ export const clientTools = [
         if (active.length) {
           const lifts = active.map(describeSuppression);
           ctx.audit.consent_override = { address, lifts, reason: reason ?? null };
-          const approved = await ctx.approve({
+          await ctx.approve({
             action: 'consent_override',
             recipients: 1,
             messages: 0,
@@ -202,7 +203,6 @@ export const clientTools = [
             written: [{ label: 'Reason', value: reason }],
             always: true,
           });
-          ctx.audit.approved_by = approved.by === 'person' ? 'person' : `policy (${approved.why})`;
         }
       }
       const r = await store.roster.setSubscription(address, { subscribed, reason, client_id, source, actor, liftNotAfter: checkedAt });
@@ -320,6 +320,7 @@ export const clientTools = [
       'examples/clients.csv). Every row is validated first. A file with row errors imports nothing (unless skip_invalid is true) and is ' +
       'refused as invalid_input with the row errors in error.details.errors (row, field, problem; the first 200). Re-importing is safe: clients upsert by client_id, contacts by (client_id, email). Local only.',
     kind: 'write',
+    scope: 'cs:admin',
     toolset: 'roster',
     idempotent: true,
     openWorld: false,

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { defineTool, type ToolContext } from '../mcp/tool.js';
+import { defineTool, type ToolContext, SEND_OR_OVERRIDE } from '../mcp/tool.js';
 import type { BulkOutcome, BulkRecipient, MailContent, MailOptions } from '../providers/sendgrid/service.js';
 import { targetsOf } from '../engine/link-guard.js';
 import { invalidInput } from '../result.js';
@@ -209,6 +209,7 @@ export const emailTools = [
       'COST: real people receive it. Refused for contacts who unsubscribed; more than CS_MCP_MAX_RECIPIENTS_PER_SEND recipients must be a campaign ' +
       '(send_personalized_email). Pass idempotency_key and reuse it on retries. Never re-sent automatically when the outcome is unknown.',
     kind: 'send',
+    scope: SEND_OR_OVERRIDE,
     toolset: 'sendgrid',
     openWorld: true,
     input: z.strictObject({
@@ -265,6 +266,7 @@ export const emailTools = [
       'Carries the unsubscribe group when SENDGRID_UNSUBSCRIBE_GROUP_ID is set. Returns counts and only the recipients that failed or are in doubt. ' +
       'COST: real people receive it. Same rules as sendgrid_send_email (consent, recipient limit, idempotency_key).',
     kind: 'send',
+    scope: SEND_OR_OVERRIDE,
     toolset: 'sendgrid',
     openWorld: true,
     input: z.strictObject({
@@ -291,6 +293,7 @@ export const emailTools = [
       'one call (duplicates are reported as skipped), and returns counts and only the recipients that failed or are in doubt. At most ' +
       'CS_MCP_MAX_RECIPIENTS_PER_SEND recipients: a larger audience is a campaign (send_personalized_email). COST: real people receive it.',
     kind: 'send',
+    scope: SEND_OR_OVERRIDE,
     toolset: 'sendgrid',
     openWorld: true,
     input: z.strictObject({

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { defineTool, type ToolContext } from '../mcp/tool.js';
+import { defineTool, type ToolContext, SEND_OR_OVERRIDE } from '../mcp/tool.js';
 import type { IntercomContact, RecipientSpec } from '../providers/intercom/service.js';
 import { invalidInput } from '../result.js';
 import type { ActivityInput } from '../store/index.js';
@@ -42,6 +42,7 @@ export const intercomTools = [
       'Refused for a contact who unsubscribed (in the roster, or from emails in Intercom). Pass idempotency_key and reuse it on retries: ' +
       'a repeat returns the first result and sends nothing. It is never re-sent automatically: if the outcome is unknown the error says so.',
     kind: 'send',
+    scope: SEND_OR_OVERRIDE,
     toolset: 'intercom',
     openWorld: true,
     input: z.strictObject({

@@ -44,19 +44,20 @@ function asHostHeaderName(host: string): string {
 
 /**
  * Refuses, before anything listens, a configuration that would expose the server:
- * - a non-loopback address without a token, or with a token short enough to guess;
+ * - a non-loopback address without sign-in (MCP_OAUTH_ISSUER) or a token, or with a token short enough to guess;
  * - a wildcard bind (0.0.0.0, ::) without MCP_HTTP_ALLOWED_HOSTS: every request's Host is checked,
  *   and with a wildcard bind only the user knows which names clients will use.
  */
 export function assertSafeHttpConfig(http: Config['http']): void {
   if (isLoopbackHost(http.host)) return;
-  if (!http.token) {
+  // With sign-in (MCP_OAUTH_ISSUER) every request carries a token the issuer signed for this resource.
+  if (!http.oauth && !http.token) {
     throw new ConfigError(
       `Refusing to serve MCP on ${http.host} without a token: anyone who can reach this address could message your customers. ` +
         `Set MCP_HTTP_TOKEN to a long random value (generate one with: ${GENERATE_TOKEN}; clients send it as "Authorization: Bearer <token>"), or bind to 127.0.0.1.`,
     );
   }
-  if (http.token.length < MIN_TOKEN_LENGTH) {
+  if (!http.oauth && http.token && http.token.length < MIN_TOKEN_LENGTH) {
     throw new ConfigError(
       `Refusing to serve MCP on ${http.host} with a ${http.token.length}-character MCP_HTTP_TOKEN: on a reachable address the token must be at least ${MIN_TOKEN_LENGTH} random characters. ` +
         `Generate one with: ${GENERATE_TOKEN}`,

@@ -7,6 +7,7 @@ import express, { type NextFunction, type Request, type Response } from 'express
 import { createWebhookHandler, webhookServerOptions } from '../inbox/http.js';
 import { createMcpServer } from '../server.js';
 import type { Services } from '../services.js';
+import { createSignIn } from './http-auth.js';
 import { assertSafeHttpConfig, bearerAuth, hostCheck, originCheck } from './http-security.js';
 import { SessionPool } from './http-sessions.js';
 
@@ -44,13 +45,17 @@ export async function serveHttp(services: Services): Promise<RunningHttpServer> 
   });
   // Host first, applied to every bind address (the SDK's createMcpExpressApp only does it for some).
   app.use(hostCheck(http));
+  const signIn = http.oauth ? createSignIn(services, http.oauth) : undefined;
+  if (signIn) app.use(signIn.metadata);
   app.use(originCheck(http));
   app.get('/healthz', (_req, res) => {
     res.json({ ok: true });
   });
   if (http.token) app.use('/mcp', bearerAuth(http.token));
+  if (signIn) app.use('/mcp', signIn.authenticate);
   // The body is read only after the checks above, and never beyond the limit.
   app.use('/mcp', express.json({ limit: maxRequestBytes }));
+  if (signIn) app.post('/mcp', signIn.stepUp);
 
   const pool = http.stateless ? undefined : new SessionPool({ max: http.maxSessions, idleMs: http.sessionIdleMs, log });
 

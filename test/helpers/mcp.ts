@@ -4,6 +4,7 @@ import path from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { InMemoryTransport } from '@modelcontextprotocol/sdk/inMemory.js';
+import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js';
 import { ElicitRequestSchema, type CallToolResult, type ElicitRequest, type ElicitResult } from '@modelcontextprotocol/sdk/types.js';
 import { Writable } from 'node:stream';
 import { loadConfig, configSecrets } from '../../src/config.js';
@@ -66,6 +67,8 @@ export interface ClientOptions {
   name?: string;
   /** Ask for this protocol version in initialize (the SDK client asks for the latest), as an older client would. */
   protocolVersion?: string;
+  /** Every message carries this (as HTTP sign-in gives it: the token's scopes and person); read at each send, so a test may change it. */
+  authInfo?: AuthInfo;
 }
 
 /** An SDK client, with an elicitation handler when the test plays a person. */
@@ -97,6 +100,10 @@ export async function startInMemory(env: Record<string, string>, overrides: Serv
       const m = message as { method?: string; params?: Record<string, unknown> };
       return send(m.method === 'initialize' ? ({ ...m, params: { ...m.params, protocolVersion: version } } as unknown as typeof message) : message, options);
     };
+  }
+  if (clientOptions.authInfo) {
+    const send = clientTransport.send.bind(clientTransport);
+    clientTransport.send = (message, options) => send(message, { ...options, authInfo: clientOptions.authInfo });
   }
   await Promise.all([server.connect(serverTransport), client.connect(clientTransport)]);
   return {

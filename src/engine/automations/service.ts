@@ -1,5 +1,6 @@
 import type { Kysely } from 'kysely';
 import { invalidInput, PROVIDERS, ToolError, type ProviderName } from '../../result.js';
+import { currentActor } from '../../safety/actor.js';
 import type { ApprovalCopy, ApprovalRequest, Approver } from '../../safety/approval.js';
 import { consentBlock } from '../../store/consent.js';
 import type { ContactsTable, Database } from '../../store/schema.js';
@@ -241,7 +242,7 @@ export class AutomationService {
         const next = def.trigger.type === 'time_based' ? (cronFor(def.trigger.schedule, def.trigger.timezone).nextRun(new Date(now))?.toISOString() ?? null) : null;
         await trx
           .updateTable('workflows')
-          .set({ status: 'active', pause_reason: null, activated_at: new Date(now).toISOString(), paused_at: null, event_floor: startEventId, next_fire_at: next, last_swept_at: new Date(now).toISOString(), updated_at: new Date(now).toISOString() })
+          .set({ status: 'active', pause_reason: null, activated_at: new Date(now).toISOString(), activated_by: currentActor()?.label ?? null, paused_at: null, event_floor: startEventId, next_fire_at: next, last_swept_at: new Date(now).toISOString(), updated_at: new Date(now).toISOString() })
           .where('workflow_id', '=', w.workflow_id)
           .execute();
         const enrolled = await this.scheduler.evaluator.activate(trx, { workflow_id: w.workflow_id, version: w.version, def }, current.occurrences, current.usageSides, now, startEventId);
@@ -726,6 +727,7 @@ function summaryOf(w: WorkflowRow) {
     created_by: w.created_by,
     created_at: w.created_at,
     activated_at: w.activated_at,
+    activated_by: w.activated_by ?? null,
     paused_at: w.paused_at,
     pause_reason: w.pause_reason ?? null,
     archived_at: w.archived_at,

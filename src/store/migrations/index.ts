@@ -11,6 +11,7 @@ import * as suppressions from './0011_suppressions.js';
 import * as mixpanelBuffer from './0012_mixpanel_buffer.js';
 import * as retention from './0013_retention.js';
 import * as automationBudget from './0014_automation_budget.js';
+import * as actors from './0015_actors.js';
 
 /** Versioned, in order. Applied automatically at start (Kysely's Migrator holds a lock while it runs). */
 export const migrations: Record<string, Migration> = {
@@ -26,4 +27,5 @@ export const migrations: Record<string, Migration> = {
   '0012_mixpanel_buffer': mixpanelBuffer,
   '0013_retention': retention,
   '0014_automation_budget': automationBudget,
+  '0015_actors': actors,
 };
