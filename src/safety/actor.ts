@@ -30,9 +30,14 @@ export function actorOf(auth: AuthInfo | undefined): Actor | undefined {
 
 const current = new AsyncLocalStorage<Actor | undefined>();
 
-/** Runs `fn` as `actor` (undefined: nobody signed in). */
+/**
+ * Runs `fn` as `actor` (undefined: nobody signed in). Without sign-in the storage is never entered:
+ * once it is, Node 20 turns on promise hooks for the whole process, which makes every promise dearer
+ * (delivery's included). A tool call starts from the transport's event, outside any earlier call's
+ * context, so it reads no actor unless it was given one.
+ */
 export function runAs<T>(actor: Actor | undefined, fn: () => T): T {
-  return current.run(actor, fn);
+  return actor ? current.run(actor, fn) : fn();
 }
 
 /** The signed-in person of the tool call in progress, if any. */
