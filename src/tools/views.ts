@@ -1,5 +1,6 @@
 import { z } from 'zod';
-import { campaignRequestSchema } from '../engine/campaigns/request.js';
+import { campaignRequestSchema, type CampaignRequest } from '../engine/campaigns/request.js';
+import { fromZodError } from '../result.js';
 import { defineTool } from '../mcp/tool.js';
 import type { Approver } from '../safety/approval.js';
 import { campaignCallOutput } from './campaigns.js';
@@ -9,8 +10,19 @@ import { campaignCallOutput } from './campaigns.js';
  * callable by clients that declared the extension only, so the model never sees them.
  */
 
-/** The arguments send_personalized_email was called with (its confirmation_token, if any, is not used). */
-const campaign = campaignRequestSchema.describe('the arguments of the send_personalized_email call the view belongs to');
+/**
+ * The arguments send_personalized_email was called with (its confirmation_token, if any, is not used).
+ * Published as a plain object and checked against that tool's schema here: repeating its full schema
+ * in two more tools cost 13 KB of every listing to clients with views.
+ */
+const campaign = z.record(z.string(), z.unknown()).describe('the arguments of the send_personalized_email call the view belongs to');
+
+function campaignRequest(value: Record<string, unknown>): CampaignRequest {
+  const { confirmation_token: _unused, ...rest } = value;
+  const parsed = campaignRequestSchema.safeParse(rest);
+  if (!parsed.success) throw fromZodError(parsed.error, 'Invalid campaign arguments');
+  return parsed.data;
+}
 
 const person = z.object({ email: z.string(), client_id: z.string() });
 
@@ -51,8 +63,8 @@ export const viewTools = [
       excluded: z.object({ total: z.number(), matched: z.number(), complete: z.boolean(), shown: z.array(person.extend({ reason: z.string(), channel: z.string().optional() })) }),
       held_back: z.object({ total: z.number(), matched: z.number(), complete: z.boolean(), shown: z.array(person.extend({ reason: z.string(), detail: z.string() })) }),
     },
-    async handle({ campaign: { confirmation_token: _unused, ...request }, recipient, search, limit }, { services }) {
-      return services.campaigns.review(request, { recipient, search, limit });
+    async handle({ campaign, recipient, search, limit }, { services }) {
+      return services.campaigns.review(campaignRequest(campaign), { recipient, search, limit });
     },
   }),
   defineTool({
@@ -69,7 +81,8 @@ export const viewTools = [
       confirmation_token: z.string().min(10).max(200).describe('the token of the preview the person reviewed'),
     }),
     output: campaignCallOutput,
-    async handle({ campaign: { confirmation_token: _unused, ...request }, confirmation_token }, { services, audit }) {
+    async handle({ campaign, confirmation_token }, { services, audit }) {
+      const request = campaignRequest(campaign);
       // The press is the person's answer, given before the call: the same binding as the token, then recorded as theirs.
       const pressed: Approver = async () => {
         audit.approved_by = 'person';
