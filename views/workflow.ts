@@ -40,7 +40,7 @@ function onResult(r: Json, isError: boolean) {
         { label: 'cancelled', value: e.cancelled, color: '#adb5bd' },
       ]),
       h('p', { class: 'note' }, `${e.total} enrolments; goals reached: ${r.goals_reached?.total ?? 0}`),
-      barChart('messages', Object.entries((r.messages?.by_state ?? {}) as Record<string, number>).map(([label, value]) => ({ label, value }))),
+      barChart('messages', Object.entries((r.messages?.by_state ?? {}) as Record<string, number>).filter(([k]) => k !== 'total').map(([label, value]) => ({ label, value }))),
     );
   } else if (r.entering_now) {
     fill('enrolments', h('p', {}, `Entering on activation: ${r.entering_now.applies ? r.entering_now.count : 0}. ${r.entering_now.note}`), h('p', { class: 'note' }, `Audience today: ${r.audience.clients} clients, ${r.audience.reachable_contacts} reachable contacts.`));
