@@ -63,8 +63,8 @@ export async function openView(browser: Browser, client: Client, uri: string, in
   const content = read.contents[0] as { text: string; mimeType: string };
   if (content.mimeType !== 'text/html;profile=mcp-app') throw new Error(`unexpected view MIME type ${content.mimeType}`);
   await page.setContent(`<!doctype html><html><body style="margin:0"><script type="module">${await bundleHost()}</script></body></html>`);
-  await page.waitForFunction(() => typeof (window as any).loadView === 'function');
-  await page.evaluate(([html, i, r]) => (window as any).loadView(html, i, r), [content.text, input, result] as const);
+  await page.waitForFunction(() => typeof (globalThis as any).loadView === 'function');
+  await page.evaluate(([html, i, r]) => (globalThis as any).loadView(html, i, r), [content.text, input, result] as const);
   const view = () => page.frames().find((f) => f !== page.mainFrame() && f.parentFrame() === page.mainFrame())!;
   return { page, view, calls };
 }
