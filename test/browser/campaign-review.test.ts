@@ -1,8 +1,6 @@
-import fs from 'node:fs';
-import path from 'node:path';
 import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { browserAvailable, launchBrowser, openView } from '../helpers/browser.js';
+import { browserAvailable, launchBrowser, openView, screenshot } from '../helpers/browser.js';
 import { standInEnv, startInMemory, tempDataDir, testClient, testEnv, type InMemoryHarness } from '../helpers/mcp.js';
 import { until } from '../helpers/until.js';
 import { startSendGridStandIn, type SendGridStandIn } from '../stand-ins/sendgrid.js';
@@ -11,12 +9,11 @@ import { createMcpServer } from '../../src/server.js';
 
 const SG_KEY = 'SG.viewkey_abcdef.0123456789abcdef';
 const REVIEW = 'ui://customer-success/campaign-review.html';
-const SHOTS = path.resolve(import.meta.dirname, '../../docs/screenshots');
 
 const campaign = {
   campaign_name: 'Q4 health check',
   template_type: 'health_check',
-  subject_line: '{{ client.name }}: quick check-in',
+  subject_line: '{{ client.name }}: <b>quick</b> check-in',
   body_text: 'Hi {{ contact.first_name | fallback: "there" }}, book a call: https://cal.example/dana',
   body_html:
     '<p>Hi {{ contact.first_name | fallback: "there" }},</p><p>Your health score is {{ client.health_score }}. <a href="https://cal.example/dana">Book a call</a></p>' +
@@ -73,7 +70,8 @@ describe.skipIf(!browserAvailable())('campaign review view in Chromium', () => {
     expect(await email.locator('body').textContent()).toContain('Your health score is 42.');
     expect(await email.locator('body').getAttribute('data-ran')).toBeNull();
     expect(await v.locator('iframe.email').getAttribute('sandbox')).toBe('');
-    expect(await v.locator('[data-subject]').textContent()).toBe('Subject: Acme Corp: quick check-in');
+    // Markup in a subject is text: shown as written, never parsed into the view.
+    expect(await v.locator('[data-subject]').textContent()).toBe('Subject: Acme Corp: <b>quick</b> check-in');
     await v.locator('[data-list="links"]').waitFor();
     expect(await v.locator('[data-list="links"] li').allTextContents()).toEqual(['https://cal.example/dana']);
     expect(await v.locator('[data-fact="from"]').textContent()).toContain('success@ourco.test');
@@ -94,8 +92,7 @@ describe.skipIf(!browserAvailable())('campaign review view in Chromium', () => {
     await v.locator('#search').fill('');
     await expect.poll(() => v.locator('[data-table="recipients"] [data-pick]').count()).toBe(3);
 
-    fs.mkdirSync(SHOTS, { recursive: true });
-    await page.screenshot({ path: path.join(SHOTS, 'campaign-review.png'), fullPage: true });
+    await screenshot(page, 'campaign-review');
 
     // Send: through the host bridge to the server; delivered once to each recipient.
     await v.locator('#send-button').click();

@@ -1,20 +1,13 @@
-import fs from 'node:fs';
-import path from 'node:path';
 import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { serveHttp, type RunningHttpServer } from '../../src/transports/http.js';
-import { browserAvailable, launchBrowser, openView } from '../helpers/browser.js';
+import { browserAvailable, launchBrowser, openView, screenshot } from '../helpers/browser.js';
 import { standInEnv, startInMemory, tempDataDir, testEnv, type InMemoryHarness } from '../helpers/mcp.js';
 import { until } from '../helpers/until.js';
 import { post, sendgridSigner, sgEvent } from '../helpers/webhooks.js';
 import { startSendGridStandIn, type SendGridStandIn } from '../stand-ins/sendgrid.js';
 
 const SG_KEY = 'SG.viewkey2_abcdef.0123456789abcdef';
-const SHOTS = path.resolve(import.meta.dirname, '../../docs/screenshots');
-const shot = async (page: import('playwright-core').Page, name: string) => {
-  fs.mkdirSync(SHOTS, { recursive: true });
-  await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
-};
 
 /** The values a chart drew, by label (read back from the SVG the view drew). */
 async function chart(frame: import('playwright-core').Frame, name: string): Promise<Record<string, number>> {
@@ -81,7 +74,7 @@ describe.skipIf(!browserAvailable())('status, client and workflow views in Chrom
     await v.locator('[data-status="sending"]').waitFor();
     expect(await chart(v, 'progress')).toMatchObject({ queued: 2, sent: 0 });
     expect(Object.values(await chart(v, 'waiting')).reduce((a, b) => a + b, 0)).toBe(2);
-    await shot(page, 'campaign-status-sending');
+    await screenshot(page, 'campaign-status-sending');
 
     // SendGrid answers again: the view, polling get_campaign_status through the host, shows the campaign done.
     sg.clearFaults();
@@ -104,7 +97,7 @@ describe.skipIf(!browserAvailable())('status, client and workflow views in Chrom
     const second = await openView(browser, h.client, 'ui://customer-success/campaign-status.html', { campaign_id: id }, engaged);
     await second.view().locator('[data-status="completed"]').waitFor();
     expect(await chart(second.view(), 'funnel')).toEqual({ sent: 2, delivered: 2, opened: 1, clicked: 1 });
-    await shot(second.page, 'campaign-status');
+    await screenshot(second.page, 'campaign-status');
     await second.page.close();
   }, 90_000);
 
@@ -122,7 +115,7 @@ describe.skipIf(!browserAvailable())('status, client and workflow views in Chrom
     expect(rows.find((r) => r.startsWith('gone@acme.example'))).toMatch(/unsubscribed .*\(asked to stop\)/);
     expect(rows.find((r) => r.startsWith('maria@acme.example'))).toContain('subscribed');
     expect(await v.locator('[data-table="timeline"] tbody tr').count()).toBeGreaterThan(3);
-    await shot(page, 'client-overview');
+    await screenshot(page, 'client-overview');
     await page.close();
   }, 60_000);
 
@@ -147,7 +140,7 @@ describe.skipIf(!browserAvailable())('status, client and workflow views in Chrom
     expect(await v.locator('[data-step="trigger"]').textContent()).toContain('health score crosses below 50');
     expect(await v.locator('[data-step="1"]').textContent()).toContain('wait 3 day(s)');
     expect(await v.locator('[data-estimate]').textContent()).toBe(String((preview.structuredContent as any).estimated_messages_per_day));
-    await shot(page, 'workflow-preview');
+    await screenshot(page, 'workflow-preview');
     await page.close();
 
     const confirmed = await h.call('automate_communications', { ...playbook, confirmation_token: (preview.structuredContent as any).confirmation_token });
@@ -163,7 +156,7 @@ describe.skipIf(!browserAvailable())('status, client and workflow views in Chrom
     const e = (status.structuredContent as any).enrollments;
     expect(await chart(second.view(), 'enrolments')).toEqual({ active: e.active, completed: e.completed, exited: e.exited, cancelled: e.cancelled });
     expect(await second.view().locator('[data-step-stats]').count()).toBe(3);
-    await shot(second.page, 'workflow');
+    await screenshot(second.page, 'workflow');
     await second.page.close();
   }, 60_000);
 });

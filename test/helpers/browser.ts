@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { build } from 'esbuild';
 import { chromium, type Browser, type Page } from 'playwright-core';
@@ -16,6 +17,18 @@ export function browserAvailable(): boolean {
   if (process.env.REQUIRE_BROWSER === '1') throw new Error(`REQUIRE_BROWSER=1 but ${why}`);
   console.warn(`skipping the browser tests: ${why}`);
   return false;
+}
+
+/**
+ * A screenshot of the page as it is (not `fullPage`: that resizes the viewport, the view then resizes
+ * its frame, and the frame is captured blank mid-resize). Written to docs/screenshots/ under
+ * UPDATE_SCREENSHOTS=1 (how the committed ones are made), else to a temporary folder.
+ */
+let shotDir: string | undefined;
+export async function screenshot(page: Page, name: string): Promise<void> {
+  shotDir ??= process.env.UPDATE_SCREENSHOTS === '1' ? path.resolve(import.meta.dirname, '../../docs/screenshots') : fs.mkdtempSync(path.join(os.tmpdir(), 'csmcp-shots-'));
+  fs.mkdirSync(shotDir, { recursive: true });
+  await page.screenshot({ path: path.join(shotDir, `${name}.png`) });
 }
 
 /** One browser per test file; Playwright gives each launch a fresh, empty profile (user data dir) of its own. */
@@ -52,7 +65,7 @@ export interface ViewPage {
  * tool's input and result. The view's tool calls go through the host bridge to `client`.
  */
 export async function openView(browser: Browser, client: Client, uri: string, input: Record<string, unknown>, result: unknown): Promise<ViewPage> {
-  const page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
+  const page = await browser.newPage({ viewport: { width: 1100, height: 1000 } });
   const calls: ViewPage['calls'] = [];
   page.on('pageerror', (e) => console.error('host page error:', e.message));
   await page.exposeFunction('hostCallTool', async (params: { name: string; arguments: Record<string, unknown> }) => {
