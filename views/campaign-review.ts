@@ -5,7 +5,7 @@
  * (searchable), and Send: the person's approval, confirming exactly what was previewed.
  */
 import type { App } from '@modelcontextprotocol/ext-apps';
-import { barChart, callTool, connectView, fill, h, table, when, type Json } from './lib.js';
+import { barChart, callTool, connectView, fill, h, table, ToolCallError, when, type Json } from './lib.js';
 
 let app: App;
 let args: Json | undefined;
@@ -147,8 +147,14 @@ async function send() {
     const r = await callTool(app, 'send_reviewed_campaign', { campaign: campaignArgs(), confirmation_token: preview!.confirmation_token });
     fill('send-outcome', h('p', { class: 'ok', 'data-outcome': 'sent' }, `Queued ${r.queued} message(s): campaign ${r.campaign_id}. ${r.next_step}`));
   } catch (err) {
-    // A refusal (changed since the preview, expired) sends nothing; a fresh preview needs a new review.
-    fill('send-outcome', h('p', { class: 'error', 'data-outcome': 'refused' }, (err as Error).message));
+    // A refusal (changed since the preview, expired) sends nothing. Its fresh preview is shown only when
+    // the person asks, and needs its own press of Send.
+    const fresh = err instanceof ToolCallError ? (err.details.fresh_preview as Json | undefined) : undefined;
+    fill(
+      'send-outcome',
+      h('p', { class: 'error', 'data-outcome': 'refused' }, (err as Error).message),
+      fresh ? h('button', { id: 'show-fresh', onclick: () => showResult({ success: true, ...fresh }, false) }, 'Review the campaign as it is now') : null,
+    );
   }
 }
 

@@ -151,8 +151,18 @@ export async function connectView(name: string, hooks: ViewHooks): Promise<App> 
 export async function callTool(app: App, name: string, args: Json): Promise<Json> {
   const r = await app.callServerTool({ name, arguments: args });
   const sc = (r.structuredContent ?? {}) as Json;
-  if (r.isError || sc.success === false) throw new Error(sc.error?.message ?? 'the tool call failed');
+  if (r.isError || sc.success === false) throw new ToolCallError(sc.error?.message ?? 'the tool call failed', sc.error?.details ?? {});
   return sc;
+}
+
+/** A tool's error result: its message, and its details (e.g. a refused confirmation's fresh preview). */
+export class ToolCallError extends Error {
+  constructor(
+    message: string,
+    readonly details: Json,
+  ) {
+    super(message);
+  }
 }
 
 export const when = (iso: string | null | undefined) => (iso ? new Date(iso).toLocaleString('en-GB', { timeZone: 'UTC', dateStyle: 'medium', timeStyle: 'short' }) + ' UTC' : '—');

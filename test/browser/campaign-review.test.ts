@@ -109,7 +109,7 @@ describe.skipIf(!browserAvailable())('campaign review view in Chromium', () => {
     expect(entry.details).toMatchObject({ approved_by: 'person', approved_through: 'campaign review view (MCP Apps)' });
   }, 60_000);
 
-  it('refuses a campaign that changed since the preview it shows: nothing is sent', async () => {
+  it('refuses a campaign that changed since the preview it shows: nothing is sent until the person reviews it as it is now', async () => {
     const changing = { ...campaign, campaign_name: 'Changing', target_client_ids: ['acme'], target_tier: undefined };
     const preview = await h.client.callTool({ name: 'send_personalized_email', arguments: changing });
     const before = sg.matching(/^POST \/v3\/mail\/send/).length;
@@ -120,6 +120,15 @@ describe.skipIf(!browserAvailable())('campaign review view in Chromium', () => {
     await refusal.waitFor();
     expect(await refusal.textContent()).toContain('changed since the preview (audience)');
     expect(sg.matching(/^POST \/v3\/mail\/send/).length).toBe(before);
+    // The person reviews the campaign as it is now (the newcomer included) before a new Send can go.
+    await view().locator('#show-fresh').click();
+    await expect.poll(() => view().locator('[data-count="recipients"]').textContent()).toBe('3');
+    await expect.poll(() => view().locator('[data-table="recipients"] [data-pick]').allTextContents()).toContain('new@acme.example');
+    await view().locator('#send-button').click();
+    await view().locator('[data-outcome="sent"]').waitFor();
+    await until(() => receivedPerAddress(sg).get('new@acme.example') === 1);
+    // Once each, to the campaign's three acme contacts (María and Tom had the first campaign too).
+    expect(Object.fromEntries(receivedPerAddress(sg))).toEqual({ 'maria@acme.example': 2, 'tom@acme.example': 2, 'hank@globex.example': 1, 'new@acme.example': 1 });
     await page.close();
   }, 60_000);
 

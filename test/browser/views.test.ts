@@ -90,11 +90,12 @@ describe.skipIf(!browserAvailable())('status, client and workflow views in Chrom
     events.push(sgEvent('click', first.to, { ...first.custom_args, sg_message_id: `${first.message_id}.filter0001`, url: 'https://ourco.test' }));
     const body = JSON.stringify(events);
     expect((await post(`${http.url.replace(/\/mcp$/, '')}/webhooks/sendgrid`, body, signer.headers(body))).status).toBe(200);
+    // (from list_campaigns this time: the same view)
     const engaged = await until(
-      () => h.call('get_campaign_status', { campaign_id: id }),
-      (r) => r.structuredContent.campaign.engagement.totals.clicked === 1,
+      () => h.call('list_campaigns', {}),
+      (r) => r.structuredContent.campaigns[0].engagement.totals.clicked === 1,
     );
-    const second = await openView(browser, h.client, 'ui://customer-success/campaign-status.html', { campaign_id: id }, engaged);
+    const second = await openView(browser, h.client, 'ui://customer-success/campaign-status.html', {}, engaged);
     await second.view().locator('[data-status="completed"]').waitFor();
     expect(await chart(second.view(), 'funnel')).toEqual({ sent: 2, delivered: 2, opened: 1, clicked: 1 });
     await screenshot(second.page, 'campaign-status');
