@@ -198,7 +198,6 @@ export function registerTools(
         approve,
         audit,
         approvalAvailable: () => supportsElicitation(server.getClientCapabilities()),
-        viewsAvailable: views,
         toolsOffered: views ? tools.length : tools.filter((t) => !VIEW_ONLY_TOOLS.has(t.name)).length,
         progressRequested: progressToken !== undefined,
         progress: async (progress, total, message) => {

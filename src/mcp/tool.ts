@@ -34,8 +34,6 @@ export interface ToolContext {
   audit: Record<string, unknown>;
   /** The calling client can be asked (MCP elicitation). */
   approvalAvailable(): boolean;
-  /** The calling client declared the MCP Apps extension (it shows this server's views; see mcp/views.ts). */
-  viewsAvailable: boolean;
   /** How many tools this server registered (after read-only, toolsets and deny). */
   toolsOffered: number;
   /** Sends an MCP progress notification when the client asked for one; otherwise does nothing. */
