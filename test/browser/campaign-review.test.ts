@@ -44,10 +44,12 @@ describe.skipIf(!browserAvailable())('campaign review view in Chromium', () => {
     browser = await launchBrowser();
     await h.call('register_client', { client_id: 'acme', name: 'Acme Corp', tier: 'enterprise', health_score: 42 });
     await h.call('register_client', { client_id: 'globex', name: 'Globex', tier: 'enterprise', health_score: 71 });
+    await h.call('register_client', { client_id: 'initech', name: 'Initech', tier: 'enterprise' }); // no health score: held back
     await h.call('upsert_contact', { client_id: 'acme', email: 'maria@acme.example', first_name: 'María', role: 'champion' });
     await h.call('upsert_contact', { client_id: 'acme', email: 'tom@acme.example', first_name: 'Tom', role: 'decision_maker' });
     await h.call('upsert_contact', { client_id: 'acme', email: 'gone@acme.example', first_name: 'Gone' });
     await h.call('upsert_contact', { client_id: 'globex', email: 'hank@globex.example', first_name: 'Hank' });
+    await h.call('upsert_contact', { client_id: 'initech', email: 'peter@initech.example', first_name: 'Peter' });
     await h.call('set_contact_subscription', { email: 'gone@acme.example', subscribed: false, reason: 'asked to stop' });
   }, 60_000);
   afterAll(async () => {
@@ -81,6 +83,19 @@ describe.skipIf(!browserAvailable())('campaign review view in Chromium', () => {
     expect(await v.locator('[data-count="recipients"]').textContent()).toBe('3');
     expect(await v.locator('[data-chart="per-channel"] g').getAttribute('data-value')).toBe('3');
     expect(await v.locator('[data-table="excluded"] tbody tr').allTextContents()).toEqual(['gone@acme.exampleacmeunsubscribedall']);
+    expect(await v.locator('[data-count="held_back"]').textContent()).toBe('1');
+    await v.locator('[data-table="held_back"] tbody tr').first().waitFor();
+    expect(await v.locator('[data-table="held_back"] tbody tr td').allTextContents()).toEqual([
+      'peter@initech.example',
+      'initech',
+      'missing_value',
+      expect.stringContaining('client.health_score'),
+    ]);
+    // The search covers reasons too: "unsub" keeps the excluded contact and no one else.
+    await v.locator('#search').fill('unsub');
+    await expect.poll(() => v.locator('[data-table="held_back"] tbody tr').count()).toBe(0);
+    expect(await v.locator('[data-table="excluded"] tbody tr').count()).toBe(1);
+    expect(await v.locator('[data-table="recipients"] [data-pick]').count()).toBe(0);
 
     // Search narrows the lists; picking a recipient shows their own copy.
     await v.locator('#search').fill('hank');
