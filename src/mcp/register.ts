@@ -29,6 +29,7 @@ import { nearestKey, validKeysAt } from './unknown-keys.js';
 import { boundResultWithText, MAX_RESULT_BYTES } from './bound-result.js';
 import { scopeFor, scopesOf, successSchema, type Actor, type AnyToolDefinition } from './tool.js';
 import { listedTool, type ListedTool } from './tool-listing.js';
+import { listingFor, showsViews, VIEW_ONLY_TOOLS } from './views.js';
 
 export { jsonSchema } from './tool-listing.js';
 
@@ -40,6 +41,8 @@ export interface ResourceDefinition {
   mimeType: string;
   list(services: Services): Promise<Array<{ uri: string; name: string; description?: string }>>;
   read(params: Record<string, string>, services: Services): Promise<unknown>;
+  /** read() gives the content itself ({ text, _meta }), not a value to serialise as JSON (the views). */
+  raw?: boolean;
 }
 
 /**
@@ -130,12 +133,14 @@ export function registerTools(
     return (await initialize(request)) as never;
   });
 
+  // With sign-in, each request sees the tools its own token's scopes allow (stdio and MCP_HTTP_TOKEN: all).
+  // A client that shows views (MCP Apps) also gets each tool's view and the tools only views call.
   server.setRequestHandler(ListToolsRequestSchema, async (_request, extra) => {
-    // With sign-in, each request sees the tools its own token's scopes allow (stdio and MCP_HTTP_TOKEN: all).
-    if (!extra.authInfo) return { tools: (prebuilt ?? (await state()).listed) as ListToolsResult['tools'] };
+    const views = showsViews(server.getClientCapabilities());
+    if (!extra.authInfo) return { tools: listingFor(prebuilt ?? (await state()).listed, views) as ListToolsResult['tools'] };
     const { tools, listed } = await state();
     const granted = new Set(extra.authInfo.scopes);
-    return { tools: listed.filter((_, i) => scopesOf(tools[i]!).some((s) => granted.has(s))) as ListToolsResult['tools'] };
+    return { tools: listingFor(listed.filter((_, i) => scopesOf(tools[i]!).some((s) => granted.has(s))), views) as ListToolsResult['tools'] };
   });
 
   server.setRequestHandler(CallToolRequestSchema, async (request, extra): Promise<CallToolResult> => {
@@ -180,6 +185,15 @@ export function registerTools(
       if (extra.authInfo) checkScope(tool, request.params.arguments ?? {}, extra.authInfo.scopes);
       const args = actor ? asActor(tool, request.params.arguments ?? {}, actor, audit) : (request.params.arguments ?? {});
       rejectUnsafeArguments(args, tool.name);
+      const views = showsViews(server.getClientCapabilities());
+      if (VIEW_ONLY_TOOLS.has(tool.name) && !views) {
+        throw new ToolError(
+          'forbidden',
+          `${tool.name} is a button in this server's views (MCP Apps): only a person using the view can press it, and this client did not declare the MCP Apps extension. ` +
+            'Nothing was done. To send a previewed campaign, call send_personalized_email with its confirmation_token.',
+          { details: { policy: 'view_only' } },
+        );
+      }
       const parsed = tool.input.safeParse(args);
       if (!parsed.success) throw fromZodError(parsed.error, `Invalid arguments for ${tool.name}`, (path, key) => nearestKey(key, validKeysAt(tool.input, args, path)));
       // Nothing reaches a customer unaudited: no intent in the audit log, no send.
@@ -193,7 +207,7 @@ export function registerTools(
         approve,
         audit,
         approvalAvailable: () => supportsElicitation(server.getClientCapabilities()),
-        toolsOffered: tools.length,
+        toolsOffered: views ? tools.length : tools.filter((t) => !VIEW_ONLY_TOOLS.has(t.name)).length,
         progressRequested: progressToken !== undefined,
         progress: async (progress, total, message) => {
           if (progressToken === undefined) return;
@@ -327,6 +341,10 @@ export function registerResources(server: Server, resources: Eventually<Resource
       const flat = Object.fromEntries(Object.entries(params).map(([k, v]) => [k, Array.isArray(v) ? v[0] : v]));
       try {
         const data = await def.read(flat as Record<string, string>, services);
+        if (def.raw) {
+          const { text, _meta } = data as { text: string; _meta?: Record<string, unknown> };
+          return { contents: [{ uri, mimeType: def.mimeType, text, ...(_meta ? { _meta } : {}) }] };
+        }
         return { contents: [{ uri, mimeType: def.mimeType, text: JSON.stringify(scrubValue(data), null, 2) }] };
       } catch (err) {
         const body = toErrorBody(err);

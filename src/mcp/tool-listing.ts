@@ -80,6 +80,8 @@ export interface ListedTool {
   inputSchema: { type: 'object'; [k: string]: unknown };
   outputSchema: { type: 'object'; [k: string]: unknown };
   annotations: ReturnType<typeof annotationsFor>;
+  /** Only for clients that show views (see views.ts listingFor). */
+  _meta?: Record<string, unknown>;
 }
 
 export function listedTool(t: AnyToolDefinition): ListedTool {

@@ -89,6 +89,24 @@ const sample = z.object({
   truncated: z.boolean().optional().describe('the sample is cut to 4,000 characters per part'),
 });
 
+/** What send_personalized_email answers (and the review view's Send, which confirms the same way). */
+export const campaignCallOutput = {
+  phase: z.enum(['preview', 'confirmed']).describe('preview: nothing was sent; confirmed: messages are queued'),
+  campaign_name: z.string(),
+  template_type: z.string(),
+  channels: z.array(z.string()),
+  schedule: z.object({ send_immediately: z.boolean(), scheduled_send_time: z.string().nullable() }),
+  audience,
+  samples: z.array(sample),
+  confirmation_token: z.string().optional(),
+  token_expires_at: z.string().optional(),
+  campaign_id: z.string().optional(),
+  queued: z.number().optional(),
+  already_confirmed: z.boolean().optional(),
+  delivery: campaignStatus.optional().describe('delivery status, when the call waited (progress requested) or was a repeat'),
+  next_step: z.string(),
+};
+
 /** Waits this long for delivery when the client asked for progress notifications. */
 const PROGRESS_WAIT_MS = 120_000;
 
@@ -113,22 +131,7 @@ export const campaignTools = [
     toolset: 'campaigns',
     openWorld: true,
     input: campaignRequestSchema,
-    output: {
-      phase: z.enum(['preview', 'confirmed']).describe('preview: nothing was sent; confirmed: messages are queued'),
-      campaign_name: z.string(),
-      template_type: z.string(),
-      channels: z.array(z.string()),
-      schedule: z.object({ send_immediately: z.boolean(), scheduled_send_time: z.string().nullable() }),
-      audience,
-      samples: z.array(sample),
-      confirmation_token: z.string().optional(),
-      token_expires_at: z.string().optional(),
-      campaign_id: z.string().optional(),
-      queued: z.number().optional(),
-      already_confirmed: z.boolean().optional(),
-      delivery: campaignStatus.optional().describe('delivery status, when the call waited (progress requested) or was a repeat'),
-      next_step: z.string(),
-    },
+    output: campaignCallOutput,
     async handle(input, { services, progress, progressRequested, signal, approve }) {
       const { confirmation_token, ...request } = input;
       if (!confirmation_token) return (await services.campaigns.preview(request)) as never;

@@ -9,6 +9,7 @@ import { inboxTools } from './inbox.js';
 import { eventTools } from './events.js';
 import { intercomTools } from './intercom.js';
 import { statusTools } from './status.js';
+import { viewTools } from './views.js';
 
 /** Every tool the server offers, grouped by capability, one file per group. */
 export const allTools: AnyToolDefinition[] = [
@@ -22,4 +23,5 @@ export const allTools: AnyToolDefinition[] = [
   ...eventTools,
   ...auditTools,
   ...statusTools,
+  ...viewTools,
 ];

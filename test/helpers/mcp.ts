@@ -65,6 +65,8 @@ export interface ClientOptions {
   /** Answers elicitation/create as the person would; declares the elicitation capability. */
   onElicit?: (request: ElicitRequest['params']) => ElicitResult | Promise<ElicitResult>;
   name?: string;
+  /** Declares the MCP Apps extension (io.modelcontextprotocol/ui): the client shows this server's views. */
+  views?: boolean;
   /** Ask for this protocol version in initialize (the SDK client asks for the latest), as an older client would. */
   protocolVersion?: string;
   /** Every message carries this (as HTTP sign-in gives it: the token's scopes and person); read at each send, so a test may change it. */
@@ -73,7 +75,15 @@ export interface ClientOptions {
 
 /** An SDK client, with an elicitation handler when the test plays a person. */
 export function testClient(opts: ClientOptions = {}): Client {
-  const client = new Client({ name: opts.name ?? 'test-client', version: '1.0.0' }, { capabilities: opts.onElicit ? { elicitation: {} } : {} });
+  const client = new Client(
+    { name: opts.name ?? 'test-client', version: '1.0.0' },
+    {
+      capabilities: {
+        ...(opts.onElicit ? { elicitation: {} } : {}),
+        ...(opts.views ? { extensions: { 'io.modelcontextprotocol/ui': { mimeTypes: ['text/html;profile=mcp-app'] } } } : {}),
+      },
+    },
+  );
   if (opts.onElicit) client.setRequestHandler(ElicitRequestSchema, (req) => opts.onElicit!(req.params));
   return client;
 }

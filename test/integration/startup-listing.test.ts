@@ -1,5 +1,7 @@
 import net from 'node:net';
 import { afterAll, describe, expect, it } from 'vitest';
+import { listedTool } from '../../src/mcp/tool-listing.js';
+import { listingFor, VIEW_ONLY_TOOLS } from '../../src/mcp/views.js';
 import { allTools } from '../../src/tools/index.js';
 import { startStdio, tempDataDir, testEnv } from '../helpers/mcp.js';
 import { until } from '../helpers/until.js';
@@ -29,10 +31,29 @@ describe('tools are listed before the services are ready (stdio)', () => {
       call.catch(() => undefined);
       // The server is now waiting on a database that will never answer...
       await until(() => sockets.length > 0);
-      // ...and still lists every tool.
+      // ...and still lists every tool (but those only views call: this client did not declare MCP Apps).
       const { tools } = await h.client.listTools();
-      expect(tools.map((t) => t.name).sort()).toEqual(allTools.map((t) => t.name).sort());
+      expect(tools.map((t) => t.name).sort()).toEqual(allTools.map((t) => t.name).filter((n) => !VIEW_ONLY_TOOLS.has(n)).sort());
       expect(callSettled).toBe(false);
+    } finally {
+      const pid = h.pid;
+      await h.close().catch(() => undefined);
+      if (pid) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          /* already gone */
+        }
+      }
+    }
+  });
+
+  it('gives a client that declared MCP Apps, from the prebuilt listing, what the live tools give it: every tool and its view', async () => {
+    const port = (silent.address() as net.AddressInfo).port;
+    const h = await startStdio(testEnv({ DATABASE_URL: `postgres://nobody@127.0.0.1:${port}/never` }, data.dir), { views: true });
+    try {
+      const { tools } = await h.client.listTools();
+      expect(tools).toEqual(JSON.parse(JSON.stringify(listingFor(allTools.map(listedTool), true))));
     } finally {
       const pid = h.pid;
       await h.close().catch(() => undefined);

@@ -5,7 +5,11 @@ import { DEFAULT_MAX_REQUEST_BYTES } from '../../src/config.js';
 import { jsonSchema } from '../../src/mcp/register.js';
 import { listedTool, outputSchemaOf, prebuiltEntries, readPrebuiltListing } from '../../src/mcp/tool-listing.js';
 import { allTools } from '../../src/tools/index.js';
-import { startInMemory, tempDataDir, testEnv, type InMemoryHarness } from '../helpers/mcp.js';
+import { InMemoryTransport } from '@modelcontextprotocol/sdk/inMemory.js';
+import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { listingFor, VIEW_ONLY_TOOLS, VIEW_OF_TOOL, VIEWS } from '../../src/mcp/views.js';
+import { createMcpServer } from '../../src/server.js';
+import { startInMemory, tempDataDir, testClient, testEnv, type InMemoryHarness } from '../helpers/mcp.js';
 
 /**
  * Our tool schemas are our API: each tool's listed definition is kept as a file snapshot
@@ -14,18 +18,38 @@ import { startInMemory, tempDataDir, testEnv, type InMemoryHarness } from '../he
 describe('tool schemas', () => {
   const data = tempDataDir();
   let h: InMemoryHarness;
+  /** A client that declared MCP Apps (io.modelcontextprotocol/ui), on a server over the same services. */
+  let withViews: Client;
+  let close: () => Promise<void>;
   beforeAll(async () => {
     h = await startInMemory(testEnv({}, data.dir));
+    const server = createMcpServer(h.services);
+    const [ct, st] = InMemoryTransport.createLinkedPair();
+    withViews = testClient({ views: true });
+    await Promise.all([server.connect(st), withViews.connect(ct)]);
+    close = async () => {
+      await withViews.close();
+      await server.close();
+    };
   });
   afterAll(async () => {
+    await close();
     await h.close();
     data.cleanup();
   });
 
-  it('lists every declared tool once', async () => {
+  it('lists every declared tool once; the view-only tools only to a client that declared MCP Apps', async () => {
     const { tools } = await h.client.listTools();
-    expect(tools.map((t) => t.name).sort()).toEqual(allTools.map((t) => t.name).sort());
+    expect(tools.map((t) => t.name).sort()).toEqual(allTools.map((t) => t.name).filter((n) => !VIEW_ONLY_TOOLS.has(n)).sort());
     expect(new Set(tools.map((t) => t.name)).size).toBe(tools.length);
+    expect(tools.filter((t) => t._meta !== undefined)).toEqual([]);
+    const viewed = (await withViews.listTools()).tools;
+    expect(viewed.map((t) => t.name).sort()).toEqual(allTools.map((t) => t.name).sort());
+    // Each tool with a view names it; the view-only ones are hidden from the model (visibility ["app"]).
+    for (const t of viewed) {
+      const view = VIEW_OF_TOOL[t.name];
+      expect(t._meta, t.name).toEqual(view ? { ui: { resourceUri: VIEWS[view], ...(VIEW_ONLY_TOOLS.has(t.name) ? { visibility: ['app'] } : {}) } } : undefined);
+    }
   });
 
   it('annotations follow the declared kind', () => {
@@ -37,7 +61,8 @@ describe('tool schemas', () => {
 
   for (const tool of allTools) {
     it(`${tool.name} matches its snapshot`, async () => {
-      const { tools } = await h.client.listTools();
+      // View-only tools as a client with views sees them; the rest as every other client does.
+      const { tools } = await (VIEW_ONLY_TOOLS.has(tool.name) ? withViews : h.client).listTools();
       const listed = tools.find((t) => t.name === tool.name);
       await expect(JSON.stringify(listed, null, 2) + '\n').toMatchFileSnapshot(`__toolsnaps__/${tool.name}.json`);
     });
@@ -48,9 +73,14 @@ describe('the tool list a client receives', () => {
   // Clients send the whole list to the model with every request, and some cap what they accept.
   const TOOL_LIST_BUDGET_BYTES = 100 * 1024;
 
-  it(`stays within ${TOOL_LIST_BUDGET_BYTES / 1024} KB for all ${allTools.length} tools`, () => {
-    const bytes = Buffer.byteLength(JSON.stringify({ tools: allTools.map(listedTool) }));
+  it(`stays within ${TOOL_LIST_BUDGET_BYTES / 1024} KB for all ${allTools.length - VIEW_ONLY_TOOLS.size} tools a client without views receives`, () => {
+    const bytes = Buffer.byteLength(JSON.stringify({ tools: listingFor(allTools.map(listedTool), false) }));
     expect(bytes).toBeLessThanOrEqual(TOOL_LIST_BUDGET_BYTES);
+  });
+
+  it('stays within it too for what a host with views shows the model (its view links included, the view-only tools not)', () => {
+    const shown = listingFor(allTools.map(listedTool), true).filter((t) => !VIEW_ONLY_TOOLS.has(t.name));
+    expect(Buffer.byteLength(JSON.stringify({ tools: shown }))).toBeLessThanOrEqual(TOOL_LIST_BUDGET_BYTES);
   });
 
   it('output schemas carry no prose: descriptions belong on inputs, where the model reads them', () => {

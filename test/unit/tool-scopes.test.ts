@@ -42,7 +42,9 @@ const EXPECTED: Record<string, string> = {
   send_personalized_email: 'cs:write|cs:send',
   automate_communications: 'cs:write|cs:send',
   resume_workflow: 'cs:write|cs:send',
+  review_campaign: 'cs:read',
   run_workflow: 'cs:write|cs:send',
+  send_reviewed_campaign: 'cs:send',
   // cs:send
   intercom_send_message: 'cs:send|cs:admin',
   sendgrid_send_email: 'cs:send|cs:admin',

@@ -175,6 +175,8 @@ export async function renderPlan(
   audience: Audience,
   budget: RenderBudget,
   onChunk: (deliveries: PlannedDelivery[], def: CampaignDefinition) => Promise<unknown> = async () => undefined,
+  /** Excluded and held-back contacts kept by name (the review view keeps more, to search them). */
+  examples = EXAMPLES,
 ): Promise<CampaignPlan> {
   const tokens = def.personalization_tokens;
   const compiled = compileTemplates({ subject: def.subject_line, text: def.body_text, html: def.body_html }, Object.keys(tokens));
@@ -203,7 +205,7 @@ export async function renderPlan(
   const exclude = (e: Exclusion & { channel?: string }) => {
     plan.excluded.total += 1;
     plan.excluded.by_reason[e.reason] = (plan.excluded.by_reason[e.reason] ?? 0) + 1;
-    if (plan.excluded.examples.length < EXAMPLES) plan.excluded.examples.push(e);
+    if (plan.excluded.examples.length < examples) plan.excluded.examples.push(e);
   };
   let chunk: PlannedDelivery[] = [];
   let rendered = 0;
@@ -236,13 +238,13 @@ export async function renderPlan(
       // A value (a name, a custom field) carries a link the person never approved: this recipient is held back.
       const detail = `a value put link target(s) the approved content does not carry into the message: ${added.slice(0, 3).join(', ')}${added.length > 3 ? ', …' : ''}`;
       plan.held_back.total += 1;
-      if (plan.held_back.examples.length < EXAMPLES) plan.held_back.examples.push({ contact_id: contact.contact_id, client_id: client.client_id, email: contact.email, reason: UNAPPROVED_LINK, detail });
+      if (plan.held_back.examples.length < examples) plan.held_back.examples.push({ contact_id: contact.contact_id, client_id: client.client_id, email: contact.email, reason: UNAPPROVED_LINK, detail });
       plan.unapproved.push({ contact_id: contact.contact_id, client_id: client.client_id, email: contact.email, channels, detail });
       audienceHash.update(`held:${contact.contact_id}:${UNAPPROVED_LINK}:${hash(added.join('\n'))}\n`);
     } else if (!outcome.ok) {
       if (outcome.reason === 'render_error' && performance.now() - started > budget.totalMs) throw overBudget(def, budget, rendered, audience.members.length);
       plan.held_back.total += 1;
-      if (plan.held_back.examples.length < EXAMPLES) {
+      if (plan.held_back.examples.length < examples) {
         plan.held_back.examples.push({ contact_id: contact.contact_id, client_id: client.client_id, email: contact.email, reason: outcome.reason, detail: outcome.detail });
       }
       audienceHash.update(`held:${contact.contact_id}:${outcome.reason}\n`);

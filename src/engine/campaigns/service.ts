@@ -12,6 +12,7 @@ import type { OutboundMessage } from '../delivery/message.js';
 import { insertMessages, OUTBOX_STATES, type OutboxRepository, type OutboxState } from '../delivery/outbox.js';
 import { engagementBySource, summarizeEngagement, type Engagement } from '../inbox/engagement.js';
 import { UNAPPROVED_LINK } from '../link-guard.js';
+import { linkTargetsIn, viewHtml } from '../../safety/content-view.js';
 import type { RenderGate } from '../render-gate.js';
 import { buildDefinition, renderPlan, resolveChannels, type CampaignDefinition, type CampaignPlan, type PlannedDelivery } from './plan.js';
 import type { CampaignRequest } from './request.js';
@@ -29,6 +30,19 @@ export interface CampaignDeps {
 }
 
 const EXAMPLES = 20;
+/** Excluded and held-back contacts a review keeps to search (beyond it, `complete: false` says so). */
+const REVIEW_KEPT = 5_000;
+
+export interface CampaignReview {
+  campaign_name: string;
+  channels: string[];
+  sender: { from: string | null; from_name: string | null; reply_to: null; intercom_admin: string | null };
+  schedule: { send_immediately: boolean; scheduled_send_time: string | null };
+  copy: { to: string; client_id: string; channel: string; subject?: string; text: string; html?: string; links: string[]; images: string[] } | null;
+  recipients: { total: number; matched: number; shown: Array<{ email: string; client_id: string; channels: string[] }> };
+  excluded: { total: number; matched: number; complete: boolean; shown: Array<{ email: string; client_id: string; reason: string; channel?: string }> };
+  held_back: { total: number; matched: number; complete: boolean; shown: Array<{ email: string; client_id: string; reason: string; detail: string }> };
+}
 /** A staged confirmation older than this was abandoned (its server stopped mid-confirmation). */
 const STAGED_TTL_MS = 3_600_000;
 
@@ -97,6 +111,78 @@ export class CampaignService {
       const { definition, audience } = await this.definitionAndAudience(req);
       return renderPlan(definition, audience, this.deps.config.campaigns.renderBudget, onChunk);
     });
+  }
+
+  /**
+   * What the review view shows beyond the preview (sends nothing, issues no token): the copy one
+   * recipient would receive (the first one by default) with every link target and image source it
+   * carries, and the recipients, excluded and held-back contacts matching `search`, up to `limit` each.
+   */
+  async review(req: CampaignRequest, opts: { recipient?: string; search?: string; limit: number }): Promise<CampaignReview> {
+    const want = opts.recipient?.trim().toLowerCase();
+    const q = opts.search?.trim().toLowerCase();
+    const matches = (...fields: Array<string | undefined>) => !q || fields.some((f) => f?.toLowerCase().includes(q));
+    const recipients: CampaignReview['recipients'] = { total: 0, matched: 0, shown: [] };
+    let copy: PlannedDelivery | undefined;
+    let last: { contact_id: string; row?: CampaignReview['recipients']['shown'][number] } | undefined;
+    const plan = await this.deps.renderGate.run(async () => {
+      const { definition, audience } = await this.definitionAndAudience(req);
+      const first = definition.channels[0];
+      const onChunk = async (chunk: PlannedDelivery[]) => {
+        for (const d of chunk) {
+          if (d.channel === first && !copy && (!want || d.content.to_email.toLowerCase() === want)) copy = d;
+          // A recipient's messages come one channel after the other.
+          if (last?.contact_id === d.contact_id) {
+            last.row?.channels.push(d.channel);
+            continue;
+          }
+          recipients.total += 1;
+          last = { contact_id: d.contact_id };
+          if (!matches(d.content.to_email, d.client_id)) continue;
+          recipients.matched += 1;
+          if (recipients.shown.length < opts.limit) {
+            last.row = { email: d.content.to_email, client_id: d.client_id, channels: [d.channel] };
+            recipients.shown.push(last.row);
+          }
+        }
+      };
+      return renderPlan(definition, audience, this.deps.config.campaigns.renderBudget, onChunk, REVIEW_KEPT);
+    });
+    const def = plan.definition;
+    const excluded = plan.excluded.examples.filter((e) => matches(e.email, e.client_id, e.reason, e.channel));
+    const held = plan.held_back.examples.filter((h) => matches(h.email, h.client_id, h.reason, h.detail));
+    const c = copy?.content;
+    const view = c?.html ? viewHtml(c.html) : undefined;
+    const links = [...(view?.links ?? [])];
+    for (const t of linkTargetsIn([c?.subject ?? '', c?.text ?? ''].join('\n'))) if (!links.includes(t)) links.push(t);
+    return {
+      campaign_name: def.campaign_name,
+      channels: def.channels,
+      sender: {
+        from: def.channels.includes('email') ? (def.sender.email ?? null) : null,
+        from_name: def.sender.name ?? null,
+        reply_to: null,
+        intercom_admin: def.channels.some((ch) => ch !== 'email') ? (this.deps.config.intercom.adminId ?? 'the Intercom token owner') : null,
+      },
+      schedule: { send_immediately: def.scheduled_send_time === null, scheduled_send_time: def.scheduled_send_time },
+      copy:
+        c && copy
+          ? { to: c.to_email, client_id: copy.client_id, channel: copy.channel, subject: copy.channel === 'intercom_inapp' ? undefined : c.subject, text: c.text, html: c.html, links, images: view?.images ?? [] }
+          : null,
+      recipients,
+      excluded: {
+        total: plan.excluded.total,
+        matched: excluded.length,
+        complete: plan.excluded.total <= REVIEW_KEPT,
+        shown: excluded.slice(0, opts.limit).map((e) => ({ email: e.email, client_id: e.client_id, reason: e.reason, ...(e.channel ? { channel: e.channel } : {}) })),
+      },
+      held_back: {
+        total: plan.held_back.total,
+        matched: held.length,
+        complete: plan.held_back.total <= REVIEW_KEPT,
+        shown: held.slice(0, opts.limit).map((h) => ({ email: h.email, client_id: h.client_id, reason: h.reason, detail: h.detail })),
+      },
+    };
   }
 
   /** The first call: a preview and a token bound to exactly this content, audience and schedule. */
