@@ -1,10 +1,9 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import net from 'node:net';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { decodeProtectedHeader } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DIST_CLI, standInEnv, tempDataDir, testEnv } from '../helpers/mcp.js';
+import { standInEnv, tempDataDir } from '../helpers/mcp.js';
+import { startSignedInServer, type SignedInServer } from '../helpers/signed-in-server.js';
 import { INTROSPECTOR, PERSON_SECRET, startIssuer, type TestIssuer } from '../helpers/oauth-issuer.js';
 import { until } from '../helpers/until.js';
 import { startSendGridStandIn, type SendGridStandIn } from '../stand-ins/sendgrid.js';
@@ -25,45 +24,7 @@ const PEOPLE = [
   { id: 'opaque', scope: 'cs:read cs:write', email: 'op@ourco.test', opaque: true },
 ];
 
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-interface SignedInServer {
-  child: ChildProcess;
-  url: string;
-  stderr(): string;
-}
-
 const introspection = (issuer: string) => ({ MCP_OAUTH_INTROSPECTION_URL: `${issuer}/token/introspection`, MCP_OAUTH_CLIENT_ID: INTROSPECTOR, MCP_OAUTH_CLIENT_SECRET: PERSON_SECRET });
-
-/** `node dist/cli.js --http` with sign-in against `issuer`, on a free port named as its public URL. */
-async function startSignedInServer(issuer: string, env: Record<string, string>, dataDir: string): Promise<SignedInServer> {
-  const port = await freePort();
-  const url = `http://127.0.0.1:${port}/mcp`;
-  const child = spawn(process.execPath, [DIST_CLI, '--http'], {
-    env: {
-      PATH: process.env.PATH ?? '',
-      HOME: process.env.HOME ?? '',
-      ...testEnv({ LOG_LEVEL: 'info', ...env }, dataDir),
-      MCP_HTTP_PORT: String(port),
-      MCP_HTTP_PUBLIC_URL: url,
-      MCP_OAUTH_ISSUER: issuer,
-      MCP_OAUTH_JWKS_COOLDOWN_MS: '0',
-      MCP_OAUTH_CLOCK_TOLERANCE_S: '0',
-    },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  let stderr = '';
-  child.stderr!.on('data', (d) => (stderr += String(d)));
-  await until(() => /serving MCP \(Streamable HTTP\)/.test(stderr), { message: `server start (stderr: ${stderr})`, timeoutMs: 30_000 });
-  return { child, url, stderr: () => stderr };
-}
 
 const INIT = { jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'raw', version: '1' } } };
 const HEADERS = { 'Content-Type': 'application/json', Accept: 'application/json, text/event-stream' };
