@@ -5,6 +5,7 @@ import path from 'node:path';
 import { parseEnv } from 'node:util';
 import { z } from 'zod';
 import type { RenderBudget } from './engine/campaigns/plan.js';
+import { PROVIDERS, type ProviderName } from './result.js';
 import { APPROVAL_POLICIES, type ApprovalPolicy } from './safety/approval.js';
 import { urlSecrets } from './secrets.js';
 
@@ -63,6 +64,10 @@ const envSchema = z.object({
   MCP_HTTP_MAX_SESSIONS: int(100, 1, 10_000),
   MCP_HTTP_SESSION_IDLE_MS: int(30 * 60_000, 50, 7 * 86_400_000),
   MCP_HTTP_STATELESS: bool(false),
+  MCP_METRICS: bool(false),
+  MCP_METRICS_TOKEN: optionalString,
+  MCP_READY_TIMEOUT_MS: int(2000, 50, 60_000),
+  MCP_READY_PROVIDERS: optionalString,
   MCP_MAX_REQUEST_BYTES: int(DEFAULT_MAX_REQUEST_BYTES, 1024 * 1024, 512 * 1024 * 1024),
   CS_MCP_ALLOW_CUSTOM_PROVIDER_HOSTS: bool(false),
 
@@ -195,6 +200,17 @@ export interface Config {
     maxSessions: number;
     sessionIdleMs: number;
     stateless: boolean;
+  };
+  /** GET /metrics, /readyz (see src/transports/http-observability.ts). */
+  observability: {
+    /** MCP_METRICS=true or MCP_METRICS_TOKEN set: /metrics answers; otherwise 404. */
+    metrics: boolean;
+    /** When set, /metrics wants `Authorization: Bearer <token>`; without it, /metrics is served on a loopback bind only. */
+    metricsToken?: string;
+    /** Longest a /readyz database check may take before it answers 503. */
+    readyTimeoutMs: number;
+    /** Providers that must be configured for /readyz to answer 200. */
+    readyProviders: ProviderName[];
   };
   /** Largest MCP request accepted, in bytes (an HTTP body or one stdio line). */
   maxRequestBytes: number;
@@ -377,6 +393,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       sessionIdleMs: e.MCP_HTTP_SESSION_IDLE_MS,
       stateless: e.MCP_HTTP_STATELESS,
     },
+    observability: {
+      metrics: e.MCP_METRICS || e.MCP_METRICS_TOKEN !== undefined,
+      metricsToken: e.MCP_METRICS_TOKEN,
+      readyTimeoutMs: e.MCP_READY_TIMEOUT_MS,
+      readyProviders: providerList('MCP_READY_PROVIDERS', e.MCP_READY_PROVIDERS),
+    },
     maxRequestBytes: e.MCP_MAX_REQUEST_BYTES,
     resilience: {
       maxRetries: e.RETRY_MAX_RETRIES,
@@ -502,6 +524,14 @@ function originList(v: string | undefined, ctx: z.RefinementCtx): string[] {
   return [...new Set(out)];
 }
 
+/** A comma-separated list of provider names; an unknown name stops the server, naming the valid ones. */
+function providerList(variable: string, v: string | undefined): ProviderName[] {
+  const names = list(v) ?? [];
+  const unknown = names.filter((n) => !(PROVIDERS as readonly string[]).includes(n));
+  if (unknown.length) throw new ConfigError(`${variable}: unknown provider ${unknown.join(', ')}; use a comma-separated list of ${PROVIDERS.join(', ')}.`);
+  return [...new Set(names)] as ProviderName[];
+}
+
 function list(v: string | undefined): string[] | undefined {
   const items = v?.split(',').map((x) => x.trim()).filter(Boolean);
   return items?.length ? items : undefined;
@@ -580,6 +610,7 @@ export function readSettingsFile(explicitPath: string | undefined, env: NodeJS.P
 export function configSecrets(config: Config): string[] {
   return [
     config.http.token,
+    config.observability.metricsToken,
     config.intercom.accessToken,
     config.sendgrid.apiKey,
     config.mixpanel.projectToken,

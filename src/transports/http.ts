@@ -7,6 +7,7 @@ import express, { type NextFunction, type Request, type Response } from 'express
 import { createWebhookHandler, webhookServerOptions } from '../inbox/http.js';
 import { createMcpServer } from '../server.js';
 import type { Services } from '../services.js';
+import { observabilityRoutes } from './http-observability.js';
 import { assertSafeHttpConfig, bearerAuth, hostCheck, originCheck } from './http-security.js';
 import { SessionPool } from './http-sessions.js';
 
@@ -42,12 +43,11 @@ export async function serveHttp(services: Services): Promise<RunningHttpServer> 
     res.once('close', () => inProgress.delete(res));
     next();
   });
+  // /healthz, /readyz, /metrics: polled by address, without the MCP token (see http-observability.ts).
+  app.use(observabilityRoutes(services));
   // Host first, applied to every bind address (the SDK's createMcpExpressApp only does it for some).
   app.use(hostCheck(http));
   app.use(originCheck(http));
-  app.get('/healthz', (_req, res) => {
-    res.json({ ok: true });
-  });
   if (http.token) app.use('/mcp', bearerAuth(http.token));
   // The body is read only after the checks above, and never beyond the limit.
   app.use('/mcp', express.json({ limit: maxRequestBytes }));
