@@ -108,7 +108,7 @@ export async function createServices(config: Config, log: Logger, overrides: Ser
   const webhooks = new WebhookService({ config, log: log.child({ provider: 'webhook' }), runtime: runtimes.webhook }, overrides.webhookLookup);
   const dailyLimit = new DailySendLimit(config.safety.dailySendLimit);
   const deliveryLog = log.child({ component: 'delivery' });
-  const delivery = new Delivery({ config, log: deliveryLog, store, runtimes, email: sendgrid, intercom, analytics: mixpanel, dailyLimit });
+  const delivery = new Delivery({ config, log: deliveryLog, store, runtimes, email: sendgrid, intercom, analytics: mixpanel, dailyLimit, observer: metrics });
   const renderGate = new RenderGate();
   const tokens = new ConfirmationTokens(store.db, config.campaigns.confirmationTtlS);
   const campaigns = new CampaignService({

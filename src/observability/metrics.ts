@@ -45,6 +45,7 @@ export class Metrics {
   private readonly webhookProcessed: Counter<'provider' | 'state'>;
   private readonly webhookLag: Histogram<'provider'>;
   private readonly runawayPauses: Counter;
+  private readonly postponed: Counter<'channel' | 'code'>;
   private readonly db = new Map<string, Gauge<string>>();
   private readonly snapshotOk: Gauge;
   private readonly snapshotSeconds: Gauge;
@@ -78,6 +79,12 @@ export class Metrics {
       registers,
     });
     this.webhookLag = new Histogram({ name: n('webhook_processing_lag_seconds'), help: 'Time from a webhook event being stored to it being settled.', labelNames: ['provider'], buckets: LAG_SECONDS, registers });
+    this.postponed = new Counter({
+      name: n('delivery_postponed_messages_total'),
+      help: 'Outbox messages put back in the queue to be tried again after a provider refused or failed (the delivery retries), by channel and error code.',
+      labelNames: ['channel', 'code'],
+      registers,
+    });
     this.runawayPauses = new Counter({ name: n('automation_runaway_pauses_total'), help: 'Workflows this process paused for exceeding their action budget (runaway).', registers });
     const gauge = (name: string, help: string, labelNames: string[] = []) => {
       const g = new Gauge({ name: n(name), help, labelNames, registers });
@@ -123,6 +130,10 @@ export class Metrics {
   webhookSettled(provider: string, state: string, lagSeconds: number): void {
     this.webhookProcessed.inc({ provider, state });
     this.webhookLag.observe({ provider }, Math.max(0, lagSeconds));
+  }
+
+  deliveryPostponed(channel: string, code: string, messages: number): void {
+    this.postponed.inc({ channel, code }, messages);
   }
 
   runawayPause(): void {
