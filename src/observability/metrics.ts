@@ -33,6 +33,8 @@ const n = (name: string) => `${METRIC_PREFIX}${name}`;
  */
 export class Metrics {
   readonly registry = new Registry();
+  /** The database gauges apart: left out of a scrape whole when the database does not answer (a gauge without labels cannot be). */
+  private readonly dbRegistry = new Registry();
   private readonly toolCalls: Counter<'tool' | 'outcome'>;
   private readonly toolSeconds: Histogram<'tool'>;
   private readonly providerRequests: Counter<'provider' | 'result'>;
@@ -87,7 +89,7 @@ export class Metrics {
     });
     this.runawayPauses = new Counter({ name: n('automation_runaway_pauses_total'), help: 'Workflows this process paused for exceeding their action budget (runaway).', registers });
     const gauge = (name: string, help: string, labelNames: string[] = []) => {
-      const g = new Gauge({ name: n(name), help, labelNames, registers });
+      const g = new Gauge({ name: n(name), help, labelNames, registers: [this.dbRegistry] });
       this.db.set(name, g);
       return g;
     };
@@ -187,16 +189,14 @@ export class Metrics {
 
   /** The exposition text: the database gauges refreshed (or left out when the database does not answer in time). */
   async render(now = Date.now()): Promise<string> {
-    if (this.snapshot) {
-      const r = await this.snapshot.get();
-      for (const g of this.db.values()) g.reset();
-      this.snapshotOk.set(r.ok ? 1 : 0);
-      if (r.ok) {
-        this.snapshotSeconds.set(r.value.seconds);
-        this.setDbGauges(r.value.data, now);
-      }
-    }
-    return this.registry.metrics();
+    if (!this.snapshot) return this.registry.metrics();
+    const r = await this.snapshot.get();
+    this.snapshotOk.set(r.ok ? 1 : 0);
+    if (!r.ok) return this.registry.metrics();
+    this.snapshotSeconds.set(r.value.seconds);
+    for (const g of this.db.values()) g.reset();
+    this.setDbGauges(r.value.data, now);
+    return (await this.registry.metrics()) + (await this.dbRegistry.metrics());
   }
 
   private setDbGauges(s: DbSnapshot, now: number): void {
