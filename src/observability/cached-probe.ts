@@ -1,9 +1,12 @@
 /** What a probe answered: its value, or why there is none (it failed, or took longer than allowed). */
 export type ProbeResult<T> = { ok: true; value: T; at: number } | { ok: false; error: string; at: number };
 
+/** How long an answer is reused: fixed, or from how long the run that produced it took (a costlier run is reused longer). */
+export type Ttl = number | ((runMs: number) => number);
+
 export interface CachedProbeOptions {
   /** An answer is reused for this long: polling faster than this costs nothing. */
-  ttlMs: number;
+  ttlMs: Ttl;
   /** A run that has not answered by then is reported as failed (it is not started again while it hangs). */
   timeoutMs: number;
   now?: () => number;
@@ -19,6 +22,8 @@ export class CachedProbe<T> {
   private last?: ProbeResult<T>;
   private running?: { promise: Promise<ProbeResult<T>>; startedAt: number };
   private readonly now: () => number;
+  /** How long the last run that settled took. */
+  private lastRunMs = 0;
 
   constructor(
     private readonly run: () => Promise<T>,
@@ -29,7 +34,8 @@ export class CachedProbe<T> {
 
   async get(): Promise<ProbeResult<T>> {
     const now = this.now();
-    if (this.last && now - this.last.at < this.opts.ttlMs) return this.last;
+    const ttl = this.opts.ttlMs;
+    if (this.last && now - this.last.at < (typeof ttl === 'number' ? ttl : ttl(this.lastRunMs))) return this.last;
     if (this.running) {
       const waited = now - this.running.startedAt;
       if (waited >= this.opts.timeoutMs) return this.remember({ ok: false, error: `still running after ${waited} ms (limit ${this.opts.timeoutMs} ms)`, at: now });
@@ -42,6 +48,7 @@ export class CachedProbe<T> {
     );
     this.running = { promise, startedAt };
     void promise.then((r) => {
+      this.lastRunMs = r.at - startedAt;
       if (this.running?.promise === promise) this.running = undefined;
       this.remember(r);
     });

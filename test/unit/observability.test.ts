@@ -31,6 +31,24 @@ describe('CachedProbe: a costly check at a bounded cost', () => {
     expect(runs).toBe(2);
   });
 
+  it('reuses a costly answer longer: the ttl can follow how long the run took', async () => {
+    let now = 0;
+    let runs = 0;
+    const probe = new CachedProbe(
+      async () => {
+        now += 50; // the run takes 50 ms
+        return ++runs;
+      },
+      { ttlMs: (runMs) => Math.max(100, 20 * runMs), timeoutMs: 5000, now: () => now },
+    );
+    await probe.get();
+    await new Promise((r) => setImmediate(r));
+    now = 50 + 999;
+    expect(await probe.get()).toMatchObject({ value: 1 });
+    now = 50 + 1000;
+    expect(await probe.get()).toMatchObject({ value: 2 });
+  });
+
   it('runs once for callers arriving together', async () => {
     const d = deferred<number>();
     let runs = 0;
