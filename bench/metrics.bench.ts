@@ -74,32 +74,20 @@ async function benchDialect(name: 'sqlite' | 'postgres'): Promise<void> {
     }
     const s = summarize(snap);
     line(`[${name}] database gauges read (${OUTBOX / 1000}k outbox, ${INBOX / 1000}k inbox, ${ENROLLMENTS / 1000}k enrolments) p50 / max ms`, `${fmt(s.p50)} / ${fmt(Math.max(...snap))}`);
-    const scrape: number[] = [];
-    for (let i = 0; i < 200; i++) {
-      const t = performance.now();
-      const r = await fetch(`${base}/metrics`);
-      await r.text();
-      if (i >= 5) scrape.push(performance.now() - t);
-    }
-    const sc = summarize(scrape);
-    line(`[${name}] GET /metrics back to back (gauges cached 1.5 s) p50 / p99 ms`, `${fmt(sc.p50)} / ${fmt(sc.p99)}`);
-    const ready: number[] = [];
-    for (let i = 0; i < 200; i++) {
-      const t = performance.now();
-      const r = await fetch(`${base}/readyz`);
-      await r.text();
-      if (i >= 5) ready.push(performance.now() - t);
-    }
-    const rd = summarize(ready);
-    line(`[${name}] GET /readyz back to back (answer cached 1 s) p50 / p99 ms`, `${fmt(rd.p50)} / ${fmt(rd.p99)}`);
-    const health: number[] = [];
-    for (let i = 0; i < 200; i++) {
-      const t = performance.now();
-      await (await fetch(`${base}/healthz`)).text();
-      if (i >= 5) health.push(performance.now() - t);
-    }
-    const hz = summarize(health);
-    line(`[${name}] GET /healthz p50 / p99 ms`, `${fmt(hz.p50)} / ${fmt(hz.p99)}`);
+    /** p50 / p99 of `GET path` back to back (after 5 warm-up requests). */
+    const poll = async (path: string) => {
+      const samples: number[] = [];
+      for (let i = 0; i < 200; i++) {
+        const t = performance.now();
+        await (await fetch(`${base}${path}`)).text();
+        if (i >= 5) samples.push(performance.now() - t);
+      }
+      const q = summarize(samples);
+      return `${fmt(q.p50)} / ${fmt(q.p99)}`;
+    };
+    line(`[${name}] GET /metrics back to back (gauges cached) p50 / p99 ms`, await poll('/metrics'));
+    line(`[${name}] GET /readyz back to back (answer cached 1 s) p50 / p99 ms`, await poll('/readyz'));
+    line(`[${name}] GET /healthz p50 / p99 ms`, await poll('/healthz'));
   } finally {
     await server.close();
     await h.close();
