@@ -171,7 +171,8 @@ async function main(argv: string[]): Promise<void> {
     log.info({ automations: running, outbox: services.delivery.dispatcher.running, webhooks: listener?.endpoints ?? [] }, 'worker started');
     process.stderr.write(
       `\n${SERVER_NAME} ${SERVER_VERSION} worker: ${running ? 'running automations and delivering queued messages' : 'read-only mode (CS_MCP_READ_ONLY): nothing runs'}. ` +
-        (listener ? `Webhooks (${listener.endpoints.join(', ')}) at ${listener.url}<endpoint>. ` : 'No webhook endpoint is enabled. ') +
+        (listener?.endpoints.length ? `Webhooks (${listener.endpoints.join(', ')}) at ${listener.url}<endpoint>. ` : 'No webhook endpoint is enabled. ') +
+        (listener && config.observability.metrics ? `Metrics at ${listener.url.replace(/webhooks\/$/, 'metrics')}. ` : '') +
         `Data: ${config.database.kind === 'sqlite' ? config.database.file : 'PostgreSQL (DATABASE_URL)'}. Press Ctrl+C to stop.\n\n`,
     );
     return;

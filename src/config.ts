@@ -5,6 +5,7 @@ import path from 'node:path';
 import { parseEnv } from 'node:util';
 import { z } from 'zod';
 import type { RenderBudget } from './engine/campaigns/plan.js';
+import { PROVIDERS, type ProviderName } from './result.js';
 import { APPROVAL_POLICIES, type ApprovalPolicy } from './safety/approval.js';
 import { urlSecrets } from './secrets.js';
 
@@ -74,6 +75,10 @@ const envSchema = z.object({
   MCP_OAUTH_JWKS_CACHE_MS: int(10 * 60_000, 1_000, 86_400_000),
   MCP_OAUTH_JWKS_COOLDOWN_MS: int(30_000, 0, 3_600_000),
   MCP_OAUTH_CLOCK_TOLERANCE_S: int(30, 0, 300),
+  MCP_METRICS: bool(false),
+  MCP_METRICS_TOKEN: optionalString,
+  MCP_READY_TIMEOUT_MS: int(2000, 50, 60_000),
+  MCP_READY_PROVIDERS: optionalString,
   MCP_MAX_REQUEST_BYTES: int(DEFAULT_MAX_REQUEST_BYTES, 1024 * 1024, 512 * 1024 * 1024),
   CS_MCP_ALLOW_CUSTOM_PROVIDER_HOSTS: bool(false),
 
@@ -210,6 +215,17 @@ export interface Config {
     publicUrl?: string;
     /** Sign-in (OAuth 2.1 resource server): only this issuer's access tokens are accepted. */
     oauth?: OAuthConfig;
+  };
+  /** GET /metrics, /readyz (see src/transports/http-observability.ts). */
+  observability: {
+    /** MCP_METRICS=true or MCP_METRICS_TOKEN set: /metrics answers; otherwise 404. */
+    metrics: boolean;
+    /** When set, /metrics wants `Authorization: Bearer <token>`; without it, /metrics is served on a loopback bind only. */
+    metricsToken?: string;
+    /** Longest a /readyz database check may take before it answers 503. */
+    readyTimeoutMs: number;
+    /** Providers that must be configured for /readyz to answer 200. */
+    readyProviders: ProviderName[];
   };
   /** Largest MCP request accepted, in bytes (an HTTP body or one stdio line). */
   maxRequestBytes: number;
@@ -464,6 +480,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       publicUrl: e.MCP_HTTP_PUBLIC_URL,
       oauth: oauthConfig(e),
     },
+    observability: {
+      metrics: e.MCP_METRICS || e.MCP_METRICS_TOKEN !== undefined,
+      metricsToken: e.MCP_METRICS_TOKEN,
+      readyTimeoutMs: e.MCP_READY_TIMEOUT_MS,
+      readyProviders: providerList('MCP_READY_PROVIDERS', e.MCP_READY_PROVIDERS),
+    },
     maxRequestBytes: e.MCP_MAX_REQUEST_BYTES,
     resilience: {
       maxRetries: e.RETRY_MAX_RETRIES,
@@ -589,6 +611,14 @@ function originList(v: string | undefined, ctx: z.RefinementCtx): string[] {
   return [...new Set(out)];
 }
 
+/** A comma-separated list of provider names; an unknown name stops the server, naming the valid ones. */
+function providerList(variable: string, v: string | undefined): ProviderName[] {
+  const names = list(v) ?? [];
+  const unknown = names.filter((n) => !(PROVIDERS as readonly string[]).includes(n));
+  if (unknown.length) throw new ConfigError(`${variable}: unknown provider ${unknown.join(', ')}; use a comma-separated list of ${PROVIDERS.join(', ')}.`);
+  return [...new Set(names)] as ProviderName[];
+}
+
 function list(v: string | undefined): string[] | undefined {
   const items = v?.split(',').map((x) => x.trim()).filter(Boolean);
   return items?.length ? items : undefined;
@@ -668,6 +698,7 @@ export function configSecrets(config: Config): string[] {
   return [
     config.http.token,
     config.http.oauth?.introspection?.clientSecret,
+    config.observability.metricsToken,
     config.intercom.accessToken,
     config.sendgrid.apiKey,
     config.mixpanel.projectToken,

@@ -8,6 +8,7 @@ import { Delivery } from './engine/delivery/index.js';
 import { Inbox } from './engine/inbox/index.js';
 import { RenderGate } from './engine/render-gate.js';
 import { Retention } from './engine/retention.js';
+import { Metrics } from './observability/metrics.js';
 import { IntercomService } from './providers/intercom/service.js';
 import { MixpanelService } from './providers/mixpanel/service.js';
 import { SendGridService } from './providers/sendgrid/service.js';
@@ -44,6 +45,8 @@ export interface Services {
   idempotency: IdempotencyStore;
   audit: AuditLog;
   directSends: DirectSendGuard;
+  /** This process's Prometheus registry and the counters the parts feed (GET /metrics). */
+  metrics: Metrics;
   /** Deletes old records of every kind in the background. */
   retention: Retention;
   /** Stops background work (flushing what is buffered) and closes the store. Safe to call twice. */
@@ -82,7 +85,10 @@ export async function createServices(config: Config, log: Logger, overrides: Ser
     slack: runtime('slack'),
     webhook: runtime('webhook'),
   };
+  const metrics = new Metrics({ processMetrics: config.observability.metrics });
+  metrics.watchProviders(runtimes);
   const store = await openStore(config, log);
+  metrics.watchDatabase(store.db);
   // Processes on one database that send with the same account share its rate budget.
   const sharing = (
     [
@@ -102,7 +108,7 @@ export async function createServices(config: Config, log: Logger, overrides: Ser
   const webhooks = new WebhookService({ config, log: log.child({ provider: 'webhook' }), runtime: runtimes.webhook }, overrides.webhookLookup);
   const dailyLimit = new DailySendLimit(config.safety.dailySendLimit);
   const deliveryLog = log.child({ component: 'delivery' });
-  const delivery = new Delivery({ config, log: deliveryLog, store, runtimes, email: sendgrid, intercom, analytics: mixpanel, dailyLimit });
+  const delivery = new Delivery({ config, log: deliveryLog, store, runtimes, email: sendgrid, intercom, analytics: mixpanel, dailyLimit, observer: metrics });
   const renderGate = new RenderGate();
   const tokens = new ConfirmationTokens(store.db, config.campaigns.confirmationTtlS);
   const campaigns = new CampaignService({
@@ -131,11 +137,12 @@ export async function createServices(config: Config, log: Logger, overrides: Ser
     wakeDelivery: () => delivery.wake(),
     tokens,
     renderGate,
+    observer: metrics,
   });
   const idempotency = new IdempotencyStore(store.db, config.safety, log.child({ component: 'idempotency' }));
   const audit = new AuditLog(store.db, config.safety, log.child({ component: 'audit' }));
   const directSends = new DirectSendGuard({ config, store, dailyLimit, idempotency, log: log.child({ component: 'direct-send' }) });
-  const inbox = new Inbox(config, store, log.child({ component: 'inbox' }));
+  const inbox = new Inbox(config, store, log.child({ component: 'inbox' }), metrics);
   mixpanel.start();
   await campaigns.start();
   delivery.start();
@@ -170,6 +177,7 @@ export async function createServices(config: Config, log: Logger, overrides: Ser
     idempotency,
     audit,
     directSends,
+    metrics,
     retention,
     close: () =>
       (closing ??= (async () => {

@@ -118,7 +118,12 @@ export function registerTools(
         services,
         byName: new Map(tools.map((t) => [t.name, t])),
         ...derivedListing,
-        approvalOptions: { policy: safety.approval, threshold: safety.approvalThreshold, timeoutMs: safety.approvalTimeoutMs },
+        approvalOptions: {
+          policy: safety.approval,
+          threshold: safety.approvalThreshold,
+          timeoutMs: safety.approvalTimeoutMs,
+          onOutcome: (action: string, outcome: string) => services.metrics.approval(action, outcome),
+        },
       };
     },
   );
@@ -230,13 +235,17 @@ export function registerTools(
       }
       // Never a failure once the work is done (a send must not be followed by an error): an oversized result is cut, with a note.
       const { value: structured, text } = boundResultWithText(scrubValue(result), MAX_RESULT_BYTES);
-      log.info({ tool: tool.name, ms: Date.now() - started, success: true }, 'tool call');
+      const ms = Date.now() - started;
+      log.info({ tool: tool.name, ms, success: true }, 'tool call');
+      services.metrics.toolCall(tool.name, 'success', ms / 1000);
       record('success');
       return { content: [{ type: 'text', text }], structuredContent: structured };
     } catch (err) {
       const error = toErrorBody(err);
       if (!(err instanceof ToolError) && !(err instanceof z.ZodError)) logger().error({ err }, 'tool crashed');
-      log.info({ tool: tool.name, ms: Date.now() - started, success: false, code: error.code }, 'tool call');
+      const ms = Date.now() - started;
+      log.info({ tool: tool.name, ms, success: false, code: error.code }, 'tool call');
+      services.metrics.toolCall(tool.name, error.code, ms / 1000);
       record(error.code, error);
       const { value: structured, text } = boundResultWithText({ success: false, error } as Record<string, unknown>, MAX_RESULT_BYTES);
       return { content: [{ type: 'text', text }], structuredContent: structured, isError: true };

@@ -60,8 +60,21 @@ function attemptOf(init: RequestInit | undefined): AttemptRecord | undefined {
 /** fetch, plus the attempt to record into when the caller has it at hand. */
 export type ObservedFetch = (input: string | URL | Request, init?: RequestInit, record?: AttemptRecord) => Promise<Response>;
 
+/** How one request ended: the answer's status class, or why there was none. */
+export type RequestResult = '2xx' | '3xx' | '4xx' | '429' | '5xx' | 'timeout' | 'network' | 'aborted';
+
+export function resultOfStatus(status: number): RequestResult {
+  if (status === 429) return '429';
+  if (status >= 500) return '5xx';
+  if (status >= 400) return '4xx';
+  if (status >= 300) return '3xx';
+  return '2xx';
+}
+
 export interface ObservedFetchOptions {
   provider: ProviderName;
+  /** Told how every request that was sent ended (metrics). */
+  onResult?: (result: RequestResult) => void;
   budget: RateBudget;
   timeoutMs: number;
   log: Logger;
@@ -102,6 +115,7 @@ export function createObservedFetch(opts: ObservedFetchOptions): ObservedFetch {
     try {
       const response = await baseFetch(input, { ...init, signal: controller.signal });
       answered = true;
+      opts.onResult?.(resultOfStatus(response.status));
       opts.budget.observe(response.headers, response.status, sentAt);
       if (record) record.response = { status: response.status, headers: response.headers };
       if (response.status >= 400) {
@@ -110,6 +124,7 @@ export function createObservedFetch(opts: ObservedFetchOptions): ObservedFetch {
       return clearOnceRead(response, timer);
     } catch (err) {
       clearTimeout(timer);
+      opts.onResult?.(timedOut ? 'timeout' : callerSignal?.aborted ? 'aborted' : 'network');
       if (callerSignal?.aborted && !timedOut) throw err;
       const classified = networkError(opts.provider, err, timedOut ? opts.timeoutMs : undefined);
       if (record) record.error = classified;

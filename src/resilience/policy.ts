@@ -55,6 +55,7 @@ export class ProviderPolicy {
   private openedAt?: number;
   private last?: LastError;
   private readonly random: () => number;
+  private readonly retryListeners: Array<(code: string | undefined) => void> = [];
 
   constructor(
     readonly provider: ProviderName,
@@ -91,8 +92,14 @@ export class ProviderPolicy {
           { provider, attempt: ev.attempt, delay_ms: Math.round(ev.delay), code: err instanceof ToolError ? err.code : undefined },
           'retrying provider call',
         );
+        for (const listener of this.retryListeners) listener(err instanceof ToolError ? err.code : undefined);
       });
     }
+  }
+
+  /** Called on every retry, with the error code that caused it (metrics). */
+  onRetry(listener: (code: string | undefined) => void): void {
+    this.retryListeners.push(listener);
   }
 
   /** Backoff before retry number `attempt` (1-based): the provider's own wait if it named one, else base × 2^(n-1) plus jitter. */

@@ -2,9 +2,11 @@ import type { ResilienceConfig } from '../config.js';
 import type { Logger } from '../log.js';
 import { notConfigured, PROVIDER_LABEL, ToolError, type ProviderName } from '../result.js';
 import { httpStatusError } from './http-errors.js';
-import { ATTEMPT_HEADER, createObservedFetch, withAttemptRecord, type AttemptRecord, type ObservedFetch } from './observed-fetch.js';
+import { ATTEMPT_HEADER, createObservedFetch, withAttemptRecord, type AttemptRecord, type ObservedFetch, type RequestResult } from './observed-fetch.js';
 import { ProviderPolicy, type CallOptions, type CircuitStateName, type LastError, type PolicyOptions } from './policy.js';
 import { RateBudget, type RateBudgetOptions, type RateBudgetSnapshot } from './rate-budget.js';
+
+export type { RequestResult } from './observed-fetch.js';
 
 export interface ProviderStatus {
   provider: ProviderName;
@@ -55,6 +57,7 @@ export class ProviderRuntime {
   /** Paced, timed and observed; outside `call` it records into no attempt. */
   readonly fetch: ObservedFetch;
   readonly missing: string[];
+  private readonly requestListeners: Array<(result: RequestResult) => void> = [];
 
   constructor(opts: ProviderRuntimeOptions) {
     this.provider = opts.provider;
@@ -68,7 +71,15 @@ export class ProviderRuntime {
       timeoutMs: opts.resilience.timeoutMs,
       log,
       baseFetch: opts.baseFetch,
+      onResult: (result) => {
+        for (const listener of this.requestListeners) listener(result);
+      },
     });
+  }
+
+  /** Called when each request to the provider ends: its status class, or timeout / network / aborted (metrics). */
+  onRequest(listener: (result: RequestResult) => void): void {
+    this.requestListeners.push(listener);
   }
 
   get configured(): boolean {

@@ -92,6 +92,8 @@ export interface ApprovalGateOptions {
   /** Direct sends to at least this many recipients need a person (where one can be asked). */
   threshold: number;
   timeoutMs: number;
+  /** Told each request's action and outcome (metrics): approved_by_person, approved_by_policy, declined, cancelled, no_answer, refused_no_elicitation. */
+  onOutcome?: (action: ApprovalRequest['action'], outcome: string) => void;
 }
 
 /** Form-mode elicitation: declared as `elicitation: {}` (the original form) or with `form`. */
@@ -103,6 +105,30 @@ export function supportsElicitation(caps: ClientCapabilities | undefined): boole
 
 /** Builds the approver of one tool call from the policy and what the calling client supports. */
 export function createApprover(opts: ApprovalGateOptions, port: ElicitationPort): Approver {
+  const decide = approverOf(opts, port);
+  const report = opts.onOutcome;
+  if (!report) return decide;
+  return async (req) => {
+    try {
+      const outcome = await decide(req);
+      report(req.action, outcome.by === 'person' ? 'approved_by_person' : 'approved_by_policy');
+      return outcome;
+    } catch (err) {
+      report(req.action, refusalOf(err));
+      throw err;
+    }
+  };
+}
+
+/** How an approval request that did not approve ended, from the error the approver threw. */
+function refusalOf(err: unknown): string {
+  if (!(err instanceof ToolError)) return 'error';
+  if (err.code === 'forbidden') return 'refused_no_elicitation';
+  const action = err.details?.action;
+  return action === 'no_answer' ? 'no_answer' : action === 'cancel' ? 'cancelled' : 'declined';
+}
+
+function approverOf(opts: ApprovalGateOptions, port: ElicitationPort): Approver {
   return async (req) => {
     const supported = supportsElicitation(port.capabilities());
     const needsPerson = req.action !== 'direct_send' || req.always === true || req.recipients >= opts.threshold;

@@ -109,7 +109,8 @@ export function originCheck(http: Config['http']): RequestHandler {
   };
 }
 
-export function bearerAuth(token: string): RequestHandler {
+/** Constant-time check of `Authorization: Bearer <token>`; `variable` names the setting in the 401. */
+export function bearerAuth(token: string, variable = 'MCP_HTTP_TOKEN'): RequestHandler {
   const expected = Buffer.from(token);
   return (req: Request, res: Response, next: NextFunction) => {
     const given = /^Bearer\s+(.+)$/i.exec(req.headers.authorization ?? '')?.[1]?.trim() ?? '';
@@ -117,7 +118,7 @@ export function bearerAuth(token: string): RequestHandler {
     if (buf.length !== expected.length || !timingSafeEqual(buf, expected)) {
       res.status(401).set('WWW-Authenticate', 'Bearer').json({
         jsonrpc: '2.0',
-        error: { code: -32001, message: 'Unauthorized: send "Authorization: Bearer <MCP_HTTP_TOKEN>".' },
+        error: { code: -32001, message: `Unauthorized: send "Authorization: Bearer <${variable}>".` },
         id: null,
       });
       return;

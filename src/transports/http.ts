@@ -8,6 +8,7 @@ import { createWebhookHandler, webhookServerOptions } from '../inbox/http.js';
 import { createMcpServer } from '../server.js';
 import type { Services } from '../services.js';
 import { createSignIn } from './http-auth.js';
+import { observabilityRoutes } from './http-observability.js';
 import { assertSafeHttpConfig, bearerAuth, hostCheck, originCheck } from './http-security.js';
 import { SessionPool } from './http-sessions.js';
 
@@ -43,14 +44,13 @@ export async function serveHttp(services: Services): Promise<RunningHttpServer> 
     res.once('close', () => inProgress.delete(res));
     next();
   });
+  // /healthz, /readyz, /metrics: polled by address, without the MCP token (see http-observability.ts).
+  app.use(observabilityRoutes(services));
   // Host first, applied to every bind address (the SDK's createMcpExpressApp only does it for some).
   app.use(hostCheck(http));
   const signIn = http.oauth ? createSignIn(services, http.oauth) : undefined;
   if (signIn) app.use(signIn.metadata);
   app.use(originCheck(http));
-  app.get('/healthz', (_req, res) => {
-    res.json({ ok: true });
-  });
   if (http.token) app.use('/mcp', bearerAuth(http.token));
   if (signIn) app.use('/mcp', signIn.authenticate);
   // The body is read only after the checks above, and never beyond the limit.

@@ -2,6 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { serveHttp, type RunningHttpServer } from '../../src/transports/http.js';
 import { activate } from '../helpers/automations.js';
 import { startInMemory, tempDataDir, testEnv, type InMemoryHarness, standInEnv } from '../helpers/mcp.js';
+import { Scrape } from '../helpers/metrics.js';
 import { until } from '../helpers/until.js';
 import { eventId, post, productHeaders, sendgridSigner, sgEvent } from '../helpers/webhooks.js';
 import { startIntercomStandIn, type IntercomStandIn } from '../stand-ins/intercom.js';
@@ -270,6 +271,12 @@ describe('item 4: action budgets', () => {
     // Nothing more happens while it is paused.
     await h.call('record_customer_event', { event: 'probe', client_id: 'acme' });
     expect(sent()).toBeLessThanOrEqual(5);
+    // What /metrics says: one runaway pause, the workflow counted as paused by runaway, its twelve enrolments, an approval by policy.
+    const m = Scrape.parse(await h.services.metrics.render());
+    expect(m.sum('csmcp_automation_runaway_pauses_total')).toBe(1);
+    expect(m.sum('csmcp_automation_workflows', { status: 'paused', runaway: 'true' })).toBe(1);
+    expect(m.sum('csmcp_automation_enrollments')).toBe(12);
+    expect(m.sum('csmcp_approval_requests_total', { action: 'workflow_run', outcome: 'approved_by_policy' })).toBe(1);
   }, 60_000);
 
   it('the budget for all automations holds across two processes sharing the database', async () => {

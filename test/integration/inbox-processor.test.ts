@@ -97,12 +97,14 @@ describe.each(dialects)('inbox processor on %s', (dialect) => {
   it('keeps an event that fails on every attempt as failed (listed, never lost)', async () => {
     await installFailure();
     await storeEvents([{ id: 'bad', name: 'boom', email: 'p2@acme.example' }]);
-    const p = processor({ retryBaseMs: 60_000 });
+    const settled: string[] = [];
+    const p = processor({ retryBaseMs: 60_000, observer: { webhookSettled: (provider, state, lag) => settled.push(`${provider}:${state}:${lag >= 0}`) } });
     for (let i = 0; i < 3; i++) {
       await p.drain();
       await makeDue('bad');
     }
     expect(await row('bad')).toMatchObject({ state: 'failed', attempts: 3, last_error: expect.stringMatching(/boom/) });
+    expect(settled).toEqual(['events:failed:true']); // the metrics hear of it once, when it gives up
     expect((await repo.list({ states: ['failed'] }, 10)).events).toHaveLength(1);
     expect(await p.drain()).toBe(0);
     expect(await count('customer_events')).toBe(0);

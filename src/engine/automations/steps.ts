@@ -52,6 +52,8 @@ export interface RunnerDeps {
   webhooks: WebhookService;
   wakeDelivery: () => void;
   outbox: OutboxRepository;
+  /** Told when a workflow pauses itself over its action budget (metrics). */
+  observer?: { runawayPause(): void };
 }
 
 /** What a provider step did, for its record and the timeline. */
@@ -207,7 +209,10 @@ export class EnrolmentRunner {
         .execute();
       return cancelled;
     });
-    if (paused !== undefined) this.deps.log.warn({ workflow_id: e.workflow_id, scope: over.taken.scope, limit: over.taken.limit, cancelled_messages: paused }, 'automation over its action budget: paused (runaway)');
+    if (paused !== undefined) {
+      this.deps.log.warn({ workflow_id: e.workflow_id, scope: over.taken.scope, limit: over.taken.limit, cancelled_messages: paused }, 'automation over its action budget: paused (runaway)');
+      this.deps.observer?.runawayPause();
+    }
     await this.deps.repo.release(e, this.owner).catch(() => undefined);
   }
 

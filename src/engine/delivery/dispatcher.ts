@@ -62,6 +62,8 @@ export interface DispatcherOptions {
   retryBaseMs?: number;
   /** Longest retry wait for a refused request; a longer Retry-After is honoured up to this. */
   retryMaxMs?: number;
+  /** Told how many messages of a channel go back to the queue after a failure, and its code (metrics). */
+  observer?: { deliveryPostponed(channel: string, code: string, messages: number): void };
   /** Deliveries in flight at the start, before the dispatcher has measured anything. */
   initialConcurrency?: number;
 }
@@ -370,6 +372,7 @@ export class OutboxDispatcher {
       const wait = Math.min(this.retryMaxMs, err.retryAfterMs ?? this.retryBaseMs * 2 ** Math.max(0, attempts - 1));
       this.opts.log.info({ outbox_ids: rows.slice(0, 20).map((r) => r.outbox_id), rows: rows.length, code: err.code, wait_ms: Math.round(wait) }, 'delivery postponed');
       await this.opts.repo.requeueMany(rows, Date.now() + wait, error);
+      this.opts.observer?.deliveryPostponed(rows[0]!.channel, err.code, rows.length);
       return;
     }
     for (const row of rows) this.opts.settlements.settle(row, { state: 'failed', error });

@@ -6,7 +6,7 @@ import { DailySendLimit } from '../../safety/daily-limit.js';
 import type { Store } from '../../store/index.js';
 import { SendAdmission } from './admission.js';
 import { ChannelDelivery, type EmailSender, type EventTracker, type IntercomMessenger } from './channels.js';
-import { OutboxDispatcher, type ChannelGate } from './dispatcher.js';
+import { OutboxDispatcher, type ChannelGate, type DispatcherOptions } from './dispatcher.js';
 import { CHANNELS, PROVIDER_OF_CHANNEL } from './message.js';
 import { FollowUpQueue } from './follow-ups.js';
 import { OutboxRepository } from './outbox.js';
@@ -21,6 +21,8 @@ export interface DeliveryDeps {
   intercom: IntercomMessenger;
   analytics: EventTracker;
   dailyLimit: DailySendLimit;
+  /** Told when messages go back to the queue to be tried again (metrics). */
+  observer?: DispatcherOptions['observer'];
   /** Overrides for tests. */
   leaseMs?: number;
 }
@@ -66,6 +68,7 @@ export class Delivery {
       leaseMs: deps.leaseMs ?? config.campaigns.leaseMs,
       retryMaxMs: config.resilience.maxDelayMs,
       channelGate: () => this.channelGate(),
+      observer: deps.observer,
     });
   }
 

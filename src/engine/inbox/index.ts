@@ -52,6 +52,13 @@ const header = (h: Headers, name: string) => {
  * committed), and runs the processor that applies them. Needs nothing but the store and config, so
  * the HTTP server and the headless worker mount the same thing.
  */
+/** Told what the inbox stores, refuses and settles (metrics). */
+export interface InboxObserver {
+  webhooksStored(provider: Endpoint, stored: number, duplicates: number): void;
+  webhookRequestRefused(provider: Endpoint, status: number): void;
+  webhookSettled(provider: string, state: string, lagSeconds: number): void;
+}
+
 export class Inbox {
   readonly repo: InboxRepository;
   readonly processor: InboxProcessor;
@@ -62,12 +69,14 @@ export class Inbox {
     private readonly config: Config,
     private readonly store: Store,
     private readonly log: Logger,
+    private readonly observer?: InboxObserver,
   ) {
     this.repo = new InboxRepository(store.db, store.dialect);
     this.processor = new InboxProcessor({
       repo: this.repo,
       store,
       log,
+      observer,
       pollMs: config.webhooks.pollMs,
       retentionDays: config.webhooks.retentionDays,
       concurrency: store.dialect === 'postgres' ? 3 : 1,
@@ -125,6 +134,7 @@ export class Inbox {
     try {
       const { stored, duplicates } = await this.repo.store(endpoint, records, now);
       if (stored) this.processor.wake();
+      this.observer?.webhooksStored(endpoint, stored, duplicates);
       this.log.debug({ endpoint, received: records.length, stored, duplicates }, 'webhook events stored');
       return { status: 200, body: { ok: true, received: records.length, stored, duplicates } };
     } catch (err) {
@@ -162,6 +172,7 @@ export class Inbox {
     const last = { at: new Date().toISOString(), status, reason };
     const r = this.rejections.get(endpoint);
     this.rejections.set(endpoint, { n: (r?.n ?? 0) + 1, last });
+    this.observer?.webhookRequestRefused(endpoint, status);
     this.log.warn({ endpoint, status, reason }, 'webhook request refused');
     return { status, body: { error: reason, ...(problems?.length ? { problems } : {}) } };
   }

@@ -30,6 +30,8 @@ export interface InboxProcessorOptions {
   retryBaseMs?: number;
   retryMaxMs?: number;
   retentionDays: number;
+  /** Told each event's final state and how long after its receipt it was settled (metrics). */
+  observer?: { webhookSettled(provider: string, state: string, lagSeconds: number): void };
 }
 
 const HOUR = 3_600_000;
@@ -158,7 +160,10 @@ export class InboxProcessor {
     const message = err instanceof Error ? err.message : String(err);
     const retryAt = attempts < this.maxAttempts ? Date.now() + Math.min(this.retryMaxMs, this.retryBaseMs * 2 ** (attempts - 1)) : undefined;
     this.opts.log.error({ err, inbox_id: row.inbox_id, event_type: row.event_type, attempts, gave_up: retryAt === undefined }, 'processing an inbox event failed');
-    await this.opts.repo.retryLater(row, this.owner, message, retryAt).catch((e: unknown) => this.opts.log.error({ err: e, inbox_id: row.inbox_id }, 'recording an inbox failure failed; the lease will expire and it is retried'));
+    await this.opts.repo
+      .retryLater(row, this.owner, message, retryAt)
+      .then(() => retryAt === undefined && this.reportSettled(row, 'failed', Date.now()))
+      .catch((e: unknown) => this.opts.log.error({ err: e, inbox_id: row.inbox_id }, 'recording an inbox failure failed; the lease will expire and it is retried'));
   }
 
   private async apply(rows: InboxRow[]): Promise<void> {
@@ -180,6 +185,15 @@ export class InboxProcessor {
       await this.link(trx, plan.links);
       await repo.settle(trx, this.owner, [...plan.outcomes.values()]);
     });
+    if (this.opts.observer) {
+      const now = Date.now();
+      const byId = new Map(rows.map((r) => [r.inbox_id, r]));
+      for (const o of plan.outcomes.values()) for (const id of o.ids) this.reportSettled(byId.get(id), o.state, now);
+    }
+  }
+
+  private reportSettled(row: InboxRow | undefined, state: string, now: number): void {
+    if (row) this.opts.observer?.webhookSettled(row.provider, state, (now - Date.parse(row.received_at)) / 1000);
   }
 
   /** Remembers Intercom's id on roster contacts an Intercom event named by email or user id. */
