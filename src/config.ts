@@ -652,11 +652,12 @@ export function customProviderHosts(config: Config): string[] {
 }
 
 /**
- * Settings files may set credentials and tuning, never where data and credentials go: a file is easier
- * to plant than an environment, and a planted INTERCOM_BASE_URL would receive the user's token.
+ * Settings files may set credentials and tuning, never where data and credentials go, nor who may sign
+ * in: a file is easier to plant than an environment, a planted INTERCOM_BASE_URL would receive the
+ * user's token, and a planted MCP_OAUTH_ISSUER would let its own tokens in.
  */
 const FORBIDDEN_IN_SETTINGS_FILE =
-  /^(DATABASE_URL|CS_MCP_DATA_DIR|CS_MCP_ENV_FILE|CS_MCP_ALLOW_CUSTOM_PROVIDER_HOSTS|[A-Z0-9_]*_BASE_URL|[A-Z0-9_]*_API_HOST|SLACK_WEBHOOK_URL|AUTOMATION_WEBHOOK_ALLOWED_HOSTS|AUTOMATION_WEBHOOK_PRIVATE_ORIGINS)$/;
+  /^(DATABASE_URL|CS_MCP_DATA_DIR|CS_MCP_ENV_FILE|CS_MCP_ALLOW_CUSTOM_PROVIDER_HOSTS|[A-Z0-9_]*_BASE_URL|[A-Z0-9_]*_API_HOST|SLACK_WEBHOOK_URL|AUTOMATION_WEBHOOK_ALLOWED_HOSTS|AUTOMATION_WEBHOOK_PRIVATE_ORIGINS|MCP_HTTP_PUBLIC_URL|MCP_OAUTH_ISSUER|MCP_OAUTH_AUDIENCE|MCP_OAUTH_JWKS_URL|MCP_OAUTH_INTROSPECTION_URL)$/;
 
 export interface SettingsFile {
   /** The file read, if any. */
@@ -686,7 +687,8 @@ export function readSettingsFile(explicitPath: string | undefined, env: NodeJS.P
     throw new ConfigError(
       `The settings file ${file} sets ${forbidden.join(', ')}, which a settings file may not set: ` +
         'DATABASE_URL, CS_MCP_DATA_DIR, the provider hosts (*_BASE_URL, *_API_HOST), the automations\' destinations (SLACK_WEBHOOK_URL, ' +
-        'AUTOMATION_WEBHOOK_ALLOWED_HOSTS, AUTOMATION_WEBHOOK_PRIVATE_ORIGINS) and CS_MCP_ALLOW_CUSTOM_PROVIDER_HOSTS decide where your data and credentials go. ' +
+        'AUTOMATION_WEBHOOK_ALLOWED_HOSTS, AUTOMATION_WEBHOOK_PRIVATE_ORIGINS) and CS_MCP_ALLOW_CUSTOM_PROVIDER_HOSTS decide where your data and credentials go; ' +
+        'MCP_OAUTH_ISSUER, MCP_OAUTH_AUDIENCE, MCP_OAUTH_JWKS_URL, MCP_OAUTH_INTROSPECTION_URL and MCP_HTTP_PUBLIC_URL decide who may sign in. ' +
         'Remove them from the file and set them in the environment the server is started with (for Claude Desktop, the "env" block of its configuration).',
     );
   }

@@ -1,5 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { loadConfig } from '../../src/config.js';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { loadConfig, readSettingsFile } from '../../src/config.js';
 import { SCOPES, scopeFor, scopesOf } from '../../src/mcp/tool.js';
 import { actorOf } from '../../src/safety/actor.js';
 import { allTools } from '../../src/tools/index.js';
@@ -83,6 +86,19 @@ describe('roles as scopes', () => {
 });
 
 describe('sign-in configuration', () => {
+  it('a settings file may not say who signs in (a planted issuer would let its own tokens in)', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'csmcp-settings-'));
+    try {
+      const file = path.join(dir, '.env');
+      fs.writeFileSync(file, 'MCP_OAUTH_ISSUER=https://evil.example\nMCP_OAUTH_JWKS_URL=https://evil.example/jwks\nMCP_HTTP_PUBLIC_URL=https://x.example/mcp\nLOG_LEVEL=info\n');
+      expect(() => readSettingsFile(file, {})).toThrow(/sets MCP_HTTP_PUBLIC_URL, MCP_OAUTH_ISSUER, MCP_OAUTH_JWKS_URL, which a settings file may not set.*who may sign in/);
+      fs.writeFileSync(file, 'MCP_OAUTH_REQUIRED_SCOPES=cs:read\nLOG_LEVEL=info\n');
+      expect(readSettingsFile(file, {}).values).toEqual({ MCP_OAUTH_REQUIRED_SCOPES: 'cs:read', LOG_LEVEL: 'info' });
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   const base = { MCP_OAUTH_ISSUER: 'https://login.example.com/', MCP_HTTP_PUBLIC_URL: 'https://mcp.example.com/mcp' };
 
   it('the audience defaults to the public URL; scopes and introspection are read', () => {
