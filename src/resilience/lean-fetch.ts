@@ -1,4 +1,4 @@
-import { Agent, request } from 'undici';
+import { Agent, request, type Dispatcher } from 'undici';
 
 /**
  * fetch for provider calls, over undici's `request` rather than the global fetch. The global fetch
@@ -8,7 +8,8 @@ import { Agent, request } from 'undici';
  * `Response`, so callers (ours and intercom-client) keep the standard API.
  *
  * What it does not do that fetch does: follow redirects (provider APIs answer in place; a 3xx is
- * returned as is) and send bodies other than strings and bytes (those go through the global fetch).
+ * returned as is, as with `redirect: 'manual'`) and send bodies other than strings and bytes (those go
+ * through the global fetch). A `dispatcher` in the init (undici's extension) is used, as fetch would.
  */
 
 /** One keep-alive pool for every provider host; idle sockets close after 10 s. */
@@ -46,7 +47,8 @@ export const leanFetch: typeof fetch = async (input, init) => {
     headers: headerRecord(init?.headers),
     body: body as string | Uint8Array | undefined | null,
     signal: init?.signal ?? undefined,
-    dispatcher: agent,
+    // A caller's own pool wins: the automation webhooks pin each connection to the addresses they checked.
+    dispatcher: (init as { dispatcher?: Dispatcher } | undefined)?.dispatcher ?? agent,
   });
   const bytes = NULL_BODY.has(r.statusCode) ? (await r.body.dump(), null) : new Uint8Array(await r.body.arrayBuffer());
   return new Response(bytes, { status: r.statusCode, headers: responseHeaders(r.headers) });

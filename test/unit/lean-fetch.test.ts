@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Agent } from 'undici';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { leanFetch } from '../../src/resilience/lean-fetch.js';
 
 /** What the server saw of the last request. */
@@ -52,6 +53,15 @@ describe('leanFetch (provider calls over undici request)', () => {
     await leanFetch(`${base}/empty`, { headers: [['X-Two', '2']] });
     expect(seen).toMatchObject({ method: 'GET' });
     expect(seen.headers['x-two']).toBe('2');
+  });
+
+  it("goes through a caller's own dispatcher (the webhooks' pool pinned to checked addresses)", async () => {
+    const pinned = new Agent();
+    const dispatch = vi.spyOn(pinned, 'dispatch');
+    const res = await leanFetch(`${base}/empty`, { method: 'POST', body: 'x', dispatcher: pinned } as RequestInit);
+    expect(res.status).toBe(204);
+    expect(dispatch).toHaveBeenCalledTimes(1);
+    await pinned.close();
   });
 
   it('stops when its signal aborts', async () => {
