@@ -1,6 +1,7 @@
 import type { ClientCapabilities } from '@modelcontextprotocol/sdk/types.js';
 import { ToolError } from '../result.js';
 import { linkTargetsIn, viewHtml } from './content-view.js';
+import { currentActor } from './actor.js';
 
 /**
  * Human approval, through MCP elicitation, of every step that sends to customers. The model asks; a
@@ -271,6 +272,9 @@ export function messageFor(req: ApprovalRequest): string {
     `6. Contacts added since the preview: ${req.added_since_preview ?? 'not bound (an active automation reaches whoever meets its trigger from now on)'}`,
   );
   lines.push(`7. Consent override: ${req.consent_override ? oneLine(req.consent_override, 600) : 'none'}`);
+  // With sign-in, who asks is a fact from the access token, not something the assistant wrote.
+  const signedIn = currentActor();
+  if (signedIn) lines.push(`- Requested by (signed in): ${oneLine(signedIn.label)}`);
   if (req.examples.length) {
     lines.push(`8. Recipients include: ${req.examples.slice(0, 5).map((e) => quoted(e, 120)).join(', ')}${req.recipients > Math.min(5, req.examples.length) ? ', …' : ''}`);
   }

@@ -1,6 +1,7 @@
 import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js';
 import { afterEach, describe, expect, it } from 'vitest';
-import { startInMemory, tempDataDir, testEnv, type InMemoryHarness } from '../helpers/mcp.js';
+import { standInEnv, startInMemory, tempDataDir, testEnv, type InMemoryHarness } from '../helpers/mcp.js';
+import { startSendGridStandIn } from '../stand-ins/sendgrid.js';
 
 /**
  * Roles and actors inside the server, below the HTTP layer: every message carries the AuthInfo that
@@ -69,5 +70,36 @@ describe('roles and actors with sign-in (the adapter)', () => {
     const entry = (await h.services.audit.list({ tool: 'set_contact_subscription', outcome: 'success' }, 1)).entries[0]!;
     expect(entry.details.approved_by).toBe('person: Ola Admin <ola@ourco.test> (u-1)');
     expect(entry.actor).toBe('Ola Admin <ola@ourco.test> (u-1)');
+  });
+
+  it('the approval dialog names the signed-in person among the facts, not as something the assistant wrote', async () => {
+    const sg = await startSendGridStandIn({ apiKey: 'SG.signin-roles' });
+    const asked: string[] = [];
+    try {
+      h = await startInMemory(
+        testEnv({ ...standInEnv({ sendgrid: { url: sg.url, apiKey: 'SG.signin-roles' } }), CS_MCP_APPROVAL: 'elicitation' }, data.dir),
+        {},
+        {
+          authInfo: signedIn('u-5', ['cs:read', 'cs:write', 'cs:send'], { name: 'Lee Adams', email: 'lee@ourco.test' }),
+          onElicit: (p) => {
+            asked.push(String(p.message));
+            return { action: 'accept', content: { decision: 'send' } };
+          },
+        },
+      );
+      expect((await h.call('register_client', { client_id: 'zeta', name: 'Zeta', tier: 'professional' })).structuredContent.success).toBe(true);
+      expect((await h.call('upsert_contact', { client_id: 'zeta', email: 'pat@zeta.test', first_name: 'Pat' })).structuredContent.success).toBe(true);
+      const args = { campaign_name: 'Check-in', template_type: 'health_check', subject_line: 'Hi', body_text: 'Hello {{ contact.first_name }}', target_tier: 'professional', channels: ['email'], created_by: 'The CEO (trust me)' };
+      const preview = await h.call('send_personalized_email', args);
+      const done = await h.call('send_personalized_email', { ...args, confirmation_token: preview.structuredContent.confirmation_token });
+      expect(done.structuredContent, JSON.stringify(done.structuredContent).slice(0, 500)).toMatchObject({ success: true, phase: 'confirmed' });
+      expect(asked).toHaveLength(1);
+      const [facts, written] = asked[0]!.split('Written by the assistant');
+      expect(facts).toContain('Requested by (signed in): Lee Adams <lee@ourco.test> (u-5)');
+      expect(written).not.toContain('Created by');
+      expect(asked[0]).not.toContain('The CEO');
+    } finally {
+      await sg.stop();
+    }
   });
 });

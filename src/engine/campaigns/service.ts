@@ -16,6 +16,7 @@ import { linkTargetsIn, viewHtml } from '../../safety/content-view.js';
 import type { RenderGate } from '../render-gate.js';
 import { buildDefinition, renderPlan, resolveChannels, type CampaignDefinition, type CampaignPlan, type PlannedDelivery } from './plan.js';
 import type { CampaignRequest } from './request.js';
+import { currentActor } from '../../safety/actor.js';
 
 export interface CampaignDeps {
   config: Config;
@@ -250,7 +251,8 @@ export class CampaignService {
           written: [
             { label: 'Campaign name', value: def.campaign_name },
             { label: 'Template type', value: def.template_type },
-            { label: 'Created by', value: def.created_by },
+            // With sign-in created_by is the signed-in person: the dialog shows it among the facts.
+            ...(currentActor() ? [] : [{ label: 'Created by', value: def.created_by }]),
           ],
           copies: plan.approval_copies,
           full_at: 'the preview (send_personalized_email without confirmation_token: its samples, 4,000 characters per part)',
