@@ -6,6 +6,7 @@ import { loadConfig } from '../../src/config.js';
 import { openStore } from '../../src/store/index.js';
 import { availableDialects, createTarget } from '../helpers/databases.js';
 import { startInMemory, startStdio, standInEnv, testEnv, type StdioHarness } from '../helpers/mcp.js';
+import { busiestHolderPid } from '../helpers/lease-holders.js';
 import { until } from '../helpers/until.js';
 import type { RecordedRequest } from '../stand-ins/http-stand-in.js';
 import { startSendGridStandIn } from '../stand-ins/sendgrid.js';
@@ -70,16 +71,8 @@ describe.runIf(dialects.includes('postgres'))('a SIGKILL among three instances o
 
       await until(() => accepted >= KILL_AT, { timeoutMs: 60_000, message: `${KILL_AT} emails accepted` });
       // The worst case: kill the instance that holds the most rows (a lease owner names its process).
-      const owners = await store.db
-        .selectFrom('outbox')
-        .select(['lease_owner', (eb) => eb.fn.countAll<number>().as('n')])
-        .where('source_id', '=', campaignId)
-        .where('state', 'in', ['queued', 'sending'])
-        .where('lease_owner', 'is not', null)
-        .groupBy('lease_owner')
-        .execute();
-      const busiest = owners.sort((a, b) => Number(b.n) - Number(a.n))[0];
-      const victim = servers.find((s) => busiest && busiest.lease_owner!.startsWith(`dispatcher-${s.pid}-`)) ?? servers[2]!;
+      const busiest = await busiestHolderPid(store.db, campaignId);
+      const victim = servers.find((s) => s.pid === busiest) ?? servers[2]!;
       const deadOwner = `dispatcher-${victim.pid}-%`;
       process.kill(victim.pid!, 'SIGKILL');
       const killedAt = Date.now();

@@ -12,6 +12,7 @@ import { availableDialects, createTarget } from '../helpers/databases.js';
 import { standInEnv, startInMemory, testEnv } from '../helpers/mcp.js';
 import { startIssuer } from '../helpers/oauth-issuer.js';
 import { startSignedInServer, type SignedInServer } from '../helpers/signed-in-server.js';
+import { busiestHolderPid } from '../helpers/lease-holders.js';
 import { until } from '../helpers/until.js';
 import type { RecordedRequest } from '../stand-ins/http-stand-in.js';
 import { startSendGridStandIn } from '../stand-ins/sendgrid.js';
@@ -118,16 +119,8 @@ describe.runIf(dialects.includes('postgres'))('three replicas with sign-in on on
       const campaignId = String(confirmed.structuredContent.campaign_id);
 
       await until(() => accepted >= KILL_AT, { timeoutMs: 60_000, message: `${KILL_AT} emails accepted` });
-      const owners = await store.db
-        .selectFrom('outbox')
-        .select(['lease_owner', (eb) => eb.fn.countAll<number>().as('n')])
-        .where('source_id', '=', campaignId)
-        .where('state', 'in', ['queued', 'sending'])
-        .where('lease_owner', 'is not', null)
-        .groupBy('lease_owner')
-        .execute();
-      const busiest = owners.sort((a, b) => Number(b.n) - Number(a.n))[0];
-      const victim = replicas.find((r) => busiest && busiest.lease_owner!.startsWith(`dispatcher-${r.child.pid}-`)) ?? replicas[2]!;
+      const busiest = await busiestHolderPid(store.db, campaignId);
+      const victim = replicas.find((r) => r.child.pid === busiest) ?? replicas[2]!;
       victim.child.kill('SIGKILL');
       await until(() => victim.child.signalCode !== null, { message: 'the replica is dead' });
 
