@@ -230,6 +230,27 @@ describe('RateBudget: pacing by the reported budget', () => {
     expect(times[3]!).toBeLessThan(1_800_000_001_000);
   });
 
+  it('lets requests due within 25 ms leave together (at most 4), each keeping its slot: fewer wake-ups, the same spread', async () => {
+    const budget = new RateBudget();
+    // 100 left until the reset 1.7 s away: about one every 17 ms.
+    budget.observe(hdr(100, 100, 1_800_000_002), 200, Date.now());
+    await budget.acquire();
+    const times: number[] = [];
+    const all = Promise.all(Array.from({ length: 24 }, () => budget.acquire().then(() => times.push(Date.now()))));
+    await vi.advanceTimersByTimeAsync(2000);
+    await all;
+    const instants = new Map<number, number>();
+    for (const t of times) instants.set(t, (instants.get(t) ?? 0) + 1);
+    // Groups of two (17 ms apart fits 25 ms once) rather than 24 separate wake-ups...
+    expect(Math.max(...instants.values())).toBeGreaterThanOrEqual(2);
+    expect(Math.max(...instants.values())).toBeLessThanOrEqual(4);
+    expect(instants.size).toBeLessThanOrEqual(12);
+    // ...and the same pace: 24 slots of about 17 ms take about 0.4 s, not a burst and not slower.
+    const span = times[times.length - 1]! - times[0]!;
+    expect(span).toBeGreaterThan(300);
+    expect(span).toBeLessThan(500);
+  });
+
   it('counts requests still in flight, which the header does not know yet', async () => {
     const budget = new RateBudget();
     budget.observe(hdr(100, 10, 1_800_000_010));
