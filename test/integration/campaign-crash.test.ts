@@ -1,13 +1,12 @@
-import fs from 'node:fs';
-import path from 'node:path';
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { openStore, type Store } from '../../src/store/index.js';
 import { availableDialects, createTarget, type DatabaseTarget } from '../helpers/databases.js';
-import { startInMemory, startStdio, testEnv, type StdioHarness, standInEnv } from '../helpers/mcp.js';
+import { startStdio, testEnv, type StdioHarness, standInEnv } from '../helpers/mcp.js';
 import { seededRandom, testSeed } from '../helpers/random.js';
 import { until } from '../helpers/until.js';
+import { importEnterpriseRoster } from '../helpers/roster-seed.js';
 import type { HttpStandIn, RecordedRequest } from '../stand-ins/http-stand-in.js';
 import { startIntercomStandIn, type IntercomStandIn } from '../stand-ins/intercom.js';
 import { startSendGridStandIn, type SendGridStandIn } from '../stand-ins/sendgrid.js';
@@ -77,16 +76,8 @@ async function rig(dialect: 'sqlite' | 'postgres', seed: number, extraEnv: Recor
     ...extraEnv,
     ...target.env,
   });
-  const rows = ['client_id,client_name,tier,contact_email,contact_first_name'];
-  for (let i = 0; i < contacts; i++) {
-    rows.push(`client-${Math.floor(i / 4)},Client ${Math.floor(i / 4)},enterprise,person${i}@crash.example,P${i}`);
-    ic.seedContact({ email: `person${i}@crash.example`, name: `P${i}` });
-  }
-  const csv = path.join(target.env.CS_MCP_DATA_DIR!, 'roster.csv');
-  fs.writeFileSync(csv, rows.join('\n'));
-  const seeder = await startInMemory(env);
-  expect((await seeder.call('import_clients', { file_path: csv })).structuredContent.contacts_created).toBe(contacts);
-  await seeder.close();
+  const emails = await importEnterpriseRoster(env, target.env.CS_MCP_DATA_DIR!, contacts, { domain: 'crash.example', perClient: 4 });
+  emails.forEach((email, i) => ic.seedContact({ email, name: `P${i}` }));
   const store = await openStore(loadConfig(env as NodeJS.ProcessEnv), pino({ level: 'silent' }));
   return {
     target,

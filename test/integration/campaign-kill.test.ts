@@ -1,12 +1,11 @@
-import fs from 'node:fs';
-import path from 'node:path';
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { openStore } from '../../src/store/index.js';
 import { availableDialects, createTarget } from '../helpers/databases.js';
-import { startInMemory, startStdio, standInEnv, testEnv, type StdioHarness } from '../helpers/mcp.js';
+import { startStdio, standInEnv, testEnv, type StdioHarness } from '../helpers/mcp.js';
 import { busiestHolderPid } from '../helpers/lease-holders.js';
+import { importEnterpriseRoster } from '../helpers/roster-seed.js';
 import { until } from '../helpers/until.js';
 import type { RecordedRequest } from '../stand-ins/http-stand-in.js';
 import { startSendGridStandIn } from '../stand-ins/sendgrid.js';
@@ -36,13 +35,7 @@ describe.runIf(dialects.includes('postgres'))('a SIGKILL among three instances o
       CAMPAIGN_EMAIL_BATCHING: 'false',
       ...target.env,
     });
-    const lines = ['client_id,client_name,tier,contact_email,contact_first_name'];
-    for (let i = 0; i < RECIPIENTS; i++) lines.push(`client-${Math.floor(i / 10)},Client ${Math.floor(i / 10)},enterprise,person${i}@kill.example,P${i}`);
-    const csv = path.join(target.env.CS_MCP_DATA_DIR!, 'roster.csv');
-    fs.writeFileSync(csv, lines.join('\n'));
-    const seeder = await startInMemory(env);
-    expect((await seeder.call('import_clients', { file_path: csv })).structuredContent.contacts_created).toBe(RECIPIENTS);
-    await seeder.close();
+    await importEnterpriseRoster(env, target.env.CS_MCP_DATA_DIR!, RECIPIENTS, { domain: 'kill.example' });
     const store = await openStore(loadConfig(env as NodeJS.ProcessEnv), pino({ level: 'silent' }));
     const servers: StdioHarness[] = [];
     let accepted = 0;

@@ -3,6 +3,7 @@ import { availableDialects, createTarget, type DatabaseTarget } from '../helpers
 import { startInMemory, startStdio, tempDataDir, testEnv, type InMemoryHarness, standInEnv } from '../helpers/mcp.js';
 import { startIntercomStandIn, type IntercomStandIn } from '../stand-ins/intercom.js';
 import { startMixpanelStandIn, type MixpanelStandIn } from '../stand-ins/mixpanel.js';
+import { importEnterpriseRoster } from '../helpers/roster-seed.js';
 import { startSendGridStandIn, type SendGridStandIn } from '../stand-ins/sendgrid.js';
 import { until } from '../helpers/until.js';
 
@@ -335,13 +336,7 @@ async function killRig(n: number, extraEnv: Record<string, string>) {
     },
     data.dir,
   );
-  const seed = await startInMemory(env);
-  const rows = ['client_id,client_name,tier,contact_email,contact_first_name'];
-  for (let i = 0; i < n; i++) rows.push(`client-${String(Math.floor(i / 10)).padStart(3, '0')},Client ${Math.floor(i / 10)},enterprise,person${i}@example.org,P${i}`);
-  const csv = `${data.dir}/roster.csv`;
-  (await import('node:fs')).writeFileSync(csv, rows.join('\n'));
-  expect((await seed.call('import_clients', { file_path: csv })).structuredContent.contacts_created).toBe(n);
-  await seed.close();
+  await importEnterpriseRoster(env, data.dir, n, { domain: 'example.org' });
   return { sg, env, cleanup: async () => (await sg.stop(), data.cleanup()) };
 }
 
