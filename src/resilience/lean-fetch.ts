@@ -37,6 +37,14 @@ function responseHeaders(raw: Record<string, string | string[] | undefined>): He
   return h;
 }
 
+/** Responses built here: their body is already read whole, so nothing is left to time out. */
+const buffered = new WeakSet<Response>();
+
+/** True for a Response whose body leanFetch read whole before handing it back. */
+export function isBuffered(response: Response): boolean {
+  return buffered.has(response);
+}
+
 export const leanFetch: typeof fetch = async (input, init) => {
   const body = init?.body;
   const plainBody = body === undefined || body === null || typeof body === 'string' || body instanceof Uint8Array;
@@ -51,5 +59,7 @@ export const leanFetch: typeof fetch = async (input, init) => {
     dispatcher: (init as { dispatcher?: Dispatcher } | undefined)?.dispatcher ?? agent,
   });
   const bytes = NULL_BODY.has(r.statusCode) ? (await r.body.dump(), null) : new Uint8Array(await r.body.arrayBuffer());
-  return new Response(bytes, { status: r.statusCode, headers: responseHeaders(r.headers) });
+  const response = new Response(bytes, { status: r.statusCode, headers: responseHeaders(r.headers) });
+  buffered.add(response);
+  return response;
 };

@@ -1,7 +1,7 @@
 import type { Logger } from '../log.js';
 import { ToolError, type ProviderName } from '../result.js';
 import { networkError } from './http-errors.js';
-import { leanFetch } from './lean-fetch.js';
+import { isBuffered, leanFetch } from './lean-fetch.js';
 import type { RateBudget } from './rate-budget.js';
 import type { RequestHook } from './request-hooks.js';
 
@@ -140,12 +140,14 @@ export function createObservedFetch(opts: ObservedFetchOptions): ObservedFetch {
 const BODY_READERS = ['text', 'json', 'arrayBuffer', 'blob', 'bytes', 'formData'] as const;
 
 /**
- * Clears the attempt's timer once the body has been read whole (or failed). Left running, every request
- * left a timer behind that later aborted a finished request and built an error nobody read. A body read
- * as a stream stays under the timer, as before.
+ * Clears the attempt's timer once the body has been read whole, cancelled, or failed. Left running,
+ * every request left a timer behind that later woke the process to abort a finished request and build
+ * an error nobody read (one wake-up per message, ten seconds late). A body leanFetch already read whole
+ * has nothing left to time out. A body read as a stream stays under the timer, as before.
  */
 function clearOnceRead(response: Response, timer: NodeJS.Timeout): Response {
-  if (response.body === null) {
+  const body = response.body;
+  if (body === null || isBuffered(response)) {
     clearTimeout(timer);
     return response;
   }
@@ -155,5 +157,7 @@ function clearOnceRead(response: Response, timer: NodeJS.Timeout): Response {
     const read = r[name];
     if (typeof read === 'function') r[name] = () => read.call(response).finally(done);
   }
+  const cancel = body.cancel;
+  body.cancel = (reason?: unknown) => cancel.call(body, reason).finally(done);
   return response;
 }

@@ -3,6 +3,9 @@ import type { AddressInfo } from 'node:net';
 import { Agent } from 'undici';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { leanFetch } from '../../src/resilience/lean-fetch.js';
+import { createObservedFetch } from '../../src/resilience/observed-fetch.js';
+import { RateBudget } from '../../src/resilience/rate-budget.js';
+import pino from 'pino';
 
 /** What the server saw of the last request. */
 let seen: { method?: string; headers: IncomingMessage['headers']; body: string } = { headers: {}, body: '' };
@@ -75,5 +78,30 @@ describe('leanFetch (provider calls over undici request)', () => {
     await leanFetch(`${base}/mail`, { method: 'POST', body: new URLSearchParams({ q: 'x y' }) });
     expect(seen.body).toBe('q=x+y');
     expect(seen.headers['content-type']).toContain('application/x-www-form-urlencoded');
+  });
+
+  it("clears each attempt's timeout once the answer is in, however its body is used (none left to wake the process later)", async () => {
+    const TIMEOUT_MS = 7_777; // a delay no other timer here uses
+    const observed = createObservedFetch({ provider: 'sendgrid', budget: new RateBudget(), timeoutMs: TIMEOUT_MS, log: pino({ level: 'silent' }) });
+    const streamed = createObservedFetch({ provider: 'sendgrid', budget: new RateBudget(), timeoutMs: TIMEOUT_MS, log: pino({ level: 'silent' }), baseFetch: globalThis.fetch });
+    const set = vi.spyOn(globalThis, 'setTimeout');
+    const cleared = vi.spyOn(globalThis, 'clearTimeout');
+    const attemptTimers = () => set.mock.results.filter((_, i) => set.mock.calls[i]![1] === TIMEOUT_MS).map((r) => r.value as NodeJS.Timeout);
+    const stillRunning = () => attemptTimers().filter((t) => !cleared.mock.calls.some(([c]) => c === t));
+    try {
+      // leanFetch's answer is read whole already: its body is left alone, cancelled unread (as a 202 is), or read.
+      await observed(`${base}/mail`, { method: 'POST', body: '{}' });
+      await (await observed(`${base}/mail`, { method: 'POST', body: '{}' })).body?.cancel();
+      await (await observed(`${base}/mail`, { method: 'POST', body: '{}' })).json();
+      // A streamed body stays under the timer until it is read or cancelled.
+      const res = await streamed(`${base}/mail`, { method: 'POST', body: '{}' });
+      expect(stillRunning()).toHaveLength(1);
+      await res.body?.cancel();
+      expect(attemptTimers()).toHaveLength(4);
+      expect(stillRunning()).toEqual([]);
+    } finally {
+      set.mockRestore();
+      cleared.mockRestore();
+    }
   });
 });
