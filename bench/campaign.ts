@@ -228,6 +228,8 @@ interface Measured {
   cpuMs: number;
   /** Of cpuMs, the part in user space (the rest is the kernel's: syscalls, network). */
   cpuUserMs?: number;
+  /** Voluntary context switches of the server's threads over the measure (sleeps that were woken). */
+  wakeups?: number;
   peakRssMiB: number;
   stats: StandInStats;
 }
@@ -285,6 +287,7 @@ function report(name: string, style: RateWindowStyle, lim: Limit, m: Measured, e
   if (Object.keys(m.waiting).length) line('  waiting_by_reason seen (max)', JSON.stringify(m.waiting));
   const split = m.cpuUserMs === undefined ? '' : ` (user ${fmt(m.cpuUserMs / Math.max(1, messages), 3)}, kernel ${fmt((m.cpuMs - m.cpuUserMs) / Math.max(1, messages), 3)})`;
   line('  server CPU ms per message / peak RSS MiB', `${fmt(row.cpuMsPerMsg, 3)}${split} / ${fmt(m.peakRssMiB, 1)}`);
+  if (m.wakeups !== undefined) line('  server wake-ups per message (voluntary context switches, all threads)', fmt(m.wakeups / Math.max(1, messages), 2));
   for (const e of extra) process.stdout.write(`  ${e}\n`);
 }
 
@@ -318,7 +321,7 @@ async function oneServer(
       const result = await work();
       const cpu = procCpu(pid);
       const stats = await standIn.stats(mark);
-      return { ...result, cpuMs: cpu.total - cpu0.total, cpuUserMs: cpu.user - cpu0.user, peakRssMiB: procPeakRssMiB(pid), stats };
+      return { ...result, cpuMs: cpu.total - cpu0.total, cpuUserMs: cpu.user - cpu0.user, wakeups: cpu.wakeups - cpu0.wakeups, peakRssMiB: procPeakRssMiB(pid), stats };
     });
   } finally {
     await h.close();
@@ -356,11 +359,28 @@ async function intercomCase(name: string, style: RateWindowStyle, lim: Limit, n:
 // ---- several instances ------------------------------------------------------------------------
 
 /** utime and stime of a process, in ms (from /proc/<pid>/stat; clock ticks are 1/100 s on Linux). */
-function procCpu(pid: number): { user: number; total: number } {
+function procCpu(pid: number): { user: number; total: number; wakeups: number } {
   const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   const user = Number(fields[11]) * 10; // fields 14 and 15 of the full line
-  return { user, total: user + Number(fields[12]) * 10 };
+  return { user, total: user + Number(fields[12]) * 10, wakeups: voluntarySwitches(pid) };
+}
+
+/**
+ * Voluntary context switches of every thread of a process: how often it went to sleep and was woken.
+ * In a VM each wake-up after idling costs far more than the work it does, so this explains CPU figures.
+ */
+function voluntarySwitches(pid: number): number {
+  let n = 0;
+  for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const m = /voluntary_ctxt_switches:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8'));
+      n += m ? Number(m[1]) : 0;
+    } catch {
+      // the thread ended between the listing and the read
+    }
+  }
+  return n;
 }
 
 const procCpuMs = (pid: number) => procCpu(pid).total;

@@ -407,7 +407,7 @@ describe.each(dialects)('OutboxDispatcher on %s', (dialect) => {
     expect(port.sent).toHaveLength(1);
   });
 
-  it('admissions that arrive while one is written are decided together in one transaction, each by its own rules; a failed one sends none', async () => {
+  it('admissions that arrive in one turn are decided together in one transaction, each by its own rules; a failed one sends none', async () => {
     await seed(db, 8);
     const admission = new SendAdmission(repo, new DailySendLimit(5), { perDay: 1, perWeek: 3, kinds: ['automation'] });
     const rows = await repo.claim('me', 8, [], 60_000);
@@ -415,9 +415,13 @@ describe.each(dialects)('OutboxDispatcher on %s', (dialect) => {
     // One contact unsubscribes before the admissions: the group still decides it by its own rules.
     await db.updateTable('contacts').set({ unsubscribed: 1 }).where('contact_id', '=', rows[7]!.contact_id).execute();
     const transactions = vi.spyOn(db, 'transaction');
-    const decisions = await Promise.all(rows.map((r) => admission.admit(r, 'me', 60_000)));
-    // The first is decided at once; the seven that arrived meanwhile, together.
-    expect(transactions).toHaveBeenCalledTimes(2);
+    // Each reaches admission a few promise steps after the last (as requests a pacer released together do).
+    const decisions = await Promise.all(rows.map(async (r, i) => {
+      for (let step = 0; step < i * 3; step++) await Promise.resolve();
+      return admission.admit(r, 'me', 60_000);
+    }));
+    // All eight arrived in one turn of the event loop: one transaction decides them.
+    expect(transactions).toHaveBeenCalledTimes(1);
     transactions.mockRestore();
     expect(decisions.map((d) => d.kind)).toEqual(['send', 'send', 'send', 'send', 'send', 'defer', 'defer', 'skip']);
     expect((await states()).sending).toBe(5);
@@ -432,6 +436,53 @@ describe.each(dialects)('OutboxDispatcher on %s', (dialect) => {
     const failed = await Promise.allSettled(more.slice(0, 2).map((r) => admission.admit(r, 'me', 60_000)));
     expect(failed.map((f) => f.status)).toEqual(['rejected', 'rejected']);
     expect((await states()).sending).toBe(sendingBefore);
+  });
+
+  it('settled rows ride in the next admission\'s transaction; if their part fails it is rolled back alone, and they are written on their own', async () => {
+    await seed(db, 6);
+    const admission = new SendAdmission(repo, new DailySendLimit(0), { perDay: 1, perWeek: 3, kinds: ['automation'] });
+    const settlements = new SettlementWriter(repo, store.timeline, port, log, { maxBatch: 200, delayMs: 60_000 });
+    admission.riders = () => settlements.board();
+    const rows = (await repo.claim('me', 6, [], 60_000)).sort((a, b) => a.outbox_id - b.outbox_id);
+    const sentState = async (ids: number[]) =>
+      (await db.selectFrom('outbox').select(['outbox_id', 'state']).where('outbox_id', 'in', ids).orderBy('outbox_id').execute()).map((r) => r.state);
+    const admitAndSettle = async (row: OutboxRow) => {
+      expect((await admission.admit(row, 'me', 60_000)).kind).toBe('send');
+      settlements.settle(row, { state: 'sent', receipt: { provider_message_id: `m-${row.outbox_id}` } });
+    };
+    await Promise.all([rows[0]!, rows[1]!].map((r) => admission.admit(r, 'me', 60_000)));
+    for (const row of rows.slice(0, 2)) settlements.settle(row, { state: 'sent', receipt: { provider_message_id: `m-${row.outbox_id}` } });
+    expect(await sentState([rows[0]!.outbox_id, rows[1]!.outbox_id])).toEqual(['sending', 'sending']);
+
+    // The next admission carries both settlements: one transaction, no write of their own (its timer is a minute away).
+    const transactions = vi.spyOn(db, 'transaction');
+    await admitAndSettle(rows[2]!);
+    expect(transactions).toHaveBeenCalledTimes(1);
+    expect(await sentState([rows[0]!.outbox_id, rows[1]!.outbox_id])).toEqual(['sent', 'sent']);
+    expect(port.settledRows.map((r) => r.key)).toEqual(['cmp_test:c0:email', 'cmp_test:c1:email']);
+    const timeline = await db.selectFrom('timeline').select('contact_id').execute();
+    expect(timeline.map((t) => t.contact_id).sort()).toEqual(['c0', 'c1']);
+
+    // Their part fails midway (row 2's state was written, its timeline entry cannot be): that part is rolled
+    // back alone; the admission still commits (row 3 is sending), and row 2 waits to be written on its own.
+    faults.fail(/^insert into "timeline"/, 1);
+    await admitAndSettle(rows[3]!);
+    expect(await sentState([rows[2]!.outbox_id, rows[3]!.outbox_id])).toEqual(['sending', 'sending']);
+    expect(port.settledRows).toHaveLength(2);
+    await settlements.flush();
+    expect(await sentState([rows[2]!.outbox_id, rows[3]!.outbox_id])).toEqual(['sent', 'sent']);
+
+    // The admission itself fails: nothing of the transaction stays, and the riders are written on their own.
+    await admitAndSettle(rows[4]!);
+    // Its commit fails after the riders' part was written.
+    faults.fail(/^commit/i, 1);
+    await expect(admission.admit(rows[5]!, 'me', 60_000)).rejects.toThrow();
+    expect(await sentState([rows[4]!.outbox_id, rows[5]!.outbox_id])).toEqual(['sending', 'queued']);
+    expect(port.settledRows).toHaveLength(4);
+    await settlements.flush();
+    expect(await sentState([rows[4]!.outbox_id])).toEqual(['sent']);
+    expect(port.settledRows.map((r) => r.key)).toEqual(['cmp_test:c0:email', 'cmp_test:c1:email', 'cmp_test:c2:email', 'cmp_test:c3:email', 'cmp_test:c4:email']);
+    transactions.mockRestore();
   });
 
   it('sleeps while only an open circuit holds back the work: few claim passes until its trial time, then delivers', async () => {

@@ -6,6 +6,7 @@ import type { DailySendLimit } from '../../safety/daily-limit.js';
 import { isEmailChannel, type Channel, type SourceKind } from './message.js';
 import { parsePolicy, type OutboxRepository, type OutboxRow } from './outbox.js';
 import { nextWindowOpening } from './send-window.js';
+import type { RidingSettlements } from './settlement.js';
 
 /**
  * What is checked at the moment a message is sent, whoever produced it: consent (the contact may have
@@ -62,6 +63,9 @@ interface WaitingAdmission {
 export class SendAdmission {
   private readonly waiting: WaitingAdmission[] = [];
   private deciding = false;
+  private scheduled = false;
+  /** Settlements that ride in admission transactions (settlement.ts `board`): set by the dispatcher. */
+  riders?: () => RidingSettlements | undefined;
 
   constructor(
     private readonly repo: OutboxRepository,
@@ -97,15 +101,22 @@ export class SendAdmission {
    * `admit` for rows that go out in one request (a batched send): one transaction decides every row,
    * takes as many daily places as are left for them, and marks the admitted rows `sending`.
    *
-   * Group commit: requests that arrive while a decision is being written wait for it and are then
-   * decided together, in one transaction. The first request never waits; under load (many deliveries
-   * a second) one commit serves many. A failed transaction fails every request in it, before any of
-   * them is sent.
+   * Group commit: requests that arrive in the same turn of the event loop (the pacer lets several leave
+   * together), or while a decision is being written, are decided together in one transaction; under
+   * load one commit serves many. A failed transaction fails every request in it, before any of them is
+   * sent.
    */
   admitMany(rows: OutboxRow[], owner: string, leaseMs: number): Promise<Admission[]> {
     return new Promise((resolve, reject) => {
       this.waiting.push({ rows, owner, leaseMs, resolve, reject });
-      if (!this.deciding) void this.decideWaiting();
+      if (this.deciding || this.scheduled) return;
+      // Decided once this turn's other arrivals are in: the requests a pacer released together each reach
+      // here a few promise steps apart. An immediate runs in the same turn, so it costs no wake-up.
+      this.scheduled = true;
+      setImmediate(() => {
+        this.scheduled = false;
+        void this.decideWaiting();
+      });
     });
   }
 
@@ -142,6 +153,23 @@ export class SendAdmission {
 
   /** Decides `rows` (of one or several requests) in one transaction. */
   private async decide(rows: OutboxRow[], owner: string, leaseMs: number, now: number): Promise<Admission[]> {
+    const riding = this.riders?.();
+    let wrote = false;
+    let committed = false;
+    try {
+      const decisions = await this.decideIn(rows, owner, leaseMs, now, riding && (async (trx) => (wrote = await rideAlong(trx, riding))));
+      committed = true;
+      return decisions;
+    } finally {
+      // Settled only if their part was written and the transaction committed.
+      if (riding) {
+        if (wrote && committed) riding.committed();
+        else riding.missed();
+      }
+    }
+  }
+
+  private decideIn(rows: OutboxRow[], owner: string, leaseMs: number, now: number, alsoWrite?: (trx: Kysely<Database>) => Promise<unknown>): Promise<Admission[]> {
     return this.repo.db.transaction().execute(async (trx) => {
       const capped = [...new Set(rows.filter((r) => parsePolicy(r)?.frequency_cap).map((r) => r.contact_id))].sort();
       if (this.repo.dialect === 'postgres') {
@@ -186,6 +214,7 @@ export class SendAdmission {
         }
       }
       await this.dailyLimit.release(trx, withdrawn, place.day);
+      await alsoWrite?.(trx);
       return decisions;
     });
   }
@@ -246,5 +275,22 @@ export class SendAdmission {
       }
     }
     return undefined;
+  }
+}
+
+/**
+ * Writes riding settlements under a savepoint: if they fail, their part is rolled back and the host's
+ * decisions still commit (the settlements then wait for a write of their own). True when they were written.
+ */
+async function rideAlong(trx: Kysely<Database>, riding: RidingSettlements): Promise<boolean> {
+  await sql`savepoint riding_settlements`.execute(trx);
+  try {
+    await riding.write(trx);
+    await sql`release savepoint riding_settlements`.execute(trx);
+    return true;
+  } catch {
+    await sql`rollback to savepoint riding_settlements`.execute(trx);
+    await sql`release savepoint riding_settlements`.execute(trx);
+    return false;
   }
 }

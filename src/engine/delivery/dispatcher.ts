@@ -114,6 +114,8 @@ export class OutboxDispatcher {
     this.retryBaseMs = opts.retryBaseMs ?? 2_000;
     this.retryMaxMs = opts.retryMaxMs ?? 60_000;
     this.limit = Math.min(opts.concurrency, opts.initialConcurrency ?? 8);
+    // Settled rows ride in the next admission's transaction: one commit records both.
+    opts.admission.riders = () => opts.settlements.board();
     this.loop = new WorkLoop({
       pass: () => this.fill(),
       retryMs: () => opts.pollMs,

@@ -1,4 +1,6 @@
+import type { Kysely } from 'kysely';
 import type { Logger } from '../../log.js';
+import type { Database } from '../../store/schema.js';
 import type { TimelineInput } from '../../store/timeline.js';
 import type { TimelineRepository } from '../../store/timeline.js';
 import type { DeliveryOutcome } from './dispatcher.js';
@@ -23,6 +25,18 @@ export interface SettlementOptions {
   retryForMs?: number;
 }
 
+/**
+ * Settlements that ride in a transaction being committed anyway (the next admission's): written inside
+ * it, under a savepoint of their own, so a failure of theirs never fails the host's work.
+ */
+export interface RidingSettlements {
+  write(trx: Kysely<Database>): Promise<void>;
+  /** The host transaction committed with them in it. */
+  committed(): void;
+  /** It did not (or their part was rolled back): they wait for a write of their own again. */
+  missed(): void;
+}
+
 const RETRY_FOR_MS = 30_000;
 const FIRST_RETRY_MS = 50;
 const LONGEST_RETRY_MS = 2_000;
@@ -32,6 +46,10 @@ const LONGEST_RETRY_MS = 2_000;
  * the last 50 ms (or 200 rows) and their timeline entries; at 100 messages a second one commit serves
  * five. A message costs one short statement instead of a transaction of its own, and the delivery slot
  * is free as soon as the provider has answered.
+ *
+ * Settlements may also ride in the next admission's transaction (`board`): at 100 messages a second one
+ * comes every few tens of milliseconds, so most groups cost no commit of their own, and the rows they
+ * touch (the campaign's index pages) are written once for both.
  *
  * A group that cannot be written (the database failed) is retried, backing off from 50 ms to 2 s, for
  * up to `retryForMs` (30 s); meanwhile its rows stay `sending` under this holder's renewed lease. If it
@@ -70,6 +88,27 @@ export class SettlementWriter {
     return this.chain;
   }
 
+  /**
+   * Hands what is pending to a transaction about to be committed anyway; undefined when nothing waits
+   * (or the writer is stopping: then every group goes through `flush`, which reports what it lost).
+   */
+  board(): RidingSettlements | undefined {
+    if (!this.pending.length || this.closing) return undefined;
+    const batch = this.pending;
+    this.pending = [];
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    return {
+      write: (trx) => this.writeRows(trx, batch, Date.now()),
+      committed: () => this.followUps(batch),
+      missed: () => {
+        this.pending.unshift(...batch);
+        if (this.closing || this.pending.length >= this.opts.maxBatch) void this.flush();
+        else this.timer ??= setTimeout(() => void this.flush(), this.opts.delayMs);
+      },
+    };
+  }
+
   /** Stopping: writes what is pending, retrying only briefly (a stopping process must not wait out the database). */
   close(): Promise<void> {
     this.closing = true;
@@ -89,18 +128,7 @@ export class SettlementWriter {
     for (let attempt = 1; ; attempt++) {
       try {
         const now = Date.now();
-        await this.repo.db.transaction().execute(async (trx) => {
-          for (const { row, outcome } of batch) {
-            await this.repo.finish(
-              row,
-              outcome.state,
-              outcome.state === 'sent' ? { provider_message_id: outcome.receipt.provider_message_id } : { error_code: outcome.error.code, error_message: outcome.error.message },
-              now,
-              trx,
-            );
-          }
-          await this.timeline.appendMany(trx, batch.map(({ row, outcome }) => this.port.timelineEntry(row, outcome)));
-        });
+        await this.repo.db.transaction().execute((trx) => this.writeRows(trx, batch, now));
         if (attempt > 1) this.log.warn({ rows: batch.length, attempts: attempt }, 'settled deliveries recorded after the database recovered');
         break;
       } catch (err) {
@@ -115,6 +143,24 @@ export class SettlementWriter {
         await new Promise((r) => setTimeout(r, wait));
       }
     }
+    this.followUps(batch);
+  }
+
+  /** The final state of each row, and their timeline entries. */
+  private async writeRows(trx: Kysely<Database>, batch: Pending[], now: number): Promise<void> {
+    for (const { row, outcome } of batch) {
+      await this.repo.finish(
+        row,
+        outcome.state,
+        outcome.state === 'sent' ? { provider_message_id: outcome.receipt.provider_message_id } : { error_code: outcome.error.code, error_message: outcome.error.message },
+        now,
+        trx,
+      );
+    }
+    await this.timeline.appendMany(trx, batch.map(({ row, outcome }) => this.port.timelineEntry(row, outcome)));
+  }
+
+  private followUps(batch: Pending[]): void {
     for (const { row, outcome } of batch) this.port.followUp(row, outcome);
   }
 }
