@@ -140,6 +140,27 @@ export function newContactRow(clientId: string, input: ContactInput, now: string
   };
 }
 
+/**
+ * Remembers Intercom ids learned while sending (one statement per contact, in the caller's transaction):
+ * every roster contact with the email takes the id and role, unless it has them already.
+ */
+export async function linkIntercomContactsIn(db: Kysely<Database>, links: Array<{ email: string; id: string; role?: 'user' | 'lead' }>, now = nowIso()): Promise<void> {
+  for (const link of links) {
+    await db
+      .updateTable('contacts')
+      .set({ intercom_contact_id: link.id, ...(link.role ? { intercom_role: link.role } : {}), updated_at: now })
+      .where('email', '=', link.email.trim().toLowerCase())
+      .where((eb) =>
+        eb.or([
+          eb('intercom_contact_id', 'is', null),
+          eb('intercom_contact_id', '!=', link.id),
+          ...(link.role ? [eb('intercom_role', 'is', null), eb('intercom_role', '!=', link.role)] : []),
+        ]),
+      )
+      .execute();
+  }
+}
+
 export function toContactView(c: ContactRow): ContactView {
   return {
     contact_id: c.contact_id,

@@ -485,6 +485,24 @@ describe.each(dialects)('OutboxDispatcher on %s', (dialect) => {
     transactions.mockRestore();
   });
 
+  it('writes that follow settled rows (a learned Intercom id) fail alone: the rows still settle, the failed part leaves nothing', async () => {
+    await seed(db, 2);
+    const rows = await repo.claim('me', 2, [], 60_000);
+    const admission = new SendAdmission(repo, new DailySendLimit(0), { perDay: 1, perWeek: 3, kinds: ['automation'] });
+    await Promise.all(rows.map((r) => admission.admit(r, 'me', 60_000)));
+    const failing = Object.assign(Object.create(port) as FakePort, {
+      async settledWrites(trx: Kysely<Schema>) {
+        await trx.updateTable('contacts').set({ intercom_contact_id: 'half-written' }).execute();
+        throw new Error('the link could not be written');
+      },
+    });
+    const settlements = new SettlementWriter(repo, store.timeline, failing, log);
+    for (const row of rows) settlements.settle(row, { state: 'sent', receipt: { provider_message_id: `m-${row.outbox_id}` } });
+    await settlements.flush();
+    expect(await states()).toEqual({ sent: 2 });
+    expect(await db.selectFrom('contacts').select('contact_id').where('intercom_contact_id', 'is not', null).execute()).toEqual([]);
+  });
+
   it('sleeps while only an open circuit holds back the work: few claim passes until its trial time, then delivers', async () => {
     await seed(db, 5);
     const reopensAt = Date.now() + 1500;

@@ -1,9 +1,12 @@
+import type { Kysely } from 'kysely';
 import type { Logger } from '../../log.js';
 import type { ProviderRuntime } from '../../resilience/provider-runtime.js';
 import type { RequestHook, SendCall } from '../../resilience/request-hooks.js';
 import { BATCH_BODY_BYTES } from '../../providers/sendgrid/service.js';
 import type { ProviderName } from '../../result.js';
 import type { Store } from '../../store/index.js';
+import { linkIntercomContactsIn } from '../../store/roster.js';
+import type { Database } from '../../store/schema.js';
 import type { TimelineInput } from '../../store/timeline.js';
 import type { DeliveryOutcome, DeliveryPort, DeliveryReceipt } from './dispatcher.js';
 import type { FollowUpQueue } from './follow-ups.js';
@@ -201,17 +204,25 @@ export class ChannelDelivery implements DeliveryPort, SettlementPort {
     };
   }
 
-  /** After a row is recorded: remember a learned Intercom id, and queue the tracking events (never ahead of messages). */
+  /** With the rows' final state: Intercom ids learned while sending go on the roster, so the next message needs no lookup. */
+  async settledWrites(trx: Kysely<Database>, settled: ReadonlyArray<{ row: OutboxRow; outcome: DeliveryOutcome }>): Promise<void> {
+    const links: Array<{ email: string; id: string; role: 'user' | 'lead' }> = [];
+    for (const { row, outcome } of settled) {
+      const learned = outcome.state === 'sent' ? outcome.receipt.intercom_contact : undefined;
+      if (!learned) continue;
+      const content = parseContent(row);
+      if (learned.id !== content.intercom_contact_id || learned.role !== content.intercom_role) links.push({ email: content.to_email, ...learned });
+    }
+    if (links.length) await linkIntercomContactsIn(trx, links);
+  }
+
+  /** After a row is recorded: queue the tracking events (never ahead of messages). */
   followUp(row: OutboxRow, outcome: DeliveryOutcome): void {
     if (outcome.state !== 'sent') return;
-    const { log, store } = this.deps;
+    const { log } = this.deps;
     const content = parseContent(row);
     const meta = parseMeta(row);
     const learned = outcome.receipt.intercom_contact;
-    if (learned && (learned.id !== content.intercom_contact_id || learned.role !== content.intercom_role)) {
-      // Remembered on the roster contact: the next message to them needs no Intercom lookup.
-      void store.linkIntercomContact({ email: content.to_email }, learned.id, learned.role).catch((err: unknown) => log.warn({ err }, 'linking the Intercom contact failed'));
-    }
     const intercomId = learned?.id ?? content.intercom_contact_id;
     const event = meta.intercom_event;
     if (event && intercomId && this.deps.runtimes.intercom.configured) {

@@ -1,4 +1,4 @@
-import type { Kysely } from 'kysely';
+import { sql, type Kysely } from 'kysely';
 import type { Logger } from '../../log.js';
 import type { Database } from '../../store/schema.js';
 import type { TimelineInput } from '../../store/timeline.js';
@@ -9,8 +9,13 @@ import type { OutboxRepository, OutboxRow } from './outbox.js';
 /** What settling a row needs from the channels: its timeline entry, and what follows (tracking, linking). */
 export interface SettlementPort {
   timelineEntry(row: OutboxRow, outcome: DeliveryOutcome): TimelineInput;
-  /** Work after the row is settled (tracking events, remembering an Intercom id). Never throws, never blocks. */
+  /** Work after the row is settled (tracking events). Never throws, never blocks. */
   followUp(row: OutboxRow, outcome: DeliveryOutcome): void;
+  /**
+   * Writes that belong with the rows' final state (an Intercom id learned while sending), made in the
+   * same transaction under a savepoint: if they fail they are left out and logged, the rows still settle.
+   */
+  settledWrites?(trx: Kysely<Database>, settled: ReadonlyArray<{ row: OutboxRow; outcome: DeliveryOutcome }>): Promise<void>;
 }
 
 interface Pending {
@@ -158,6 +163,16 @@ export class SettlementWriter {
       );
     }
     await this.timeline.appendMany(trx, batch.map(({ row, outcome }) => this.port.timelineEntry(row, outcome)));
+    if (this.port.settledWrites) {
+      await sql`savepoint settled_extras`.execute(trx);
+      try {
+        await this.port.settledWrites(trx, batch);
+      } catch (err) {
+        await sql`rollback to savepoint settled_extras`.execute(trx);
+        this.log.warn({ err, rows: batch.length }, 'writes that follow settled deliveries failed; the deliveries are recorded without them');
+      }
+      await sql`release savepoint settled_extras`.execute(trx);
+    }
   }
 
   private followUps(batch: Pending[]): void {
