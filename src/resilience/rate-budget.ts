@@ -88,11 +88,14 @@ const FIRST_WINDOW_MARGIN_MS = 50;
 /**
  * Requests due within this long of the one leaving now leave with it, at most GROUP_MAX together: one
  * wake-up (and one commit of their outbox rows) serves several instead of one each. Each keeps its own
- * place in the even spread (the next is paced from the slot of the last in the group, not from now),
- * and none leaves before the window it counts in has begun, so the count per window is unchanged.
+ * place in the even spread (the next is paced from the slot of the last in the group, not from now).
+ * Only a place in the spread of a window with budget left may be taken early (`spreading`): a request
+ * waiting for a spent window to end, or for a 429's pause, never joins, so none counts in a window
+ * that has no room for it. The slack bounds how early a request leaves (at 100/s: three together); the
+ * cap bounds a group at high rates (at 1,000/s: sixteen within 16 ms).
  */
 const GROUP_SLACK_MS = 25;
-const GROUP_MAX = 4;
+const GROUP_MAX = 16;
 
 export class RateBudget {
   private limit?: number;
@@ -112,6 +115,12 @@ export class RateBudget {
   /** Send times of our requests still waiting for an answer. */
   private readonly inFlightSent: number[] = [];
   private pacedWaits = 0;
+  /**
+   * Set by waitNeeded: its wait is a place in the even spread of a window with budget left (not the end
+   * of a spent window, a 429's pause or a probe). Only such a wait may be cut short by joining a group:
+   * the request still counts in the window it leaves in, which has begun and has room for it.
+   */
+  private spreading = false;
   private readonly queue: Waiter[] = [];
   private timer?: NodeJS.Timeout;
   private timerAt = 0;
@@ -288,6 +297,7 @@ export class RateBudget {
   /** Milliseconds until the budget allows another request (0: now). */
   waitNeeded(): number {
     const now = Date.now();
+    this.spreading = false;
     if (now < this.blockedUntilMs) return this.blockedUntilMs - now;
     // Unknown budget: one request at a time until an answer says more. Its answer wakes the queue.
     if (this.probing) return this.inFlight > 0 ? Number.POSITIVE_INFINITY : 0;
@@ -319,6 +329,7 @@ export class RateBudget {
         : this.lastSendMs + (this.windowMs! * peers) / Math.max(1, this.limit! - this.reserve);
     // Gaps under a millisecond are not worth a timer (a timer cannot wait less than one anyway).
     const wait = nextAt - now;
+    this.spreading = true;
     return wait < 1 ? 0 : Math.ceil(wait);
   }
 
@@ -352,7 +363,7 @@ export class RateBudget {
     while (this.queue.length > 0) {
       const wait = this.waitNeeded();
       // After one that is due, those due within GROUP_SLACK_MS join it (see GROUP_SLACK_MS).
-      const joins = group > 0 && group < GROUP_MAX && wait <= GROUP_SLACK_MS && !this.probing;
+      const joins = group > 0 && group < GROUP_MAX && wait <= GROUP_SLACK_MS && this.spreading;
       if (wait > 0 && !joins) {
         if (Number.isFinite(wait)) this.schedule(wait);
         return; // an answer (observe/release) pumps again
