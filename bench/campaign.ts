@@ -9,6 +9,9 @@
  * three such processes on one PostgreSQL database.
  *
  * Cases (a name or a prefix selects; none runs all):
+ *   reference             the yardstick: a bare HTTP client (no database, no engine) at 95/s and 950/s against
+ *                         the same stand-in; its CPU per request is what this machine charges for the wake-ups,
+ *                         writes and reads alone (CPU figures differ several-fold between machines)
  *   email-unbatched       email, 2,000 recipients, 100/1 s, CAMPAIGN_EMAIL_BATCHING=false (one request a message);
  *                         then a second campaign in the same process (warm: its code already compiled)
  *   email-batched         the same with batching (SendGrid personalizations, up to 1,000 a request)
@@ -503,6 +506,31 @@ async function deliveriesByInstance(url: string): Promise<string | undefined> {
   }
 }
 
+/**
+ * The yardstick (bench/reference-client.ts): a bare HTTP client's CPU per request at `rate` against
+ * the same stand-in, measured in the same run, so a server's figure can be read against this machine.
+ */
+async function referenceCase(rate: number, n: number): Promise<void> {
+  const lim = { limit: Math.ceil(rate / 0.95), windowMs: 1000 };
+  const standIn = await StandInClient.start({ provider: 'sendgrid', key: SG_KEY, rateLimit: { ...lim, style: 'clock' }, latencyMs: LATENCY_MS });
+  try {
+    const child = spawn(process.execPath, ['--import', 'tsx', path.join(import.meta.dirname, 'reference-client.ts'), standIn.url, SG_KEY, String(rate), String(n)], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let out = '';
+    child.stdout!.on('data', (d) => (out += String(d)));
+    const code = await new Promise<number | null>((r) => child.on('exit', r));
+    if (code !== 0) throw new Error(`the reference client exited with ${code}`);
+    const r = JSON.parse(out) as { cpuMsPerRequest: number; rejected: number };
+    line(`reference: a bare HTTP client (undici request, one a tick, no database) at ${rate}/s`, `${fmt(r.cpuMsPerRequest, 3)} ms CPU per request, ${r.rejected} rejected (${n} requests)`);
+    references.push(`| bare client, one request a tick | ${rate}/s | ${n} | ${fmt(r.cpuMsPerRequest, 3)} |`);
+  } finally {
+    await standIn.stop();
+  }
+}
+
+const references: string[] = [];
+
 // ---- cases --------------------------------------------------------------------------------------
 
 const ONE_S_100: Limit = { limit: 100, windowMs: 1000 };
@@ -510,6 +538,11 @@ const TEN_S_1666: Limit = { limit: 1666, windowMs: 10_000 };
 const ONE_S_1000: Limit = { limit: 1000, windowMs: 1000 };
 
 const CASES: Array<{ name: string; run: (style: RateWindowStyle) => Promise<void> }> = [
+  // Not window cases: run once whatever BENCH_STYLES says (see main).
+  { name: 'reference', run: async () => {
+    await referenceCase(95, scaled(2000));
+    await referenceCase(950, scaled(20_000));
+  } },
   { name: 'email-unbatched', run: (s) => emailCase('email unbatched', s, ONE_S_100, scaled(2000), false, {}, true) },
   { name: 'email-batched', run: (s) => emailCase('email batched', s, ONE_S_100, scaled(2000), true) },
   { name: 'intercom-inapp', run: (s) => intercomCase('intercom_inapp', s, ONE_S_100, scaled(2000), true) },
@@ -532,6 +565,7 @@ function summary(): void {
         `| ${r.name} | ${r.style} | ${r.limit.limit}/${r.limit.windowMs / 1000} s | ${r.messages} | ${fmt(r.wallS, 1)} | ${fmt(r.spanS, 1)} | ${fmt(r.msgRatio, 3)} | ${fmt(r.reqRatio, 3)} | ${r.rejected} | ${r.duplicates} | ${fmt(r.reqPerMsg, 3)} | ${fmt(r.cpuMsPerMsg, 3)} | ${fmt(r.peakRssMiB, 0)} |`,
     ),
   ];
+  if (references.length) out.push('', '| yardstick | rate | requests | CPU ms/request |', '|---|--:|--:|--:|', ...references);
   process.stdout.write(`${out.join('\n')}\n`);
 }
 
@@ -546,7 +580,7 @@ async function main(): Promise<void> {
   const started = performance.now();
   line('stand-in latency', `${LATENCY_MS} ms; window styles: ${STYLES.join(', ')}${SCALE !== 1 ? `; audiences × ${SCALE}` : ''}`);
   for (const c of selected) {
-    for (const style of STYLES) {
+    for (const style of c.name === 'reference' ? STYLES.slice(0, 1) : STYLES) {
       await c.run(style);
       process.stdout.write('\n');
     }
