@@ -12,6 +12,7 @@ import * as mixpanelBuffer from './0012_mixpanel_buffer.js';
 import * as retention from './0013_retention.js';
 import * as automationBudget from './0014_automation_budget.js';
 import * as actors from './0015_actors.js';
+import * as outboxStatusIdx from './0016_outbox_status_idx.js';
 
 /** Versioned, in order. Applied automatically at start (Kysely's Migrator holds a lock while it runs). */
 export const migrations: Record<string, Migration> = {
@@ -28,4 +29,5 @@ export const migrations: Record<string, Migration> = {
   '0013_retention': retention,
   '0014_automation_budget': automationBudget,
   '0015_actors': actors,
+  '0016_outbox_status_idx': outboxStatusIdx,
 };
