@@ -87,8 +87,14 @@ class FakePort implements DeliveryPort, SettlementPort {
     };
   }
 
-  needsLookup(): boolean {
-    return false;
+  needsLookup(row: OutboxRow): boolean {
+    return row.channel === 'intercom_inapp';
+  }
+
+  /** Rows whose provider lookups were prefetched (Intercom contact searches, in the real port). */
+  prefetched: string[] = [];
+  prefetch(rows: OutboxRow[]): void {
+    this.prefetched.push(...rows.filter((r) => this.needsLookup(r)).map((r) => r.idempotency_key));
   }
 
   /** Batch every row (like small campaign emails): one "request" for many rows. */
@@ -298,6 +304,25 @@ describe.each(dialects)('OutboxDispatcher on %s', (dialect) => {
     const reasons = await repo.reasons('campaign', 'cmp_test', ['skipped']);
     expect(Object.fromEntries(reasons.map((r) => [r.code, r.n]))).toEqual({ unsubscribed: 1, email_suppressed: 1 });
     expect(port.settledRows.filter((r) => r.state === 'skipped')).toHaveLength(2);
+  });
+
+  it('rows that need a provider lookup are checked a claim at a time: an unsubscribed contact is skipped before any lookup, with one read for the claim', async () => {
+    await seed(db, 4, 'cmp_inapp', undefined, { channel: 'intercom_inapp' });
+    await db.updateTable('contacts').set({ unsubscribed: 1 }).where('contact_id', '=', 'c2').execute();
+    const admission = new SendAdmission(repo, new DailySendLimit(0), { perDay: 1, perWeek: 3, kinds: ['automation'] });
+    const checkMany = vi.spyOn(admission, 'checkMany');
+    const check = vi.spyOn(admission, 'check');
+    dispatcher = make({ admission });
+    dispatcher.start();
+    await until(async () => {
+      const s = await states();
+      return s.sent === 3 && s.skipped === 1;
+    }, { message: 'three sent, the unsubscribed one skipped' });
+    expect(port.prefetched.sort()).toEqual(['cmp_inapp:c0:intercom_inapp', 'cmp_inapp:c1:intercom_inapp', 'cmp_inapp:c3:intercom_inapp']);
+    expect(checkMany).toHaveBeenCalledTimes(1);
+    expect(checkMany.mock.calls[0]![0]).toHaveLength(4);
+    expect(check).not.toHaveBeenCalled();
+    expect(port.sent).not.toContain('cmp_inapp:c2:intercom_inapp');
   });
 
   it('an email suppression skips email but not in-app messages', async () => {

@@ -78,15 +78,19 @@ export class SendAdmission {
     return (await this.checkMany([row], now))[0]!;
   }
 
-  /** `check` for several rows, with one read of their contacts. */
-  async checkMany(rows: OutboxRow[], now = Date.now()): Promise<Admission[]> {
+  /**
+   * `check` for several rows, with one read of their contacts. `together`: the rows go out in one
+   * request, so those of one contact count against each other's frequency cap; otherwise each row is
+   * checked as if it were alone (rows that will leave one by one, at different times).
+   */
+  async checkMany(rows: OutboxRow[], now = Date.now(), together = true): Promise<Admission[]> {
     const contacts = await this.contactsOf(this.repo.db, rows);
     const suppressed = await activeSuppressions(this.repo.db, rows.map((r) => r.recipient_email));
-    const together = new Together(this.cap.kinds);
+    const group = new Together(this.cap.kinds);
     const out: Admission[] = [];
     for (const row of rows) {
-      const d = (await this.rules(this.repo.db, row, now, contacts.get(row.contact_id) ?? null, suppressed, together.of(row))) ?? { kind: 'send', day: '' };
-      if (d.kind === 'send') together.add(row, now);
+      const d = (await this.rules(this.repo.db, row, now, contacts.get(row.contact_id) ?? null, suppressed, together ? group.of(row) : [])) ?? { kind: 'send', day: '' };
+      if (d.kind === 'send' && together) group.add(row, now);
       out.push(d);
     }
     return out;

@@ -106,6 +106,8 @@ export class OutboxDispatcher {
   private lastAdapt = 0;
   private busySince = 0;
   private readonly ready: OutboxRow[] = [];
+  /** Claimed rows that passed `precheck`: their delivery skips the same read. */
+  private readonly prechecked = new WeakSet<OutboxRow>();
   private readonly activeByChannel = new Map<string, number>();
   private readonly retryBaseMs: number;
   private readonly retryMaxMs: number;
@@ -191,7 +193,7 @@ export class OutboxDispatcher {
       // A batch at a time: one claim serves many deliveries (and fills a batched request), but never more
       // than can start in the next few seconds, so a process that dies leaves few rows for the others.
       // Topped up at half, about once a second: rows a dead peer held are taken soon after its lease ends.
-      const rows = await repo.claim(this.owner, want - this.ready.length, gate.blocked, leaseMs, now);
+      const rows = await this.precheck(await repo.claim(this.owner, want - this.ready.length, gate.blocked, leaseMs, now));
       this.ready.push(...rows);
       if (rows.length) this.opts.port.prefetch?.(rows);
     }
@@ -264,13 +266,34 @@ export class OutboxDispatcher {
     );
   }
 
+  /**
+   * Cheap checks first, for a whole claim in one read: a row outside its send window or for a contact who
+   * unsubscribed costs no provider lookup (nor a place in the lookups prefetched for the claim). Each
+   * row is checked as if alone; the authoritative check is still the one right before it is sent.
+   */
+  private async precheck(rows: OutboxRow[]): Promise<OutboxRow[]> {
+    const checked = rows.filter((r) => this.opts.port.needsLookup(r) || r.policy);
+    if (!checked.length) return rows;
+    const decisions = await this.opts.admission.checkMany(checked, Date.now(), false);
+    const refused = new Set<OutboxRow>();
+    for (let i = 0; i < checked.length; i++) {
+      const d = decisions[i]!;
+      if (d.kind === 'send') this.prechecked.add(checked[i]!);
+      else {
+        refused.add(checked[i]!);
+        await this.notAdmitted(checked[i]!, d);
+      }
+    }
+    return refused.size ? rows.filter((r) => !refused.has(r)) : rows;
+  }
+
   private async deliver(row: OutboxRow): Promise<void> {
     const { repo, port, admission, leaseMs, log, settlements } = this.opts;
     let placeDay: string | undefined;
     // Set by the hook when the row may not be sent after all: provider code wraps whatever the hook throws.
     let refused: Exclude<Admission, { kind: 'send' }> | undefined;
     try {
-      if (port.needsLookup(row) || row.policy) {
+      if ((port.needsLookup(row) || row.policy) && !this.prechecked.delete(row)) {
         // Cheap checks first: a row outside its window or for an unsubscribed contact costs no provider lookup.
         const pre = await admission.check(row);
         if (pre.kind !== 'send') throw new NotAdmitted(pre);
