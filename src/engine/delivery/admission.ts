@@ -5,6 +5,7 @@ import type { ContactsTable, Database } from '../../store/schema.js';
 import type { DailySendLimit } from '../../safety/daily-limit.js';
 import { isEmailChannel, type Channel, type SourceKind } from './message.js';
 import { parsePolicy, type OutboxRepository, type OutboxRow } from './outbox.js';
+import { underSavepoint } from '../../store/savepoint.js';
 import { nextWindowOpening } from './send-window.js';
 import type { RidingSettlements } from './settlement.js';
 
@@ -161,7 +162,9 @@ export class SendAdmission {
     let wrote = false;
     let committed = false;
     try {
-      const decisions = await this.decideIn(rows, owner, leaseMs, now, riding && (async (trx) => (wrote = await rideAlong(trx, riding))));
+      // Under a savepoint of their own: if their part fails it is rolled back alone and the decisions still commit.
+      const ride = riding && (async (trx: Kysely<Database>) => (wrote = (await underSavepoint(trx, 'riding_settlements', () => riding.write(trx))).ok));
+      const decisions = await this.decideIn(rows, owner, leaseMs, now, ride);
       committed = true;
       return decisions;
     } finally {
@@ -279,22 +282,5 @@ export class SendAdmission {
       }
     }
     return undefined;
-  }
-}
-
-/**
- * Writes riding settlements under a savepoint: if they fail, their part is rolled back and the host's
- * decisions still commit (the settlements then wait for a write of their own). True when they were written.
- */
-async function rideAlong(trx: Kysely<Database>, riding: RidingSettlements): Promise<boolean> {
-  await sql`savepoint riding_settlements`.execute(trx);
-  try {
-    await riding.write(trx);
-    await sql`release savepoint riding_settlements`.execute(trx);
-    return true;
-  } catch {
-    await sql`rollback to savepoint riding_settlements`.execute(trx);
-    await sql`release savepoint riding_settlements`.execute(trx);
-    return false;
   }
 }

@@ -1,5 +1,6 @@
-import { sql, type Kysely } from 'kysely';
+import type { Kysely } from 'kysely';
 import type { Logger } from '../../log.js';
+import { underSavepoint } from '../../store/savepoint.js';
 import type { Database } from '../../store/schema.js';
 import type { TimelineInput } from '../../store/timeline.js';
 import type { TimelineRepository } from '../../store/timeline.js';
@@ -163,15 +164,10 @@ export class SettlementWriter {
       );
     }
     await this.timeline.appendMany(trx, batch.map(({ row, outcome }) => this.port.timelineEntry(row, outcome)));
-    if (this.port.settledWrites) {
-      await sql`savepoint settled_extras`.execute(trx);
-      try {
-        await this.port.settledWrites(trx, batch);
-      } catch (err) {
-        await sql`rollback to savepoint settled_extras`.execute(trx);
-        this.log.warn({ err, rows: batch.length }, 'writes that follow settled deliveries failed; the deliveries are recorded without them');
-      }
-      await sql`release savepoint settled_extras`.execute(trx);
+    const extras = this.port.settledWrites;
+    if (extras) {
+      const r = await underSavepoint(trx, 'settled_extras', () => extras.call(this.port, trx, batch));
+      if (!r.ok) this.log.warn({ err: r.err, rows: batch.length }, 'writes that follow settled deliveries failed; the deliveries are recorded without them');
     }
   }
 
