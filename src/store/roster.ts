@@ -140,16 +140,34 @@ export function newContactRow(clientId: string, input: ContactInput, now: string
   };
 }
 
+type ContactRef = { email?: string; external_user_id?: string; intercom_contact_id?: string };
+
+/** The roster contacts a reference names: by email (normalized), external user id or Intercom id, any of them. */
+function refConditions(ref: ContactRef): Array<['email' | 'external_user_id' | 'intercom_contact_id', string]> {
+  const conds: Array<['email' | 'external_user_id' | 'intercom_contact_id', string]> = [];
+  if (ref.email) conds.push(['email', ref.email.trim().toLowerCase()]);
+  if (ref.external_user_id) conds.push(['external_user_id', ref.external_user_id]);
+  if (ref.intercom_contact_id) conds.push(['intercom_contact_id', ref.intercom_contact_id]);
+  return conds;
+}
+
 /**
- * Remembers Intercom ids learned while sending (one statement per contact, in the caller's transaction):
- * every roster contact with the email takes the id and role, unless it has them already.
+ * Remembers Intercom ids (one statement per link, in the caller's transaction when given one): every
+ * roster contact the link's email or external user id names takes the id and role, unless it has them
+ * already.
  */
-export async function linkIntercomContactsIn(db: Kysely<Database>, links: Array<{ email: string; id: string; role?: 'user' | 'lead' }>, now = nowIso()): Promise<void> {
+export async function linkIntercomContactsIn(
+  db: Kysely<Database>,
+  links: Array<{ email?: string; external_user_id?: string; id: string; role?: 'user' | 'lead' }>,
+  now = nowIso(),
+): Promise<void> {
   for (const link of links) {
+    const conds = refConditions({ email: link.email, external_user_id: link.external_user_id });
+    if (!conds.length) continue;
     await db
       .updateTable('contacts')
       .set({ intercom_contact_id: link.id, ...(link.role ? { intercom_role: link.role } : {}), updated_at: now })
-      .where('email', '=', link.email.trim().toLowerCase())
+      .where((eb) => eb.or(conds.map(([col, v]) => eb(col, '=', v))))
       .where((eb) =>
         eb.or([
           eb('intercom_contact_id', 'is', null),
@@ -428,11 +446,8 @@ export class RosterRepository {
     return db.selectFrom('contacts').selectAll().where('email', 'in', unique).orderBy('contact_id').execute();
   }
 
-  async findContacts(ref: { email?: string; external_user_id?: string; intercom_contact_id?: string }): Promise<ContactRow[]> {
-    const conds: Array<['email' | 'external_user_id' | 'intercom_contact_id', string]> = [];
-    if (ref.email) conds.push(['email', ref.email.trim().toLowerCase()]);
-    if (ref.external_user_id) conds.push(['external_user_id', ref.external_user_id]);
-    if (ref.intercom_contact_id) conds.push(['intercom_contact_id', ref.intercom_contact_id]);
+  async findContacts(ref: ContactRef): Promise<ContactRow[]> {
+    const conds = refConditions(ref);
     if (!conds.length) return [];
     return this.db
       .selectFrom('contacts')
@@ -443,15 +458,7 @@ export class RosterRepository {
 
   /** Remembers Intercom's id (and role) for the roster contact(s) with this email / external id. */
   async linkIntercomContact(ref: { email?: string; external_user_id?: string }, intercomContactId: string, role?: 'user' | 'lead'): Promise<void> {
-    const matches = await this.findContacts(ref);
-    const ids = matches.filter((m) => m.intercom_contact_id !== intercomContactId || (role && m.intercom_role !== role)).map((m) => m.contact_id);
-    if (ids.length) {
-      await this.db
-        .updateTable('contacts')
-        .set({ intercom_contact_id: intercomContactId, ...(role ? { intercom_role: role } : {}), updated_at: nowIso() })
-        .where('contact_id', 'in', ids)
-        .execute();
-    }
+    await linkIntercomContactsIn(this.db, [{ email: ref.email, external_user_id: ref.external_user_id, id: intercomContactId, role }]);
   }
 
   async listClients(

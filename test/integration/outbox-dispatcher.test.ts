@@ -13,6 +13,7 @@ import { insertMessages, OutboxRepository, type OutboxRow } from '../../src/engi
 import type { MessagePolicy } from '../../src/engine/delivery/message.js';
 import { SettlementWriter, type SettlementPort } from '../../src/engine/delivery/settlement.js';
 import { DailySendLimit } from '../../src/safety/daily-limit.js';
+import { linkIntercomContactsIn } from '../../src/store/roster.js';
 import type { TimelineInput } from '../../src/store/timeline.js';
 import type { RequestHook } from '../../src/resilience/request-hooks.js';
 import { ToolError } from '../../src/result.js';
@@ -526,6 +527,25 @@ describe.each(dialects)('OutboxDispatcher on %s', (dialect) => {
     await settlements.flush();
     expect(await states()).toEqual({ sent: 2 });
     expect(await db.selectFrom('contacts').select('contact_id').where('intercom_contact_id', 'is not', null).execute()).toEqual([]);
+  });
+
+  it('an Intercom id is linked to the contacts its email or external user id names, replacing another id, leaving one that has it', async () => {
+    await seed(db, 3);
+    await db.updateTable('contacts').set({ external_user_id: 'u-1' }).where('contact_id', '=', 'c1').execute();
+    await db.updateTable('contacts').set({ intercom_contact_id: 'ic-old', intercom_role: 'user' }).where('contact_id', '=', 'c2').execute();
+    await linkIntercomContactsIn(db, [
+      { email: ' P0@Acme.test ', id: 'ic-0', role: 'user' },
+      { external_user_id: 'u-1', id: 'ic-1', role: 'lead' },
+      { email: 'p2@acme.test', id: 'ic-2', role: 'user' },
+    ], '2026-01-01T00:00:00.000Z');
+    // The same link again changes nothing (its time stays).
+    await linkIntercomContactsIn(db, [{ email: 'p0@acme.test', id: 'ic-0', role: 'user' }], '2026-02-02T00:00:00.000Z');
+    const rows = await db.selectFrom('contacts').select(['contact_id', 'intercom_contact_id', 'intercom_role', 'updated_at']).orderBy('contact_id').execute();
+    expect(rows).toEqual([
+      { contact_id: 'c0', intercom_contact_id: 'ic-0', intercom_role: 'user', updated_at: '2026-01-01T00:00:00.000Z' },
+      { contact_id: 'c1', intercom_contact_id: 'ic-1', intercom_role: 'lead', updated_at: '2026-01-01T00:00:00.000Z' },
+      { contact_id: 'c2', intercom_contact_id: 'ic-2', intercom_role: 'user', updated_at: '2026-01-01T00:00:00.000Z' },
+    ]);
   });
 
   it('sleeps while only an open circuit holds back the work: few claim passes until its trial time, then delivers', async () => {
