@@ -272,7 +272,7 @@ export class OutboxDispatcher {
    * row is checked as if alone; the authoritative check is still the one right before it is sent.
    */
   private async precheck(rows: OutboxRow[]): Promise<OutboxRow[]> {
-    const checked = rows.filter((r) => this.opts.port.needsLookup(r) || r.policy);
+    const checked = rows.filter((r) => this.worthPrechecking(r));
     if (!checked.length) return rows;
     const decisions = await this.opts.admission.checkMany(checked, Date.now(), false);
     const refused = new Set<OutboxRow>();
@@ -287,13 +287,18 @@ export class OutboxDispatcher {
     return refused.size ? rows.filter((r) => !refused.has(r)) : rows;
   }
 
+  /** A row whose delivery costs a provider lookup, or that carries a send policy (window, cap). */
+  private worthPrechecking(row: OutboxRow): boolean {
+    return this.opts.port.needsLookup(row) || Boolean(row.policy);
+  }
+
   private async deliver(row: OutboxRow): Promise<void> {
     const { repo, port, admission, leaseMs, log, settlements } = this.opts;
     let placeDay: string | undefined;
     // Set by the hook when the row may not be sent after all: provider code wraps whatever the hook throws.
     let refused: Exclude<Admission, { kind: 'send' }> | undefined;
     try {
-      if ((port.needsLookup(row) || row.policy) && !this.prechecked.delete(row)) {
+      if (this.worthPrechecking(row) && !this.prechecked.delete(row)) {
         // Cheap checks first: a row outside its window or for an unsubscribed contact costs no provider lookup.
         const pre = await admission.check(row);
         if (pre.kind !== 'send') throw new NotAdmitted(pre);
