@@ -321,10 +321,12 @@ async function oneServer(
     await run(h.call as Call, csv, async (work) => {
       const mark: StandInMark = await standIn.mark();
       const cpu0 = procCpu(pid);
+      const wakeups0 = voluntarySwitches(pid);
       const result = await work();
       const cpu = procCpu(pid);
+      const wakeups = voluntarySwitches(pid) - wakeups0;
       const stats = await standIn.stats(mark);
-      return { ...result, cpuMs: cpu.total - cpu0.total, cpuUserMs: cpu.user - cpu0.user, wakeups: cpu.wakeups - cpu0.wakeups, peakRssMiB: procPeakRssMiB(pid), stats };
+      return { ...result, cpuMs: cpu.total - cpu0.total, cpuUserMs: cpu.user - cpu0.user, wakeups, peakRssMiB: procPeakRssMiB(pid), stats };
     });
   } finally {
     await h.close();
@@ -362,11 +364,11 @@ async function intercomCase(name: string, style: RateWindowStyle, lim: Limit, n:
 // ---- several instances ------------------------------------------------------------------------
 
 /** utime and stime of a process, in ms (from /proc/<pid>/stat; clock ticks are 1/100 s on Linux). */
-function procCpu(pid: number): { user: number; total: number; wakeups: number } {
+function procCpu(pid: number): { user: number; total: number } {
   const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   const user = Number(fields[11]) * 10; // fields 14 and 15 of the full line
-  return { user, total: user + Number(fields[12]) * 10, wakeups: voluntarySwitches(pid) };
+  return { user, total: user + Number(fields[12]) * 10 };
 }
 
 /**
@@ -506,6 +508,9 @@ async function deliveriesByInstance(url: string): Promise<string | undefined> {
   }
 }
 
+/** The yardstick's rows, for the summary. */
+const references: string[] = [];
+
 /**
  * The yardstick (bench/reference-client.ts): a bare HTTP client's CPU per request at `rate` against
  * the same stand-in, measured in the same run, so a server's figure can be read against this machine.
@@ -529,7 +534,6 @@ async function referenceCase(rate: number, n: number): Promise<void> {
   }
 }
 
-const references: string[] = [];
 
 // ---- cases --------------------------------------------------------------------------------------
 
