@@ -79,7 +79,8 @@ const audience = z.object({
   unknown_client_ids_total: z.number(),
 });
 
-const sample = z.object({
+/** One recipient's rendered message as a preview shows it (the review view's copy has the same fields). */
+export const sample = z.object({
   to: z.string(),
   client_id: z.string(),
   channel: z.string(),

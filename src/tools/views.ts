@@ -3,7 +3,7 @@ import { campaignRequestSchema, type CampaignRequest } from '../engine/campaigns
 import { fromZodError } from '../result.js';
 import { defineTool } from '../mcp/tool.js';
 import type { Approver } from '../safety/approval.js';
-import { campaignCallOutput } from './campaigns.js';
+import { campaignCallOutput, sample } from './campaigns.js';
 
 /**
  * Tools only this server's views call (MCP Apps visibility ["app"]; see mcp/views.ts): listed to and
@@ -47,18 +47,7 @@ export const viewTools = [
       channels: z.array(z.string()),
       sender: z.object({ from: z.string().nullable(), from_name: z.string().nullable(), reply_to: z.null(), intercom_admin: z.string().nullable() }),
       schedule: z.object({ send_immediately: z.boolean(), scheduled_send_time: z.string().nullable() }),
-      copy: z
-        .object({
-          to: z.string(),
-          client_id: z.string(),
-          channel: z.string(),
-          subject: z.string().optional(),
-          text: z.string(),
-          html: z.string().optional(),
-          links: z.array(z.string()),
-          images: z.array(z.string()),
-        })
-        .nullable(),
+      copy: sample.omit({ truncated: true }).extend({ links: z.array(z.string()), images: z.array(z.string()) }).nullable(),
       recipients: z.object({ total: z.number(), matched: z.number(), shown: z.array(person.extend({ channels: z.array(z.string()) })) }),
       excluded: z.object({ total: z.number(), matched: z.number(), complete: z.boolean(), shown: z.array(person.extend({ reason: z.string(), channel: z.string().optional() })) }),
       held_back: z.object({ total: z.number(), matched: z.number(), complete: z.boolean(), shown: z.array(person.extend({ reason: z.string(), detail: z.string() })) }),
