@@ -19,7 +19,24 @@ type Json = Record<string, unknown>;
 export function jsonSchema(schema: z.ZodType, io: 'input' | 'output') {
   const out = withoutTypeArrays(z.toJSONSchema(schema, { io, unrepresentable: 'any' }) as Json);
   delete out.$schema;
-  return withoutSafeIntegerBounds(out) as { type: 'object'; [k: string]: unknown };
+  return withoutFormatPatterns(withoutSafeIntegerBounds(out)) as { type: 'object'; [k: string]: unknown };
+}
+
+/**
+ * zod writes its own regex beside every `format` it knows (`email`, `date-time`): the format already
+ * names the constraint and clients check it by name. The date-time one alone is 330 bytes, eleven
+ * times. The server still validates every argument and result with the zod schema itself.
+ */
+function withoutFormatPatterns<T>(node: T): T {
+  if (Array.isArray(node)) return node.map(withoutFormatPatterns) as T;
+  if (!node || typeof node !== 'object') return node;
+  const restated = typeof (node as Json).format === 'string';
+  const out: Json = {};
+  for (const [k, v] of Object.entries(node as Json)) {
+    if (k === 'pattern' && restated) continue;
+    out[k] = k === 'enum' || k === 'const' || k === 'default' || k === 'examples' ? v : withoutFormatPatterns(v);
+  }
+  return out as T;
 }
 
 /** zod writes ±(2^53 − 1) on every `.int()`: bounds any JSON number already has, 50 bytes each. */

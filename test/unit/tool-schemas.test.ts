@@ -71,9 +71,10 @@ describe('tool schemas', () => {
 
 describe('the tool list a client receives', () => {
   // Clients send the whole list to the model with every request, and some cap what they accept.
-  const TOOL_LIST_BUDGET_BYTES = 100 * 1024;
+  // 100 KB read strictly: 100,000 bytes, not 102,400.
+  const TOOL_LIST_BUDGET_BYTES = 100_000;
 
-  it(`stays within ${TOOL_LIST_BUDGET_BYTES / 1024} KB for all ${allTools.length - VIEW_ONLY_TOOLS.size} tools a client without views receives`, () => {
+  it(`stays within ${TOOL_LIST_BUDGET_BYTES / 1000} KB (${TOOL_LIST_BUDGET_BYTES.toLocaleString('en')} bytes) for all ${allTools.length - VIEW_ONLY_TOOLS.size} tools a client without views receives`, () => {
     const bytes = Buffer.byteLength(JSON.stringify({ tools: listingFor(allTools.map(listedTool), false) }));
     expect(bytes).toBeLessThanOrEqual(TOOL_LIST_BUDGET_BYTES);
   });
