@@ -46,16 +46,20 @@ export interface RidingSettlements {
 const RETRY_FOR_MS = 30_000;
 const FIRST_RETRY_MS = 50;
 const LONGEST_RETRY_MS = 2_000;
+/** How long settled rows wait for a transaction to ride in before they are written on their own (see below). */
+export const SETTLE_DELAY_MS = 100;
 
 /**
  * Settles delivered rows in groups: one transaction writes the final state of every row settled in
- * the last 50 ms (or 200 rows) and their timeline entries; at 100 messages a second one commit serves
- * five. A message costs one short statement instead of a transaction of its own, and the delivery slot
- * is free as soon as the provider has answered.
+ * the last 100 ms (or 200 rows) and their timeline entries. A message costs one short statement
+ * instead of a transaction of its own, and the delivery slot is free as soon as the provider has answered.
  *
- * Settlements may also ride in the next admission's transaction (`board`): at 100 messages a second one
- * comes every few tens of milliseconds, so most groups cost no commit of their own, and the rows they
- * touch (the campaign's index pages) are written once for both.
+ * Settlements may also ride in the next admission's transaction (`board`), so most groups cost no
+ * commit of their own, and the rows they touch (the campaign's index pages) are written once for both.
+ * That is why the wait is 100 ms: at 100 messages a second the pacer lets a group go about every 100 ms
+ * (rate-budget.ts), its answers come some 20 ms later, and the next group's admission comes before the
+ * wait is over (with 50 ms nearly every group of answers was committed alone). A row sent but not yet
+ * recorded is `sending` for that long: after a crash it is `unknown`, never resent.
  *
  * A group that cannot be written (the database failed) is retried, backing off from 50 ms to 2 s, for
  * up to `retryForMs` (30 s); meanwhile its rows stay `sending` under this holder's renewed lease. If it
@@ -75,7 +79,7 @@ export class SettlementWriter {
     private readonly timeline: TimelineRepository,
     private readonly port: SettlementPort,
     private readonly log: Logger,
-    private readonly opts: SettlementOptions = { maxBatch: 200, delayMs: 50 },
+    private readonly opts: SettlementOptions = { maxBatch: 200, delayMs: SETTLE_DELAY_MS },
   ) {}
 
   settle(row: OutboxRow, outcome: DeliveryOutcome): void {
