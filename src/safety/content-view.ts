@@ -1,4 +1,5 @@
-import { convert, type HtmlToTextOptions } from 'html-to-text';
+import { createRequire } from 'node:module';
+import type { HtmlToTextOptions } from 'html-to-text';
 
 /**
  * What a message carries, read the way a person (and a mail program) would: the words of the HTML as
@@ -17,6 +18,18 @@ export interface HtmlView {
 }
 
 const HTML_LIMITS: HtmlToTextOptions['limits'] = { maxInputLength: 2_000_000, ellipsis: '…' };
+
+/**
+ * html-to-text (and its HTML parser) is loaded on the first message that has HTML, not when this module
+ * is: the configuration and the MCP wiring import this module, and loading the parser with them cost a
+ * stdio client some 65 ms before `initialize` was answered.
+ */
+const requireFromHere = createRequire(import.meta.url);
+let convertHtml: typeof import('html-to-text').convert | undefined;
+const convert: typeof import('html-to-text').convert = (html, options) => {
+  convertHtml ??= (requireFromHere('html-to-text') as typeof import('html-to-text')).convert;
+  return convertHtml(html, options);
+};
 
 /** A faithful text rendering of an HTML body, with the link targets and image sources it carries. */
 export function viewHtml(html: string): HtmlView {
