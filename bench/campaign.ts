@@ -25,7 +25,9 @@
  *   kill                  the same, the worker holding the most rows SIGKILLed at 40 %: how many rows it
  *                         held, how soon the others took them up, and the rate over the whole run
  * Environment: BENCH_STYLES=clock,anchored (default both); BENCH_SCALE=0.1 scales every audience (for
- * quick runs while developing); TEST_DATABASE_URL as for the store tests.
+ * quick runs while developing); BENCH_SERVER_ENV='{"CAMPAIGN_DISPATCH_CONCURRENCY":"128"}' adds settings
+ * to every server the bench starts (to compare a setting with its default: a run with it, one without);
+ * TEST_DATABASE_URL as for the store tests.
  *
  * How the rate is measured: over the sending period, from the first to the last request the stand-in
  * received for the campaign. "Allowed" is what a perfect client could have had accepted over that same
@@ -85,13 +87,13 @@ function audienceCsv(dir: string, n: number): string {
   return file;
 }
 
-/** Server environment: defaults, plus the provider(s), the stand-in opt-in and what the case sets. */
+/** Server environment: defaults, plus the provider(s), the stand-in opt-in, what the case sets and BENCH_SERVER_ENV. */
 function serverEnv(dataDir: string, standIn: StandInClient, provider: 'sendgrid' | 'intercom', extra: Record<string, string> = {}): Record<string, string> {
   const creds: Record<string, string> =
     provider === 'sendgrid'
       ? { SENDGRID_API_KEY: SG_KEY, SENDGRID_BASE_URL: standIn.url, SENDGRID_FROM_EMAIL: 'success@ourco.test' }
       : { INTERCOM_ACCESS_TOKEN: IC_TOKEN, INTERCOM_BASE_URL: standIn.url };
-  return { LOG_LEVEL: 'silent', CS_MCP_DATA_DIR: dataDir, CS_MCP_ALLOW_CUSTOM_PROVIDER_HOSTS: 'true', ...creds, ...extra };
+  return { LOG_LEVEL: 'silent', CS_MCP_DATA_DIR: dataDir, CS_MCP_ALLOW_CUSTOM_PROVIDER_HOSTS: 'true', ...creds, ...extra, ...(process.env.BENCH_SERVER_ENV ? JSON.parse(process.env.BENCH_SERVER_ENV) : {}) };
 }
 
 type Call = (name: string, args?: Record<string, unknown>) => Promise<{ structuredContent: Record<string, any>; isError?: boolean }>;
