@@ -19,34 +19,25 @@ type Json = Record<string, unknown>;
 export function jsonSchema(schema: z.ZodType, io: 'input' | 'output') {
   const out = withoutTypeArrays(z.toJSONSchema(schema, { io, unrepresentable: 'any' }) as Json);
   delete out.$schema;
-  return withoutFormatPatterns(withoutSafeIntegerBounds(out)) as { type: 'object'; [k: string]: unknown };
+  return withoutRestatements(out) as { type: 'object'; [k: string]: unknown };
 }
 
 /**
- * zod writes its own regex beside every `format` it knows (`email`, `date-time`): the format already
- * names the constraint and clients check it by name. The date-time one alone is 330 bytes, eleven
- * times. The server still validates every argument and result with the zod schema itself.
+ * Keywords zod writes that only restate what the schema already says, left out of the listing:
+ * - ±(2^53 − 1) on every `.int()`: bounds any JSON number already has, 50 bytes each;
+ * - its own regex beside every `format` it knows (`email`, `date-time`): the format names the
+ *   constraint and clients check it by name (the date-time regex alone is 330 bytes, eleven times).
+ * The server still validates every argument and result with the zod schema itself.
  */
-function withoutFormatPatterns<T>(node: T): T {
-  if (Array.isArray(node)) return node.map(withoutFormatPatterns) as T;
+function withoutRestatements<T>(node: T): T {
+  if (Array.isArray(node)) return node.map(withoutRestatements) as T;
   if (!node || typeof node !== 'object') return node;
-  const restated = typeof (node as Json).format === 'string';
-  const out: Json = {};
-  for (const [k, v] of Object.entries(node as Json)) {
-    if (k === 'pattern' && restated) continue;
-    out[k] = k === 'enum' || k === 'const' || k === 'default' || k === 'examples' ? v : withoutFormatPatterns(v);
-  }
-  return out as T;
-}
-
-/** zod writes ±(2^53 − 1) on every `.int()`: bounds any JSON number already has, 50 bytes each. */
-function withoutSafeIntegerBounds<T>(node: T): T {
-  if (Array.isArray(node)) return node.map(withoutSafeIntegerBounds) as T;
-  if (!node || typeof node !== 'object') return node;
+  const hasFormat = typeof (node as Json).format === 'string';
   const out: Json = {};
   for (const [k, v] of Object.entries(node as Json)) {
     if ((k === 'minimum' && v === Number.MIN_SAFE_INTEGER) || (k === 'maximum' && v === Number.MAX_SAFE_INTEGER)) continue;
-    out[k] = k === 'enum' || k === 'const' || k === 'default' || k === 'examples' ? v : withoutSafeIntegerBounds(v);
+    if (k === 'pattern' && hasFormat) continue;
+    out[k] = k === 'enum' || k === 'const' || k === 'default' || k === 'examples' ? v : withoutRestatements(v);
   }
   return out as T;
 }
