@@ -90,10 +90,7 @@ export class SettlementWriter {
 
   /** Writes everything settled so far; resolves when it is committed (or given up, logged). */
   flush(): Promise<void> {
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
-    const batch = this.pending;
-    this.pending = [];
+    const batch = this.takePending();
     if (batch.length) this.chain = this.chain.then(() => this.write(batch));
     return this.chain;
   }
@@ -104,10 +101,7 @@ export class SettlementWriter {
    */
   board(): RidingSettlements | undefined {
     if (!this.pending.length || this.closing) return undefined;
-    const batch = this.pending;
-    this.pending = [];
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
+    const batch = this.takePending();
     return {
       write: (trx) => this.writeRows(trx, batch, Date.now()),
       committed: () => this.followUps(batch),
@@ -117,6 +111,15 @@ export class SettlementWriter {
         else this.timer ??= setTimeout(() => void this.flush(), this.opts.delayMs);
       },
     };
+  }
+
+  /** Everything settled so far, taken out of the queue, and the timer that would have written it stopped. */
+  private takePending(): Pending[] {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    const batch = this.pending;
+    this.pending = [];
+    return batch;
   }
 
   /** Stopping: writes what is pending, retrying only briefly (a stopping process must not wait out the database). */
