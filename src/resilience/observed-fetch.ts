@@ -146,8 +146,9 @@ const BODY_READERS = ['text', 'json', 'arrayBuffer', 'blob', 'bytes', 'formData'
  * has nothing left to time out. A body read as a stream stays under the timer, as before.
  */
 function clearOnceRead(response: Response, timer: NodeJS.Timeout): Response {
-  const body = response.body;
-  if (body === null || isBuffered(response)) {
+  // Buffered first: asking a buffered response for its body would build a stream for nothing.
+  const body = isBuffered(response) ? null : response.body;
+  if (body === null) {
     clearTimeout(timer);
     return response;
   }

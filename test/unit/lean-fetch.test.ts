@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Agent } from 'undici';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { leanFetch } from '../../src/resilience/lean-fetch.js';
+import { isBuffered, leanFetch } from '../../src/resilience/lean-fetch.js';
 import { createObservedFetch } from '../../src/resilience/observed-fetch.js';
 import { RateBudget } from '../../src/resilience/rate-budget.js';
 import pino from 'pino';
@@ -44,6 +44,29 @@ describe('leanFetch (provider calls over undici request)', () => {
     expect(res.headers.get('retry-after')).toBe('3');
     expect(res.headers.getSetCookie()).toEqual(['a=1', 'b=2']);
     expect(await res.json()).toEqual({ errors: [{ message: 'slow down' }] });
+  });
+
+  it('answers from the bytes it read: each reader once, a stream or a clone on request, as a Response would', async () => {
+    const text = await (await leanFetch(`${base}/mail`, { method: 'POST', body: '{}' })).text();
+    expect(JSON.parse(text)).toEqual({ errors: [{ message: 'slow down' }] });
+    const once = await leanFetch(`${base}/mail`, { method: 'POST', body: '{}' });
+    expect(isBuffered(once)).toBe(true);
+    expect(once.bodyUsed).toBe(false);
+    const copy = once.clone();
+    expect(copy).toBeInstanceOf(Response);
+    expect(await once.json()).toEqual({ errors: [{ message: 'slow down' }] });
+    expect(once.bodyUsed).toBe(true);
+    await expect(once.text()).rejects.toThrow(TypeError);
+    expect(() => once.clone()).toThrow(TypeError);
+    expect(new TextDecoder().decode(await copy.arrayBuffer())).toBe(text);
+    const streamed = await leanFetch(`${base}/mail`, { method: 'POST', body: '{}' });
+    expect(await new Response(streamed.body).text()).toBe(text);
+    expect(streamed.bodyUsed).toBe(true);
+    const blob = await (await leanFetch(`${base}/mail`, { method: 'POST', body: '{}' })).blob();
+    expect(blob.type).toBe('application/json');
+    expect(await blob.text()).toBe(text);
+    // A response without a body reads as empty, as fetch's does.
+    expect(await (await leanFetch(`${base}/empty`, { method: 'POST', body: 'x' })).text()).toBe('');
   });
 
   it('takes Headers and header lists, and answers a bodiless status with a null body', async () => {
