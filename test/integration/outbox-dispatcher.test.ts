@@ -13,6 +13,7 @@ import { insertMessages, OutboxRepository, type OutboxRow } from '../../src/engi
 import type { MessagePolicy } from '../../src/engine/delivery/message.js';
 import { SettlementWriter, type SettlementPort } from '../../src/engine/delivery/settlement.js';
 import { DailySendLimit } from '../../src/safety/daily-limit.js';
+import { prepared } from '../../src/store/prepared.js';
 import { linkIntercomContactsIn } from '../../src/store/roster.js';
 import type { TimelineInput } from '../../src/store/timeline.js';
 import type { RequestHook } from '../../src/resilience/request-hooks.js';
@@ -175,6 +176,37 @@ describe.each(dialects)('OutboxDispatcher on %s', (dialect) => {
     dispatcher = undefined;
     await store.close();
     await target.cleanup();
+  });
+
+  it("records each row's own final state and values, statement built once (finish)", async () => {
+    await seed(db, 4);
+    const rows = await repo.claim('me', 10, [], 60_000);
+    expect(await repo.markSendingMany(db, rows, 'me', 60_000)).toHaveLength(4);
+    const [a, b, c, d] = rows.sort((x, y) => x.outbox_id - y.outbox_id) as [OutboxRow, OutboxRow, OutboxRow, OutboxRow];
+    const now = Date.parse('2026-12-07T10:00:00.000Z');
+    await repo.finish(a, 'sent', { provider_message_id: 'pm-a' }, now);
+    await repo.finish(b, 'failed', { error_code: 'invalid_input', error_message: 'bad address' }, now + 1);
+    await repo.finish(c, 'unknown', { error_code: 'timeout', error_message: 'in doubt' }, now + 2);
+    await repo.finish(d, 'sent', { provider_message_id: 'pm-d' }, now + 3);
+    // A row already settled keeps its state: a late answer for it changes nothing.
+    await repo.finish(b, 'sent', { provider_message_id: 'pm-late' }, now + 4);
+    const got = await db.selectFrom('outbox').select(['outbox_id', 'state', 'provider_message_id', 'error_code', 'error_message', 'updated_at', 'sent_at', 'lease_owner']).orderBy('outbox_id').execute();
+    expect(got.map(({ sent_at, ...r }) => ({ ...r, sent: sent_at !== null }))).toEqual([
+      { outbox_id: a.outbox_id, state: 'sent', provider_message_id: 'pm-a', error_code: null, error_message: null, updated_at: new Date(now).toISOString(), lease_owner: null, sent: true },
+      { outbox_id: b.outbox_id, state: 'failed', provider_message_id: null, error_code: 'invalid_input', error_message: 'bad address', updated_at: new Date(now + 1).toISOString(), lease_owner: null, sent: false },
+      { outbox_id: c.outbox_id, state: 'unknown', provider_message_id: null, error_code: 'timeout', error_message: 'in doubt', updated_at: new Date(now + 2).toISOString(), lease_owner: null, sent: true },
+      { outbox_id: d.outbox_id, state: 'sent', provider_message_id: 'pm-d', error_code: null, error_message: null, updated_at: new Date(now + 3).toISOString(), lease_owner: null, sent: true },
+    ]);
+  });
+
+  it('a prepared statement names every value it is given, and keeps its constants', async () => {
+    const careless = prepared(['id', 'unused'] as const, (p) => db.selectFrom('outbox').select('state').where('outbox_id', '=', p.id as unknown as number));
+    expect(() => careless(db, { id: 1, unused: 2 })).toThrow(/unused not used/);
+    await seed(db, 2);
+    const byState = prepared(['id'] as const, (p) => db.selectFrom('outbox').select('idempotency_key').where('outbox_id', '=', p.id as unknown as number).where('state', 'in', ['queued', 'sending']));
+    const ids = (await db.selectFrom('outbox').select('outbox_id').orderBy('outbox_id').execute()).map((r) => r.outbox_id);
+    expect((await byState(db, { id: ids[1] })).rows).toEqual([{ idempotency_key: 'cmp_test:c1:email' }]);
+    expect((await byState(db, { id: ids[0] })).rows).toEqual([{ idempotency_key: 'cmp_test:c0:email' }]);
   });
 
   it('delivers every row exactly once at bounded concurrency', async () => {

@@ -1,4 +1,5 @@
 import { sql, type Kysely, type Selectable } from 'kysely';
+import { prepared } from '../../store/prepared.js';
 import type { Database, OutboxTable } from '../../store/schema.js';
 import type { MessageContent, MessageMeta, MessagePolicy, OutboundMessage, SourceKind } from './message.js';
 
@@ -58,12 +59,21 @@ export async function insertMessages(db: Kysely<Database>, messages: OutboundMes
   return written;
 }
 
+// A row is read several times on its way (batch key, lookup, request, timeline, follow-ups): parsed once.
+// Callers treat what they get as read-only; a row read again from the database is a new object.
+const contentOf = new WeakMap<OutboxRow, MessageContent>();
+const metaOf = new WeakMap<OutboxRow, MessageMeta>();
+
 export function parseContent(row: OutboxRow): MessageContent {
-  return JSON.parse(row.payload) as MessageContent;
+  let content = contentOf.get(row);
+  if (!content) contentOf.set(row, (content = JSON.parse(row.payload) as MessageContent));
+  return content;
 }
 
 export function parseMeta(row: OutboxRow): MessageMeta {
-  return JSON.parse(row.meta) as MessageMeta;
+  let meta = metaOf.get(row);
+  if (!meta) metaOf.set(row, (meta = JSON.parse(row.meta) as MessageMeta));
+  return meta;
 }
 
 export function parsePolicy(row: OutboxRow): MessagePolicy | undefined {
@@ -141,23 +151,40 @@ export class OutboxRepository {
     now = Date.now(),
     db: Kysely<Database> = this.db,
   ): Promise<void> {
-    await db
-      .updateTable('outbox')
-      .set({
-        state,
-        provider_message_id: fields.provider_message_id ?? null,
-        error_code: fields.error_code ?? null,
-        error_message: fields.error_message ?? null,
-        updated_at: iso(now),
-        ...(state === 'sent' || state === 'unknown' ? {} : { sent_at: null }),
-        lease_owner: null,
-        lease_until: null,
-      })
-      .where('outbox_id', '=', row.outbox_id)
-      // Never over another final state: a peer that found this row's lease run out (its holder lagging,
-      // not dead) marks it `unknown` and records that too; the holder's real answer, if it comes, wins.
-      .where('state', 'in', ['queued', 'sending', 'unknown'])
-      .execute();
+    const run = state === 'sent' || state === 'unknown' ? this.finishKeepingSentAt : this.finishClearingSentAt;
+    await run(db, {
+      id: row.outbox_id,
+      state,
+      provider_message_id: fields.provider_message_id ?? null,
+      error_code: fields.error_code ?? null,
+      error_message: fields.error_message ?? null,
+      at: iso(now),
+    });
+  }
+
+  // finish's statement, one per shape: built once (prepared.ts), it runs once per message.
+  private readonly finishKeepingSentAt = this.finishStatement(false);
+  private readonly finishClearingSentAt = this.finishStatement(true);
+
+  private finishStatement(clearSentAt: boolean) {
+    return prepared(['id', 'state', 'provider_message_id', 'error_code', 'error_message', 'at'] as const, (p) =>
+      this.db
+        .updateTable('outbox')
+        .set({
+          state: p.state as OutboxState,
+          provider_message_id: p.provider_message_id,
+          error_code: p.error_code,
+          error_message: p.error_message,
+          updated_at: p.at,
+          ...(clearSentAt ? { sent_at: null } : {}),
+          lease_owner: null,
+          lease_until: null,
+        })
+        .where('outbox_id', '=', p.id as unknown as number)
+        // Never over another final state: a peer that found this row's lease run out (its holder lagging,
+        // not dead) marks it `unknown` and records that too; the holder's real answer, if it comes, wins.
+        .where('state', 'in', ['queued', 'sending', 'unknown']),
+    );
   }
 
   /** Not sent (provably): back to the queue, due again at `notBefore`, the reason kept for status. */
