@@ -6,6 +6,7 @@ import type { CustomerEventInput, CustomerEventLog } from './customer-events.js'
 import type { ClientPatch, ContactInput, NewClient } from './roster-model.js';
 import type { ClientsTable, ContactsTable, Database } from './schema.js';
 import { addSuppressions, liftSuppressions, normalizeAddress, sourceName, syncContactConsent, type NewSuppression, type SuppressionRow } from './suppressions.js';
+import { prepared } from './prepared.js';
 import type { TimelineRepository } from './timeline.js';
 
 export type ContactRow = Selectable<ContactsTable>;
@@ -151,6 +152,15 @@ function refConditions(ref: ContactRef): Array<['email' | 'external_user_id' | '
   return conds;
 }
 
+/** linkIntercomContactsIn for a link by email with a role, built once (prepared.ts). */
+const linkByEmail = prepared(['id', 'role', 'at', 'email'] as const, (db, p) =>
+  db
+    .updateTable('contacts')
+    .set({ intercom_contact_id: p.id, intercom_role: p.role as 'user', updated_at: p.at })
+    .where('email', '=', p.email)
+    .where((eb) => eb.or([eb('intercom_contact_id', 'is', null), eb('intercom_contact_id', '!=', p.id), eb('intercom_role', 'is', null), eb('intercom_role', '!=', p.role as 'user')])),
+);
+
 /**
  * Remembers Intercom ids (one statement per link, in the caller's transaction when given one): every
  * roster contact the link's email or external user id names takes the id and role, unless it has them
@@ -162,6 +172,11 @@ export async function linkIntercomContactsIn(
   now = nowIso(),
 ): Promise<void> {
   for (const link of links) {
+    if (link.email && link.role && !link.external_user_id) {
+      // What a campaign's settlement writes, once per message of a first Intercom campaign.
+      await linkByEmail(db, { id: link.id, role: link.role, at: now, email: link.email.trim().toLowerCase() });
+      continue;
+    }
     const conds = refConditions({ email: link.email, external_user_id: link.external_user_id });
     if (!conds.length) continue;
     await db

@@ -200,10 +200,10 @@ describe.each(dialects)('OutboxDispatcher on %s', (dialect) => {
   });
 
   it('a prepared statement names every value it is given, and keeps its constants', async () => {
-    const careless = prepared(['id', 'unused'] as const, (p) => db.selectFrom('outbox').select('state').where('outbox_id', '=', p.id as unknown as number));
+    const careless = prepared(['id', 'unused'] as const, (db, p) => db.selectFrom('outbox').select('state').where('outbox_id', '=', p.id as unknown as number));
     expect(() => careless(db, { id: 1, unused: 2 })).toThrow(/unused not used/);
     await seed(db, 2);
-    const byState = prepared(['id'] as const, (p) => db.selectFrom('outbox').select('idempotency_key').where('outbox_id', '=', p.id as unknown as number).where('state', 'in', ['queued', 'sending']));
+    const byState = prepared(['id'] as const, (db, p) => db.selectFrom('outbox').select('idempotency_key').where('outbox_id', '=', p.id as unknown as number).where('state', 'in', ['queued', 'sending']));
     const ids = (await db.selectFrom('outbox').select('outbox_id').orderBy('outbox_id').execute()).map((r) => r.outbox_id);
     expect((await byState(db, { id: ids[1] })).rows).toEqual([{ idempotency_key: 'cmp_test:c1:email' }]);
     expect((await byState(db, { id: ids[0] })).rows).toEqual([{ idempotency_key: 'cmp_test:c0:email' }]);
@@ -561,14 +561,16 @@ describe.each(dialects)('OutboxDispatcher on %s', (dialect) => {
     expect(await db.selectFrom('contacts').select('contact_id').where('intercom_contact_id', 'is not', null).execute()).toEqual([]);
   });
 
-  it('an Intercom id is linked to the contacts its email or external user id names, replacing another id, leaving one that has it', async () => {
-    await seed(db, 3);
+  it('an Intercom id is linked to the contacts its email or external user id names, replacing another id or role, leaving one that has both', async () => {
+    await seed(db, 4);
     await db.updateTable('contacts').set({ external_user_id: 'u-1' }).where('contact_id', '=', 'c1').execute();
     await db.updateTable('contacts').set({ intercom_contact_id: 'ic-old', intercom_role: 'user' }).where('contact_id', '=', 'c2').execute();
+    await db.updateTable('contacts').set({ intercom_contact_id: 'ic-3', intercom_role: 'user' }).where('contact_id', '=', 'c3').execute();
     await linkIntercomContactsIn(db, [
       { email: ' P0@Acme.test ', id: 'ic-0', role: 'user' },
       { external_user_id: 'u-1', id: 'ic-1', role: 'lead' },
       { email: 'p2@acme.test', id: 'ic-2', role: 'user' },
+      { email: 'p3@acme.test', id: 'ic-3', role: 'lead' },
     ], '2026-01-01T00:00:00.000Z');
     // The same link again changes nothing (its time stays).
     await linkIntercomContactsIn(db, [{ email: 'p0@acme.test', id: 'ic-0', role: 'user' }], '2026-02-02T00:00:00.000Z');
@@ -577,6 +579,7 @@ describe.each(dialects)('OutboxDispatcher on %s', (dialect) => {
       { contact_id: 'c0', intercom_contact_id: 'ic-0', intercom_role: 'user', updated_at: '2026-01-01T00:00:00.000Z' },
       { contact_id: 'c1', intercom_contact_id: 'ic-1', intercom_role: 'lead', updated_at: '2026-01-01T00:00:00.000Z' },
       { contact_id: 'c2', intercom_contact_id: 'ic-2', intercom_role: 'user', updated_at: '2026-01-01T00:00:00.000Z' },
+      { contact_id: 'c3', intercom_contact_id: 'ic-3', intercom_role: 'lead', updated_at: '2026-01-01T00:00:00.000Z' },
     ]);
   });
 

@@ -80,6 +80,31 @@ export function parsePolicy(row: OutboxRow): MessagePolicy | undefined {
   return row.policy ? (JSON.parse(row.policy) as MessagePolicy) : undefined;
 }
 
+// finish's statement, one per shape: built once (prepared.ts), it runs once per message.
+const finishKeepingSentAt = finishStatement(false);
+const finishClearingSentAt = finishStatement(true);
+
+function finishStatement(clearSentAt: boolean) {
+  return prepared(['id', 'state', 'provider_message_id', 'error_code', 'error_message', 'at'] as const, (db, p) =>
+    db
+      .updateTable('outbox')
+      .set({
+        state: p.state as OutboxState,
+        provider_message_id: p.provider_message_id,
+        error_code: p.error_code,
+        error_message: p.error_message,
+        updated_at: p.at,
+        ...(clearSentAt ? { sent_at: null } : {}),
+        lease_owner: null,
+        lease_until: null,
+      })
+      .where('outbox_id', '=', p.id as unknown as number)
+      // Never over another final state: a peer that found this row's lease run out (its holder lagging,
+      // not dead) marks it `unknown` and records that too; the holder's real answer, if it comes, wins.
+      .where('state', 'in', ['queued', 'sending', 'unknown']),
+  );
+}
+
 export class OutboxRepository {
   constructor(
     readonly db: Kysely<Database>,
@@ -151,7 +176,7 @@ export class OutboxRepository {
     now = Date.now(),
     db: Kysely<Database> = this.db,
   ): Promise<void> {
-    const run = state === 'sent' || state === 'unknown' ? this.finishKeepingSentAt : this.finishClearingSentAt;
+    const run = state === 'sent' || state === 'unknown' ? finishKeepingSentAt : finishClearingSentAt;
     await run(db, {
       id: row.outbox_id,
       state,
@@ -160,31 +185,6 @@ export class OutboxRepository {
       error_message: fields.error_message ?? null,
       at: iso(now),
     });
-  }
-
-  // finish's statement, one per shape: built once (prepared.ts), it runs once per message.
-  private readonly finishKeepingSentAt = this.finishStatement(false);
-  private readonly finishClearingSentAt = this.finishStatement(true);
-
-  private finishStatement(clearSentAt: boolean) {
-    return prepared(['id', 'state', 'provider_message_id', 'error_code', 'error_message', 'at'] as const, (p) =>
-      this.db
-        .updateTable('outbox')
-        .set({
-          state: p.state as OutboxState,
-          provider_message_id: p.provider_message_id,
-          error_code: p.error_code,
-          error_message: p.error_message,
-          updated_at: p.at,
-          ...(clearSentAt ? { sent_at: null } : {}),
-          lease_owner: null,
-          lease_until: null,
-        })
-        .where('outbox_id', '=', p.id as unknown as number)
-        // Never over another final state: a peer that found this row's lease run out (its holder lagging,
-        // not dead) marks it `unknown` and records that too; the holder's real answer, if it comes, wins.
-        .where('state', 'in', ['queued', 'sending', 'unknown']),
-    );
   }
 
   /** Not sent (provably): back to the queue, due again at `notBefore`, the reason kept for status. */
