@@ -12,8 +12,9 @@
  * - the window length is the smallest step between successive reset values: never shorter than the
  *   real length, and equal to it after a window or two of steady sending;
  * - a window ends at min(start + length, reported reset): never earlier than it really does.
- * Within a window the remaining budget is spread evenly up to that end, rather than sent in a burst,
- * which suits either kind of window and keeps room for latency. Requests whose slots fall within
+ * Within a window the remaining budget is spread evenly up to that end (a process alone ends it one
+ * turnaround sooner, so its last requests count in the window that paid for them: `spreadEnd`), rather
+ * than sent in a burst, which suits either kind of window and keeps room for latency. Requests whose slots fall within
  * 100 ms of each other leave together (GROUP_SLACK_MS; 25 ms when processes share the budget): one
  * wake-up serves them. When the end has passed, the next window is spent at the learned rate until its
  * first answer places it.
@@ -104,6 +105,9 @@ const GROUP_SLACK_MS = 100;
  */
 const SHARED_GROUP_SLACK_MS = 25;
 const GROUP_MAX = 16;
+/** Turnarounds (unit taken → answer) remembered for `spreadEnd`, and the most of a window it may take. */
+const TURNAROUNDS_KEPT = 32;
+const TAIL_SHARE_MAX = 0.1;
 
 export class RateBudget {
   private limit?: number;
@@ -123,6 +127,10 @@ export class RateBudget {
   /** Send times of our requests still waiting for an answer. */
   private readonly inFlightSent: number[] = [];
   private pacedWaits = 0;
+  /** How long our latest requests took from taking their unit to their answer (newest last). */
+  private readonly turnarounds: number[] = [];
+  /** The longest of them: a request sent later than this before a window's end may count in the next. */
+  private tailMs = 0;
   /**
    * Set by waitNeeded: its wait is a place in the even spread of a window with budget left (not the end
    * of a spent window, a 429's pause or a probe). Only such a wait may be cut short by joining a group:
@@ -194,7 +202,14 @@ export class RateBudget {
     const i = sentAtMs === undefined ? -1 : this.inFlightSent.indexOf(sentAtMs);
     if (i >= 0) this.inFlightSent.splice(i, 1);
     else this.inFlightSent.shift();
+    if (sentAtMs !== undefined) this.noteTurnaround(Date.now() - sentAtMs);
     this.pump();
+  }
+
+  private noteTurnaround(ms: number): void {
+    this.turnarounds.push(ms);
+    if (this.turnarounds.length > TURNAROUNDS_KEPT) this.turnarounds.shift();
+    this.tailMs = Math.max(...this.turnarounds);
   }
 
   /** Requests queued for budget now (cheaper than snapshot() on a hot path). */
@@ -333,12 +348,31 @@ export class RateBudget {
     // from the last one sent. A window not yet placed is spent at the learned steady rate.
     const nextAt =
       w.endMs !== undefined
-        ? (share * this.lastSendMs + w.endMs) / (share + 1)
+        ? (share * this.lastSendMs + this.spreadEnd(w.endMs, now, peers)) / (share + 1)
         : this.lastSendMs + (this.windowMs! * peers) / Math.max(1, this.limit! - this.reserve);
     // Gaps under a millisecond are not worth a timer (a timer cannot wait less than one anyway).
     const wait = nextAt - now;
     this.spreading = true;
     return wait < 1 ? 0 : Math.ceil(wait);
+  }
+
+  /**
+   * Where the even spread of a window ends: a turnaround before the window does. A request's unit is
+   * charged to the window it leaves in, but the provider counts it only when it gets there (or, as the
+   * stand-ins do, when it answers): sent in the window's last tens of milliseconds, it counts in the
+   * next window, where it takes a place that window's own requests then lack, and the place it held in
+   * this window goes unused. At 1,000 a second that was some 60 places a window (6 %). Ending the spread
+   * a turnaround early sends the window's budget where it counts; nothing is charged to the next window
+   * any earlier than before. Bounded to a tenth of the window (a
+   * slow answer must not crowd a window's budget into a fraction of it), and not applied once the
+   * spread is already past that point (the rest is spread up to the end, as before, not sent at once).
+   * Not when processes share the budget: each sees the others' requests only in later answers, and a
+   * spread crowded into less of the window let three of them pass the limit (resilience.test.ts).
+   */
+  private spreadEnd(endMs: number, now: number, peers: number): number {
+    if (peers > 1) return endMs;
+    const tail = Math.min(this.tailMs, (this.windowMs ?? 1000) * TAIL_SHARE_MAX);
+    return now < endMs - tail ? endMs - tail : endMs;
   }
 
   snapshot(): RateBudgetSnapshot {

@@ -351,7 +351,11 @@ describe('RateBudget against windows it has to learn', () => {
   });
   afterEach(() => vi.useRealTimers());
 
-  async function simulate(opts: { limit: number; windowMs: number; style: RateWindowStyle; requests: number; peers?: number }) {
+  /**
+   * `outMs`/`backMs`: the way to the provider (which counts the request when it gets there) and back;
+   * `workers`: requests each process has in flight at most.
+   */
+  async function simulate(opts: { limit: number; windowMs: number; style: RateWindowStyle; requests: number; peers?: number; outMs?: number; backMs?: number; workers?: number }) {
     const provider = new RateWindow({ limit: opts.limit, windowMs: opts.windowMs, style: opts.style });
     const peers = opts.peers ?? 1;
     const budgets = Array.from({ length: peers }, () => {
@@ -366,18 +370,18 @@ describe('RateBudget against windows it has to learn', () => {
         next += 1;
         await budget.acquire();
         const sentAt = Date.now();
-        await new Promise((r) => setTimeout(r, 10)); // on the way
+        await new Promise((r) => setTimeout(r, opts.outMs ?? 10)); // on the way
         const ok = provider.take(Date.now());
         if (ok) arrivals.push(Date.now());
         else if (process.env.DEBUG_PACER) console.log('429 at', Date.now() % 100000, budgets.indexOf(budget), budget.snapshot(), provider.headers(Date.now()));
         const headers = provider.headers(Date.now());
-        await new Promise((r) => setTimeout(r, 10)); // on the way back
+        await new Promise((r) => setTimeout(r, opts.backMs ?? 10)); // on the way back
         budget.observe(headers, ok ? 200 : 429, sentAt);
-        budget.release();
+        budget.release(sentAt); // as the observed fetch does
         if (!ok) next -= 1; // resent
       }
     };
-    const run = Promise.all(budgets.flatMap((b) => Array.from({ length: 16 }, () => worker(b))));
+    const run = Promise.all(budgets.flatMap((b) => Array.from({ length: opts.workers ?? 16 }, () => worker(b))));
     let done = false;
     void run.then(() => (done = true));
     while (!done) await vi.advanceTimersByTimeAsync(50);
@@ -385,7 +389,34 @@ describe('RateBudget against windows it has to learn', () => {
     const span = arrivals[arrivals.length - 1]! - arrivals[0]!;
     const ratio = (opts.requests - 1) / span / (opts.limit / opts.windowMs);
     if (process.env.DEBUG_PACER) console.log(opts.style, opts.windowMs, opts.peers ?? 1, { span, windows: provider.windows, rejected: provider.rejected, ratio });
-    return { rejected: provider.rejected, ratio };
+    // Accepted in each window the sending filled from start to end (not the first or the last).
+    const byWindow = new Map<number, number>();
+    for (const t of arrivals) byWindow.set(Math.floor(t / opts.windowMs), (byWindow.get(Math.floor(t / opts.windowMs)) ?? 0) + 1);
+    const full = [...byWindow.entries()].sort((a, b) => a[0] - b[0]).slice(1, -1).map(([, n]) => n);
+    return { rejected: provider.rejected, ratio, fullWindows: full };
+  }
+
+  it('spends a window\'s budget where it counts: a request counted 40 ms after it leaves does not take the next window\'s place', async () => {
+    // 1,000 a second, clock windows; the provider counts a request only when it gets there, 40 ms on.
+    // Sent in a window's last 40 ms, a request counts in the next one and leaves its own place unused.
+    const r = await simulate({ limit: 1000, windowMs: 1000, style: 'clock', requests: 6000, outMs: 40, backMs: 1, workers: 64 });
+    expect(r.rejected).toBe(0);
+    expect(r.fullWindows.length).toBeGreaterThanOrEqual(3);
+    // Ending each window's spread a turnaround early: 993, 1000, 960, 1000, 960. A window with nothing in
+    // flight at its end is placed by a later answer, so the next one's spread ends late again (every
+    // other window). Spread to the end: about 960 in every window (the 40 ms in flight lost each time).
+    const mean = r.fullWindows.reduce((a, b) => a + b, 0) / r.fullWindows.length;
+    expect(mean).toBeGreaterThanOrEqual(975);
+  });
+
+  for (const style of ['clock', 'anchored'] as const) {
+    it(`${style} windows shared by three processes, requests counted 40 ms on: each spreads to the window's end, no 429`, async () => {
+      // Each sees the others' requests only in later answers: a spread crowded into less of the window
+      // (ended a turnaround early, as a lone process does) passed the limit here (4 × 429 on clock windows).
+      const r = await simulate({ limit: 100, windowMs: 1000, style, requests: 2000, peers: 3, outMs: 40, backMs: 1, workers: 16 });
+      expect(r.rejected).toBe(0);
+      expect(r.ratio).toBeGreaterThanOrEqual(0.9);
+    });
   }
 
   for (const style of ['clock', 'anchored'] as const) {
