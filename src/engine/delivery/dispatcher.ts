@@ -69,8 +69,6 @@ export interface DispatcherOptions {
 }
 
 const ADAPT_EVERY_MS = 250;
-/** How soon a dispatcher whose every slot stays busy (and no budget holds it back) takes more (see `adapt`). */
-const GROW_EVERY_MS = 50;
 /** Rows leased ahead: what this dispatcher can start in the next few seconds at the pace it is allowed. */
 const CLAIM_HORIZON_MS = 2_000;
 /** The first claim, before any pace is measured (enough to fill a batched request of a small campaign). */
@@ -106,7 +104,6 @@ export class OutboxDispatcher {
   private limit: number;
   private lastRenewal = 0;
   private lastAdapt = 0;
-  private lastGrowth = 0;
   private busySince = 0;
   private readonly ready: OutboxRow[] = [];
   /** Claimed rows that passed `precheck`: their delivery skips the same read. */
@@ -231,25 +228,16 @@ export class OutboxDispatcher {
     return Math.min(MAX_BATCH, Math.max(2 * this.limit, Math.ceil(perMs * CLAIM_HORIZON_MS)));
   }
 
-  /**
-   * More in flight while latency is the limit; fewer when slots idle or a budget paces the sends.
-   * Growth is judged every GROW_EVERY_MS: from 8 to 64 in flight takes about a quarter of a second,
-   * where judged every 250 ms it took more than a second, and at 1,000 a second the first second of a
-   * campaign sent some 430 messages. Shrinking stays slow (a lull between answers is not idleness).
-   */
+  /** More in flight while latency is the limit; fewer when slots idle or a budget paces the sends. */
   private adapt(gate: ChannelGate, now: number): void {
     const saturated = this.active >= this.limit && this.ready.length > 0;
     if (!saturated) this.busySince = 0;
     else if (!this.busySince) this.busySince = now;
-    if (saturated && !gate.paced && now - this.busySince >= GROW_EVERY_MS && now - this.lastGrowth >= GROW_EVERY_MS) {
-      this.lastGrowth = now;
-      this.lastAdapt = now;
-      this.limit = Math.min(this.opts.concurrency, Math.ceil(this.limit * 1.5));
-      return;
-    }
     if (now - this.lastAdapt < ADAPT_EVERY_MS) return;
     this.lastAdapt = now;
-    if (!saturated && this.active < this.limit / 2 && this.limit > 1) {
+    if (saturated && !gate.paced && now - this.busySince >= ADAPT_EVERY_MS) {
+      this.limit = Math.min(this.opts.concurrency, Math.ceil(this.limit * 1.5));
+    } else if (!saturated && this.active < this.limit / 2 && this.limit > 1) {
       this.limit = Math.max(Math.min(this.opts.concurrency, 8), Math.floor(this.limit * 0.8));
     }
   }
