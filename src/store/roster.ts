@@ -152,14 +152,36 @@ function refConditions(ref: ContactRef): Array<['email' | 'external_user_id' | '
   return conds;
 }
 
-/** linkIntercomContactsIn for a link by email with a role, built once (prepared.ts). */
-const linkByEmail = prepared(['id', 'role', 'at', 'email'] as const, (db, p) =>
-  db
-    .updateTable('contacts')
-    .set({ intercom_contact_id: p.id, intercom_role: p.role as 'user', updated_at: p.at })
-    .where('email', '=', p.email)
-    .where((eb) => eb.or([eb('intercom_contact_id', 'is', null), eb('intercom_contact_id', '!=', p.id), eb('intercom_role', 'is', null), eb('intercom_role', '!=', p.role as 'user')])),
-);
+type LinkValue = 'id' | 'at' | 'email' | 'external_user_id' | 'role';
+
+/**
+ * The statement for one shape of link (which of email, external user id and role it has), built once
+ * (prepared.ts): a first Intercom campaign's settlement writes one per message.
+ */
+const linkStatements = new Map<string, ReturnType<typeof prepared<LinkValue>>>();
+function linkStatement(byEmail: boolean, byExternalId: boolean, withRole: boolean) {
+  const shape = `${+byEmail}${+byExternalId}${+withRole}`;
+  let statement = linkStatements.get(shape);
+  if (!statement) {
+    const names: LinkValue[] = ['id', 'at', ...(byEmail ? ['email' as const] : []), ...(byExternalId ? ['external_user_id' as const] : []), ...(withRole ? ['role' as const] : [])];
+    statement = prepared(names, (db, p) => {
+      const role = p.role as 'user' | 'lead';
+      return db
+        .updateTable('contacts')
+        .set({ intercom_contact_id: p.id, ...(withRole ? { intercom_role: role } : {}), updated_at: p.at })
+        .where((eb) => eb.or([...(byEmail ? [eb('email', '=', p.email)] : []), ...(byExternalId ? [eb('external_user_id', '=', p.external_user_id)] : [])]))
+        .where((eb) =>
+          eb.or([
+            eb('intercom_contact_id', 'is', null),
+            eb('intercom_contact_id', '!=', p.id),
+            ...(withRole ? [eb('intercom_role', 'is', null), eb('intercom_role', '!=', role)] : []),
+          ]),
+        );
+    });
+    linkStatements.set(shape, statement);
+  }
+  return statement;
+}
 
 /**
  * Remembers Intercom ids (one statement per link, in the caller's transaction when given one): every
@@ -172,25 +194,15 @@ export async function linkIntercomContactsIn(
   now = nowIso(),
 ): Promise<void> {
   for (const link of links) {
-    if (link.email && link.role && !link.external_user_id) {
-      // What a campaign's settlement writes, once per message of a first Intercom campaign.
-      await linkByEmail(db, { id: link.id, role: link.role, at: now, email: link.email.trim().toLowerCase() });
-      continue;
-    }
-    const conds = refConditions({ email: link.email, external_user_id: link.external_user_id });
-    if (!conds.length) continue;
-    await db
-      .updateTable('contacts')
-      .set({ intercom_contact_id: link.id, ...(link.role ? { intercom_role: link.role } : {}), updated_at: now })
-      .where((eb) => eb.or(conds.map(([col, v]) => eb(col, '=', v))))
-      .where((eb) =>
-        eb.or([
-          eb('intercom_contact_id', 'is', null),
-          eb('intercom_contact_id', '!=', link.id),
-          ...(link.role ? [eb('intercom_role', 'is', null), eb('intercom_role', '!=', link.role)] : []),
-        ]),
-      )
-      .execute();
+    const ref = Object.fromEntries(refConditions({ email: link.email, external_user_id: link.external_user_id })) as { email?: string; external_user_id?: string };
+    if (ref.email === undefined && ref.external_user_id === undefined) continue;
+    await linkStatement(ref.email !== undefined, ref.external_user_id !== undefined, Boolean(link.role))(db, {
+      id: link.id,
+      at: now,
+      email: ref.email,
+      external_user_id: ref.external_user_id,
+      role: link.role,
+    });
   }
 }
 

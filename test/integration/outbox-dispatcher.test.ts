@@ -562,7 +562,7 @@ describe.each(dialects)('OutboxDispatcher on %s', (dialect) => {
   });
 
   it('an Intercom id is linked to the contacts its email or external user id names, replacing another id or role, leaving one that has both', async () => {
-    await seed(db, 4);
+    await seed(db, 5);
     await db.updateTable('contacts').set({ external_user_id: 'u-1' }).where('contact_id', '=', 'c1').execute();
     await db.updateTable('contacts').set({ intercom_contact_id: 'ic-old', intercom_role: 'user' }).where('contact_id', '=', 'c2').execute();
     await db.updateTable('contacts').set({ intercom_contact_id: 'ic-3', intercom_role: 'user' }).where('contact_id', '=', 'c3').execute();
@@ -571,6 +571,8 @@ describe.each(dialects)('OutboxDispatcher on %s', (dialect) => {
       { external_user_id: 'u-1', id: 'ic-1', role: 'lead' },
       { email: 'p2@acme.test', id: 'ic-2', role: 'user' },
       { email: 'p3@acme.test', id: 'ic-3', role: 'lead' },
+      // Either reference names the contact; without a role, the role is left as it is.
+      { email: 'p4@acme.test', external_user_id: 'u-nobody', id: 'ic-4' },
     ], '2026-01-01T00:00:00.000Z');
     // The same link again changes nothing (its time stays).
     await linkIntercomContactsIn(db, [{ email: 'p0@acme.test', id: 'ic-0', role: 'user' }], '2026-02-02T00:00:00.000Z');
@@ -580,6 +582,7 @@ describe.each(dialects)('OutboxDispatcher on %s', (dialect) => {
       { contact_id: 'c1', intercom_contact_id: 'ic-1', intercom_role: 'lead', updated_at: '2026-01-01T00:00:00.000Z' },
       { contact_id: 'c2', intercom_contact_id: 'ic-2', intercom_role: 'user', updated_at: '2026-01-01T00:00:00.000Z' },
       { contact_id: 'c3', intercom_contact_id: 'ic-3', intercom_role: 'lead', updated_at: '2026-01-01T00:00:00.000Z' },
+      { contact_id: 'c4', intercom_contact_id: 'ic-4', intercom_role: null, updated_at: '2026-01-01T00:00:00.000Z' },
     ]);
   });
 
