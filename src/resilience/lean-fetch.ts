@@ -52,6 +52,7 @@ const ResponseBase = Response as unknown as new (body: null, init: ResponseInit)
 class BufferedResponse extends ResponseBase {
   readonly #bytes: Uint8Array | null;
   #used = false;
+  #stream?: ReadableStream<Uint8Array>;
 
   constructor(bytes: Uint8Array | null, init: ResponseInit) {
     super(null, init);
@@ -67,13 +68,15 @@ class BufferedResponse extends ResponseBase {
   get body(): ReadableStream<Uint8Array> | null {
     if (this.#bytes === null) return null;
     const bytes = this.#bytes;
-    return new ReadableStream({
+    // One stream, as a Response has: asked again, the same one.
+    this.#stream ??= new ReadableStream({
       start: (c) => {
         this.#used = true;
         c.enqueue(bytes);
         c.close();
       },
     });
+    return this.#stream;
   }
 
   get bodyUsed(): boolean {
@@ -118,6 +121,12 @@ class BufferedResponse extends ResponseBase {
 /** True for a Response whose body leanFetch read whole before handing it back. */
 export function isBuffered(response: Response): boolean {
   return response instanceof BufferedResponse;
+}
+
+/** Leaves an answer's body unread (a 202's empty one): a body read whole already has nothing to release. */
+export async function discardBody(response: Response): Promise<void> {
+  if (isBuffered(response)) return;
+  await response.body?.cancel().catch(() => undefined);
 }
 
 export const leanFetch: typeof fetch = async (input, init) => {

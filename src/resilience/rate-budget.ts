@@ -14,8 +14,8 @@
  * - a window ends at min(start + length, reported reset): never earlier than it really does.
  * Within a window the remaining budget is spread evenly up to that end (a process alone ends it one
  * turnaround sooner, so its last requests count in the window that paid for them: `spreadEnd`), rather
- * than sent in a burst, which suits either kind of window and keeps room for latency. Requests whose slots fall within
- * 100 ms of each other leave together (GROUP_SLACK_MS; 25 ms when processes share the budget): one
+ * than sent in a burst, which suits either kind of window and keeps room for latency. Requests whose
+ * slots fall within 100 ms of each other leave together (GROUP_SLACK_MS; 25 ms when processes share the budget): one
  * wake-up serves them. When the end has passed, the next window is spent at the learned rate until its
  * first answer places it.
  *
@@ -363,9 +363,9 @@ export class RateBudget {
    * next window, where it takes a place that window's own requests then lack, and the place it held in
    * this window goes unused. At 1,000 a second that was some 60 places a window (6 %). Ending the spread
    * a turnaround early sends the window's budget where it counts; nothing is charged to the next window
-   * any earlier than before. Bounded to a tenth of the window (a
-   * slow answer must not crowd a window's budget into a fraction of it), and not applied once the
-   * spread is already past that point (the rest is spread up to the end, as before, not sent at once).
+   * any earlier than before. Bounded to a tenth of the window (a slow answer must not crowd a window's
+   * budget into a fraction of it), and not applied once the spread is already past that point (the rest
+   * is spread up to the end, as before, not sent at once).
    * Not when processes share the budget: each sees the others' requests only in later answers, and a
    * spread crowded into less of the window let three of them pass the limit (resilience.test.ts).
    */

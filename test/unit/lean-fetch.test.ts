@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Agent } from 'undici';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { isBuffered, leanFetch } from '../../src/resilience/lean-fetch.js';
+import { discardBody, isBuffered, leanFetch } from '../../src/resilience/lean-fetch.js';
 import { createObservedFetch } from '../../src/resilience/observed-fetch.js';
 import { RateBudget } from '../../src/resilience/rate-budget.js';
 import pino from 'pino';
@@ -60,6 +60,7 @@ describe('leanFetch (provider calls over undici request)', () => {
     expect(() => once.clone()).toThrow(TypeError);
     expect(new TextDecoder().decode(await copy.arrayBuffer())).toBe(text);
     const streamed = await leanFetch(`${base}/mail`, { method: 'POST', body: '{}' });
+    expect(streamed.body).toBe(streamed.body);
     expect(await new Response(streamed.body).text()).toBe(text);
     expect(streamed.bodyUsed).toBe(true);
     const blob = await (await leanFetch(`${base}/mail`, { method: 'POST', body: '{}' })).blob();
@@ -67,6 +68,15 @@ describe('leanFetch (provider calls over undici request)', () => {
     expect(await blob.text()).toBe(text);
     // A response without a body reads as empty, as fetch's does.
     expect(await (await leanFetch(`${base}/empty`, { method: 'POST', body: 'x' })).text()).toBe('');
+  });
+
+  it('discards an unread body: nothing to do for one read whole (no stream built for it), cancelled for a streamed one', async () => {
+    const buffered = await leanFetch(`${base}/mail`, { method: 'POST', body: '{}' });
+    await discardBody(buffered);
+    expect(buffered.bodyUsed).toBe(false);
+    const streamed = await globalThis.fetch(`${base}/mail`, { method: 'POST', body: '{}' });
+    await discardBody(streamed);
+    expect(streamed.bodyUsed).toBe(true);
   });
 
   it('takes Headers and header lists, and answers a bodiless status with a null body', async () => {

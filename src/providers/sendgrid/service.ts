@@ -1,4 +1,5 @@
 import { httpStatusError } from '../../resilience/http-errors.js';
+import { discardBody } from '../../resilience/lean-fetch.js';
 import { invalidInput, ToolError } from '../../result.js';
 import { emailProblem } from '../../validation.js';
 import type { SendCall } from '../../resilience/request-hooks.js';
@@ -154,7 +155,7 @@ export class SendGridService {
 
   private async postMail(body: Record<string, unknown>, call?: SendCall): Promise<string> {
     const res = await this.request('mail_send', false, '/v3/mail/send', { method: 'POST', body }, call);
-    await res.body?.cancel().catch(() => undefined); // 202 with an empty body
+    await discardBody(res); // 202 with an empty body
     return res.headers.get('x-message-id') ?? '';
   }
 
