@@ -15,9 +15,9 @@
  * Within a window the remaining budget is spread evenly up to that end (a process alone ends it one
  * turnaround sooner, so its last requests count in the window that paid for them: `spreadEnd`), rather
  * than sent in a burst, which suits either kind of window and keeps room for latency. Requests whose
- * slots fall within 100 ms of each other leave together (GROUP_SLACK_MS; 25 ms when processes share the budget): one
- * wake-up serves them. When the end has passed, the next window is spent at the learned rate until its
- * first answer places it.
+ * slots fall within 100 ms of each other leave together (GROUP_SLACK_MS; 25 ms when processes share
+ * the budget): one wake-up serves them. When the end has passed, the next window is spent at the
+ * learned rate until its first answer places it.
  *
  * Several processes using one account share the budget: `shareWith()` says how many are sending now
  * (they meet in the database: budget-peers.ts); each spends its share of what the provider reports

@@ -391,7 +391,10 @@ describe('RateBudget against windows it has to learn', () => {
     if (process.env.DEBUG_PACER) console.log(opts.style, opts.windowMs, opts.peers ?? 1, { span, windows: provider.windows, rejected: provider.rejected, ratio });
     // Accepted in each window the sending filled from start to end (not the first or the last).
     const byWindow = new Map<number, number>();
-    for (const t of arrivals) byWindow.set(Math.floor(t / opts.windowMs), (byWindow.get(Math.floor(t / opts.windowMs)) ?? 0) + 1);
+    for (const t of arrivals) {
+      const w = Math.floor(t / opts.windowMs);
+      byWindow.set(w, (byWindow.get(w) ?? 0) + 1);
+    }
     const full = [...byWindow.entries()].sort((a, b) => a[0] - b[0]).slice(1, -1).map(([, n]) => n);
     return { rejected: provider.rejected, ratio, fullWindows: full };
   }
