@@ -287,6 +287,9 @@ function report(name: string, style: RateWindowStyle, lim: Limit, m: Measured, e
       `${fmt(pw.used, 1)} of ${lim.limit}, ${fmt(pw.spendMs, 0)}, ${fmt(pw.lateMs, 0)} (max ${pw.maxLateMs}) ${style === 'clock' ? 'after the window began' : `after the previous window ended, ${fmt(pw.afterResetMs ?? NaN, 0)} after its reported reset`}`,
     );
   }
+  // The start is where pacing loses most (the first window, the dispatcher growing its deliveries).
+  const firstSeconds = Array.from({ length: Math.min(4, Math.ceil(spanS)) }, (_, k) => accepted.filter((t) => t >= s.at[0]! + k * 1000 && t < s.at[0]! + (k + 1) * 1000).length);
+  line('  accepted in each of the first seconds (from the first request)', firstSeconds.join(', '));
   line('  idle gaps ≥100 ms: count, total s, longest ms', `${tl.gaps}, ${fmt(tl.idleS, 2)}, ${tl.maxGapMs}`);
   line('  requests in flight at the stand-in: max, mean', `${tl.maxInFlight}, ${fmt(tl.meanInFlight, 1)}`);
   if (Object.keys(m.waiting).length) line('  waiting_by_reason seen (max)', JSON.stringify(m.waiting));
