@@ -14,10 +14,12 @@
  * - a window ends at min(start + length, reported reset): never earlier than it really does.
  * Within a window the remaining budget is spread evenly up to that end (a process alone ends it one
  * turnaround sooner, so its last requests count in the window that paid for them: `spreadEnd`), rather
- * than sent in a burst, which suits either kind of window and keeps room for latency. Requests whose
- * slots fall within 100 ms of each other leave together (GROUP_SLACK_MS; 25 ms when processes share
- * the budget): one wake-up serves them. When the end has passed, the next window is spent at the
- * learned rate until its first answer places it.
+ * than sent in a burst, which suits either kind of window and keeps room for latency. While a window's
+ * end is in doubt (the first, before its length is known), a process alone spreads all but a few units
+ * up to the earliest end and those few over the doubt, so the next window begins when it may
+ * (`doubtfulEnd`). Requests whose slots fall within 100 ms of each other leave together
+ * (GROUP_SLACK_MS; 25 ms when processes share the budget): one wake-up serves them. When the end has
+ * passed, the next window is spent at the learned rate until its first answer places it.
  *
  * Several processes using one account share the budget: `shareWith()` says how many are sending now
  * (they meet in the database: budget-peers.ts); each spends its share of what the provider reports
@@ -70,6 +72,13 @@ interface Window {
   startHiMs?: number;
   /** When we may treat it as over: never before its real end. Undefined: not placed yet. */
   endMs?: number;
+  /**
+   * For a window whose length is not certain yet: the earliest it may really end, when that is sooner
+   * than `endMs` (the rounded reset leaves up to a second of doubt), and how many units are kept to
+   * probe that doubt (`probes`, see `doubtfulEnd`).
+   */
+  earliestEndMs?: number;
+  probes?: number;
   /** The latest send time of a request whose answer showed this window. */
   lastSentMs: number;
   /** What is left in it, counting our own requests as they leave. */
@@ -286,9 +295,46 @@ export class RateBudget {
       if (prev.startHiMs !== undefined) this.narrow(prev.lastSentMs - prev.startHiMs, now - prev.startLoMs);
       this.narrow(resetMs - 1000 - startHiMs, resetMs - startLoMs);
     }
-    const endMs = this.windowMs !== undefined && prev ? startHiMs + this.windowMs : resetMs + FIRST_WINDOW_MARGIN_MS;
+    const learned = this.windowMs !== undefined && prev;
+    const endMs = learned ? startHiMs + this.windowMs! : resetMs + FIRST_WINDOW_MARGIN_MS;
     this.window = { resetMs, startLoMs, startHiMs: prev ? startHiMs : undefined, endMs, lastSentMs: sentMs, remaining };
+    Object.assign(this.window, this.doubtfulEnd(this.window, remaining, sentMs, now, Boolean(learned)));
     this.lastPlaced = this.window;
+  }
+
+  /**
+   * Where a window placed before its length is certain may really end. Its reset is rounded up to whole
+   * seconds, so it ends in the second before it; a window whose length is not learned yet (or learned
+   * only as "one second or two") may end a good deal sooner than `endMs`, which must allow for the
+   * longest. Spread up to `endMs`, as before, its budget went out at half speed when the window really
+   * ended a second sooner, and the rest was lost: about half of a 1,000-a-second window
+   * (bench:campaign's anchored windows). Spread up to the earliest end instead, the process would
+   * idle until `endMs` when the window really ended later. So all but a few units are spread up to the
+   * earliest end, and those few (`probes`) over the doubt after it: a probe that arrives after the
+   * real end begins the next window, whose answer places it. No more than the reported budget is
+   * spent, and the window is never taken as over before `endMs`.
+   * The earliest end: a second before the reset; for a first window our request began (all but one
+   * unit left), a second after it was sent (windows are whole seconds, and an anchored one begins with
+   * a request); for one whose learned length may still be a second too long, its earliest start plus
+   * the shortest length the answers allow. As many probes as balance the two losses, the units left
+   * unspent when the window ends at its earliest and the sending lost between two probes: about
+   * √(pace × doubt).
+   */
+  private doubtfulEnd(w: Window, remaining: number, sentMs: number, now: number, learned: boolean): Pick<Window, 'earliestEndMs' | 'probes'> {
+    const endMs = w.endMs!;
+    if (this.peers() > 1 || this.limit === undefined || w.resetMs === undefined || endMs <= now) return {};
+    let earliestEndMs = w.resetMs - 1000;
+    if (!learned) {
+      if (remaining >= this.limit - 1) earliestEndMs = Math.max(earliestEndMs, sentMs + 1000);
+    } else {
+      const shortest = Math.max(1000, (Math.floor(this.lengthLoMs / 1000) + 1) * 1000);
+      if (!(shortest < this.windowMs!)) return {};
+      earliestEndMs = Math.max(earliestEndMs, w.startLoMs + shortest);
+    }
+    // An earliest end already past says nothing the even spread to `endMs` does not allow for.
+    if (earliestEndMs <= now || earliestEndMs >= endMs) return {};
+    const probes = Math.min(remaining - 1, Math.round(Math.sqrt((remaining / (endMs - now)) * (endMs - earliestEndMs))));
+    return probes >= 1 ? { earliestEndMs, probes } : {};
   }
 
   private narrow(lo: number, hi: number): void {
@@ -346,13 +392,24 @@ export class RateBudget {
     if (this.lastSendMs === undefined) return 0;
     // Spread what is left evenly up to the window's end: the k remaining requests take k+1 equal gaps
     // from the last one sent. A window not yet placed is spent at the learned steady rate.
-    const nextAt =
+    let nextAt =
       w.endMs !== undefined
         ? (share * this.lastSendMs + this.spreadEnd(w.endMs, now, peers)) / (share + 1)
         : this.lastSendMs + (this.windowMs! * peers) / Math.max(1, this.limit! - this.reserve);
+    // A window of doubtful end (doubtfulEnd): all but the probes up to its earliest end, the probes after it.
+    let probing = false;
+    if (w.probes !== undefined && w.earliestEndMs !== undefined && peers === 1) {
+      const early = this.spreadEnd(w.earliestEndMs, now, peers);
+      if (now < early && share > w.probes) nextAt = ((share - w.probes) * this.lastSendMs + early) / (share - w.probes + 1);
+      else if (share <= w.probes) {
+        // A probe keeps its own time: gone early with a group, several would look for the end at once.
+        nextAt = Math.max(early, nextAt);
+        probing = true;
+      }
+    }
     // Gaps under a millisecond are not worth a timer (a timer cannot wait less than one anyway).
     const wait = nextAt - now;
-    this.spreading = true;
+    this.spreading = !probing;
     return wait < 1 ? 0 : Math.ceil(wait);
   }
 

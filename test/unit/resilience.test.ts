@@ -230,11 +230,14 @@ describe('RateBudget: pacing by the reported budget', () => {
     expect(times[3]!).toBeLessThan(1_800_000_001_000);
   });
 
-  /** 24 requests paced one about every 17 ms (100 left until a reset 1.7 s away): when each left. */
+  /**
+   * 24 requests paced: alone, one about every 18 ms (40 left until a reset 0.7 s away, in a window others
+   * have used, so nothing says it ends sooner); with peers, 100 left until a reset 1.7 s away. When each left.
+   */
   async function groupsOf(peers: number): Promise<{ largest: number; wakeUps: number; span: number }> {
     const budget = new RateBudget();
     if (peers > 1) budget.shareWith({ count: () => peers, touch: () => undefined });
-    budget.observe(hdr(100, 100 + peers - 1, 1_800_000_002), 200, Date.now());
+    budget.observe(peers > 1 ? hdr(100, 100 + peers - 1, 1_800_000_002) : hdr(100, 40, 1_800_000_001), 200, Date.now());
     await budget.acquire();
     const times: number[] = [];
     const all = Promise.all(Array.from({ length: 24 }, () => budget.acquire().then(() => times.push(Date.now()))));
@@ -247,11 +250,11 @@ describe('RateBudget: pacing by the reported budget', () => {
 
   it('lets requests due within 100 ms leave together, each keeping its slot: fewer wake-ups, the same spread', async () => {
     const g = await groupsOf(1);
-    // Groups of up to six (17 ms apart fits 100 ms five times) rather than 24 separate wake-ups...
+    // Groups of up to six (18 ms apart fits 100 ms five times) rather than 24 separate wake-ups...
     expect(g.largest).toBeGreaterThanOrEqual(5);
     expect(g.largest).toBeLessThanOrEqual(6);
     expect(g.wakeUps).toBeLessThanOrEqual(5);
-    // ...and the same pace: 24 slots of about 17 ms take about 0.4 s, not a burst and not slower.
+    // ...and the same pace: 24 slots of about 18 ms take about 0.4 s, not a burst and not slower.
     expect(g.span).toBeGreaterThan(300);
     expect(g.span).toBeLessThan(500);
   });
@@ -396,7 +399,9 @@ describe('RateBudget against windows it has to learn', () => {
       byWindow.set(w, (byWindow.get(w) ?? 0) + 1);
     }
     const full = [...byWindow.entries()].sort((a, b) => a[0] - b[0]).slice(1, -1).map(([, n]) => n);
-    return { rejected: provider.rejected, ratio, fullWindows: full };
+    // Accepted in each of the provider's first two windows (anchored: the first began with the first request).
+    const firstWindows = provider.starts.slice(0, 2).map((start) => arrivals.filter((t) => t >= start && t < start + opts.windowMs).length);
+    return { rejected: provider.rejected, ratio, fullWindows: full, firstWindows };
   }
 
   it('spends a window\'s budget where it counts: a request counted 40 ms after it leaves does not take the next window\'s place', async () => {
@@ -411,6 +416,27 @@ describe('RateBudget against windows it has to learn', () => {
     const mean = r.fullWindows.reduce((a, b) => a + b, 0) / r.fullWindows.length;
     expect(mean).toBeGreaterThanOrEqual(975);
   });
+
+  // An anchored provider, whose reset is rounded up: a window ends up to a second before it. The first
+  // two windows (the second's length may read as one second or two), and the rate over four, from
+  // starts across a second. With the probes: every window ≥ 0.95 of its budget (977–1,000; 94–100 of
+  // 100; 1,659–1,666 of 1,666), rate 0.96–0.98. Spread up to the rounded reset, as before: first windows
+  // of 497–929 of 1,000 and 63 of 100, rates 0.79–0.97. Probes joining groups: rates 0.93–0.96.
+  const starts = [0, 437, 800, 950];
+  for (const [windowMs, limit, share, rate, startMs] of [
+    ...starts.map((at) => [1000, 1000, 0.95, 0.97, at] as const),
+    [1000, 100, 0.9, 0.95, 437],
+    [10_000, 1666, 0.97, 0.98, 437],
+  ] as const) {
+    it(`an anchored window of ${limit} per ${windowMs / 1000} s (from ${startMs} ms into a second) is spent before it really ends, not spread to its rounded reset`, async () => {
+      vi.setSystemTime(1_800_000_000_000 + startMs);
+      const r = await simulate({ limit, windowMs, style: 'anchored', requests: limit * 4, workers: 64 });
+      if (process.env.DEBUG_PACER) console.log({ limit, windowMs, startMs, firstWindows: r.firstWindows, ratio: r.ratio });
+      expect(r.rejected).toBe(0);
+      for (const n of r.firstWindows) expect(n).toBeGreaterThanOrEqual(limit * share);
+      expect(r.ratio).toBeGreaterThanOrEqual(rate);
+    });
+  }
 
   for (const style of ['clock', 'anchored'] as const) {
     it(`${style} windows shared by three processes, requests counted 40 ms on: each spreads to the window's end, no 429`, async () => {
