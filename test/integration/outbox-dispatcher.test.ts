@@ -67,10 +67,17 @@ class FakePort implements DeliveryPort, SettlementPort {
   private concurrent = 0;
   failWith?: (row: OutboxRow, attempt: number) => ToolError | undefined;
   delayMs = 2;
+  /** Sends this far apart, each waiting for its place before it is written, as a provider's rate budget paces them. */
+  budgetGapMs = 0;
+  private nextPlace = 0;
   private attempts = new Map<string, number>();
 
   async prepare(row: OutboxRow): Promise<(beforeSend: RequestHook) => Promise<DeliveryReceipt>> {
     return async (beforeSend) => {
+      if (this.budgetGapMs) {
+        const at = (this.nextPlace = Math.max(this.nextPlace + this.budgetGapMs, Date.now()));
+        await new Promise((r) => setTimeout(r, at - Date.now()));
+      }
       this.concurrent += 1;
       this.maxConcurrent = Math.max(this.maxConcurrent, this.concurrent);
       try {
@@ -219,6 +226,20 @@ describe.each(dialects)('OutboxDispatcher on %s', (dialect) => {
     expect(port.maxConcurrent).toBeLessThanOrEqual(4);
     const rows = await db.selectFrom('outbox').selectAll().execute();
     expect(rows.every((r) => r.attempts === 1 && r.provider_message_id && r.sent_at && r.lease_owner === null)).toBe(true);
+  });
+
+  it('starts with 32 deliveries in flight, and gives back those a pacing budget leaves waiting (they would only hold claimed rows)', async () => {
+    await seed(db, 300);
+    port.budgetGapMs = 50; // 20 a second: 400 ms of that pace needs 8 in flight
+    dispatcher = make({ concurrency: 64, channelGate: () => ({ blocked: [], paced: true }) });
+    expect(dispatcher.concurrency).toBe(32);
+    dispatcher.start();
+    await until(() => dispatcher!.concurrency, (c) => c <= 12, { timeoutMs: 15_000, message: 'deliveries in flight down to about what the pace needs' });
+    // Never below what the pace needs: the budget, not the dispatcher, stays the limit.
+    const sent = port.sent.length;
+    await until(() => port.sent.length >= sent + 40, { message: 'two more seconds of sending' });
+    expect(dispatcher.concurrency).toBeGreaterThanOrEqual(8);
+    expect(dispatcher.concurrency).toBeLessThanOrEqual(12);
   });
 
   it('two dispatchers on the same outbox never deliver a row twice', async () => {

@@ -76,6 +76,12 @@ const ADAPT_EVERY_MS = 250;
  * back within a second or two (`adapt`), and the first claim is FIRST_CLAIM rows whatever this is.
  */
 const INITIAL_CONCURRENCY = 32;
+/**
+ * While a budget paces the sends, deliveries beyond what this long of the recent pace needs only wait
+ * for the budget, holding claimed rows that a process which dies leaves to its lease (the kill drill's
+ * bound). Ten times a usual answer's time, so a pace the budget allows is never starved.
+ */
+const PACED_HEADROOM_MS = 400;
 /** Rows leased ahead: what this dispatcher can start in the next few seconds at the pace it is allowed. */
 const CLAIM_HORIZON_MS = 2_000;
 /** The first claim, before any pace is measured (enough to fill a batched request of a small campaign). */
@@ -97,7 +103,8 @@ class NotAdmitted extends Error {
  * Rows are claimed a batch at a time into a small local queue (their leases renewed with the rest),
  * and settled in groups (settlement.ts). How many deliveries are in flight adapts: it grows while every
  * slot is busy and no provider is pacing (latency, not the budget, is the limit), and shrinks back
- * when slots sit idle, between 1 and `concurrency`.
+ * when slots sit idle, or, while a budget paces the sends, to what PACED_HEADROOM_MS of that pace needs;
+ * between 1 and `concurrency`.
  */
 export class OutboxDispatcher {
   /** Names the process, so an operator (or a kill drill) can tell whose leases rows carry. */
@@ -111,6 +118,8 @@ export class OutboxDispatcher {
   private limit: number;
   private lastRenewal = 0;
   private lastAdapt = 0;
+  /** Rows started a millisecond over the last seconds (claimSize measures it); undefined before any start. */
+  private pacePerMs?: number;
   private busySince = 0;
   private readonly ready: OutboxRow[] = [];
   /** Claimed rows that passed `precheck`: their delivery skips the same read. */
@@ -231,11 +240,11 @@ export class OutboxDispatcher {
     const first = samples[0]!;
     const startedLately = this.started - first.started;
     if (startedLately === 0) return Math.max(2 * this.limit, FIRST_CLAIM);
-    const perMs = startedLately / Math.max(1_000, now - first.at);
+    const perMs = (this.pacePerMs = startedLately / Math.max(1_000, now - first.at));
     return Math.min(MAX_BATCH, Math.max(2 * this.limit, Math.ceil(perMs * CLAIM_HORIZON_MS)));
   }
 
-  /** More in flight while latency is the limit; fewer when slots idle or a budget paces the sends. */
+  /** More in flight while latency is the limit; fewer when slots idle, or than a pacing budget needs. */
   private adapt(gate: ChannelGate, now: number): void {
     const saturated = this.active >= this.limit && this.ready.length > 0;
     if (!saturated) this.busySince = 0;
@@ -246,6 +255,9 @@ export class OutboxDispatcher {
       this.limit = Math.min(this.opts.concurrency, Math.ceil(this.limit * 1.5));
     } else if (!saturated && this.active < this.limit / 2 && this.limit > 1) {
       this.limit = Math.max(Math.min(this.opts.concurrency, 8), Math.floor(this.limit * 0.8));
+    } else if (gate.paced && this.pacePerMs !== undefined) {
+      const needed = Math.max(Math.min(this.opts.concurrency, 8), Math.ceil(this.pacePerMs * PACED_HEADROOM_MS));
+      if (this.limit > needed) this.limit = Math.max(needed, Math.floor(this.limit * 0.8));
     }
   }
 
