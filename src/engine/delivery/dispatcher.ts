@@ -118,7 +118,7 @@ export class OutboxDispatcher {
   private limit: number;
   private lastRenewal = 0;
   private lastAdapt = 0;
-  /** Rows started a millisecond over the last seconds (claimSize measures it); undefined before any start. */
+  /** Rows started a millisecond over the last seconds (claimSize measures it); undefined while none started. */
   private pacePerMs?: number;
   private busySince = 0;
   private readonly ready: OutboxRow[] = [];
@@ -239,7 +239,10 @@ export class OutboxDispatcher {
     while (samples.length > 1 && now - samples[0]!.at > PACE_WINDOW_MS) samples.shift();
     const first = samples[0]!;
     const startedLately = this.started - first.started;
-    if (startedLately === 0) return Math.max(2 * this.limit, FIRST_CLAIM);
+    if (startedLately === 0) {
+      this.pacePerMs = undefined;
+      return Math.max(2 * this.limit, FIRST_CLAIM);
+    }
     const perMs = (this.pacePerMs = startedLately / Math.max(1_000, now - first.at));
     return Math.min(MAX_BATCH, Math.max(2 * this.limit, Math.ceil(perMs * CLAIM_HORIZON_MS)));
   }
