@@ -419,9 +419,9 @@ describe('RateBudget against windows it has to learn', () => {
 
   // An anchored provider, whose reset is rounded up: a window ends up to a second before it. The first
   // two windows (the second's length may read as one second or two), and the rate over four, from
-  // starts across a second. With the probes: every window ≥ 0.95 of its budget (977–1,000; 94–100 of
-  // 100; 1,659–1,666 of 1,666), rate 0.96–0.98. Spread up to the rounded reset, as before: first windows
-  // of 497–929 of 1,000 and 63 of 100, rates 0.79–0.97. Probes joining groups: rates 0.93–0.96.
+  // starts across a second. With the probes: 977–1,000 of 1,000, 94 and 100 of 100, 1,659 and 1,666 of
+  // 1,666; rates 0.968–0.997. Spread up to the rounded reset, as before: first windows of 497–929 of
+  // 1,000 and 63 of 100, rates 0.79–0.97. Probes leaving early with groups: rates 0.93–0.97.
   const starts = [0, 437, 800, 950];
   for (const [windowMs, limit, share, rate, startMs] of [
     ...starts.map((at) => [1000, 1000, 0.95, 0.97, at] as const),
