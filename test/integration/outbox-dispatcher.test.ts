@@ -242,6 +242,27 @@ describe.each(dialects)('OutboxDispatcher on %s', (dialect) => {
     expect(dispatcher.concurrency).toBeLessThanOrEqual(12);
   });
 
+  it('after a quiet spell starts afresh at 32, and judges the pace from when sending began: a paced campaign keeps the deliveries its pace needs', async () => {
+    dispatcher = make({ concurrency: 64, channelGate: () => ({ blocked: [], paced: true }) });
+    dispatcher.start();
+    await morePasses(60); // a second and more with nothing to send
+    port.budgetGapMs = 5; // 200 a second: 400 ms of that pace needs 80 in flight, more than the 32 it starts with
+    await seed(db, 400);
+    dispatcher.wake();
+    let fewest = dispatcher.concurrency;
+    await until(
+      () => {
+        fewest = Math.min(fewest, dispatcher!.concurrency);
+        return port.sent.length;
+      },
+      (n) => n >= 200,
+      { message: 'a second of sending' },
+    );
+    // Shrunk while idle, the run began with 9; measured over the idle second too, the pace looked like a
+    // fifth of itself and took them to 25.
+    expect(fewest).toBe(32);
+  });
+
   it('two dispatchers on the same outbox never deliver a row twice', async () => {
     await seed(db, 80);
     const a = make();

@@ -70,10 +70,11 @@ export interface DispatcherOptions {
 
 const ADAPT_EVERY_MS = 250;
 /**
- * Deliveries in flight at the start. At 1,000 a second with answers in 20–40 ms, thirty-odd are needed:
- * starting at 8 took the first second of such a campaign to about 450 messages (bench:campaign), while
- * the pacer, not this number, keeps a slower provider within its budget. Slots that sit idle are given
- * back within a second or two (`adapt`), and the first claim is FIRST_CLAIM rows whatever this is.
+ * Deliveries in flight when a run of sending starts (and again after the dispatcher has had nothing to
+ * do). At 1,000 a second with answers in 20–40 ms, thirty-odd are needed: starting at 8 took the first
+ * second of such a campaign to about 450 messages (bench:campaign), while the pacer, not this number,
+ * keeps a slower provider within its budget. Slots that sit idle while there is work are given back
+ * within a second or two (`adapt`), and the first claim is FIRST_CLAIM rows whatever this is.
  */
 const INITIAL_CONCURRENCY = 32;
 /**
@@ -113,13 +114,21 @@ export class OutboxDispatcher {
   private readonly abandoned = new Map<number, number>();
   /** Rows started so far, sampled over the last seconds: the pace this dispatcher sends at. */
   private started = 0;
-  private readonly paceSamples: Array<{ at: number; started: number }> = [];
+  /** Rows whose delivery has finished: unlike starts, not inflated by deliveries parked on a budget. */
+  private finished = 0;
+  private readonly paceSamples: Array<{ at: number; started: number; finished: number }> = [];
   private readonly loop: WorkLoop;
   private limit: number;
+  private readonly initialLimit: number;
   private lastRenewal = 0;
   private lastAdapt = 0;
-  /** Rows started a millisecond over the last seconds (claimSize measures it); undefined while none started. */
+  /**
+   * Rows delivered a millisecond over the last seconds, counted from when this run of sending began (not
+   * over the idle time before it, which would make a campaign's first second look slow); measured by
+   * claimSize once a run has lasted a second, undefined before and while nothing has started for a few seconds.
+   */
   private pacePerMs?: number;
+  private sendingSince?: number;
   private busySince = 0;
   private readonly ready: OutboxRow[] = [];
   /** Claimed rows that passed `precheck`: their delivery skips the same read. */
@@ -131,7 +140,7 @@ export class OutboxDispatcher {
   constructor(private readonly opts: DispatcherOptions) {
     this.retryBaseMs = opts.retryBaseMs ?? 2_000;
     this.retryMaxMs = opts.retryMaxMs ?? 60_000;
-    this.limit = Math.min(opts.concurrency, opts.initialConcurrency ?? INITIAL_CONCURRENCY);
+    this.limit = this.initialLimit = Math.min(opts.concurrency, opts.initialConcurrency ?? INITIAL_CONCURRENCY);
     // Settled rows ride in the next admission's transaction: one commit records both.
     opts.admission.riders = () => opts.settlements.board();
     this.loop = new WorkLoop({
@@ -229,21 +238,26 @@ export class OutboxDispatcher {
   }
 
   /**
-   * How many rows to hold: what this dispatcher started in the last seconds, projected over
+   * How many rows to hold: what this dispatcher delivered in the last seconds, projected over
    * CLAIM_HORIZON_MS (the pace the providers allow it, batching included), at least two per delivery
-   * slot, at most MAX_BATCH. Before anything has started, FIRST_CLAIM.
+   * slot, at most MAX_BATCH. Before anything has been delivered, FIRST_CLAIM. Deliveries, not starts:
+   * a run's first deliveries all start at once and may wait on a budget, which is no pace.
    */
   private claimSize(now: number): number {
     const samples = this.paceSamples;
-    if (!samples.length || now - samples[samples.length - 1]!.at >= ADAPT_EVERY_MS) samples.push({ at: now, started: this.started });
+    if (!samples.length || now - samples[samples.length - 1]!.at >= ADAPT_EVERY_MS) samples.push({ at: now, started: this.started, finished: this.finished });
     while (samples.length > 1 && now - samples[0]!.at > PACE_WINDOW_MS) samples.shift();
     const first = samples[0]!;
     const startedLately = this.started - first.started;
     if (startedLately === 0) {
-      this.pacePerMs = undefined;
+      this.pacePerMs = this.sendingSince = undefined;
       return Math.max(2 * this.limit, FIRST_CLAIM);
     }
-    const perMs = (this.pacePerMs = startedLately / Math.max(1_000, now - first.at));
+    const since = Math.max(first.at, this.sendingSince ?? first.at);
+    this.pacePerMs = now - since >= 1_000 ? (this.finished - first.finished) / (now - since) : undefined;
+    const finishedLately = this.finished - first.finished;
+    if (finishedLately === 0) return Math.max(2 * this.limit, FIRST_CLAIM);
+    const perMs = finishedLately / Math.max(1_000, now - first.at);
     return Math.min(MAX_BATCH, Math.max(2 * this.limit, Math.ceil(perMs * CLAIM_HORIZON_MS)));
   }
 
@@ -254,7 +268,11 @@ export class OutboxDispatcher {
     else if (!this.busySince) this.busySince = now;
     if (now - this.lastAdapt < ADAPT_EVERY_MS) return;
     this.lastAdapt = now;
-    if (saturated && !gate.paced && now - this.busySince >= ADAPT_EVERY_MS) {
+    if (this.active === 0 && !this.ready.length) {
+      // Nothing to do: no slot is idle for want of work the dispatcher has. The next run starts afresh
+      // (shrunk here, a campaign confirmed after a quiet minute began with 8).
+      this.limit = this.initialLimit;
+    } else if (saturated && !gate.paced && now - this.busySince >= ADAPT_EVERY_MS) {
       this.limit = Math.min(this.opts.concurrency, Math.ceil(this.limit * 1.5));
     } else if (!saturated && this.active < this.limit / 2 && this.limit > 1) {
       this.limit = Math.max(Math.min(this.opts.concurrency, 8), Math.floor(this.limit * 0.8));
@@ -280,11 +298,15 @@ export class OutboxDispatcher {
   private launch(rows: OutboxRow[]): void {
     const row = rows[0]!;
     this.started += rows.length;
+    this.sendingSince ??= Date.now();
     this.activeByChannel.set(row.channel, (this.activeByChannel.get(row.channel) ?? 0) + 1);
     this.loop.launch(() =>
       (rows.length === 1 ? this.deliver(row) : this.deliverBatch(rows))
         .catch((err) => this.opts.log.error({ err, outbox_id: row.outbox_id }, 'settling an outbox row failed'))
-        .finally(() => void this.activeByChannel.set(row.channel, this.activeByChannel.get(row.channel)! - 1)),
+        .finally(() => {
+          this.finished += rows.length;
+          this.activeByChannel.set(row.channel, this.activeByChannel.get(row.channel)! - 1);
+        }),
     );
   }
 
