@@ -298,7 +298,7 @@ export class RateBudget {
     const learned = this.windowMs !== undefined && prev;
     const endMs = learned ? startHiMs + this.windowMs! : resetMs + FIRST_WINDOW_MARGIN_MS;
     this.window = { resetMs, startLoMs, startHiMs: prev ? startHiMs : undefined, endMs, lastSentMs: sentMs, remaining };
-    Object.assign(this.window, this.doubtfulEnd(this.window, remaining, sentMs, now, Boolean(learned)));
+    Object.assign(this.window, this.doubtfulEnd(this.window, now, Boolean(learned)));
     this.lastPlaced = this.window;
   }
 
@@ -320,12 +320,14 @@ export class RateBudget {
    * unspent when the window ends at its earliest and the sending lost between two probes: about
    * √(pace × doubt).
    */
-  private doubtfulEnd(w: Window, remaining: number, sentMs: number, now: number, learned: boolean): Pick<Window, 'earliestEndMs' | 'probes'> {
+  private doubtfulEnd(w: Window, now: number, learned: boolean): Pick<Window, 'earliestEndMs' | 'probes'> {
     const endMs = w.endMs!;
+    const remaining = w.remaining;
     if (this.peers() > 1 || this.limit === undefined || w.resetMs === undefined || endMs <= now) return {};
     let earliestEndMs = w.resetMs - 1000;
     if (!learned) {
-      if (remaining >= this.limit - 1) earliestEndMs = Math.max(earliestEndMs, sentMs + 1000);
+      // Just placed, the window's last send is the request this answer is for.
+      if (remaining >= this.limit - 1) earliestEndMs = Math.max(earliestEndMs, w.lastSentMs + 1000);
     } else {
       const shortest = Math.max(1000, (Math.floor(this.lengthLoMs / 1000) + 1) * 1000);
       if (!(shortest < this.windowMs!)) return {};

@@ -253,9 +253,9 @@ export class OutboxDispatcher {
       this.pacePerMs = this.sendingSince = undefined;
       return Math.max(2 * this.limit, FIRST_CLAIM);
     }
-    const since = Math.max(first.at, this.sendingSince ?? first.at);
-    this.pacePerMs = now - since >= 1_000 ? (this.finished - first.finished) / (now - since) : undefined;
     const finishedLately = this.finished - first.finished;
+    const since = Math.max(first.at, this.sendingSince ?? first.at);
+    this.pacePerMs = now - since >= 1_000 ? finishedLately / (now - since) : undefined;
     if (finishedLately === 0) return Math.max(2 * this.limit, FIRST_CLAIM);
     const perMs = finishedLately / Math.max(1_000, now - first.at);
     return Math.min(MAX_BATCH, Math.max(2 * this.limit, Math.ceil(perMs * CLAIM_HORIZON_MS)));
