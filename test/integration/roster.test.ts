@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import SQLite from 'better-sqlite3';
-import { Kysely, Migrator, PostgresDialect } from 'kysely';
+import { Kysely, Migrator, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -246,6 +246,26 @@ describe.skipIf(!dialects.includes('postgres'))('PostgreSQL connection loss', ()
       const dropped = () => lines.some((l) => l.includes('PostgreSQL dropped an idle connection'));
       await until(dropped, { message: 'the pool logging the dropped connection' });
       expect(await store.roster.getClient('still-works')).toBeUndefined();
+    } finally {
+      await store.close();
+      await target.cleanup();
+    }
+  });
+});
+
+describe('SQLite connection settings', () => {
+  it('keeps temporary tables and statement journals in memory, with WAL and NORMAL sync', async () => {
+    // On disk every statement journal or temporary table is a file opened, written and unlinked:
+    // several a second while a campaign sends.
+    const target = await createTarget('sqlite');
+    const store = await openStore(loadConfig(testEnv(target.env) as NodeJS.ProcessEnv), pino({ level: 'silent' }));
+    try {
+      const read = async (name: string) => Object.values((await sql.raw(`pragma ${name}`).execute(store.db)).rows[0] as object)[0];
+      expect({ temp_store: await read('temp_store'), journal_mode: await read('journal_mode'), synchronous: await read('synchronous') }).toEqual({
+        temp_store: 2, // MEMORY
+        journal_mode: 'wal',
+        synchronous: 1, // NORMAL
+      });
     } finally {
       await store.close();
       await target.cleanup();
