@@ -28,7 +28,9 @@
  * quick runs while developing); BENCH_SERVER_ENV='{"CAMPAIGN_DISPATCH_CONCURRENCY":"128"}' adds settings
  * to every server the bench starts (to compare a setting with its default: a run with it, one without);
  * BENCH_POLL_MS (default 250) is how often the bench's client asks get_campaign_status, whose calls the
- * server's CPU includes (about 1.7 ms each on a warm process); TEST_DATABASE_URL as for the store tests.
+ * server's CPU includes (about 1.7 ms each on a warm process); BENCH_SERVER_CLI runs another build of the
+ * server instead of dist/cli.js (e.g. an older commit's, built in a worktree: before and after on one
+ * machine); TEST_DATABASE_URL as for the store tests.
  *
  * How the rate is measured: over the sending period, from the first to the last request the stand-in
  * received for the campaign. "Allowed" is what a perfect client could have had accepted over that same
@@ -325,7 +327,7 @@ async function oneServer(
   const data = tempDataDir('csmcp-bench-');
   const standIn = await StandInClient.start({ provider, key: provider === 'sendgrid' ? SG_KEY : IC_TOKEN, rateLimit: { ...lim, style }, latencyMs: LATENCY_MS });
   const nodeArgs = process.env.BENCH_SERVER_NODE_ARGS?.split(' ').filter(Boolean);
-  const h = await startStdio(serverEnv(data.dir, standIn, provider, env), { nodeArgs });
+  const h = await startStdio(serverEnv(data.dir, standIn, provider, env), { nodeArgs, script: process.env.BENCH_SERVER_CLI });
   const pid = h.pid!;
   try {
     if (provider === 'intercom') await standIn.seed(Array.from({ length: audience }, (_, i) => email(i)));

@@ -139,11 +139,14 @@ export interface StdioHarness {
 }
 
 /** The built binary (dist/cli.js) spawned over stdio, as Claude Desktop runs it. */
-/** `nodeArgs` go to node before the script (e.g. `--cpu-prof`, which NODE_OPTIONS does not take). */
-export async function startStdio(env: Record<string, string>, opts: { cwd?: string; args?: string[]; nodeArgs?: string[] } & ClientOptions = {}): Promise<StdioHarness> {
+/**
+ * `nodeArgs` go to node before the script (e.g. `--cpu-prof`, which NODE_OPTIONS does not take);
+ * `script` replaces dist/cli.js (a bench comparing another build of the server).
+ */
+export async function startStdio(env: Record<string, string>, opts: { cwd?: string; args?: string[]; nodeArgs?: string[]; script?: string } & ClientOptions = {}): Promise<StdioHarness> {
   const transport = new StdioClientTransport({
     command: process.execPath,
-    args: [...(opts.nodeArgs ?? []), DIST_CLI, ...(opts.args ?? [])],
+    args: [...(opts.nodeArgs ?? []), opts.script ?? DIST_CLI, ...(opts.args ?? [])],
     cwd: opts.cwd,
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env },
     stderr: 'pipe',
