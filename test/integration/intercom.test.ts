@@ -149,6 +149,26 @@ describe('Intercom tools against the 2.14 stand-in', () => {
     expect(intercom.matching(/^POST \/messages$/).length - before).toBe(1);
   });
 
+  it("a 400 on a send carries Intercom's words; a 429 on a send waits for the reset and the message goes once", async () => {
+    // POST /messages goes over the SDK's lean transport (jsonPostFetcher): its answers must read as the SDK's own.
+    let before = intercom.matching(/^POST \/messages$/).length;
+    intercom.inject({ match: /^POST \/messages$/, times: 1, status: 400, body: { type: 'error.list', errors: [{ code: 'parameter_invalid', message: 'Body is too long' }] } });
+    const bad = await h.call('intercom_send_message', { user_email: 'ada@example.org', message_type: 'inapp', body: 'Too long?' });
+    expect(bad.structuredContent.error).toMatchObject({ code: 'invalid_input', provider: 'intercom', status: 400, retryable: false });
+    expect(bad.structuredContent.error.message).toMatch(/Body is too long \(parameter_invalid\)/);
+    expect(intercom.matching(/^POST \/messages$/).length - before).toBe(1);
+
+    before = intercom.matching(/^POST \/messages$/).length;
+    const reset = String(Math.ceil(Date.now() / 1000) + 1);
+    intercom.inject({ match: /^POST \/messages$/, times: 1, status: 429, headers: { 'X-RateLimit-Limit': '10000', 'X-RateLimit-Remaining': '0', 'X-RateLimit-Reset': reset } });
+    const ok = await h.call('intercom_send_message', { user_email: 'ada@example.org', message_type: 'inapp', body: 'After the wait' });
+    expect(ok.structuredContent).toMatchObject({ success: true });
+    expect(ok.structuredContent.message_id).toEqual(expect.any(String));
+    expect(ok.structuredContent.message_id).not.toBe('');
+    // The refused request and the one that went: a 429 means Intercom did not take it.
+    expect(intercom.matching(/^POST \/messages$/).length - before).toBe(2);
+  });
+
   it('opens the circuit after consecutive 5xx, fails fast, then half-opens and closes', async () => {
     // A success first: the breaker counts consecutive failures, so earlier tests' failures no longer count.
     expect((await h.call('intercom_get_user', { user_email: 'ada@example.org' })).structuredContent.success).toBe(true);

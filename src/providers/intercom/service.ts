@@ -3,6 +3,7 @@ import { invalidInput, ToolError } from '../../result.js';
 import type { ProviderDeps } from '../deps.js';
 import type { SendCall } from '../../resilience/request-hooks.js';
 import { normalizeAddress } from '../../store/suppressions.js';
+import { jsonPostFetcher } from './message-fetcher.js';
 
 /** A recipient as the tools name one: exactly one of these. */
 export interface RecipientSpec {
@@ -120,22 +121,34 @@ function toContact(c: SdkContact): IntercomContact {
  */
 export class IntercomService {
   private clientInstance?: IntercomClient;
+  private messagingInstance?: IntercomClient;
   private adminId?: Promise<string>;
 
   constructor(readonly deps: ProviderDeps) {}
 
-  private get client(): IntercomClient {
-    this.deps.runtime.requireConfigured();
-    this.clientInstance ??= new IntercomClient({
+  private options() {
+    return {
       token: this.deps.config.intercom.accessToken,
       baseUrl: this.deps.config.intercom.baseUrl,
-      version: '2.14',
+      version: '2.14' as const,
       fetch: this.deps.runtime.fetch,
       maxRetries: 0, // retrying a POST /messages on 5xx could message a customer twice; our policy decides
       // Our per-attempt timeout (observed fetch) fires first; this is only a backstop.
       timeoutInSeconds: Math.ceil(this.deps.config.resilience.timeoutMs / 1000) * 2 + 1,
-    });
+    };
+  }
+
+  private get client(): IntercomClient {
+    this.deps.runtime.requireConfigured();
+    this.clientInstance ??= new IntercomClient(this.options());
     return this.clientInstance;
+  }
+
+  /** The same SDK over a lean transport, for the call made once per message (see jsonPostFetcher). */
+  private get messaging(): IntercomClient {
+    this.deps.runtime.requireConfigured();
+    this.messagingInstance ??= new IntercomClient({ ...this.options(), fetcher: jsonPostFetcher(this.deps.runtime.fetch) });
+    return this.messagingInstance;
   }
 
   private call<T>(
@@ -242,7 +255,7 @@ export class IntercomService {
       ...(msg.message_type === 'email' ? { subject: msg.subject ?? '', template: msg.template ?? 'plain' } : msg.subject ? { subject: msg.subject } : {}),
       ...(msg.message_type === 'inapp' && msg.template ? { template: msg.template } : {}),
     };
-    const created = await this.call('send_message', false, (o) => this.client.messages.create(request as never, o), send);
+    const created = await this.call('send_message', false, (o) => this.messaging.messages.create(request as never, o), send);
     return { message_id: String((created as { id?: string }).id ?? '') };
   }
 
