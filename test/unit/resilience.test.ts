@@ -251,9 +251,8 @@ describe('RateBudget: pacing by the reported budget', () => {
 
   it('lets requests due within 300 ms leave together, each keeping its slot: fewer wake-ups, the same spread', async () => {
     const g = await groupsOf(1);
-    // Groups of up to seventeen (18 ms apart fits 300 ms sixteen times) rather than 24 separate wake-ups...
-    expect(g.largest).toBeGreaterThanOrEqual(15);
-    expect(g.largest).toBeLessThanOrEqual(17);
+    // Groups of sixteen, the cap (18 ms apart fits 300 ms sixteen times), rather than 24 separate wake-ups...
+    expect(g.largest).toBe(16);
     expect(g.wakeUps).toBeLessThanOrEqual(3);
     // ...and the same pace: 24 slots of about 18 ms take about 0.4 s, not a burst and not slower.
     expect(g.span).toBeGreaterThan(300);
