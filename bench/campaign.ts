@@ -55,6 +55,8 @@ const IC_TOKEN = 'ic-bench-campaign';
 const SCALE = Number(process.env.BENCH_SCALE ?? 1);
 const STYLES = (process.env.BENCH_STYLES ?? 'clock,anchored').split(',').map((s) => s.trim()) as RateWindowStyle[];
 const POLL_MS = Number(process.env.BENCH_POLL_MS ?? 250);
+/** Every server process the bench starts runs this build (BENCH_SERVER_CLI: another one, to compare). */
+const SERVER_CLI = process.env.BENCH_SERVER_CLI ?? DIST_CLI;
 
 interface Limit {
   limit: number;
@@ -327,7 +329,7 @@ async function oneServer(
   const data = tempDataDir('csmcp-bench-');
   const standIn = await StandInClient.start({ provider, key: provider === 'sendgrid' ? SG_KEY : IC_TOKEN, rateLimit: { ...lim, style }, latencyMs: LATENCY_MS });
   const nodeArgs = process.env.BENCH_SERVER_NODE_ARGS?.split(' ').filter(Boolean);
-  const h = await startStdio(serverEnv(data.dir, standIn, provider, env), { nodeArgs, script: process.env.BENCH_SERVER_CLI });
+  const h = await startStdio(serverEnv(data.dir, standIn, provider, env), { nodeArgs, script: SERVER_CLI });
   const pid = h.pid!;
   try {
     if (provider === 'intercom') await standIn.seed(Array.from({ length: audience }, (_, i) => email(i)));
@@ -414,7 +416,7 @@ function procPeakRssMiB(pid: number): number {
 }
 
 async function startWorker(env: Record<string, string>): Promise<{ child: ChildProcess; stderr: () => string }> {
-  const child = spawn(process.execPath, [DIST_CLI, 'worker'], { env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, [SERVER_CLI, 'worker'], { env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr!.on('data', (d) => (stderr += String(d)));
   const deadline = Date.now() + 20_000;
@@ -472,7 +474,7 @@ async function instancesCase(style: RateWindowStyle, lim: Limit, n: number, kill
   const env = (i: number) => serverEnv(dirs[i]!.dir, standIn, 'sendgrid', { DATABASE_URL: db.url, CAMPAIGN_EMAIL_BATCHING: 'false', LOG_LEVEL: 'error' });
   const workers: Array<{ child: ChildProcess; stderr: () => string }> = [];
   // The first instance migrates the database before the workers start.
-  const mcp = await startStdio(env(0));
+  const mcp = await startStdio(env(0), { script: SERVER_CLI });
   try {
     const csv = audienceCsv(dirs[0]!.dir, n);
     const imported = await mcp.call('import_clients', { file_path: csv });
