@@ -17,7 +17,7 @@
  * than sent in a burst, which suits either kind of window and keeps room for latency. While a window's
  * end is in doubt (the first, before its length is known), a process alone spreads all but a few units
  * up to the earliest end and those few over the doubt, so the next window begins when it may
- * (`doubtfulEnd`). Requests whose slots fall within 300 ms of each other leave together
+ * (`doubtfulEnd`). Requests whose slots fall within 100 ms of each other leave together
  * (GROUP_SLACK_MS; 25 ms when processes share the budget): one wake-up serves them. When the end has
  * passed, the next window is spent at the learned rate until its first answer places it.
  *
@@ -102,18 +102,12 @@ const FIRST_WINDOW_MARGIN_MS = 50;
  * place in the even spread (the next is paced from the slot of the last in the group, not from now).
  * Only a place in the spread of a window with budget left may be taken early (`spreading`): a request
  * waiting for a spent window to end, or for a 429's pause, never joins, so none counts in a window
- * that has no room for it. The slack bounds how early a request leaves (at most 300 ms); the cap
- * bounds a group (at 100/s: sixteen together, a wake-up every 160 ms; at 1,000/s: sixteen within 16
- * ms). The cap is also what a process killed mid-send leaves in doubt (a group is marked sending
- * before it goes, and such rows are never resent): a cap of 32 cut wake-ups further but left 27 rows
- * unknown after a kill under load. Only slots at most GROUP_GAP_MAX_MS apart join: a sparse budget (a
- * few units left over most of a window) stays spread, and costs few wake-ups anyway.
+ * that has no room for it. The slack bounds how early a request leaves (at 100/s: ten together, a
+ * wake-up every 100 ms); the cap bounds a group at high rates (at 1,000/s: sixteen within 16 ms).
  * Each wake-up costs far more than the request it serves on a virtual machine (bench:campaign's
- * yardstick), so groups are as large as the cap allows: at 100/s, 0.73 → 0.64 wake-ups a message on
- * a warm process (groups of sixteen rather than ten), at the same rate.
+ * yardstick), so groups are as large as the spread allows without leaving much early.
  */
-const GROUP_SLACK_MS = 300;
-const GROUP_GAP_MAX_MS = 50;
+const GROUP_SLACK_MS = 100;
 /**
  * Processes sharing a budget see each other's requests only in later answers, and each keeps just one
  * request in hand per peer for that: a peer's group of ten could pass it. Shared, groups stay small.
@@ -467,12 +461,11 @@ export class RateBudget {
   /** Lets waiters go in order while the budget allows; otherwise sleeps until it will (or an answer comes). */
   private pump(): void {
     let group = 0;
-    let lastWait = 0;
     const slack = this.peers() > 1 ? SHARED_GROUP_SLACK_MS : GROUP_SLACK_MS;
     while (this.queue.length > 0) {
       const wait = this.waitNeeded();
-      // After one that is due, those due within the slack join it, if the slots are close (see GROUP_SLACK_MS).
-      const joins = group > 0 && group < GROUP_MAX && wait <= slack && wait - lastWait <= GROUP_GAP_MAX_MS && this.spreading;
+      // After one that is due, those due within the slack join it (see GROUP_SLACK_MS).
+      const joins = group > 0 && group < GROUP_MAX && wait <= slack && this.spreading;
       if (wait > 0 && !joins) {
         if (Number.isFinite(wait)) this.schedule(wait);
         return; // an answer (observe/release) pumps again
@@ -480,7 +473,6 @@ export class RateBudget {
       const w = this.queue.shift()!;
       if (w.onAbort) w.signal?.removeEventListener('abort', w.onAbort);
       w.resolve(this.take(Date.now() + Math.max(0, wait)));
-      lastWait = Math.max(0, wait);
       group += 1;
     }
   }

@@ -224,8 +224,7 @@ describe('RateBudget: pacing by the reported budget', () => {
     budget.release();
     await vi.advanceTimersByTimeAsync(1000);
     await rest;
-    // 4 left over the 600 ms to the (rounded) reset: evenly spaced, all before it, not all at once
-    // (slots 150 ms apart are too sparse to leave together).
+    // 4 left over the 600 ms to the (rounded) reset: evenly spaced, all before it, not all at once.
     const gaps = times.slice(1).map((t, i) => t - times[i]!);
     expect(gaps.every((g) => g >= 100)).toBe(true);
     expect(times[3]!).toBeLessThan(1_800_000_001_000);
@@ -249,11 +248,12 @@ describe('RateBudget: pacing by the reported budget', () => {
     return { largest: Math.max(...instants.values()), wakeUps: instants.size, span: times[times.length - 1]! - times[0]! };
   }
 
-  it('lets requests due within 300 ms leave together, each keeping its slot: fewer wake-ups, the same spread', async () => {
+  it('lets requests due within 100 ms leave together, each keeping its slot: fewer wake-ups, the same spread', async () => {
     const g = await groupsOf(1);
-    // Groups of sixteen, the cap (18 ms apart fits 300 ms sixteen times), rather than 24 separate wake-ups...
-    expect(g.largest).toBe(16);
-    expect(g.wakeUps).toBeLessThanOrEqual(3);
+    // Groups of up to six (18 ms apart fits 100 ms five times) rather than 24 separate wake-ups...
+    expect(g.largest).toBeGreaterThanOrEqual(5);
+    expect(g.largest).toBeLessThanOrEqual(6);
+    expect(g.wakeUps).toBeLessThanOrEqual(5);
     // ...and the same pace: 24 slots of about 18 ms take about 0.4 s, not a burst and not slower.
     expect(g.span).toBeGreaterThan(300);
     expect(g.span).toBeLessThan(500);
