@@ -7,8 +7,8 @@ type SdkFetcherArgs = Parameters<NonNullable<SdkFetcher>>[0];
 /**
  * A transport for the SDK's JSON calls that send one message each (POST /messages): the SDK's own
  * fetcher builds, per request, a Headers object, two AbortControllers joined by listeners and a timer
- * for its backstop timeout, which cost about a third of a millisecond a message, more than the rest of
- * the call. This one does only what those calls need: the SDK's headers as a plain record, its body as
+ * for its backstop timeout (bench:campaign: an Intercom campaign cost 1.9 ms of CPU a message with this
+ * transport, 2.5–2.7 with the SDK's). This one does only what those calls need: the SDK's headers as a plain record, its body as
  * JSON, the caller's signal as given (the runtime's fetch times each attempt, so the backstop adds
  * nothing), and the answer in the shape the SDK expects, so its endpoints, error classes and types
  * stay the SDK's. A failure of the transport itself is thrown as is: the runtime classifies it from
