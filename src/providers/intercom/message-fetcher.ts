@@ -7,12 +7,13 @@ type SdkFetcherArgs = Parameters<NonNullable<SdkFetcher>>[0];
 /**
  * A transport for the SDK's JSON calls that send one message each (POST /messages): the SDK's own
  * fetcher builds, per request, a Headers object, two AbortControllers joined by listeners and a timer
- * for its backstop timeout (bench:campaign: an Intercom campaign cost 1.9 ms of CPU a message with this
- * transport, 2.5–2.7 with the SDK's). This one does only what those calls need: the SDK's headers as a plain record, its body as
- * JSON, the caller's signal as given (the runtime's fetch times each attempt, so the backstop adds
- * nothing), and the answer in the shape the SDK expects, so its endpoints, error classes and types
- * stay the SDK's. A failure of the transport itself is thrown as is: the runtime classifies it from
- * what its fetch saw. It takes only the requests it was made for; anything else is refused.
+ * for its backstop timeout (bench:campaign: an Intercom campaign cost 1.9 ms of CPU a message with
+ * this transport, 2.5–2.7 with the SDK's). This one does only what those calls need: the SDK's
+ * headers as a plain record, its body as JSON, the caller's signal as given (the runtime's fetch
+ * times each attempt, so the backstop adds nothing), and the answer in the shape the SDK expects, so
+ * its endpoints, error classes and types stay the SDK's. A failure of the transport itself is thrown
+ * as is: the runtime classifies it from what its fetch saw. It takes only the requests it was made
+ * for; anything else is refused.
  */
 export function jsonPostFetcher(fetchFn: typeof fetch): NonNullable<SdkFetcher> {
   const fetcher = async (args: SdkFetcherArgs) => {
