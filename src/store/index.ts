@@ -55,9 +55,14 @@ function ensureDir(dir: string): void {
   for (const d of missing) fs.mkdirSync(d);
 }
 
+/** What the server's PostgreSQL sessions call themselves, followed by `/<pid>`. */
+export const APPLICATION_NAME = 'customer-success-mcp';
+
 function createDb(config: Config, log: Logger): { db: Kysely<Database>; dialect: Store['dialect'] } {
   if (config.database.kind === 'postgres') {
-    const pool = new pg.Pool({ connectionString: config.database.url, max: 10 });
+    // Each session names its process (pg_stat_activity), so an operator can tell which replica holds a
+    // lock or a transaction; an application_name in DATABASE_URL (or PGAPPNAME) wins.
+    const pool = new pg.Pool({ connectionString: config.database.url, max: 10, fallback_application_name: `${APPLICATION_NAME}/${process.pid}` });
     // An idle connection dropped by the server (restart, failover) must not crash the process: the
     // pool discards it and the next query opens a fresh one.
     pool.on('error', (err) => log.warn({ err: { message: err.message, code: (err as { code?: string }).code } }, 'PostgreSQL dropped an idle connection'));

@@ -253,6 +253,28 @@ describe.skipIf(!dialects.includes('postgres'))('PostgreSQL connection loss', ()
   });
 });
 
+describe.skipIf(!dialects.includes('postgres'))('PostgreSQL session names', () => {
+  it('each session names the process (customer-success-mcp/<pid>); an application_name in DATABASE_URL wins', async () => {
+    const target = await createTarget('postgres');
+    const nameOf = async (env: Record<string, string>) => {
+      const store = await openStore(loadConfig(testEnv(env) as NodeJS.ProcessEnv), pino({ level: 'silent' }));
+      try {
+        return (await sql<{ name: string }>`select current_setting('application_name') as name`.execute(store.db)).rows[0]!.name;
+      } finally {
+        await store.close();
+      }
+    };
+    try {
+      expect(await nameOf(target.env)).toBe(`customer-success-mcp/${process.pid}`);
+      const url = new URL(target.env.DATABASE_URL!);
+      url.searchParams.set('application_name', 'ops-named');
+      expect(await nameOf({ ...target.env, DATABASE_URL: url.toString() })).toBe('ops-named');
+    } finally {
+      await target.cleanup();
+    }
+  });
+});
+
 describe('SQLite connection settings', () => {
   it('keeps temporary tables and statement journals in memory, with WAL and NORMAL sync', async () => {
     // On disk every statement journal or temporary table is a file opened, written and unlinked:
