@@ -3,6 +3,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { ResilienceConfig } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
 import { httpStatusError, networkError, retryAfterMs } from '../../src/resilience/http-errors.js';
+import { createObservedFetch } from '../../src/resilience/observed-fetch.js';
 import { ProviderPolicy } from '../../src/resilience/policy.js';
 import { ProviderRuntime } from '../../src/resilience/provider-runtime.js';
 import { RateBudget } from '../../src/resilience/rate-budget.js';
@@ -278,6 +279,28 @@ describe('RateBudget: pacing by the reported budget', () => {
     budget.observe(hdr(100, 9, 1_800_000_010));
     budget.release();
     expect(budget.snapshot().remaining).toBe(5);
+  });
+
+  it("a send's hook (the outbox marking it `sending`) runs only once the budget lets it go, right before its request", async () => {
+    const budget = new RateBudget();
+    budget.observe({ ...hdr(100, 0, 1_800_000_002), 'retry-after': '2' }, 429);
+    const events: string[] = [];
+    const fetchVia = createObservedFetch({
+      provider: 'sendgrid',
+      budget,
+      timeoutMs: 10_000,
+      log: captureLogs().log,
+      baseFetch: (async () => {
+        events.push('request');
+        return new Response('{}', { status: 202 });
+      }) as typeof fetch,
+    });
+    const sent = fetchVia('http://127.0.0.1:1/v3/mail/send', { method: 'POST' }, { beforeSend: async () => void events.push('marked sending') });
+    await vi.advanceTimersByTimeAsync(1_900);
+    expect(events).toEqual([]); // waiting for the budget: not in doubt, still queued
+    await vi.advanceTimersByTimeAsync(200);
+    await sent;
+    expect(events).toEqual(['marked sending', 'request']);
   });
 
   it('a 429 stops everything until its Retry-After, even when its reset header points further away; then one goes first', async () => {
