@@ -1,5 +1,7 @@
-import type { Kysely } from 'kysely';
+import { sql, type Kysely } from 'kysely';
+import { APPLICATION_NAME } from '../../src/store/index.js';
 import type { Database } from '../../src/store/schema.js';
+import { until } from './until.js';
 
 /**
  * For the kill drills: the process id of the dispatcher holding the most unsettled rows of a campaign
@@ -17,4 +19,20 @@ export async function busiestHolderPid(db: Kysely<Database>, campaignId: string)
   const busiest = owners.sort((a, b) => Number(b.n) - Number(a.n))[0];
   const pid = busiest && /^dispatcher-(\d+)-/.exec(busiest.lease_owner!)?.[1];
   return pid ? Number(pid) : undefined;
+}
+
+/**
+ * For the kill drills, right after a SIGKILL: what the dead process held of a campaign. Read at once,
+ * and again once its database sessions are gone (a commit it sent just before dying lands by then);
+ * a row `sending` in either read stays so until its lease runs out and it becomes `unknown`.
+ */
+export async function heldAtDeath(db: Kysely<Database>, campaignId: string, pid: number): Promise<{ queued: number[]; midSend: number[] }> {
+  const read = () =>
+    db.selectFrom('outbox').select(['outbox_id', 'state']).where('source_id', '=', campaignId).where('lease_owner', 'like', `dispatcher-${pid}-%`).where('state', 'in', ['queued', 'sending']).execute();
+  const atDeath = await read();
+  const sessions = sql<{ n: number }>`select count(*)::int as n from pg_stat_activity where application_name = ${`${APPLICATION_NAME}/${pid}`}`;
+  await until(() => sessions.execute(db), (r) => r.rows[0]!.n === 0, { message: "the dead process's database sessions closed" });
+  const after = await read();
+  const midSend = [...new Set([...atDeath, ...after].filter((r) => r.state === 'sending').map((r) => Number(r.outbox_id)))].sort((a, b) => a - b);
+  return { queued: atDeath.filter((r) => r.state === 'queued').map((r) => Number(r.outbox_id)), midSend };
 }

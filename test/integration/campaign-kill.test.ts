@@ -4,7 +4,7 @@ import { loadConfig } from '../../src/config.js';
 import { openStore } from '../../src/store/index.js';
 import { availableDialects, createTarget } from '../helpers/databases.js';
 import { startStdio, standInEnv, testEnv, type StdioHarness } from '../helpers/mcp.js';
-import { busiestHolderPid } from '../helpers/lease-holders.js';
+import { busiestHolderPid, heldAtDeath } from '../helpers/lease-holders.js';
 import { importEnterpriseRoster } from '../helpers/roster-seed.js';
 import { until } from '../helpers/until.js';
 import type { RecordedRequest } from '../stand-ins/http-stand-in.js';
@@ -77,9 +77,9 @@ describe.runIf(dialects.includes('postgres'))('a SIGKILL among three instances o
           .where('lease_owner', 'like', deadOwner)
           .where('state', 'in', ['queued', 'sending'])
           .execute();
-      const heldAtKill = await held();
+      const atDeath = await heldAtDeath(store.db, campaignId, victim.pid!);
       // Meaningful only if the dead instance was holding work when it died.
-      expect(heldAtKill.length, 'rows the killed instance held').toBeGreaterThan(0);
+      expect(atDeath.queued.length + atDeath.midSend.length, 'rows the killed instance held').toBeGreaterThan(0);
       await until(held, (rows) => rows.length === 0, { timeoutMs: 30_000, intervalMs: 50, message: 'the dead instance’s rows taken up by the others' });
       const resumedMs = Date.now() - killedAt;
 
@@ -94,7 +94,7 @@ describe.runIf(dialects.includes('postgres'))('a SIGKILL among three instances o
       const unknown = rows.filter((r) => r.state === 'unknown');
       const span = (acceptedAt[acceptedAt.length - 1]! - acceptedAt[0]!) / 1000;
       process.stderr.write(
-        `[kill drill] killed at ${KILL_AT}/${RECIPIENTS} accepted; the dead instance held ${heldAtKill.length} rows (${heldAtKill.filter((r) => r.state === 'sending').length} mid-send); ` +
+        `[kill drill] killed at ${KILL_AT}/${RECIPIENTS} accepted; the dead instance held ${atDeath.queued.length + atDeath.midSend.length} rows (${atDeath.midSend.length} mid-send); ` +
           `resumed within ${(resumedMs / 1000).toFixed(1)} s; ${sent.length} sent, ${unknown.length} unknown, ${duplicates} duplicates; ` +
           `${accepted} accepted over ${span.toFixed(1)} s = ${(accepted / span).toFixed(1)}/s (limit 100/s)\n`,
       );
@@ -102,12 +102,13 @@ describe.runIf(dialects.includes('postgres'))('a SIGKILL among three instances o
       expect(rows.every((r) => r.state === 'sent' || r.state === 'unknown')).toBe(true);
       // Every sent row reached the provider exactly once; an unknown one at most once (a kill mid-request).
       for (const r of sent) expect(counts.get(r.recipient_email), r.recipient_email).toBe(1);
-      // `unknown` (in doubt, not resent) is what the dead instance had mid-request, plus any request whose
-      // answer came too late on a loaded machine: each reached the provider at most once (no duplicates, above).
+      // `unknown` (in doubt, not resent) is exactly what the dead instance had marked `sending` (mid-request,
+      // or answered but not yet recorded): nothing of the live ones. Each reached the provider at most once.
       for (const r of unknown) expect(counts.get(r.recipient_email) ?? 0, r.recipient_email).toBeLessThanOrEqual(1);
+      expect(unknown.map((r) => Number(r.outbox_id)).sort((a, b) => a - b)).toEqual(atDeath.midSend);
       expect(resumedMs).toBeLessThanOrEqual(RESUME_WITHIN_MS);
       // Leased only what it could start soon: far from a third of the campaign waiting on one process.
-      expect(heldAtKill.filter((r) => r.state === 'queued').length).toBeLessThan(RECIPIENTS / 3);
+      expect(atDeath.queued.length).toBeLessThan(RECIPIENTS / 3);
     } finally {
       for (const s of servers) await s.close().catch(() => undefined);
       await store.close();

@@ -2,16 +2,15 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { sql } from 'kysely';
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
-import { APPLICATION_NAME, openStore } from '../../src/store/index.js';
+import { openStore } from '../../src/store/index.js';
 import { availableDialects, createTarget } from '../helpers/databases.js';
 import { standInEnv, testEnv } from '../helpers/mcp.js';
 import { startIssuer } from '../helpers/oauth-issuer.js';
 import { startSignedInServer, type SignedInServer } from '../helpers/signed-in-server.js';
-import { busiestHolderPid } from '../helpers/lease-holders.js';
+import { busiestHolderPid, heldAtDeath } from '../helpers/lease-holders.js';
 import { importEnterpriseRoster } from '../helpers/roster-seed.js';
 import { until } from '../helpers/until.js';
 import type { RecordedRequest } from '../stand-ins/http-stand-in.js';
@@ -117,16 +116,7 @@ describe.runIf(dialects.includes('postgres'))('three replicas with sign-in on on
       const victim = replicas.find((r) => r.child.pid === busiest) ?? replicas[2]!;
       victim.child.kill('SIGKILL');
       await until(() => victim.child.signalCode !== null, { message: 'the replica is dead' });
-      // What it held when it died: read at once, and again once its database sessions are gone (a commit
-      // it sent just before dying lands by then). A row `sending` in either read stays so until recovered.
-      const heldByVictim = () =>
-        store.db.selectFrom('outbox').select(['outbox_id', 'state']).where('source_id', '=', campaignId).where('lease_owner', 'like', `dispatcher-${victim.child.pid}-%`).where('state', 'in', ['queued', 'sending']).execute();
-      const atDeath = await heldByVictim();
-      const sessions = sql<{ n: number }>`select count(*)::int as n from pg_stat_activity where application_name = ${`${APPLICATION_NAME}/${victim.child.pid}`}`;
-      await until(() => sessions.execute(store.db), (r) => r.rows[0]!.n === 0, { message: "the dead replica's database sessions closed" });
-      const afterSessions = await heldByVictim();
-      const midSend = new Set([...atDeath, ...afterSessions].filter((r) => r.state === 'sending').map((r) => Number(r.outbox_id)));
-      const heldQueued = atDeath.filter((r) => r.state === 'queued').length;
+      const atDeath = await heldAtDeath(store.db, campaignId, victim.child.pid!);
 
       // Status through the balancer (the live replicas in turn) until every row is settled.
       const status = await until(
@@ -139,7 +129,7 @@ describe.runIf(dialects.includes('postgres'))('three replicas with sign-in on on
       const counts = sg.countsByAddress();
       const duplicates = [...counts.values()].filter((n) => n > 1).length;
       process.stderr.write(
-        `[replicas] sent ${totals.sent}, unknown ${totals.unknown}, duplicates ${duplicates}; the dead replica held ${heldQueued} queued and ${midSend.size} mid-send; ` +
+        `[replicas] sent ${totals.sent}, unknown ${totals.unknown}, duplicates ${duplicates}; the dead replica held ${atDeath.queued.length} queued and ${atDeath.midSend.length} mid-send; ` +
           `requests per replica ${[0, 1, 2].map((i) => balancer.served.filter((x) => x === i).length).join('/')}\n`,
       );
       expect(rows).toHaveLength(RECIPIENTS);
@@ -152,8 +142,8 @@ describe.runIf(dialects.includes('postgres'))('three replicas with sign-in on on
       // which the others sent. How many were mid-send depends on the machine's load (30 under the full
       // suite on 2 cores); marking happens only after the budget wait (resilience.test.ts).
       const unknownIds = rows.filter((r) => r.state === 'unknown').map((r) => Number(r.outbox_id)).sort((a, b) => a - b);
-      expect(unknownIds).toEqual([...midSend].sort((a, b) => a - b));
-      expect(heldQueued, 'the dead replica held rows it had not started').toBeGreaterThan(0);
+      expect(unknownIds).toEqual(atDeath.midSend);
+      expect(atDeath.queued.length, 'the dead replica held rows it had not started').toBeGreaterThan(0);
 
       // The person who signed in, not the model's `created_by`, is the actor, whichever replica answered.
       const campaign = await store.db.selectFrom('campaigns').select('created_by').where('campaign_id', '=', campaignId).executeTakeFirstOrThrow();
