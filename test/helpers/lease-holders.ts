@@ -21,14 +21,18 @@ export async function busiestHolderPid(db: Kysely<Database>, campaignId: string)
   return pid ? Number(pid) : undefined;
 }
 
+/** The rows of a campaign a process holds (leased, not yet settled). */
+export function heldBy(db: Kysely<Database>, campaignId: string, pid: number) {
+  return db.selectFrom('outbox').select(['outbox_id', 'state']).where('source_id', '=', campaignId).where('lease_owner', 'like', `dispatcher-${pid}-%`).where('state', 'in', ['queued', 'sending']).execute();
+}
+
 /**
  * For the kill drills, right after a SIGKILL: what the dead process held of a campaign. Read at once,
  * and again once its database sessions are gone (a commit it sent just before dying lands by then);
  * a row `sending` in either read stays so until its lease runs out and it becomes `unknown`.
  */
 export async function heldAtDeath(db: Kysely<Database>, campaignId: string, pid: number): Promise<{ queued: number[]; midSend: number[] }> {
-  const read = () =>
-    db.selectFrom('outbox').select(['outbox_id', 'state']).where('source_id', '=', campaignId).where('lease_owner', 'like', `dispatcher-${pid}-%`).where('state', 'in', ['queued', 'sending']).execute();
+  const read = () => heldBy(db, campaignId, pid);
   const atDeath = await read();
   const sessions = sql<{ n: number }>`select count(*)::int as n from pg_stat_activity where application_name = ${`${APPLICATION_NAME}/${pid}`}`;
   await until(() => sessions.execute(db), (r) => r.rows[0]!.n === 0, { message: "the dead process's database sessions closed" });

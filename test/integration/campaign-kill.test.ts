@@ -4,7 +4,7 @@ import { loadConfig } from '../../src/config.js';
 import { openStore } from '../../src/store/index.js';
 import { availableDialects, createTarget } from '../helpers/databases.js';
 import { startStdio, standInEnv, testEnv, type StdioHarness } from '../helpers/mcp.js';
-import { busiestHolderPid, heldAtDeath } from '../helpers/lease-holders.js';
+import { busiestHolderPid, heldAtDeath, heldBy } from '../helpers/lease-holders.js';
 import { importEnterpriseRoster } from '../helpers/roster-seed.js';
 import { until } from '../helpers/until.js';
 import type { RecordedRequest } from '../stand-ins/http-stand-in.js';
@@ -66,17 +66,9 @@ describe.runIf(dialects.includes('postgres'))('a SIGKILL among three instances o
       // The worst case: kill the instance that holds the most rows (a lease owner names its process).
       const busiest = await busiestHolderPid(store.db, campaignId);
       const victim = servers.find((s) => s.pid === busiest) ?? servers[2]!;
-      const deadOwner = `dispatcher-${victim.pid}-%`;
       process.kill(victim.pid!, 'SIGKILL');
       const killedAt = Date.now();
-      const held = async () =>
-        store.db
-          .selectFrom('outbox')
-          .select(['outbox_id', 'state'])
-          .where('source_id', '=', campaignId)
-          .where('lease_owner', 'like', deadOwner)
-          .where('state', 'in', ['queued', 'sending'])
-          .execute();
+      const held = () => heldBy(store.db, campaignId, victim.pid!);
       const atDeath = await heldAtDeath(store.db, campaignId, victim.pid!);
       // Meaningful only if the dead instance was holding work when it died.
       expect(atDeath.queued.length + atDeath.midSend.length, 'rows the killed instance held').toBeGreaterThan(0);
