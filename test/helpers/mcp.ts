@@ -138,8 +138,8 @@ export interface StdioHarness {
   close(): Promise<void>;
 }
 
-/** The built binary (dist/cli.js) spawned over stdio, as Claude Desktop runs it. */
 /**
+ * The built binary (dist/cli.js) spawned over stdio, as Claude Desktop runs it.
  * `nodeArgs` go to node before the script (e.g. `--cpu-prof`, which NODE_OPTIONS does not take);
  * `script` replaces dist/cli.js (a bench comparing another build of the server).
  */
