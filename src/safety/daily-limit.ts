@@ -1,4 +1,5 @@
 import { sql, type Kysely } from 'kysely';
+import { prepared } from '../store/prepared.js';
 import type { Database } from '../store/schema.js';
 
 /**
@@ -14,6 +15,14 @@ export function nextUtcDay(ms: number): number {
   const d = new Date(ms);
   return Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate() + 1);
 }
+
+/** The day's row created with `n`, or raised by `n` while that stays within `limit`: run for every group of messages admitted. */
+const takePlaces = prepared(['day', 'n', 'limit'] as const, (db, p) =>
+  db
+    .insertInto('send_counters')
+    .values({ day: p.day, sent: p.n as unknown as number })
+    .onConflict((oc) => oc.column('day').doUpdateSet({ sent: sql`send_counters.sent + ${p.n}` }).where(sql<boolean>`send_counters.sent + ${p.n} <= ${p.limit}`)),
+);
 
 export type Reservation = { ok: true; day: string } | { ok: false; day: string; remaining: number; resetsAt: number };
 
@@ -33,12 +42,8 @@ export class DailySendLimit {
     const day = utcDay(now);
     if (!this.enabled || n <= 0) return { ok: true, day };
     if (n <= this.limit) {
-      const r = await db
-        .insertInto('send_counters')
-        .values({ day, sent: n })
-        .onConflict((oc) => oc.column('day').doUpdateSet({ sent: sql`send_counters.sent + ${n}` }).where(sql<boolean>`send_counters.sent + ${n} <= ${this.limit}`))
-        .executeTakeFirst();
-      if (Number(r.numInsertedOrUpdatedRows ?? 0) === 1) return { ok: true, day };
+      const r = await takePlaces(db, { day, n, limit: this.limit });
+      if (Number(r.numAffectedRows ?? 0) === 1) return { ok: true, day };
     }
     const used = await this.used(db, now);
     return { ok: false, day, remaining: Math.max(0, this.limit - used), resetsAt: nextUtcDay(now) };

@@ -1,5 +1,8 @@
-import { sql, type Kysely } from 'kysely';
+import { CompiledQuery, type Kysely } from 'kysely';
 import type { Database } from './schema.js';
+
+/** Savepoints have names of our own, written into the SQL as they are (they run several times per second while sending). */
+export type SavepointName = 'riding_settlements' | 'settled_extras';
 
 /**
  * Runs `work` inside a transaction under a savepoint: if it throws, only its own writes are rolled back
@@ -7,15 +10,15 @@ import type { Database } from './schema.js';
  * Resolves `{ ok: true }`, or `{ ok: false, err }` with what `work` threw. A failure of the savepoint
  * statements themselves rejects: the transaction cannot go on then.
  */
-export async function underSavepoint(trx: Kysely<Database>, name: string, work: () => Promise<void>): Promise<{ ok: true } | { ok: false; err: unknown }> {
-  await sql`savepoint ${sql.id(name)}`.execute(trx);
+export async function underSavepoint(trx: Kysely<Database>, name: SavepointName, work: () => Promise<void>): Promise<{ ok: true } | { ok: false; err: unknown }> {
+  await trx.executeQuery(CompiledQuery.raw(`savepoint ${name}`));
   let result: { ok: true } | { ok: false; err: unknown } = { ok: true };
   try {
     await work();
   } catch (err) {
-    await sql`rollback to savepoint ${sql.id(name)}`.execute(trx);
+    await trx.executeQuery(CompiledQuery.raw(`rollback to savepoint ${name}`));
     result = { ok: false, err };
   }
-  await sql`release savepoint ${sql.id(name)}`.execute(trx);
+  await trx.executeQuery(CompiledQuery.raw(`release savepoint ${name}`));
   return result;
 }

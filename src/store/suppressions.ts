@@ -1,4 +1,5 @@
 import type { Kysely, Selectable } from 'kysely';
+import { prepared } from './prepared.js';
 import type { Database, SuppressionsTable } from './schema.js';
 
 /**
@@ -55,6 +56,9 @@ export interface LiftFilter {
 
 const CHUNK = 500;
 
+/** The active entries of some addresses: run for every group of messages admitted. */
+const activeByAddress = prepared([] as const, (db, p) => db.selectFrom('suppressions').selectAll().where('address', 'in', p.addresses).where('lifted_at', 'is', null), ['addresses'] as const);
+
 /** A suppression that stops a message on this channel: scope `all` stops everything; the rest stop email. */
 export function blocks(row: Pick<SuppressionRow, 'scope'>, emailChannel: boolean): boolean {
   return row.scope === 'all' || emailChannel;
@@ -66,7 +70,7 @@ export async function activeSuppressions(db: Kysely<Database>, addresses: Array<
   const out = new Map<string, SuppressionRow[]>();
   for (let i = 0; i < wanted.length; i += CHUNK) {
     const part = wanted.slice(i, i + CHUNK);
-    const rows = await db.selectFrom('suppressions').selectAll().where('address', 'in', part).where('lifted_at', 'is', null).execute();
+    const rows = (await activeByAddress(db, { addresses: part })).rows as SuppressionRow[];
     for (const r of rows) (out.get(r.address) ?? out.set(r.address, []).get(r.address)!).push(r);
   }
   for (const list of out.values()) list.sort((a, b) => (RANK[b.kind] ?? 0) - (RANK[a.kind] ?? 0) || (a.set_at < b.set_at ? 1 : -1));

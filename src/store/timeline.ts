@@ -1,6 +1,7 @@
-import type { Kysely } from 'kysely';
+import type { Insertable, Kysely } from 'kysely';
 import { invalidInput } from '../result.js';
-import type { Database } from './schema.js';
+import { prepared } from './prepared.js';
+import type { Database, TimelineTable } from './schema.js';
 
 /** One timeline entry, minus the roster ids. */
 export interface ActivityInput {
@@ -22,6 +23,15 @@ export type TimelineInput = ActivityInput & {
 
 /** 10 columns a row: 10,000 parameters, under SQLite's 32,766 and PostgreSQL's 65,535. */
 const CHUNK = 1000;
+
+const COLUMNS = ['client_id', 'contact_id', 'occurred_at', 'type', 'channel', 'actor', 'summary', 'outcome', 'provider_ids', 'data'] as const;
+
+/** One insert of several entries, given column by column (every settled group of messages writes one). */
+const insertEntries = prepared(
+  [] as const,
+  (db, p) => db.insertInto('timeline').values(p.client_id.map((_, j) => Object.fromEntries(COLUMNS.map((c) => [c, p[c][j]])) as unknown as Insertable<TimelineTable>)),
+  COLUMNS,
+);
 
 export interface TimelineEntry {
   entry_id: number;
@@ -57,19 +67,19 @@ export class TimelineRepository {
   /** Many entries in few statements (settled deliveries, inbound webhook batches). */
   async appendMany(db: Kysely<Database>, entries: TimelineInput[], now = new Date().toISOString()): Promise<void> {
     for (let i = 0; i < entries.length; i += CHUNK) {
-      const rows = entries.slice(i, i + CHUNK).map((e) => ({
-        client_id: e.client_id,
-        contact_id: e.contact_id ?? null,
-        occurred_at: e.occurred_at ?? now,
-        type: e.type,
-        channel: e.channel,
-        actor: e.actor ?? null,
-        summary: e.summary,
-        outcome: e.outcome,
-        provider_ids: JSON.stringify(e.provider_ids ?? {}),
-        data: JSON.stringify(e.data ?? {}),
-      }));
-      await db.insertInto('timeline').values(rows).execute();
+      const part = entries.slice(i, i + CHUNK);
+      await insertEntries(db, {
+        client_id: part.map((e) => e.client_id),
+        contact_id: part.map((e) => e.contact_id ?? null),
+        occurred_at: part.map((e) => e.occurred_at ?? now),
+        type: part.map((e) => e.type),
+        channel: part.map((e) => e.channel),
+        actor: part.map((e) => e.actor ?? null),
+        summary: part.map((e) => e.summary),
+        outcome: part.map((e) => e.outcome),
+        provider_ids: part.map((e) => JSON.stringify(e.provider_ids ?? {})),
+        data: part.map((e) => JSON.stringify(e.data ?? {})),
+      });
     }
   }
 

@@ -13,7 +13,7 @@ import { insertMessages, OutboxRepository, type OutboxRow } from '../../src/engi
 import type { MessagePolicy } from '../../src/engine/delivery/message.js';
 import { SettlementWriter, type SettlementPort } from '../../src/engine/delivery/settlement.js';
 import { DailySendLimit } from '../../src/safety/daily-limit.js';
-import { prepared } from '../../src/store/prepared.js';
+import { MAX_PREPARED_LIST, prepared } from '../../src/store/prepared.js';
 import { linkIntercomContactsIn } from '../../src/store/roster.js';
 import type { TimelineInput } from '../../src/store/timeline.js';
 import type { RequestHook } from '../../src/resilience/request-hooks.js';
@@ -214,6 +214,33 @@ describe.each(dialects)('OutboxDispatcher on %s', (dialect) => {
     const ids = (await db.selectFrom('outbox').select('outbox_id').orderBy('outbox_id').execute()).map((r) => r.outbox_id);
     expect((await byState(db, { id: ids[1] })).rows).toEqual([{ idempotency_key: 'cmp_test:c1:email' }]);
     expect((await byState(db, { id: ids[0] })).rows).toEqual([{ idempotency_key: 'cmp_test:c0:email' }]);
+  });
+
+  it('a prepared statement with a list is compiled once per length, and each run binds its own items', async () => {
+    await seed(db, 70);
+    const ids = (await db.selectFrom('outbox').select('outbox_id').orderBy('outbox_id').execute()).map((r) => r.outbox_id);
+    let builds = 0;
+    const keysOf = prepared(
+      ['state'] as const,
+      (db, p) => {
+        builds += 1;
+        return db.selectFrom('outbox').select('idempotency_key').where('outbox_id', 'in', p.ids as unknown as number[]).where('state', '=', p.state).orderBy('outbox_id');
+      },
+      ['ids'] as const,
+    );
+    const keys = async (pick: number[]) => (await keysOf(db, { state: 'queued', ids: pick.map((i) => ids[i]) })).rows.map((r) => (r as { idempotency_key: string }).idempotency_key);
+    expect(await keys([0, 2])).toEqual(['cmp_test:c0:email', 'cmp_test:c2:email']);
+    expect(await keys([5, 1])).toEqual(['cmp_test:c1:email', 'cmp_test:c5:email']);
+    expect(await keys([3])).toEqual(['cmp_test:c3:email']);
+    expect(builds).toBe(2); // lengths 2 and 1
+    expect((await keysOf(db, { state: 'sent', ids: [ids[0]] })).rows).toEqual([]);
+    // Past MAX_PREPARED_LIST: built afresh each time, never kept.
+    const many = Array.from({ length: MAX_PREPARED_LIST + 1 }, (_, i) => i);
+    expect(await keys(many)).toHaveLength(MAX_PREPARED_LIST + 1);
+    expect(await keys(many)).toHaveLength(MAX_PREPARED_LIST + 1);
+    expect(builds).toBe(4);
+    const careless = prepared([] as const, (db) => db.selectFrom('outbox').select('state'), ['ids'] as const);
+    expect(() => careless(db, { ids: [1] })).toThrow(/ids not used/);
   });
 
   it('delivers every row exactly once at bounded concurrency', async () => {

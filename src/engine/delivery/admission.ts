@@ -6,6 +6,7 @@ import type { DailySendLimit } from '../../safety/daily-limit.js';
 import { isEmailChannel, type Channel, type SourceKind } from './message.js';
 import { parsePolicy, type OutboxRepository, type OutboxRow } from './outbox.js';
 import { underSavepoint } from '../../store/savepoint.js';
+import { prepared } from '../../store/prepared.js';
 import { nextWindowOpening } from './send-window.js';
 import type { RidingSettlements } from './settlement.js';
 
@@ -34,6 +35,9 @@ export type Admission =
   | { kind: 'withdrawn' };
 
 const DAY = 86_400_000;
+
+/** The roster rows of a group's contacts (run once per admitted group). */
+const contactsById = prepared([] as const, (db, p) => db.selectFrom('contacts').selectAll().where('contact_id', 'in', p.ids), ['ids'] as const);
 
 /** The rows already admitted in one decision, per contact: they go out together and count against each other's cap. */
 class Together {
@@ -228,9 +232,8 @@ export class SendAdmission {
 
   private async contactsOf(db: Kysely<Database>, rows: OutboxRow[]): Promise<Map<string, ContactsTable>> {
     const ids = [...new Set(rows.map((r) => r.contact_id))];
-    const found = ids.length === 1
-      ? await db.selectFrom('contacts').selectAll().where('contact_id', '=', ids[0]!).execute()
-      : await db.selectFrom('contacts').selectAll().where('contact_id', 'in', ids).execute();
+    const found: ContactsTable[] = [];
+    for (let i = 0; i < ids.length; i += 500) found.push(...((await contactsById(db, { ids: ids.slice(i, i + 500) })).rows as ContactsTable[]));
     return new Map(found.map((c) => [c.contact_id, c]));
   }
 

@@ -105,6 +105,41 @@ function finishStatement(clearSentAt: boolean) {
   );
 }
 
+// claim's statement: due rows, oldest first, not leased by a live holder, none of the blocked channels.
+function claimStatementFor(skipLocked: boolean) {
+  return prepared(['owner', 'until', 'now', 'limit'] as const, (db, p) => {
+    let due = db
+      .selectFrom('outbox')
+      .select('outbox_id')
+      .where('state', '=', 'queued')
+      .where('not_before', '<=', p.now)
+      .where((eb) => eb.or([eb('lease_until', 'is', null), eb('lease_until', '<', p.now)]))
+      .orderBy('not_before')
+      .orderBy('outbox_id')
+      .limit(p.limit as unknown as number);
+    if (p.blocked.length) due = due.where('channel', 'not in', p.blocked);
+    // Several server instances may share a PostgreSQL database: each takes different rows.
+    if (skipLocked) due = due.forUpdate().skipLocked();
+    return db.updateTable('outbox').set({ lease_owner: p.owner, lease_until: p.until }).where('outbox_id', 'in', due).returningAll();
+  }, ['blocked'] as const);
+}
+const claimStatement = claimStatementFor(false);
+const claimSkippingLocked = claimStatementFor(true);
+
+// markSendingMany's statement: only a row still queued and held by this owner becomes `sending`.
+const markSendingStatement = prepared(
+  ['owner', 'at', 'until'] as const,
+  (db, p) =>
+    db
+      .updateTable('outbox')
+      .set({ state: 'sending', attempts: sql`attempts + 1`, updated_at: p.at, sent_at: p.at, lease_until: p.until })
+      .where('outbox_id', 'in', p.ids as unknown as number[])
+      .where('lease_owner', '=', p.owner)
+      .where('state', '=', 'queued')
+      .returning('outbox_id'),
+  ['ids'] as const,
+);
+
 export class OutboxRepository {
   constructor(
     readonly db: Kysely<Database>,
@@ -115,52 +150,22 @@ export class OutboxRepository {
   async claim(owner: string, limit: number, blockedChannels: string[], leaseMs: number, now = Date.now()): Promise<OutboxRow[]> {
     if (limit <= 0) return [];
     const nowIso = iso(now);
-    let due = this.db
-      .selectFrom('outbox')
-      .select('outbox_id')
-      .where('state', '=', 'queued')
-      .where('not_before', '<=', nowIso)
-      .where((eb) => eb.or([eb('lease_until', 'is', null), eb('lease_until', '<', nowIso)]))
-      .orderBy('not_before')
-      .orderBy('outbox_id')
-      .limit(limit);
-    if (blockedChannels.length) due = due.where('channel', 'not in', blockedChannels);
-    // Several server instances may share a PostgreSQL database: each takes different rows.
-    if (this.dialect === 'postgres') due = due.forUpdate().skipLocked();
-    return this.db
-      .updateTable('outbox')
-      .set({ lease_owner: owner, lease_until: iso(now + leaseMs) })
-      .where('outbox_id', 'in', due)
-      .returningAll()
-      .execute();
+    const run = this.dialect === 'postgres' ? claimSkippingLocked : claimStatement;
+    const r = await run(this.db, { owner, until: iso(now + leaseMs), now: nowIso, limit, blocked: blockedChannels });
+    return r.rows as OutboxRow[];
   }
 
   /** The point of no return: true if this holder may now send the row (it was not cancelled or taken). */
   async markSending(db: Kysely<Database>, row: OutboxRow, owner: string, leaseMs: number, now = Date.now()): Promise<boolean> {
-    const r = await db
-      .updateTable('outbox')
-      .set({ state: 'sending', attempts: sql`attempts + 1`, updated_at: iso(now), sent_at: iso(now), lease_until: iso(now + leaseMs) })
-      .where('outbox_id', '=', row.outbox_id)
-      .where('lease_owner', '=', owner)
-      .where('state', '=', 'queued')
-      .executeTakeFirst();
-    return Number(r.numUpdatedRows) === 1;
+    return (await this.markSendingMany(db, [row], owner, leaseMs, now)).length === 1;
   }
 
   /** markSending for the rows of one request; returns the ids this holder may send (the others were withdrawn). */
   async markSendingMany(db: Kysely<Database>, rows: OutboxRow[], owner: string, leaseMs: number, now = Date.now()): Promise<number[]> {
-    if (rows.length === 1) return (await this.markSending(db, rows[0]!, owner, leaseMs, now)) ? [rows[0]!.outbox_id] : [];
     const marked: number[] = [];
     for (let i = 0; i < rows.length; i += 500) {
-      const r = await db
-        .updateTable('outbox')
-        .set({ state: 'sending', attempts: sql`attempts + 1`, updated_at: iso(now), sent_at: iso(now), lease_until: iso(now + leaseMs) })
-        .where('outbox_id', 'in', rows.slice(i, i + 500).map((x) => x.outbox_id))
-        .where('lease_owner', '=', owner)
-        .where('state', '=', 'queued')
-        .returning('outbox_id')
-        .execute();
-      marked.push(...r.map((x) => Number(x.outbox_id)));
+      const r = await markSendingStatement(db, { ids: rows.slice(i, i + 500).map((x) => x.outbox_id), owner, at: iso(now), until: iso(now + leaseMs) });
+      for (const x of r.rows as Array<{ outbox_id: number | string }>) marked.push(Number(x.outbox_id));
     }
     return marked;
   }
