@@ -6,12 +6,13 @@ import { z } from 'zod';
 export const EMAIL_MAX_LENGTH = 254;
 export const EMAIL_LOCAL_MAX_LENGTH = 64;
 
-const emailShape = z.email('must be an email address like name@company.com');
+// zod's own pattern for z.email(), tested directly: it runs several times per message sent, where a schema's parse costs more than the test.
+const EMAIL_PATTERN = z.regexes.email;
 
 /** Why an address cannot be sent to, or undefined when it can. */
 export function emailProblem(address: string): string | undefined {
   if (address.length > EMAIL_MAX_LENGTH) return `an email address is at most ${EMAIL_MAX_LENGTH} characters (RFC 5321)`;
-  if (!emailShape.safeParse(address).success) return 'must be an email address like name@company.com';
+  if (!EMAIL_PATTERN.test(address)) return 'must be an email address like name@company.com';
   if (address.slice(0, address.lastIndexOf('@')).length > EMAIL_LOCAL_MAX_LENGTH) {
     return `the part before "@" is at most ${EMAIL_LOCAL_MAX_LENGTH} characters (RFC 5321)`;
   }

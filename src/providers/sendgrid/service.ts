@@ -165,15 +165,20 @@ export class SendGridService {
    */
   async sendEmail(to: Address[], content: MailContent, opts: MailOptions = {}, shared = false, call?: SendCall): Promise<{ message_id: string; accepted: number }> {
     this.deps.runtime.requireConfigured();
-    const unique = this.checkRecipients(to, content, opts);
+    const { unique, envelope } = this.checked(to, content, opts);
     const personalizations = shared ? [{ to: unique }] : unique.map((a) => ({ to: [a] }));
-    const body = { personalizations, ...this.envelope(content, opts) };
+    const body = { personalizations, ...envelope };
     return { message_id: await this.postMail(body, call), accepted: unique.length };
   }
 
   /** Validates the addresses, content and options of a send before anything leaves; returns the distinct addresses. */
   checkRecipients(to: Address[], content: MailContent, opts: MailOptions = {}): Address[] {
-    this.envelope(content, opts);
+    return this.checked(to, content, opts).unique;
+  }
+
+  /** checkRecipients, keeping the envelope it built for the send. */
+  private checked(to: Address[], content: MailContent, opts: MailOptions) {
+    const envelope = this.envelope(content, opts);
     const unique = dedupe(to);
     const bad = invalidEmails(unique.map((a) => a.email));
     if (bad.length) throw invalidInput(`Not valid email address(es): ${bad.join(', ')}. Fix them and call again.`, { fields: bad.map((b) => ({ field: 'to', problem: b })) });
@@ -181,7 +186,7 @@ export class SendGridService {
       throw invalidInput(`to needs 1 to ${MAX_PER_REQUEST} addresses; use sendgrid_send_bulk_emails for more.`, { fields: [{ field: 'to', problem: 'count' }] });
     }
     if (!content.subject && !content.template_id) throw invalidInput('subject is required.', { fields: [{ field: 'subject', problem: 'required' }] });
-    return unique;
+    return { unique, envelope };
   }
 
   /**
