@@ -12,6 +12,7 @@ import { RosterRepository } from './roster.js';
 import { ImmediateSqliteDialect, withStatementCache } from './sqlite-dialect.js';
 import type { Database } from './schema.js';
 import { TimelineRepository, type ActivityInput } from './timeline.js';
+import { WalCheckpointer } from './wal-checkpointer.js';
 
 export type { ActivityInput } from './timeline.js';
 
@@ -58,7 +59,7 @@ function ensureDir(dir: string): void {
 /** What the server's PostgreSQL sessions call themselves, followed by `/<pid>`. */
 export const APPLICATION_NAME = 'customer-success-mcp';
 
-function createDb(config: Config, log: Logger): { db: Kysely<Database>; dialect: Store['dialect'] } {
+function createDb(config: Config, log: Logger): { db: Kysely<Database>; dialect: Store['dialect']; checkpointer?: WalCheckpointer } {
   if (config.database.kind === 'postgres') {
     // Each session names its process (pg_stat_activity), so an operator can tell which replica holds a
     // lock or a transaction; an application_name in DATABASE_URL (or PGAPPNAME) wins.
@@ -83,7 +84,10 @@ function createDb(config: Config, log: Logger): { db: Kysely<Database>; dialect:
   // SQLite's own lower() folds ASCII only ("Österreich" stays "Ö"), PostgreSQL's folds every letter:
   // the same search must find the same clients on both stores, so lower() here is JavaScript's.
   sqlite.function('lower', { deterministic: true }, (v: unknown) => (typeof v === 'string' ? v.toLowerCase() : v) as string | null);
-  return { db: new Kysely<Database>({ dialect: withNulGuard(new ImmediateSqliteDialect({ database: withStatementCache(sqlite) })) }), dialect: 'sqlite' };
+  // Checkpoints (copying the WAL into the file, and waiting for the disk) run on a thread of their own, not inside a commit.
+  const checkpointer = new WalCheckpointer(file, (pages) => sqlite.pragma(`wal_autocheckpoint = ${pages}`), log);
+  const dialect = new ImmediateSqliteDialect({ database: withStatementCache(sqlite) }, () => checkpointer.committed());
+  return { db: new Kysely<Database>({ dialect: withNulGuard(dialect) }), dialect: 'sqlite', checkpointer };
 }
 
 export async function migrateToLatest(db: Kysely<Database>): Promise<string[]> {
@@ -95,11 +99,12 @@ export async function migrateToLatest(db: Kysely<Database>): Promise<string[]> {
 
 /** Opens the roster database (SQLite by default, PostgreSQL for DATABASE_URL=postgres://…) and migrates it. */
 export async function openStore(config: Config, log: Logger): Promise<Store> {
-  const { db, dialect } = createDb(config, log);
+  const { db, dialect, checkpointer } = createDb(config, log);
   try {
     const applied = await migrateToLatest(db);
     if (applied.length) log.info({ applied, dialect }, 'database migrated');
   } catch (err) {
+    await checkpointer?.close();
     await db.destroy();
     const where = config.database.kind === 'postgres' ? 'the PostgreSQL database in DATABASE_URL' : config.database.file;
     throw new Error(`Could not open or migrate ${where}: ${(err as Error).message}`);
@@ -129,6 +134,9 @@ export async function openStore(config: Config, log: Logger): Promise<Store> {
       if (dialect === 'postgres') await sql`analyze clients, client_segments, contacts`.execute(db);
       else await sql`pragma optimize`.execute(db);
     },
-    close: () => db.destroy(),
+    close: async () => {
+      await checkpointer?.close();
+      await db.destroy();
+    },
   };
 }

@@ -10,8 +10,20 @@ import { CompiledQuery, SqliteAdapter, SqliteDialect, SqliteDriver, type Databas
  *   one after the other instead of both creating the same tables.
  */
 class ImmediateSqliteDriver extends SqliteDriver {
+  constructor(
+    cfg: SqliteDialectConfig,
+    private readonly onCommit?: () => void,
+  ) {
+    super(cfg);
+  }
+
   override async beginTransaction(connection: DatabaseConnection): Promise<void> {
     await connection.executeQuery(CompiledQuery.raw('begin immediate'));
+  }
+
+  override async commitTransaction(connection: DatabaseConnection): Promise<void> {
+    await super.commitTransaction(connection);
+    this.onCommit?.();
   }
 }
 
@@ -22,11 +34,15 @@ class TransactionalDdlSqliteAdapter extends SqliteAdapter {
 }
 
 export class ImmediateSqliteDialect extends SqliteDialect {
-  constructor(private readonly cfg: SqliteDialectConfig) {
+  /** `onCommit`: told after each transaction commits (the WAL checkpointer schedules its work by it). */
+  constructor(
+    private readonly cfg: SqliteDialectConfig,
+    private readonly onCommit?: () => void,
+  ) {
     super(cfg);
   }
   override createDriver() {
-    return new ImmediateSqliteDriver(this.cfg);
+    return new ImmediateSqliteDriver(this.cfg, this.onCommit);
   }
   override createAdapter() {
     return new TransactionalDdlSqliteAdapter();

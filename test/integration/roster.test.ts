@@ -8,6 +8,7 @@ import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { openStore } from '../../src/store/index.js';
+import { BACKSTOP_PAGES } from '../../src/store/wal-checkpointer.js';
 import { migrations } from '../../src/store/migrations/index.js';
 import { ImmediateSqliteDialect } from '../../src/store/sqlite-dialect.js';
 import { availableDialects, createTarget, POSTGRES_ADMIN_URL, type DatabaseTarget } from '../helpers/databases.js';
@@ -283,11 +284,20 @@ describe('SQLite connection settings', () => {
     const store = await openStore(loadConfig(testEnv(target.env) as NodeJS.ProcessEnv), pino({ level: 'silent' }));
     try {
       const read = async (name: string) => Object.values((await sql.raw(`pragma ${name}`).execute(store.db)).rows[0] as object)[0];
-      expect({ temp_store: await read('temp_store'), journal_mode: await read('journal_mode'), synchronous: await read('synchronous') }).toEqual({
+      expect({ temp_store: await read('temp_store'), journal_mode: await read('journal_mode'), synchronous: await read('synchronous'), wal_autocheckpoint: await read('wal_autocheckpoint') }).toEqual({
         temp_store: 2, // MEMORY
         journal_mode: 'wal',
         synchronous: 1, // NORMAL
+        wal_autocheckpoint: BACKSTOP_PAGES, // checkpoints run on their own thread (wal-checkpointer.test.ts); this only bounds the WAL
       });
+      // A commit asks that thread for a checkpoint: what it wrote reaches the database file without the connection checkpointing.
+      const file = (loadConfig(testEnv(target.env) as NodeJS.ProcessEnv).database as { file: string }).file;
+      const before = fs.statSync(file).size;
+      await store.db.transaction().execute(async (trx) => {
+        await sql`create table bulk (x text)`.execute(trx);
+        for (let i = 0; i < 60; i++) await sql.raw(`insert into bulk select '${'x'.repeat(1200)}' from (select 1 union all select 2 union all select 3) a, (select 1 union all select 2 union all select 3 union all select 4 union all select 5) b`).execute(trx);
+      });
+      await until(() => fs.statSync(file).size, (size) => size > before + 250 * 4096, { message: 'the checkpoint thread copies the commit into the file' });
     } finally {
       await store.close();
       await target.cleanup();
