@@ -30,7 +30,8 @@
  * BENCH_POLL_MS (default 250) is how often the bench's client asks get_campaign_status, whose calls the
  * server's CPU includes (about 1.7 ms each on a warm process); BENCH_SERVER_CLI runs another build of the
  * server instead of dist/cli.js (e.g. an older commit's, built in a worktree: before and after on one
- * machine); TEST_DATABASE_URL as for the store tests.
+ * machine); BENCH_GAPS=1 prints each idle gap of 100 ms or more at the stand-in, with when it began (to
+ * tell a start-up ramp from a stall mid-run); TEST_DATABASE_URL as for the store tests.
  *
  * How the rate is measured: over the sending period, from the first to the last request the stand-in
  * received for the campaign. "Allowed" is what a perfect client could have had accepted over that same
@@ -168,6 +169,7 @@ function timeline(s: StandInStats): { idleS: number; gaps: number; maxGapMs: num
     if (g >= 100) {
       idle += g;
       gaps += 1;
+      if (process.env.BENCH_GAPS) process.stdout.write(`  gap ${g} ms at ${((s.at[i - 1]! - s.at[0]!) / 1000).toFixed(2)} s (after request ${i})\n`);
     }
   }
   const events: Array<[number, number]> = [];
