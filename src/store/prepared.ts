@@ -28,7 +28,7 @@ export function prepared<K extends string, L extends string = never>(
   names: readonly K[],
   build: (db: Kysely<Database>, p: Marks<K, L>) => Compilable,
   lists: readonly L[] = [],
-): (db: Kysely<Database>, values: Values<K, L>) => Promise<QueryResult<unknown>> {
+): PreparedQuery<K, L> {
   // Per dialect (its adapter object, shared by a database and its transactions): tests run both in one process.
   const byAdapter = new WeakMap<object, Map<string, { sql: string; slots: Slot[] }>>();
 
@@ -52,7 +52,7 @@ export function prepared<K extends string, L extends string = never>(
     return { sql: q.sql, slots };
   };
 
-  return (db, values) => {
+  const compiledFor = (db: Kysely<Database>, values: Values<K, L>): CompiledQuery => {
     const lengths = lists.map((n) => (values[n] as readonly unknown[]).length);
     const cacheable = lengths.every((l) => l <= MAX_PREPARED_LIST);
     const adapter = db.getExecutor().adapter;
@@ -66,6 +66,12 @@ export function prepared<K extends string, L extends string = never>(
     }
     const v = values as Record<string, unknown>;
     const parameters = compiled.slots.map((s) => ('constant' in s ? s.constant : s.index < 0 ? v[s.name] : (v[s.name] as readonly unknown[])[s.index]));
-    return db.executeQuery(CompiledQuery.raw(compiled.sql, parameters));
+    return CompiledQuery.raw(compiled.sql, parameters);
   };
+  return Object.assign((db: Kysely<Database>, values: Values<K, L>) => db.executeQuery(compiledFor(db, values)), { compiledFor });
 }
+
+/** Runs the query with these values; `compiledFor` gives the SQL and parameters it would run (a query plan's test reads it). */
+export type PreparedQuery<K extends string, L extends string> = ((db: Kysely<Database>, values: Values<K, L>) => Promise<QueryResult<unknown>>) & {
+  compiledFor(db: Kysely<Database>, values: Values<K, L>): CompiledQuery;
+};

@@ -127,7 +127,7 @@ const claimStatement = claimStatementFor(false);
 const claimSkippingLocked = claimStatementFor(true);
 
 // markSendingMany's statement: only a row still queued and held by this owner becomes `sending`.
-const markSendingStatement = prepared(
+export const markSendingStatement = prepared(
   ['owner', 'at', 'until'] as const,
   (db, p) =>
     db

@@ -13,6 +13,7 @@ import * as retention from './0013_retention.js';
 import * as automationBudget from './0014_automation_budget.js';
 import * as actors from './0015_actors.js';
 import * as outboxStatusIdx from './0016_outbox_status_idx.js';
+import * as outboxLeaseIdx from './0017_outbox_lease_idx.js';
 
 /** Versioned, in order. Applied automatically at start (Kysely's Migrator holds a lock while it runs). */
 export const migrations: Record<string, Migration> = {
@@ -30,4 +31,5 @@ export const migrations: Record<string, Migration> = {
   '0014_automation_budget': automationBudget,
   '0015_actors': actors,
   '0016_outbox_status_idx': outboxStatusIdx,
+  '0017_outbox_lease_idx': outboxLeaseIdx,
 };
