@@ -37,18 +37,17 @@ parentPort.on('message', (msg) => {
   if (msg === 'close') { db.close(); parentPort.close(); return; }
   try {
     const [r] = db.pragma('wal_checkpoint(PASSIVE)');
-    parentPort.postMessage({ ok: true, busy: r.busy, log: r.log, checkpointed: r.checkpointed });
+    parentPort.postMessage({ ok: true, log: r.log });
   } catch (err) {
     parentPort.postMessage({ ok: false, message: String(err && err.message || err) });
   }
 });
 `;
 
+/** A checkpoint's outcome: the WAL frames it found, or why it failed. */
 interface CheckpointAnswer {
   ok: boolean;
-  busy?: number;
   log?: number;
-  checkpointed?: number;
   message?: string;
 }
 
