@@ -55,7 +55,8 @@ export class WalCheckpointer {
   private worker?: Worker;
   private timer?: NodeJS.Timeout;
   private inFlight = false;
-  private lastAt = 0;
+  /** When the last checkpoint began; opening counts as one, so a process that lives less than an interval starts no thread. */
+  private lastAt = Date.now();
   private stopped = false;
   /** Checkpoints done, and WAL frames they found (tests, diagnostics). */
   readonly stats = { checkpoints: 0, frames: 0 };

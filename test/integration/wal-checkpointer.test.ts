@@ -69,6 +69,18 @@ describe('WAL checkpoints on their own thread', () => {
     expect(log.warnings).toEqual([]);
   });
 
+  it('a store that has just opened starts no thread: the first checkpoint waits an interval from opening', async () => {
+    const { db, file } = database();
+    const checkpointer = new WalCheckpointer(file, (pages) => db.pragma(`wal_autocheckpoint = ${pages}`), recordingLog());
+    cleanups.push(() => checkpointer.close());
+    write(db, 10);
+    checkpointer.committed();
+    // Far less than the interval: a checkpoint due at once would have started its thread by now.
+    await new Promise((r) => setTimeout(r, 300));
+    expect(checkpointer.stats.checkpoints).toBe(0);
+    expect((checkpointer as unknown as { worker?: unknown }).worker).toBeUndefined();
+  });
+
   it('if the thread cannot work, the connection checkpoints as SQLite does by default, and says so', async () => {
     const { db } = database();
     const log = recordingLog();
