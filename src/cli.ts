@@ -2,7 +2,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { ConfigError, configSecrets, customProviderHosts, loadConfig, readSettingsFile, type SettingsFile } from './config.js';
-import { createLogger } from './log.js';
+import type { Logger } from './log.js';
 import { registerSecrets } from './secrets.js';
 import { SERVER_NAME, SERVER_VERSION } from './mcp/server-info.js';
 import { readPrebuiltListing, type ListedTool } from './mcp/tool-listing.js';
@@ -81,38 +81,47 @@ async function main(argv: string[]): Promise<void> {
     throw err;
   }
   registerSecrets(configSecrets(config));
-  const log = createLogger(config.logLevel);
-  if (settings.file) log.info({ file: settings.file, variables: Object.keys(settings.values) }, 'read settings file');
-  // Start-up notices go through the logger: stderr carries JSON lines only (log collectors parse them).
-  if (fs.existsSync('.env') && path.resolve('.env') !== settings.file) {
-    log.warn(
-      { file: path.resolve('.env') },
-      'a .env file in the working directory is not read (a file there could redirect your credentials): put settings in the environment, in .env in the data folder, or name the file with --env-file',
-    );
-  }
-  const custom = customProviderHosts(config);
-  if (custom.length) {
-    log.warn({ hosts: custom }, "CS_MCP_ALLOW_CUSTOM_PROVIDER_HOSTS=true: provider credentials go to hosts that are not the providers' own");
-  }
-  process.on('uncaughtException', (err) => log.error({ err }, 'uncaught exception'));
-  process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection'));
+  // Importing pino is about a tenth of a stdio server's start (15 of 190 ms on a 2-core machine): stdio
+  // builds the logger with the services, once the transport is up; the other modes build it at once.
+  let built: Logger | undefined;
+  let logging: Promise<Logger> | undefined;
+  const logger = (): Promise<Logger> =>
+    (logging ??= import('./log.js').then(({ createLogger }) => {
+      const log = (built = createLogger(config.logLevel));
+      if (settings.file) log.info({ file: settings.file, variables: Object.keys(settings.values) }, 'read settings file');
+      // Start-up notices go through the logger: stderr carries JSON lines only (log collectors parse them).
+      if (fs.existsSync('.env') && path.resolve('.env') !== settings.file) {
+        log.warn(
+          { file: path.resolve('.env') },
+          'a .env file in the working directory is not read (a file there could redirect your credentials): put settings in the environment, in .env in the data folder, or name the file with --env-file',
+        );
+      }
+      const custom = customProviderHosts(config);
+      if (custom.length) {
+        log.warn({ hosts: custom }, "CS_MCP_ALLOW_CUSTOM_PROVIDER_HOSTS=true: provider credentials go to hosts that are not the providers' own");
+      }
+      process.on('uncaughtException', (err) => log.error({ err }, 'uncaught exception'));
+      process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection'));
+      return log;
+    }));
 
   const cfg = config;
   // stdio: the transport comes up first (see serveStdio) and the tools and services are built meanwhile;
   // a failure then is reported as before (exit 2 for a setting, 1 otherwise), after the initialize answer.
   const stdioBackend = async (): Promise<StdioBackend> => {
     await new Promise((resolve) => setImmediate(resolve)); // an initialize already waiting on stdin is answered first
-    const [{ allTools }, { allResources }, { createServices }] = await Promise.all([
+    const [{ allTools }, { allResources }, { createServices }, log] = await Promise.all([
       import('./tools/index.js'),
       import('./resources/index.js'),
       import('./services.js'),
+      logger(),
     ]);
     const tools = enabledTools(cfg, allTools);
     return { tools, resources: allResources, services: await createServices(cfg, log) };
   };
   const backend = args.http || args.worker ? undefined : stdioBackend();
   backend?.catch((err: unknown) => {
-    log.flush();
+    built?.flush();
     if (err instanceof ConfigError) {
       process.stderr.write(`${err.message}\n`);
       process.exit(2);
@@ -120,19 +129,22 @@ async function main(argv: string[]): Promise<void> {
     process.stderr.write(`customer-success-mcp failed to start: ${err instanceof Error ? err.message : String(err)}\n`);
     process.exit(1);
   });
-  const starting: Promise<Services> = backend ? backend.then((b) => b.services) : import('./services.js').then((m) => m.createServices(cfg, log));
+  const starting: Promise<Services> = backend
+    ? backend.then((b) => b.services)
+    : Promise.all([import('./services.js'), logger()]).then(([m, log]) => m.createServices(cfg, log));
   starting.catch(() => undefined); // reported where it is awaited (or, for stdio, by backend's handler)
   let stopping = false;
   const stop = (why: string, after?: () => Promise<void>) => {
     if (stopping) return;
     stopping = true;
-    log.info({ why }, 'shutting down: flushing buffered work');
     const hardStop = setTimeout(() => {
-      log.error('shutdown took longer than 15 s; exiting');
+      built?.error('shutdown took longer than 15 s; exiting');
       process.exit(1);
     }, 15_000);
     hardStop.unref();
     void (async () => {
+      const log = await logger();
+      log.info({ why }, 'shutting down: flushing buffered work');
       await after?.().catch((err) => log.error({ err }, 'closing the transport failed'));
       // Services still being built (stdio) are awaited, then closed; had they failed, that was reported above.
       const services = await starting.catch(() => new Promise<never>(() => undefined));
@@ -144,7 +156,7 @@ async function main(argv: string[]): Promise<void> {
 
   if (backend) {
     for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => stop(sig));
-    await serveStdio(config, log, backend, () => stop('stdin closed'), prebuilt);
+    await serveStdio(config, backend, () => stop('stdin closed'), prebuilt);
     return;
   }
 
@@ -168,7 +180,7 @@ async function main(argv: string[]): Promise<void> {
     setInterval(() => undefined, 3_600_000); // the loops' timers are unref'd; the worker lives until a signal
     for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => stop(sig, listener?.close));
     const running = services.automations.running;
-    log.info({ automations: running, outbox: services.delivery.dispatcher.running, webhooks: listener?.endpoints ?? [] }, 'worker started');
+    services.log.info({ automations: running, outbox: services.delivery.dispatcher.running, webhooks: listener?.endpoints ?? [] }, 'worker started');
     process.stderr.write(
       `\n${SERVER_NAME} ${SERVER_VERSION} worker: ${running ? 'running automations and delivering queued messages' : 'read-only mode (CS_MCP_READ_ONLY): nothing runs'}. ` +
         (listener?.endpoints.length ? `Webhooks (${listener.endpoints.join(', ')}) at ${listener.url}<endpoint>. ` : 'No webhook endpoint is enabled. ') +

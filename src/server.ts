@@ -15,7 +15,7 @@ export { SERVER_NAME, SERVER_VERSION } from './mcp/server-info.js';
  */
 export function createMcpServer(services: Services): Server {
   const server = newServer();
-  registerTools(server, enabledTools(services.config, allTools), services, services.log);
+  registerTools(server, enabledTools(services.config, allTools), services);
   registerResources(server, allResources, services);
   return server;
 }

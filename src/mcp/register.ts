@@ -97,7 +97,6 @@ export function registerTools(
   server: Server,
   tools: Eventually<AnyToolDefinition[]>,
   services: Eventually<Services>,
-  log: Logger,
   prebuilt?: ListedTool[],
 ): void {
   const state = whenReady(
@@ -110,7 +109,7 @@ export function registerTools(
       // The prebuilt listing answered tools/list while the tools loaded; a stale one (built from other
       // sources than these) is replaced by what the tools themselves declare.
       if (prebuilt && JSON.stringify(prebuilt) !== JSON.stringify(derivedListing.listed)) {
-        log.warn('the prebuilt tool listing (dist/tool-listing.json) differs from the tools: listing from the tools instead; run npm run build');
+        services.log.warn('the prebuilt tool listing (dist/tool-listing.json) differs from the tools: listing from the tools instead; run npm run build');
         prebuilt = undefined;
       }
       return {
@@ -155,6 +154,7 @@ export function registerTools(
     if (!tool) throw new McpError(ErrorCode.InvalidParams, `Unknown tool: ${request.params.name}`);
     const started = Date.now();
     let toolLog: Logger | undefined; // made only when a handler logs: one per call cost a pino child each time
+    const log = services.log;
     const logger = () => (toolLog ??= log.child({ tool: tool.name }));
     const progressToken = request.params._meta?.progressToken;
     const audit: Record<string, unknown> = {};

@@ -15,26 +15,25 @@ export interface StdioBackend {
   services: Services;
 }
 
+/** Logs a line once the logger is there. */
+type LaterLog = (write: (log: Logger) => void) => void;
+
 /**
  * MCP over stdin/stdout. stdout carries protocol messages only; logs go to stderr.
  *
  * Desktop clients start every configured server when they open, so the transport comes up first and
  * answers `initialize` at once, and tools/list from the listing built ahead (`prebuilt`); tools/call and
- * the resources wait for `backend` (tool definitions, store and services), which the caller builds
- * meanwhile and whose failure it reports.
+ * the resources wait for `backend` (tool definitions, store, services and the logger), which the caller
+ * builds meanwhile and whose failure it reports. Lines logged before then wait for the logger.
  */
-export async function serveStdio(
-  config: Config,
-  baseLog: Logger,
-  backend: Promise<StdioBackend>,
-  onClosed: () => void,
-  prebuilt?: ListedTool[],
-): Promise<void> {
+export async function serveStdio(config: Config, backend: Promise<StdioBackend>, onClosed: () => void, prebuilt?: ListedTool[]): Promise<void> {
   const limit = config.maxRequestBytes;
-  const log = baseLog.child({ transport: 'stdio' });
   const server = newServer();
   const services = backend.then((b) => b.services);
-  registerTools(server, backend.then((b) => b.tools), services, baseLog, prebuilt);
+  // Failures of the backend are reported by the caller; a line that cannot be logged then is dropped with it.
+  const stdioLog: Promise<Logger> = services.then((s): Logger => s.log.child({ transport: 'stdio' }));
+  const log: LaterLog = (write) => void stdioLog.then(write, () => undefined);
+  registerTools(server, backend.then((b) => b.tools), services, prebuilt);
   registerResources(server, backend.then((b) => b.resources), services);
   const reader = new BoundedLineReader(limit, (line) => answerOversized(line, limit, log));
   process.stdin.pipe(reader);
@@ -45,16 +44,16 @@ export async function serveStdio(
   process.stdin.once('close', onClosed);
   server.onclose = onClosed;
   await server.connect(transport);
-  log.info({ max_request_bytes: limit }, 'serving MCP over stdio');
+  log((l) => l.info({ max_request_bytes: limit }, 'serving MCP over stdio'));
 }
 
 /**
  * A request over MCP_MAX_REQUEST_BYTES was dropped unread: answer it, so the client is not left waiting.
  * A tool call gets the tool-result contract (invalid_input), anything else a JSON-RPC error.
  */
-function answerOversized(line: OversizedLine, limit: number, log: Logger): void {
+function answerOversized(line: OversizedLine, limit: number, log: LaterLog): void {
   const { method, id } = identifyRequest(line);
-  log.warn({ bytes: line.bytes, limit, method, id }, 'dropped a message over MCP_MAX_REQUEST_BYTES');
+  log((l) => l.warn({ bytes: line.bytes, limit, method, id }, 'dropped a message over MCP_MAX_REQUEST_BYTES'));
   if (method === undefined || id === undefined) return; // a notification or a response: nobody waits for an answer
   const message =
     `The request is ${line.bytes} bytes, over this server's limit of ${limit} bytes (MCP_MAX_REQUEST_BYTES); nothing was done. ` +

@@ -1,9 +1,11 @@
+import { spawn } from 'node:child_process';
 import net from 'node:net';
+import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { listedTool } from '../../src/mcp/tool-listing.js';
 import { listingFor, VIEW_ONLY_TOOLS } from '../../src/mcp/views.js';
 import { allTools } from '../../src/tools/index.js';
-import { startStdio, tempDataDir, testEnv } from '../helpers/mcp.js';
+import { DIST_CLI, startStdio, tempDataDir, testEnv } from '../helpers/mcp.js';
 import { until } from '../helpers/until.js';
 
 /**
@@ -80,4 +82,32 @@ describe('tools are listed before the services are ready (stdio)', () => {
       await h.close();
     }
   });
+
+  it('answers initialize before it loads its logger (pino, a tenth of the start-up) or the services', async () => {
+    const probe = path.resolve(import.meta.dirname, '../helpers/module-load-probe.mjs');
+    const env = { ...testEnv({ LOG_LEVEL: 'info', CS_MCP_PROBE_MODULES: '(^|/)(pino|better-sqlite3)(/|$)' }, data.dir), PATH: process.env.PATH ?? '' };
+    const child = spawn(process.execPath, ['--import', probe, DIST_CLI], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+    let stderr = '';
+    let stdout = '';
+    child.stderr.on('data', (d) => (stderr += String(d)));
+    child.stdout.on('data', (d) => (stdout += String(d)));
+    // Written before the server has started, as a client does: it is waiting when the server first reads.
+    child.stdin.write(`${JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'probe', version: '1' } } })}\n`);
+    try {
+      await until(() => stdout.includes('"id":1') && /"msg":"serving MCP over stdio"/.test(stderr));
+      const lines = stderr.split('\n').filter((l) => l.startsWith('probe: '));
+      const answered = lines.indexOf('probe: first stdout write');
+      const pino = lines.findIndex((l) => /loaded .*pino/.test(l));
+      const sqlite = lines.findIndex((l) => /loaded .*better-sqlite3/.test(l));
+      expect(answered, stderr).toBeGreaterThanOrEqual(0);
+      // Both load, after the answer (the probe sees them: it is not blind).
+      expect(pino, stderr).toBeGreaterThan(answered);
+      expect(sqlite, stderr).toBeGreaterThan(answered);
+    } finally {
+      const exited = new Promise((r) => child.once('exit', r));
+      child.stdin.end();
+      await exited;
+    }
+  });
 });
+
