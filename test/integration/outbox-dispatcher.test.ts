@@ -9,7 +9,7 @@ import { until } from '../helpers/until.js';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { SendAdmission } from '../../src/engine/delivery/admission.js';
 import { OutboxDispatcher, type DeliveryOutcome, type DeliveryPort, type DeliveryReceipt } from '../../src/engine/delivery/dispatcher.js';
-import { insertMessages, markSendingStatement, OutboxRepository, type OutboxRow } from '../../src/engine/delivery/outbox.js';
+import { expiredQueuedStatement, expiredSendingStatement, insertMessages, markSendingStatement, OutboxRepository, type OutboxRow } from '../../src/engine/delivery/outbox.js';
 import type { MessagePolicy } from '../../src/engine/delivery/message.js';
 import { SettlementWriter, type SettlementPort } from '../../src/engine/delivery/settlement.js';
 import { DailySendLimit } from '../../src/safety/daily-limit.js';
@@ -700,6 +700,39 @@ describe('the outbox on SQLite: query plans', () => {
       expect(plan.join(' | ')).toMatch(/outbox_lease_owner_idx|rowid=/);
       // And the statement still marks exactly the rows held.
       expect(await repo.markSendingMany(db, rows, 'holder', 60_000)).toHaveLength(17);
+    } finally {
+      await store.close();
+      await target.cleanup();
+    }
+  });
+
+  it('recovering run-out leases reads the leased rows, not every queued row, with or without statistics', async () => {
+    const target = await createTarget('sqlite');
+    const store = await openStore(loadConfig(testEnv(target.env) as NodeJS.ProcessEnv), log);
+    const db = store.db;
+    const repo = new OutboxRepository(db, 'sqlite');
+    const planOf = async (q: CompiledQuery) => (await db.executeQuery(CompiledQuery.raw(`explain query plan ${q.sql}`, [...q.parameters]))).rows.map((r) => (r as { detail: string }).detail).join(' | ');
+    try {
+      await seed(db, 3000);
+      const sending = await repo.claim('gone', 5, [], 1);
+      await repo.markSendingMany(db, sending, 'gone', 1);
+      const queued = await repo.claim('gone', 12, [], 1);
+      const now = new Date(Date.now() + 60_000).toISOString();
+      // None (as a server has while its first campaign runs), then those of an outbox all but queued.
+      for (const withStatistics of [false, true]) {
+        if (withStatistics) await sql`analyze`.execute(db);
+        const queuedPlan = await planOf(expiredQueuedStatement.compiledFor(db, { now }));
+        expect(queuedPlan).not.toMatch(/outbox_due_idx|SCAN outbox/);
+        expect(queuedPlan).toMatch(/outbox_lease_owner_idx/);
+        // Rows in `sending` are the few in flight: by the holders' index or by state, never the table.
+        expect(await planOf(expiredSendingStatement.compiledFor(db, { now }))).not.toMatch(/SCAN outbox/);
+      }
+      // And the holder's rows are recovered: the sending ones in doubt, the queued ones claimable again.
+      const { unknown } = await repo.recoverExpired(Date.now() + 60_000);
+      expect(unknown.map((r) => r.outbox_id).sort()).toEqual(sending.map((r) => r.outbox_id).sort());
+      const left = await db.selectFrom('outbox').select(['outbox_id']).where('lease_owner', 'is not', null).execute();
+      expect(left).toEqual([]);
+      expect(queued).toHaveLength(12);
     } finally {
       await store.close();
       await target.cleanup();

@@ -126,6 +126,37 @@ function claimStatementFor(skipLocked: boolean) {
 const claimStatement = claimStatementFor(false);
 const claimSkippingLocked = claimStatementFor(true);
 
+// recoverExpired's statements, every CAMPAIGN_LEASE_MS / 3. Only a leased row has a lease to run out (owner and
+// until are set and cleared together), so they read the holders' index of leased rows. By state, the queued
+// one would read every queued row (5 ms a call at 20,000 queued, growing with the audience), and SQLite
+// chooses the state index unless told: without statistics an equality wins, so that term is an expression
+// (`state || ''`) no index serves. Rows in `sending` are the few in flight: by either index.
+export const expiredSendingStatement = prepared(['now'] as const, (db, p) =>
+  db
+    .updateTable('outbox')
+    .set({
+      state: 'unknown',
+      error_code: 'timeout',
+      error_message:
+        'The server stopped (or could not record the answer) while this message was being sent, so it may or may not have been delivered. It was not sent again.',
+      updated_at: p.now,
+      lease_owner: null,
+      lease_until: null,
+    })
+    .where('lease_owner', 'is not', null)
+    .where('state', '=', 'sending')
+    .where('lease_until', '<', p.now)
+    .returningAll(),
+);
+export const expiredQueuedStatement = prepared(['now'] as const, (db, p) =>
+  db
+    .updateTable('outbox')
+    .set({ lease_owner: null, lease_until: null })
+    .where('lease_owner', 'is not', null)
+    .where(sql<string>`state || ''`, '=', 'queued')
+    .where('lease_until', '<', p.now),
+);
+
 // markSendingMany's statement: only a row still queued and held by this owner becomes `sending`.
 export const markSendingStatement = prepared(
   ['owner', 'at', 'until'] as const,
@@ -241,28 +272,9 @@ export class OutboxRepository {
 
   /** Rows whose holder vanished: queued ones become claimable again, sending ones are in doubt. */
   async recoverExpired(now = Date.now()): Promise<{ unknown: OutboxRow[] }> {
-    const nowIso = iso(now);
-    const unknown = await this.db
-      .updateTable('outbox')
-      .set({
-        state: 'unknown',
-        error_code: 'timeout',
-        error_message:
-          'The server stopped (or could not record the answer) while this message was being sent, so it may or may not have been delivered. It was not sent again.',
-        updated_at: nowIso,
-        lease_owner: null,
-        lease_until: null,
-      })
-      .where('state', '=', 'sending')
-      .where('lease_until', '<', nowIso)
-      .returningAll()
-      .execute();
-    await this.db
-      .updateTable('outbox')
-      .set({ lease_owner: null, lease_until: null })
-      .where('state', '=', 'queued')
-      .where('lease_until', '<', nowIso)
-      .execute();
+    const at = iso(now);
+    const unknown = (await expiredSendingStatement(this.db, { now: at })).rows as OutboxRow[];
+    await expiredQueuedStatement(this.db, { now: at });
     return { unknown };
   }
 
