@@ -104,10 +104,12 @@ describe('tools are listed before the services are ready (stdio)', () => {
       expect(pino, stderr).toBeGreaterThan(answered);
       expect(sqlite, stderr).toBeGreaterThan(answered);
     } finally {
-      const exited = new Promise((r) => child.once('exit', r));
-      child.stdin.end();
-      await exited;
+      // A server that already exited (a failed start) has nothing left to wait for.
+      if (child.exitCode === null && child.signalCode === null) {
+        const exited = new Promise((r) => child.once('exit', r));
+        child.stdin.end();
+        await exited;
+      }
     }
   });
 });
-
