@@ -655,6 +655,34 @@ describe.each(dialects)('OutboxDispatcher on %s', (dialect) => {
     ]);
   });
 
+  it('once a claim finds the queue dry, finished deliveries do not each claim again; news (wake) is claimed at once', async () => {
+    await seed(db, 20);
+    port.delayMs = 100;
+    dispatcher = make({ concurrency: 2, pollMs: 60_000 });
+    const claims: Array<{ at: number; sentBefore: number; keys: string[] }> = [];
+    const claim = repo.claim.bind(repo);
+    vi.spyOn(repo, 'claim').mockImplementation(async (...args) => {
+      const sentBefore = port.sent.length;
+      const rows = await claim(...args);
+      claims.push({ at: Date.now(), sentBefore, keys: rows.map((r) => r.idempotency_key) });
+      return rows;
+    });
+    dispatcher.start();
+    await until(() => port.sent.length >= 4, { message: 'sending under way' });
+    // The first claim took all 20 (it asked for more): the queue is dry while they go, two at a time.
+    expect(claims[0]!.keys).toHaveLength(20);
+    await seed(db, 30, 'cmp_news');
+    dispatcher.wake();
+    await until(() => claims.find((c) => c.keys.some((k) => k.startsWith('cmp_news'))), { message: 'the new rows claimed' });
+    // Claimed on the news, while the first rows were still going out: not when the dispatcher ran out of work.
+    const news = claims.find((c) => c.keys.some((k) => k.startsWith('cmp_news')))!;
+    expect(news.sentBefore).toBeLessThan(20);
+    await until(async () => (await states()).sent === 50);
+    // 50 deliveries finished, each followed by a pass: the claims were the first, the news, and those of
+    // passes with nothing in hand (one at the end); not one per delivery.
+    expect(claims.length).toBeLessThanOrEqual(5);
+  });
+
   it('sleeps while only an open circuit holds back the work: few claim passes until its trial time, then delivers', async () => {
     await seed(db, 5);
     const reopensAt = Date.now() + 1500;

@@ -271,11 +271,11 @@ export class OutboxRepository {
   }
 
   /** Rows whose holder vanished: queued ones become claimable again, sending ones are in doubt. */
-  async recoverExpired(now = Date.now()): Promise<{ unknown: OutboxRow[] }> {
+  async recoverExpired(now = Date.now()): Promise<{ unknown: OutboxRow[]; released: number }> {
     const at = iso(now);
     const unknown = (await expiredSendingStatement(this.db, { now: at })).rows as OutboxRow[];
-    await expiredQueuedStatement(this.db, { now: at });
-    return { unknown };
+    const released = Number((await expiredQueuedStatement(this.db, { now: at })).numAffectedRows ?? 0);
+    return { unknown, released };
   }
 
   /** Commits a producer's staged rows to the queue (inside the producer's transaction). */
