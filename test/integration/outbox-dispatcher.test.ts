@@ -206,6 +206,54 @@ describe.each(dialects)('OutboxDispatcher on %s', (dialect) => {
     ]);
   });
 
+  it('records a settled group in one statement per outcome, each row with its own provider id and values (finishMany)', async () => {
+    await seed(db, 7);
+    const rows = (await repo.claim('me', 10, [], 60_000)).sort((x, y) => x.outbox_id - y.outbox_id);
+    expect(await repo.markSendingMany(db, rows, 'me', 60_000)).toHaveLength(7);
+    const [a, b, c, d, e, f, g] = rows as [OutboxRow, OutboxRow, OutboxRow, OutboxRow, OutboxRow, OutboxRow, OutboxRow];
+    // Settled by a peer meanwhile (its lease looked run out): a late answer must not overwrite it.
+    await repo.finish(g, 'failed', { error_code: 'invalid_input', error_message: 'peer' });
+    const now = Date.parse('2026-12-07T11:00:00.000Z');
+    const statements = vi.spyOn(db, 'executeQuery');
+    await repo.finishMany(
+      [
+        { row: a, state: 'sent', provider_message_id: 'pm-a' },
+        { row: b, state: 'failed', error_code: 'invalid_input', error_message: 'bad address' },
+        { row: c, state: 'sent', provider_message_id: 'pm-c' },
+        { row: d, state: 'unknown', error_code: 'timeout', error_message: 'in doubt' },
+        { row: e, state: 'failed', error_code: 'invalid_input', error_message: 'another address' },
+        { row: f, state: 'sent', provider_message_id: "pm-f'; drop table outbox; --" },
+        { row: g, state: 'sent', provider_message_id: 'pm-late' },
+      ],
+      now,
+      db,
+    );
+    // Sent (4 rows), failed twice with different messages, unknown: four statements for seven rows.
+    expect(statements.mock.calls.map(([q]) => (q as CompiledQuery).sql).filter((s) => SETTLEMENT.test(s))).toHaveLength(4);
+    statements.mockRestore();
+    const got = await db.selectFrom('outbox').select(['outbox_id', 'state', 'provider_message_id', 'error_code', 'error_message', 'updated_at', 'sent_at', 'lease_owner', 'lease_until']).orderBy('outbox_id').execute();
+    const at = new Date(now).toISOString();
+    expect(got.map(({ sent_at, outbox_id, updated_at, ...r }) => ({ ...r, sent: sent_at !== null, at: updated_at === at }))).toEqual([
+      { state: 'sent', provider_message_id: 'pm-a', error_code: null, error_message: null, lease_owner: null, lease_until: null, sent: true, at: true },
+      { state: 'failed', provider_message_id: null, error_code: 'invalid_input', error_message: 'bad address', lease_owner: null, lease_until: null, sent: false, at: true },
+      { state: 'sent', provider_message_id: 'pm-c', error_code: null, error_message: null, lease_owner: null, lease_until: null, sent: true, at: true },
+      { state: 'unknown', provider_message_id: null, error_code: 'timeout', error_message: 'in doubt', lease_owner: null, lease_until: null, sent: true, at: true },
+      { state: 'failed', provider_message_id: null, error_code: 'invalid_input', error_message: 'another address', lease_owner: null, lease_until: null, sent: false, at: true },
+      { state: 'sent', provider_message_id: "pm-f'; drop table outbox; --", error_code: null, error_message: null, lease_owner: null, lease_until: null, sent: true, at: true },
+      { state: 'failed', provider_message_id: null, error_code: 'invalid_input', error_message: 'peer', lease_owner: null, lease_until: null, sent: false, at: false },
+    ]);
+  });
+
+  it('a settled group larger than one statement takes (64 rows) is written whole', async () => {
+    await seed(db, 150);
+    const rows = await repo.claim('me', 200, [], 60_000);
+    await repo.markSendingMany(db, rows, 'me', 60_000);
+    await repo.finishMany(rows.map((row) => ({ row, state: 'sent' as const, provider_message_id: `pm-${row.outbox_id}` })));
+    const got = await db.selectFrom('outbox').select(['outbox_id', 'state', 'provider_message_id']).execute();
+    expect(got).toHaveLength(150);
+    expect(got.every((r) => r.state === 'sent' && r.provider_message_id === `pm-${r.outbox_id}`)).toBe(true);
+  });
+
   it('a prepared statement names every value it is given, and keeps its constants', async () => {
     const careless = prepared(['id', 'unused'] as const, (db, p) => db.selectFrom('outbox').select('state').where('outbox_id', '=', p.id as unknown as number));
     expect(() => careless(db, { id: 1, unused: 2 })).toThrow(/unused not used/);

@@ -80,29 +80,49 @@ export function parsePolicy(row: OutboxRow): MessagePolicy | undefined {
   return row.policy ? (JSON.parse(row.policy) as MessagePolicy) : undefined;
 }
 
-// finish's statement, one per shape: built once (prepared.ts), it runs once per message.
+// finish's statement, one per shape (sent_at kept or cleared), built once per number of rows (prepared.ts).
+// A settled group is written in one statement per outcome (state and error), each row with its own provider
+// message id: a group of answers costs one statement, not one per message.
 const finishKeepingSentAt = finishStatement(false);
 const finishClearingSentAt = finishStatement(true);
+/** Rows per finish statement: within what prepared() keeps compiled. */
+const FINISH_CHUNK = 64;
 
 function finishStatement(clearSentAt: boolean) {
-  return prepared(['id', 'state', 'provider_message_id', 'error_code', 'error_message', 'at'] as const, (db, p) =>
-    db
-      .updateTable('outbox')
-      .set({
-        state: p.state as OutboxState,
-        provider_message_id: p.provider_message_id,
-        error_code: p.error_code,
-        error_message: p.error_message,
-        updated_at: p.at,
-        ...(clearSentAt ? { sent_at: null } : {}),
-        lease_owner: null,
-        lease_until: null,
-      })
-      .where('outbox_id', '=', p.id as unknown as number)
-      // Never over another final state: a peer that found this row's lease run out (its holder lagging,
-      // not dead) marks it `unknown` and records that too; the holder's real answer, if it comes, wins.
-      .where('state', 'in', ['queued', 'sending', 'unknown']),
+  return prepared(
+    ['state', 'error_code', 'error_message', 'at'] as const,
+    (db, p) =>
+      db
+        .updateTable('outbox')
+        .set({
+          state: p.state as OutboxState,
+          // Each row's own id: `case outbox_id when <id> then <provider id> …`.
+          provider_message_id: sql<string | null>`case outbox_id ${sql.join(
+            p.ids.map((id, i) => sql`when ${id} then ${p.provider_message_ids[i]}`),
+            sql` `,
+          )} end`,
+          error_code: p.error_code,
+          error_message: p.error_message,
+          updated_at: p.at,
+          ...(clearSentAt ? { sent_at: null } : {}),
+          lease_owner: null,
+          lease_until: null,
+        })
+        .where('outbox_id', 'in', p.ids as unknown as number[])
+        // Never over another final state: a peer that found this row's lease run out (its holder lagging,
+        // not dead) marks it `unknown` and records that too; the holder's real answer, if it comes, wins.
+        .where('state', 'in', ['queued', 'sending', 'unknown']),
+    ['ids', 'provider_message_ids'] as const,
   );
+}
+
+/** A row's final state, as finishMany records it. */
+export interface Finish {
+  row: OutboxRow;
+  state: Exclude<OutboxState, 'queued' | 'sending' | 'cancelled'>;
+  provider_message_id?: string;
+  error_code?: string;
+  error_message?: string;
 }
 
 // claim's statement: due rows, oldest first, not leased by a live holder, none of the blocked channels.
@@ -207,20 +227,40 @@ export class OutboxRepository {
    */
   async finish(
     row: OutboxRow,
-    state: Exclude<OutboxState, 'queued' | 'sending' | 'cancelled'>,
+    state: Finish['state'],
     fields: { provider_message_id?: string; error_code?: string; error_message?: string } = {},
     now = Date.now(),
     db: Kysely<Database> = this.db,
   ): Promise<void> {
-    const run = state === 'sent' || state === 'unknown' ? finishKeepingSentAt : finishClearingSentAt;
-    await run(db, {
-      id: row.outbox_id,
-      state,
-      provider_message_id: fields.provider_message_id ?? null,
-      error_code: fields.error_code ?? null,
-      error_message: fields.error_message ?? null,
-      at: iso(now),
-    });
+    await this.finishMany([{ row, state, ...fields }], now, db);
+  }
+
+  /** Records the final state of each row: one statement per outcome (state and error) and up to FINISH_CHUNK rows. */
+  async finishMany(rows: readonly Finish[], now = Date.now(), db: Kysely<Database> = this.db): Promise<void> {
+    const groups = new Map<string, Finish[]>();
+    for (const f of rows) {
+      // A row that was sent (or may have been) keeps when it went; one that provably did not go has none.
+      const key = JSON.stringify([f.state, f.error_code ?? null, f.error_message ?? null]);
+      const group = groups.get(key);
+      if (group) group.push(f);
+      else groups.set(key, [f]);
+    }
+    const at = iso(now);
+    for (const group of groups.values()) {
+      const { state, error_code, error_message } = group[0]!;
+      const run = state === 'sent' || state === 'unknown' ? finishKeepingSentAt : finishClearingSentAt;
+      for (let i = 0; i < group.length; i += FINISH_CHUNK) {
+        const chunk = group.slice(i, i + FINISH_CHUNK);
+        await run(db, {
+          state,
+          error_code: error_code ?? null,
+          error_message: error_message ?? null,
+          at,
+          ids: chunk.map((f) => f.row.outbox_id),
+          provider_message_ids: chunk.map((f) => f.provider_message_id ?? null),
+        });
+      }
+    }
   }
 
   /** Not sent (provably): back to the queue, due again at `notBefore`, the reason kept for status. */

@@ -161,15 +161,15 @@ export class SettlementWriter {
 
   /** The final state of each row, and their timeline entries. */
   private async writeRows(trx: Kysely<Database>, batch: Pending[], now: number): Promise<void> {
-    for (const { row, outcome } of batch) {
-      await this.repo.finish(
-        row,
-        outcome.state,
-        outcome.state === 'sent' ? { provider_message_id: outcome.receipt.provider_message_id } : { error_code: outcome.error.code, error_message: outcome.error.message },
-        now,
-        trx,
-      );
-    }
+    await this.repo.finishMany(
+      batch.map(({ row, outcome }) =>
+        outcome.state === 'sent'
+          ? { row, state: 'sent', provider_message_id: outcome.receipt.provider_message_id }
+          : { row, state: outcome.state, error_code: outcome.error.code, error_message: outcome.error.message },
+      ),
+      now,
+      trx,
+    );
     await this.timeline.appendMany(trx, batch.map(({ row, outcome }) => this.port.timelineEntry(row, outcome)));
     const extras = this.port.settledWrites;
     if (extras) {
