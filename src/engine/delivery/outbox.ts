@@ -239,7 +239,6 @@ export class OutboxRepository {
   async finishMany(rows: readonly Finish[], now = Date.now(), db: Kysely<Database> = this.db): Promise<void> {
     const groups = new Map<string, Finish[]>();
     for (const f of rows) {
-      // A row that was sent (or may have been) keeps when it went; one that provably did not go has none.
       const key = JSON.stringify([f.state, f.error_code ?? null, f.error_message ?? null]);
       const group = groups.get(key);
       if (group) group.push(f);
@@ -248,6 +247,7 @@ export class OutboxRepository {
     const at = iso(now);
     for (const group of groups.values()) {
       const { state, error_code, error_message } = group[0]!;
+      // A row that was sent (or may have been) keeps when it went; one that provably did not go has none.
       const run = state === 'sent' || state === 'unknown' ? finishKeepingSentAt : finishClearingSentAt;
       for (let i = 0; i < group.length; i += FINISH_CHUNK) {
         const chunk = group.slice(i, i + FINISH_CHUNK);
