@@ -185,18 +185,18 @@ describe.each(dialects)('OutboxDispatcher on %s', (dialect) => {
     await target.cleanup();
   });
 
-  it("records each row's own final state and values, statement built once (finish)", async () => {
+  it("records each row's own final state and values, one row at a time", async () => {
     await seed(db, 4);
     const rows = await repo.claim('me', 10, [], 60_000);
     expect(await repo.markSendingMany(db, rows, 'me', 60_000)).toHaveLength(4);
     const [a, b, c, d] = rows.sort((x, y) => x.outbox_id - y.outbox_id) as [OutboxRow, OutboxRow, OutboxRow, OutboxRow];
     const now = Date.parse('2026-12-07T10:00:00.000Z');
-    await repo.finish(a, 'sent', { provider_message_id: 'pm-a' }, now);
-    await repo.finish(b, 'failed', { error_code: 'invalid_input', error_message: 'bad address' }, now + 1);
-    await repo.finish(c, 'unknown', { error_code: 'timeout', error_message: 'in doubt' }, now + 2);
-    await repo.finish(d, 'sent', { provider_message_id: 'pm-d' }, now + 3);
+    await repo.finishMany([{ row: a, state: 'sent', provider_message_id: 'pm-a' }], now);
+    await repo.finishMany([{ row: b, state: 'failed', error_code: 'invalid_input', error_message: 'bad address' }], now + 1);
+    await repo.finishMany([{ row: c, state: 'unknown', error_code: 'timeout', error_message: 'in doubt' }], now + 2);
+    await repo.finishMany([{ row: d, state: 'sent', provider_message_id: 'pm-d' }], now + 3);
     // A row already settled keeps its state: a late answer for it changes nothing.
-    await repo.finish(b, 'sent', { provider_message_id: 'pm-late' }, now + 4);
+    await repo.finishMany([{ row: b, state: 'sent', provider_message_id: 'pm-late' }], now + 4);
     const got = await db.selectFrom('outbox').select(['outbox_id', 'state', 'provider_message_id', 'error_code', 'error_message', 'updated_at', 'sent_at', 'lease_owner']).orderBy('outbox_id').execute();
     expect(got.map(({ sent_at, ...r }) => ({ ...r, sent: sent_at !== null }))).toEqual([
       { outbox_id: a.outbox_id, state: 'sent', provider_message_id: 'pm-a', error_code: null, error_message: null, updated_at: new Date(now).toISOString(), lease_owner: null, sent: true },
@@ -212,7 +212,7 @@ describe.each(dialects)('OutboxDispatcher on %s', (dialect) => {
     expect(await repo.markSendingMany(db, rows, 'me', 60_000)).toHaveLength(7);
     const [a, b, c, d, e, f, g] = rows as [OutboxRow, OutboxRow, OutboxRow, OutboxRow, OutboxRow, OutboxRow, OutboxRow];
     // Already settled: a late answer for it changes nothing.
-    await repo.finish(g, 'failed', { error_code: 'invalid_input', error_message: 'peer' });
+    await repo.finishMany([{ row: g, state: 'failed', error_code: 'invalid_input', error_message: 'peer' }]);
     const now = Date.parse('2026-12-07T11:00:00.000Z');
     const statements = vi.spyOn(db, 'executeQuery');
     await repo.finishMany(

@@ -222,20 +222,10 @@ export class OutboxRepository {
   }
 
   /**
-   * Settles a row for good. `sent_at` stays for sent and unknown (it may have gone out), and is cleared
-   * otherwise. A row already settled as sent, failed or skipped keeps that state.
+   * Settles rows for good: one statement per outcome (state and error) and up to FINISH_CHUNK rows.
+   * `sent_at` stays for sent and unknown (it may have gone out), and is cleared otherwise. A row already
+   * settled as sent, failed or skipped keeps that state.
    */
-  async finish(
-    row: OutboxRow,
-    state: Finish['state'],
-    fields: { provider_message_id?: string; error_code?: string; error_message?: string } = {},
-    now = Date.now(),
-    db: Kysely<Database> = this.db,
-  ): Promise<void> {
-    await this.finishMany([{ row, state, ...fields }], now, db);
-  }
-
-  /** Records the final state of each row: one statement per outcome (state and error) and up to FINISH_CHUNK rows. */
   async finishMany(rows: readonly Finish[], now = Date.now(), db: Kysely<Database> = this.db): Promise<void> {
     const groups = new Map<string, Finish[]>();
     for (const f of rows) {
@@ -247,7 +237,6 @@ export class OutboxRepository {
     const at = iso(now);
     for (const group of groups.values()) {
       const { state, error_code, error_message } = group[0]!;
-      // A row that was sent (or may have been) keeps when it went; one that provably did not go has none.
       const run = state === 'sent' || state === 'unknown' ? finishKeepingSentAt : finishClearingSentAt;
       for (let i = 0; i < group.length; i += FINISH_CHUNK) {
         const chunk = group.slice(i, i + FINISH_CHUNK);
