@@ -302,6 +302,12 @@ function report(name: string, style: RateWindowStyle, lim: Limit, m: Measured, e
       `${fmt(pw.used, 1)} of ${lim.limit}, ${fmt(pw.spendMs, 0)}, ${fmt(pw.lateMs, 0)} (max ${pw.maxLateMs}) ${style === 'clock' ? 'after the window began' : `after the previous window ended, ${fmt(pw.afterResetMs ?? NaN, 0)} after its reported reset`}`,
     );
   }
+  if (style === 'clock' && s.windowStarts.length > 1) {
+    // The first clock window counts in full towards "allowed", however late in it the first request came.
+    const w0 = s.windowStarts[0]!;
+    const used0 = accepted.filter((t) => t >= w0 && t < w0 + lim.windowMs).length;
+    line('  first clock window: used, first request ms after it began', `${used0} of ${lim.limit}, ${s.at[0]! - w0}`);
+  }
   // The start is where pacing loses most (the first window, the dispatcher growing its deliveries).
   const firstSeconds = Array.from({ length: Math.min(4, Math.ceil(spanS)) }, (_, k) => accepted.filter((t) => t >= s.at[0]! + k * 1000 && t < s.at[0]! + (k + 1) * 1000).length);
   line('  accepted in each of the first seconds (from the first request)', firstSeconds.join(', '));
