@@ -557,9 +557,10 @@ const durableFloor: { fresh?: number; warm?: number } = {};
 
 /**
  * The yardstick (bench/reference-client.ts): a bare HTTP client's CPU per request at `rate` against
- * the same stand-in, measured in the same run, so a server's figure can be read against this machine.
- * `perWake` requests leave together each wake-up; `rounds` > 1 runs the load again in the same process
- * (the first round new, the next warm).
+ * the same stand-in, measured in the same run, so a server's figure can be read against this machine;
+ * `mode` durable or leased puts the least an outbox must write under it (its database in a temporary
+ * folder). `perWake` requests leave together each wake-up; `rounds` > 1 runs the load again in the
+ * same process (the first round new, the next warm).
  */
 async function referenceCase(rate: number, n: number, perWake = 1, rounds = 1, mode: 'bare' | 'durable' | 'leased' = 'bare'): Promise<void> {
   const lim = { limit: Math.ceil(rate / 0.95), windowMs: 1000 };
@@ -636,7 +637,7 @@ function summary(): void {
     ),
   ];
   if (references.length) out.push('', '| yardstick | rate | requests | CPU ms/request |', '|---|--:|--:|--:|', ...references);
-  // A machine's speed moves every CPU figure alike: the ratio to the floor measured in the same run does not.
+  // A machine's speed moves every CPU figure; the ratio to the floor measured in the same run moves less.
   const { fresh, warm } = durableFloor;
   const at100 = rows.filter((r) => r.limit.limit === 100 && r.limit.windowMs === 1000);
   if (fresh !== undefined && warm !== undefined && at100.length) {
