@@ -119,20 +119,23 @@ function durableSender(counts: { rejected: number }, leased: boolean): Sender {
   const suppressed = (addresses: string[]) => db.prepare(`select address from suppressions where lifted_at is null and address in (${list(addresses.length)})`).all(...addresses) as Array<{ address: string }>;
   const settleOne = db.prepare(`update outbox set state = ?, provider_message_id = ?, updated_at = ?, lease_owner = null, lease_until = null where outbox_id = ?`);
   const audit = db.prepare('insert into timeline (contact_id, occurred_at, summary) values (?, ?, ?)');
-  const answered: Array<{ id: number; contact: string; providerId?: string }> = [];
+  const answered: Array<{ id: number; contact: string; state: 'sent' | 'failed' | 'skipped'; providerId?: string }> = [];
   const held: Row[] = [];
   const settle = () => {
     const now = Date.now();
     for (const a of answered.splice(0)) {
-      settleOne.run(a.providerId ? 'sent' : 'failed', a.providerId ?? null, now, a.id);
-      audit.run(a.contact, now, `Email "Reference: news for Client" ${a.providerId ? 'sent' : 'failed'}`);
+      settleOne.run(a.state, a.providerId ?? null, now, a.id);
+      audit.run(a.contact, now, `Email "Reference: news for Client" ${a.state}`);
     }
   };
+  /** The rows that may be sent; the others are settled as skipped with the next group. */
   const admitted = (rows: Row[]) => {
     if (!rows.length) return rows;
     const allowed = new Set(consent(rows.map((r) => r.contact_id)).filter((c) => !c.unsubscribed).map((c) => c.contact_id));
     const blocked = new Set(suppressed(rows.map((r) => r.recipient)).map((s) => s.address));
-    return rows.filter((r) => allowed.has(r.contact_id) && !blocked.has(r.recipient));
+    const go = (r: Row) => allowed.has(r.contact_id) && !blocked.has(r.recipient);
+    for (const r of rows) if (!go(r)) answered.push({ id: r.outbox_id, contact: r.contact_id, state: 'skipped' });
+    return rows.filter(go);
   };
   const takeGroup = db.transaction((k: number): Row[] => {
     settle();
@@ -159,7 +162,7 @@ function durableSender(counts: { rejected: number }, leased: boolean): Sender {
       return takeGroup(k).map((r) => {
         const content = JSON.parse(r.content) as { name: string };
         return send({ id: r.outbox_id, email: r.recipient, name: content.name }, counts).then((providerId) => {
-          answered.push({ id: r.outbox_id, contact: r.contact_id, providerId });
+          answered.push({ id: r.outbox_id, contact: r.contact_id, state: providerId ? 'sent' : 'failed', providerId });
         });
       });
     },
