@@ -28,8 +28,10 @@ export function heldBy(db: Kysely<Database>, campaignId: string, pid: number) {
 
 /**
  * For the kill drills, right after a SIGKILL: what the dead process held of a campaign. Read at once,
- * and again once its database sessions are gone (a commit it sent just before dying lands by then);
- * a row `sending` in either read stays so until its lease runs out and it becomes `unknown`.
+ * and again once its database sessions are gone: a commit it sent just before dying lands by then,
+ * and may have marked a queued row `sending`, or settled a `sending` row whose answer it had (that
+ * row is recorded, not in doubt). What is `sending` once the sessions are gone stays so until its
+ * lease runs out and it becomes `unknown`.
  */
 export async function heldAtDeath(db: Kysely<Database>, campaignId: string, pid: number): Promise<{ queued: number[]; midSend: number[] }> {
   const read = () => heldBy(db, campaignId, pid);
@@ -37,6 +39,9 @@ export async function heldAtDeath(db: Kysely<Database>, campaignId: string, pid:
   const sessions = sql<{ n: number }>`select count(*)::int as n from pg_stat_activity where application_name = ${`${APPLICATION_NAME}/${pid}`}`;
   await until(() => sessions.execute(db), (r) => r.rows[0]!.n === 0, { message: "the dead process's database sessions closed" });
   const after = await read();
-  const midSend = [...new Set([...atDeath, ...after].filter((r) => r.state === 'sending').map((r) => Number(r.outbox_id)))].sort((a, b) => a - b);
+  const seenSending = [...new Set([...atDeath, ...after].filter((r) => r.state === 'sending').map((r) => Number(r.outbox_id)))];
+  // Their state now, whoever holds them: a row its last commit settled is neither sending nor unknown.
+  const now = seenSending.length ? await db.selectFrom('outbox').select(['outbox_id', 'state']).where('outbox_id', 'in', seenSending).execute() : [];
+  const midSend = now.filter((r) => r.state === 'sending' || r.state === 'unknown').map((r) => Number(r.outbox_id)).sort((a, b) => a - b);
   return { queued: atDeath.filter((r) => r.state === 'queued').map((r) => Number(r.outbox_id)), midSend };
 }
