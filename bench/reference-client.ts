@@ -112,11 +112,21 @@ function durableSender(counts: { rejected: number }, leased: boolean): Sender {
   const due = `select outbox_id from outbox where state = 'queued' and lease_owner is null order by outbox_id limit ?`;
   const claimAndMark = db.prepare(`update outbox set state = 'sending', sent_at = ?, updated_at = ? where outbox_id in (${due}) returning outbox_id, contact_id, recipient, content`);
   const lease = db.prepare(`update outbox set lease_owner = ?, lease_until = ? where outbox_id in (${due}) returning outbox_id, contact_id, recipient, content`);
-  const list = (k: number) => Array.from({ length: k }, () => '?').join(',');
-  const markHeld = (ids: number[], now: number) =>
-    db.prepare(`update outbox set state = 'sending', sent_at = ?, updated_at = ?, lease_until = ? where outbox_id in (${list(ids.length)}) and lease_owner = ? and state = 'queued' returning outbox_id`).all(now, now, now + 60_000, ...ids, owner) as Array<{ outbox_id: number }>;
-  const consent = (ids: string[]) => db.prepare(`select contact_id, unsubscribed from contacts where contact_id in (${list(ids.length)})`).all(...ids) as Array<{ contact_id: string; unsubscribed: number }>;
-  const suppressed = (addresses: string[]) => db.prepare(`select address from suppressions where lifted_at is null and address in (${list(addresses.length)})`).all(...addresses) as Array<{ address: string }>;
+  // A statement with an `in (…)` list of k values, prepared once per k (as the server's statement cache keeps them).
+  const withList = (sqlFor: (list: string) => string) => {
+    const byCount = new Map<number, SQLite.Statement>();
+    return (k: number) => {
+      let st = byCount.get(k);
+      if (!st) byCount.set(k, (st = db.prepare(sqlFor(Array.from({ length: k }, () => '?').join(',')))));
+      return st;
+    };
+  };
+  const markHeldSql = withList((l) => `update outbox set state = 'sending', sent_at = ?, updated_at = ?, lease_until = ? where outbox_id in (${l}) and lease_owner = ? and state = 'queued' returning outbox_id`);
+  const consentSql = withList((l) => `select contact_id, unsubscribed from contacts where contact_id in (${l})`);
+  const suppressedSql = withList((l) => `select address from suppressions where lifted_at is null and address in (${l})`);
+  const markHeld = (ids: number[], now: number) => markHeldSql(ids.length).all(now, now, now + 60_000, ...ids, owner) as Array<{ outbox_id: number }>;
+  const consent = (ids: string[]) => consentSql(ids.length).all(...ids) as Array<{ contact_id: string; unsubscribed: number }>;
+  const suppressed = (addresses: string[]) => suppressedSql(addresses.length).all(...addresses) as Array<{ address: string }>;
   const settleOne = db.prepare(`update outbox set state = ?, provider_message_id = ?, updated_at = ?, lease_owner = null, lease_until = null where outbox_id = ?`);
   const audit = db.prepare('insert into timeline (contact_id, occurred_at, summary) values (?, ?, ?)');
   const answered: Array<{ id: number; contact: string; state: 'sent' | 'failed' | 'skipped'; providerId?: string }> = [];
